@@ -1,0 +1,163 @@
+//! Command-line flags and the validated configuration they produce.
+//!
+//! The first four flags are the seed's contract and never change: `--id`, `--cluster`,
+//! `--port`, `--join`. With no flags at all a node starts as a single-node cluster
+//! (`--id 1 --cluster http://127.0.0.1:12379 --port 12380`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command-line flags, as typed.
+#[derive(Debug, Parser)]
+#[command(name = "coordinate", version, about = "A small, strongly consistent key-value store on Raft")]
+pub struct Args {
+    /// This node's id: its 1-based position in --cluster (also its Raft id).
+    #[arg(long, default_value_t = 1)]
+    pub id: u64,
+    /// Comma-separated peer (Raft) URLs of the cluster; node i listens on entry i.
+    #[arg(long, default_value = "http://127.0.0.1:12379")]
+    pub cluster: String,
+    /// Client HTTP port.
+    #[arg(long, default_value_t = 12380)]
+    pub port: u16,
+    /// Start with no configuration and wait to be added to an existing cluster.
+    #[arg(long)]
+    pub join: bool,
+    /// Where the WAL and snapshots live [default: coordinate-<id>].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Applied entries between snapshots (log compaction happens after each).
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Interface the client HTTP port binds to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_host: String,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// How long a request waits for a quorum before answering 503/504, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// Largest accepted value, in bytes (bigger bodies get 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_value_size: usize,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Raft id of this node (1-based index into `peers`).
+    pub id: u64,
+    /// Peer URL of every founding member, by id.
+    pub peers: HashMap<u64, String>,
+    /// `host:port` the peer transport listens on (from this node's own URL).
+    pub peer_listen: String,
+    /// `host:port` the client API listens on.
+    pub client_listen: String,
+    /// Wait to be added instead of bootstrapping a cluster.
+    pub join: bool,
+    /// Data directory (default `coordinate-<id>`).
+    pub data_dir: PathBuf,
+    /// Applied entries between snapshots (default 10000).
+    pub snapshot_count: u64,
+    /// Log filter (default `info`).
+    pub log_level: String,
+    /// Request deadline (default 5 s).
+    pub request_timeout: Duration,
+    /// Largest value accepted (default 1 MiB).
+    pub max_value_size: usize,
+    /// Size at which a WAL segment is rotated (default 64 MiB).
+    pub wal_segment_size: u64,
+}
+
+impl Config {
+    /// Validates flags into a configuration; the error is one line for the operator.
+    pub fn from_args(args: Args) -> Result<Config, String> {
+        let urls: Vec<&str> = args.cluster.split(',').map(str::trim).collect();
+        let mut peers = HashMap::new();
+        for (i, url) in urls.iter().enumerate() {
+            let addr = peer_addr(url).map_err(|e| format!("invalid --cluster URL {url:?}: {e}"))?;
+            peers.insert(i as u64 + 1, addr);
+        }
+        if args.id == 0 || args.id as usize > urls.len() {
+            return Err(format!(
+                "invalid --id {}: it must be between 1 and the number of --cluster URLs ({})",
+                args.id,
+                urls.len()
+            ));
+        }
+        if args.snapshot_count == 0 {
+            return Err("invalid --snapshot-count 0: it must be at least 1".into());
+        }
+        if args.request_timeout_ms == 0 {
+            return Err("invalid --request-timeout-ms 0: it must be at least 1".into());
+        }
+        let peer_listen = peers[&args.id].clone();
+        Ok(Config {
+            id: args.id,
+            peer_listen,
+            peers,
+            client_listen: format!("{}:{}", args.listen_host, args.port),
+            join: args.join,
+            data_dir: args
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(format!("coordinate-{}", args.id))),
+            snapshot_count: args.snapshot_count,
+            log_level: args.log_level,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            max_value_size: args.max_value_size,
+            wal_segment_size: 64 << 20,
+        })
+    }
+}
+
+/// Extracts `host:port` from an `http://host:port` peer URL.
+pub fn peer_addr(url: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("the scheme must be http://".into());
+    }
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or("missing host")?;
+    let port = uri.port_u16().ok_or("missing port")?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("a peer URL has no path".into());
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut full = vec!["coordinate"];
+        full.extend_from_slice(args);
+        Config::from_args(Args::try_parse_from(full).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn defaults_give_a_single_node_cluster() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.id, 1);
+        assert_eq!(c.peer_listen, "127.0.0.1:12379");
+        assert_eq!(c.client_listen, "127.0.0.1:12380");
+        assert_eq!(c.data_dir, PathBuf::from("coordinate-1"));
+        assert_eq!(c.snapshot_count, 10_000);
+        assert!(!c.join);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        let three = "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3";
+        assert!(parse(&["--id", "0"]).unwrap_err().contains("--id"));
+        assert!(parse(&["--id", "4", "--cluster", three]).unwrap_err().contains("--id"));
+        assert!(parse(&["--cluster", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["--cluster", "http://127.0.0.1"]).is_err());
+        assert!(parse(&["--cluster", "https://127.0.0.1:1"]).is_err());
+        assert!(parse(&["--snapshot-count", "0"]).is_err());
+        assert_eq!(parse(&["--id", "3", "--cluster", three]).unwrap().peer_listen, "127.0.0.1:3");
+    }
+}

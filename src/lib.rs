@@ -1,0 +1,39 @@
+//! # coordinate
+//!
+//! A small, strongly consistent key-value store. Every node runs one Raft instance (raft-rs)
+//! and an in-memory ordered map as its state machine, and serves an HTTP API.
+//!
+//! ## A PUT, end to end
+//! 1. [`api`] decodes the key and value and calls [`raft::NodeHandle::propose`].
+//! 2. The handle queues an `Input::Propose` for the raft thread ([`raft::node`]) and awaits a
+//!    oneshot reply.
+//! 3. The raft thread batches every queued proposal into one raft append. On the leader the
+//!    entries go to followers ([`raft::transport`]) while they are written to the WAL
+//!    ([`storage::wal`]) with one fsync for the whole batch; a follower forwards proposals to
+//!    the leader through raft itself.
+//! 4. Once a quorum has the entries durably, they are committed; every node applies them to
+//!    [`kv`] in log order. The node that proposed an entry recognises it by the context it
+//!    attached and answers the waiting request: 204.
+//!
+//! ## A GET
+//! Reads queued together share one ReadIndex round: the leader confirms with a quorum
+//! (heartbeat) that it is still leader and returns its commit index; the read waits until this
+//! node has applied that index, then reads the map. Followers do the same through the leader,
+//! so a GET on any node sees every write acknowledged before it started.
+//!
+//! ## Durability
+//! Entries and hard state reach the WAL and are fsynced before this node acknowledges,
+//! votes or counts itself in a quorum. Every `--snapshot-count` applied entries the map is
+//! written to a snapshot file ([`storage::snapshot`]) and the log before it compacted.
+//!
+//! ## Deliberately missing
+//! No TLS or authentication on either port yet; reads always go through ReadIndex (no leases);
+//! the state machine lives in memory (bounded by RAM, like etcd's working set).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod raft;
+pub mod server;
+pub mod storage;

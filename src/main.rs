@@ -1,0 +1,42 @@
+//! The `coordinate` binary: flags → [`Config`] → run until a signal.
+
+use clap::Parser;
+use coordinate::config::{Args, Config};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let cfg = match Config::from_args(args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("coordinate: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = match EnvFilter::try_new(&cfg.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("coordinate: invalid --log-level {:?}: {e}", cfg.log_level);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coordinate: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(coordinate::server::run(cfg)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("coordinate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! The raft node: one thread owns the `RawNode`, its storage and the state machine, and runs
+//! the Ready loop. Everything else talks to it through one bounded channel of [`Input`]s and
+//! gets answers on oneshot channels.
+//!
+//! # The loop
+//! 1. Wait for input or the next tick; then drain everything already queued (group commit:
+//!    all proposals that arrived meanwhile go into one raft append).
+//! 2. Proposals become one `MsgPropose` with many entries. Each entry's context carries
+//!    `(node id, incarnation, sequence)` so that when the entry is applied — on whichever node
+//!    proposed it — the waiting request is answered, and an entry replayed from an earlier run
+//!    of this node can never answer a new request.
+//! 3. Reads that arrived together share one ReadIndex round. When the read state comes back
+//!    they wait until `applied >= read index`, then are served from the state machine.
+//! 4. One `Ready`: send the leader's messages, install a snapshot if any, apply committed
+//!    entries, append entries and hard state to the WAL with **one fsync**, and only then send
+//!    the messages that must follow persistence (votes, append acks).
+//! 5. Every `snapshot_count` applied entries, snapshot the state machine and compact the log.
+//!
+//! Requests whose reply can no longer arrive (a proposal lost in a leader change, a read index
+//! never answered) are swept periodically; their callers time out with "outcome unknown".
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole, Storage as _};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::kv::{Command, Kv};
+use crate::raft::transport::Transport;
+use crate::storage::RaftStorage;
+
+/// How often raft ticks.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Ticks without a heartbeat before a follower campaigns.
+pub const ELECTION_TICKS: usize = 10;
+/// Ticks between leader heartbeats.
+pub const HEARTBEAT_TICKS: usize = 1;
+/// A read-index round not answered after this many ticks is sent again.
+const READ_RETRY_TICKS: u32 = 3;
+
+/// Everything the raft thread can be asked to do.
+pub enum Input {
+    /// Replicate and apply a state-machine command.
+    Propose {
+        data: Bytes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Read a key linearizably.
+    Read {
+        key: String,
+        reply: oneshot::Sender<Result<Option<Bytes>>>,
+    },
+    /// A message from a peer.
+    Raft(Box<Message>),
+    /// The transport could not deliver to this peer.
+    Unreachable(u64),
+    /// The transport finished (or failed) sending a snapshot.
+    SnapshotSent { to: u64, ok: bool },
+    /// Report the node's status.
+    Status(oneshot::Sender<NodeStatus>),
+    /// Sync and stop the loop.
+    Shutdown,
+}
+
+/// A point-in-time view of the node, for `/v1/status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub role: &'static str,
+    pub leader: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub keys: usize,
+    pub wal_bytes: u64,
+    pub voters: Vec<u64>,
+}
+
+/// Settings of the node loop.
+pub struct NodeConfig {
+    pub id: u64,
+    pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging peers catch up by log.
+    pub catch_up_entries: u64,
+    /// Requests older than this are abandoned (their callers have timed out).
+    pub request_timeout: Duration,
+}
+
+struct ReadBatch {
+    requests: Vec<(String, oneshot::Sender<Result<Option<Bytes>>>)>,
+    index: Option<u64>,
+    issued_ticks: u32,
+    age_ticks: u32,
+}
+
+/// The raft thread's state.
+pub struct Node {
+    cfg: NodeConfig,
+    raw: RawNode<RaftStorage>,
+    kv: Kv,
+    conf_state: ConfState,
+    transport: Transport,
+    rx: flume::Receiver<Input>,
+    incarnation: u64,
+    next_seq: u64,
+    proposals: HashMap<u64, oneshot::Sender<Result<()>>>,
+    queued_proposals: Vec<Entry>,
+    queued_reads: Vec<(String, oneshot::Sender<Result<Option<Bytes>>>)>,
+    read_batches: BTreeMap<u64, ReadBatch>,
+    next_read_ctx: u64,
+    applied: u64,
+    leader: u64,
+    role: StateRole,
+    ticks: u64,
+}
+
+impl Node {
+    /// Builds the node over recovered storage and state machine.
+    pub fn new(
+        cfg: NodeConfig,
+        storage: RaftStorage,
+        kv: Kv,
+        applied: u64,
+        transport: Transport,
+        rx: flume::Receiver<Input>,
+        logger: &slog::Logger,
+    ) -> Result<Node> {
+        let conf_state = storage.initial_state()?.conf_state;
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_cfg.validate()?;
+        let raw = RawNode::new(&raft_cfg, storage, logger)?;
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(Node {
+            cfg,
+            raw,
+            kv,
+            conf_state,
+            transport,
+            rx,
+            incarnation,
+            next_seq: 1,
+            proposals: HashMap::new(),
+            queued_proposals: Vec::new(),
+            queued_reads: Vec::new(),
+            read_batches: BTreeMap::new(),
+            next_read_ctx: 1,
+            applied,
+            leader: 0,
+            role: StateRole::Follower,
+            ticks: 0,
+        })
+    }
+
+    /// Runs the loop until `Input::Shutdown`, then makes everything durable.
+    pub fn run(mut self) -> Result<()> {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut stop = false;
+            match self.rx.recv_timeout(wait) {
+                Ok(input) => {
+                    stop |= self.handle(input)?;
+                    // Drain what is already queued, bounded so ticks are never starved.
+                    for _ in 0..8192 {
+                        match self.rx.try_recv() {
+                            Ok(input) => stop |= self.handle(input)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => stop = true,
+            }
+            if Instant::now() >= next_tick {
+                next_tick += TICK;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + TICK;
+                }
+                self.raw.tick();
+                self.on_tick();
+            }
+            self.flush_proposals();
+            self.flush_reads();
+            self.handle_ready()?;
+            if stop {
+                break;
+            }
+        }
+        self.raw.mut_store().sync()?;
+        tracing::info!(applied = self.applied, "raft loop stopped; state is durable");
+        Ok(())
+    }
+
+    /// Handles one input; returns true on shutdown.
+    fn handle(&mut self, input: Input) -> Result<bool> {
+        match input {
+            Input::Propose { data, reply } => {
+                if self.leader == 0 && self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(Error::NoLeader));
+                    return Ok(false);
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let mut e = Entry::default();
+                e.data = data;
+                e.context = self.proposal_context(seq);
+                self.queued_proposals.push(e);
+                self.proposals.insert(seq, reply);
+            }
+            Input::Read { key, reply } => self.queued_reads.push((key, reply)),
+            Input::Raft(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft rejected a peer message");
+                }
+            }
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            Input::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Input::Shutdown => return Ok(true),
+        }
+        Ok(false)
+    }
+
+    fn proposal_context(&self, seq: u64) -> Bytes {
+        let mut ctx = Vec::with_capacity(24);
+        ctx.extend_from_slice(&self.cfg.id.to_le_bytes());
+        ctx.extend_from_slice(&self.incarnation.to_le_bytes());
+        ctx.extend_from_slice(&seq.to_le_bytes());
+        ctx.into()
+    }
+
+    /// The sequence number of an entry proposed by this incarnation of this node.
+    fn own_proposal(&self, ctx: &[u8]) -> Option<u64> {
+        if ctx.len() != 24 {
+            return None;
+        }
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&ctx[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        (word(0) == self.cfg.id && word(1) == self.incarnation).then(|| word(2))
+    }
+
+    /// Hands every queued proposal to raft as one message.
+    fn flush_proposals(&mut self) {
+        if self.queued_proposals.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.queued_proposals);
+        let seqs: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| self.own_proposal(&e.context))
+            .collect();
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.cfg.id;
+        m.set_entries(entries.into());
+        if let Err(e) = self.raw.step(m) {
+            let err = match e {
+                raft::Error::ProposalDropped => Error::NoLeader,
+                other => Error::Raft(other),
+            };
+            tracing::debug!(error = %err, count = seqs.len(), "proposals dropped");
+            for seq in seqs {
+                if let Some(reply) = self.proposals.remove(&seq) {
+                    let _ = reply.send(Err(clone_error(&err)));
+                }
+            }
+        }
+    }
+
+    /// Starts one read-index round for every read queued since the last one.
+    fn flush_reads(&mut self) {
+        if self.queued_reads.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        let requests = std::mem::take(&mut self.queued_reads);
+        self.read_batches.insert(
+            ctx,
+            ReadBatch {
+                requests,
+                index: None,
+                issued_ticks: 0,
+                age_ticks: 0,
+            },
+        );
+        self.raw.read_index(self.read_context(ctx));
+    }
+
+    fn read_context(&self, ctx: u64) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&self.incarnation.to_le_bytes());
+        b.extend_from_slice(&ctx.to_le_bytes());
+        b
+    }
+
+    fn on_read_states(&mut self, states: Vec<ReadState>) {
+        for rs in states {
+            if rs.request_ctx.len() != 16 || rs.request_ctx[..8] != self.incarnation.to_le_bytes() {
+                continue;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rs.request_ctx[8..]);
+            if let Some(batch) = self.read_batches.get_mut(&u64::from_le_bytes(b)) {
+                batch.index.get_or_insert(rs.index);
+            }
+        }
+        self.serve_reads();
+    }
+
+    /// Answers every read batch whose read index has been applied.
+    fn serve_reads(&mut self) {
+        let applied = self.applied;
+        let ready: Vec<u64> = self
+            .read_batches
+            .iter()
+            .filter(|(_, b)| b.index.is_some_and(|i| i <= applied))
+            .map(|(&ctx, _)| ctx)
+            .collect();
+        for ctx in ready {
+            if let Some(batch) = self.read_batches.remove(&ctx) {
+                for (key, reply) in batch.requests {
+                    let _ = reply.send(Ok(self.kv.get(&key)));
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        let timeout_ticks = (self.cfg.request_timeout.as_millis() / TICK.as_millis()).max(1) as u32;
+        // Re-send read-index rounds that got no answer (no leader yet, or a new leader that
+        // has not committed in its term drops them); give up on those nobody waits for.
+        let mut retry = Vec::new();
+        self.read_batches.retain(|&ctx, b| {
+            b.age_ticks += 1;
+            b.requests.retain(|(_, reply)| !reply.is_closed());
+            if b.requests.is_empty() || b.age_ticks > timeout_ticks {
+                return false;
+            }
+            if b.index.is_none() {
+                b.issued_ticks += 1;
+                if b.issued_ticks >= READ_RETRY_TICKS {
+                    b.issued_ticks = 0;
+                    retry.push(ctx);
+                }
+            }
+            true
+        });
+        for ctx in retry {
+            self.raw.read_index(self.read_context(ctx));
+        }
+        if self.ticks % 10 == 0 {
+            self.proposals.retain(|_, reply| !reply.is_closed());
+        }
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        for m in self.transport.send(msgs) {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.raw.report_snapshot(m.to, SnapshotStatus::Failure);
+            }
+            self.raw.report_unreachable(m.to);
+        }
+    }
+
+    fn handle_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        // The leader may send appends before its own fsync: raft counts its own vote only
+        // once the entries are persisted (below).
+        self.send(rd.take_messages());
+
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            let index = snap.get_metadata().index;
+            self.raw.mut_store().install_snapshot(&snap)?;
+            self.kv = Kv::restore(snap.data.clone())?;
+            self.conf_state = snap.get_metadata().get_conf_state().clone();
+            self.applied = index;
+            tracing::info!(index, keys = self.kv.len(), "installed snapshot from leader");
+        }
+
+        self.apply(rd.take_committed_entries())?;
+
+        let store = self.raw.mut_store();
+        store.append(rd.entries())?;
+        if let Some(hs) = rd.hs() {
+            store.set_hard_state(hs)?;
+        }
+        // One write and one fsync for everything this Ready made durable.
+        store.sync()?;
+
+        // Persist before acknowledging or voting.
+        self.send(rd.take_persisted_messages());
+        self.on_read_states(rd.take_read_states());
+
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.maybe_snapshot()
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        if leader != self.leader {
+            if leader == 0 {
+                tracing::info!(term = self.raw.raft.term, "leader lost");
+            } else {
+                tracing::info!(leader, term = self.raw.raft.term, "leader elected");
+            }
+            self.leader = leader;
+            // Read rounds of the old term may never be answered: ask again.
+            for b in self.read_batches.values_mut() {
+                if b.index.is_none() {
+                    b.issued_ticks = READ_RETRY_TICKS;
+                }
+            }
+        }
+        if role != self.role {
+            tracing::debug!(?role, "role changed");
+            self.role = role;
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in entries {
+            if e.index <= self.applied {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if !e.data.is_empty() {
+                        let result = Command::decode(e.data.clone()).map(|cmd| self.kv.apply(cmd));
+                        if let Err(err) = &result {
+                            tracing::warn!(index = e.index, error = %err, "skipping a malformed command");
+                        }
+                        if let Some(reply) = self.own_proposal(&e.context).and_then(|s| self.proposals.remove(&s)) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data)
+                        .map_err(|err| Error::Invalid(format!("conf change at {}: {err}", e.index)))?;
+                    self.apply_conf_change(&cc)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                        .map_err(|err| Error::Invalid(format!("conf change at {}: {err}", e.index)))?;
+                    self.apply_conf_change(&cc)?;
+                }
+            }
+            self.applied = e.index;
+        }
+        self.serve_reads();
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, cc: &impl raft_proto::ConfChangeI) -> Result<()> {
+        let cs = self.raw.apply_conf_change(cc)?;
+        tracing::info!(voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+        self.raw.mut_store().set_conf_state(cs.clone());
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<()> {
+        let store = self.raw.store();
+        if self.applied < store.snapshot_index() + self.cfg.snapshot_count {
+            return Ok(());
+        }
+        let index = self.applied;
+        let data = self.kv.snapshot();
+        let compact_to = index.saturating_sub(self.cfg.catch_up_entries).max(1);
+        let bytes = data.len();
+        self.raw
+            .mut_store()
+            .create_snapshot(index, self.conf_state.clone(), data, compact_to)?;
+        tracing::info!(index, bytes, compact_to, "snapshot written, log compacted");
+        Ok(())
+    }
+
+    fn status(&self) -> NodeStatus {
+        let raft = &self.raw.raft;
+        let store = self.raw.store();
+        NodeStatus {
+            id: self.cfg.id,
+            role: match raft.state {
+                StateRole::Leader => "leader",
+                StateRole::Follower => "follower",
+                StateRole::Candidate => "candidate",
+                StateRole::PreCandidate => "pre_candidate",
+            },
+            leader: raft.leader_id,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.applied,
+            snapshot_index: store.snapshot_index(),
+            first_index: store.first_index(),
+            last_index: store.last_index(),
+            keys: self.kv.len(),
+            wal_bytes: store.wal_bytes(),
+            voters: self.conf_state.voters.clone(),
+        }
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::NoLeader => Error::NoLeader,
+        other => Error::Invalid(other.to_string()),
+    }
+}

@@ -1,0 +1,171 @@
+//! Wires one node together — storage recovery, the raft thread, the peer transport and the
+//! HTTP API — and owns shutdown.
+//!
+//! Shutdown order (SIGTERM/SIGINT): stop accepting HTTP requests and let in-flight ones finish
+//! (they complete or time out), then tell the raft thread to stop, which syncs the WAL, then
+//! exit. The peer transport runs until the process ends.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::kv::Kv;
+use crate::raft::logger::raft_logger;
+use crate::raft::node::{Input, Node, NodeConfig};
+use crate::raft::transport::{self, Transport};
+use crate::raft::NodeHandle;
+use crate::storage::RaftStorage;
+
+/// Bound of the raft thread's input queue.
+const NODE_QUEUE: usize = 65_536;
+
+/// Runs a node until a shutdown signal; returns once everything is durable.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Bind both ports first so a port in use fails fast, before touching the data dir.
+    let client = TcpListener::bind(&cfg.client_listen)
+        .await
+        .with_context(|| format!("cannot listen for clients on {}", cfg.client_listen))?;
+    let peer = TcpListener::bind(&cfg.peer_listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", cfg.peer_listen))?;
+
+    let (storage, kv, applied) = recover(&cfg).await?;
+
+    let (tx, rx) = flume::bounded(NODE_QUEUE);
+    let transport = Transport::new(cfg.id, &cfg.peers, tx.clone(), tokio::runtime::Handle::current());
+    tokio::spawn(transport::serve(peer, cfg.id, tx.clone()));
+
+    let node = Node::new(
+        NodeConfig {
+            id: cfg.id,
+            snapshot_count: cfg.snapshot_count,
+            catch_up_entries: (cfg.snapshot_count / 2).min(5_000),
+            request_timeout: cfg.request_timeout,
+        },
+        storage,
+        kv,
+        applied,
+        transport,
+        rx,
+        &raft_logger(),
+    )
+    .context("starting raft")?;
+    // The raft thread reports its end on `done`: normally after `Input::Shutdown`, or early if
+    // storage fails, in which case the node stops serving (fail-stop, like etcd on fsync errors).
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            let result = node.run();
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "raft loop failed; stopping the node");
+            }
+            let _ = done_tx.send(result);
+        })
+        .context("spawning the raft thread")?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut done_rx = done_rx;
+    let mut early_result = None;
+
+    let handle = NodeHandle::new(tx.clone(), cfg.request_timeout);
+    let app = api::router(ApiState {
+        node: handle,
+        max_value_size: cfg.max_value_size,
+    });
+    tracing::info!(
+        id = cfg.id,
+        client = %cfg.client_listen,
+        peer = %cfg.peer_listen,
+        data_dir = %cfg.data_dir.display(),
+        "serving"
+    );
+    let serve = axum::serve(client, app).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let server = tokio::spawn(async move { serve.await });
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutdown requested"),
+        result = &mut done_rx => early_result = Some(result),
+    }
+    let _ = stop_tx.send(true);
+    server
+        .await
+        .context("the HTTP server panicked")?
+        .context("serving HTTP")?;
+
+    if let Some(result) = early_result {
+        return match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e).context("raft loop failed"),
+            Err(_) => bail!("the raft thread panicked"),
+        };
+    }
+    tracing::info!("HTTP drained; stopping raft");
+    let _ = tx.send_async(Input::Shutdown).await;
+    match done_rx.await {
+        Ok(result) => result.context("raft loop failed"),
+        Err(_) => bail!("the raft thread panicked"),
+    }
+}
+
+/// Opens the data directory: the recovered storage, state machine and applied index. A fresh
+/// founding member bootstraps the cluster's first state; a fresh `--join` node starts empty.
+async fn recover(cfg: &Config) -> anyhow::Result<(RaftStorage, Kv, u64)> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(RaftStorage, Kv, u64)> {
+        let (mut storage, snapshot) = RaftStorage::open(&cfg.data_dir, cfg.wal_segment_size)
+            .with_context(|| format!("cannot recover the data directory {}", cfg.data_dir.display()))?;
+        if let Some(snap) = snapshot {
+            let index = snap.get_metadata().index;
+            let kv = Kv::restore(snap.data.clone()).context("restoring the state machine")?;
+            tracing::info!(index, keys = kv.len(), "recovered from snapshot");
+            return Ok((storage, kv, index));
+        }
+        if cfg.join {
+            tracing::info!("no local state; waiting for the leader to add this node (--join)");
+            return Ok((storage, Kv::default(), 0));
+        }
+        let members: BTreeMap<u64, String> = cfg
+            .peers
+            .iter()
+            .map(|(&id, addr)| (id, format!("http://{addr}")))
+            .collect();
+        let voters: Vec<u64> = members.keys().copied().collect();
+        let kv = Kv::with_members(members);
+        storage
+            .bootstrap(voters.clone(), kv.snapshot())
+            .context("bootstrapping the cluster")?;
+        tracing::info!(?voters, "bootstrapped a new cluster");
+        Ok((storage, kv, 1))
+    })
+    .await
+    .context("storage recovery panicked")?
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

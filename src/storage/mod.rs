@@ -1,0 +1,283 @@
+//! Durable raft state: the in-memory view of the log that raft-rs reads through the
+//! [`raft::Storage`] trait, backed by the write-ahead log and the snapshot files.
+//!
+//! `RaftStorage` is owned by the raft thread (inside `RawNode`), so nothing here is shared or
+//! locked. Mutations are buffered into the WAL and become durable on [`RaftStorage::sync`]: the
+//! node loop calls it once per `Ready`, before any message that depends on the new state is sent.
+//!
+//! The in-memory log holds every entry after the newest compaction point; `first_index` is the
+//! oldest entry still held and `prev_term` the term of the entry just before it, which raft needs
+//! to match a follower's log at the boundary.
+
+pub mod snapshot;
+pub mod wal;
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::error::{Error, Result};
+use snapshot::SnapshotStore;
+use wal::{SnapshotMarker, Wal};
+
+/// The node's raft log, hard state and snapshots.
+pub struct RaftStorage {
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot_meta: SnapshotMetadata,
+    first_index: u64,
+    prev_term: u64,
+    entries: VecDeque<Entry>,
+    wal: Wal,
+    snaps: SnapshotStore,
+}
+
+impl RaftStorage {
+    /// Opens the data directory and recovers. Returns the newest snapshot too, so the caller can
+    /// restore the state machine from it.
+    pub fn open(dir: &Path, segment_size: u64) -> Result<(RaftStorage, Option<Snapshot>)> {
+        let snaps = SnapshotStore::open(&dir.join("snap"))?;
+        let (wal, rec) = Wal::open(&dir.join("wal"), segment_size)?;
+        let snapshot = match rec.snapshot {
+            Some(m) => Some(snaps.load(m.index, m.term)?),
+            None => None,
+        };
+        let mut store = RaftStorage {
+            hard_state: rec.hard_state,
+            conf_state: ConfState::default(),
+            snapshot_meta: SnapshotMetadata::default(),
+            first_index: 1,
+            prev_term: 0,
+            entries: rec.entries.into(),
+            wal,
+            snaps,
+        };
+        if let Some(snap) = &snapshot {
+            let meta = snap.get_metadata();
+            store.snapshot_meta = meta.clone();
+            store.conf_state = meta.get_conf_state().clone();
+            store.first_index = meta.index + 1;
+            store.prev_term = meta.term;
+            store.hard_state.commit = store.hard_state.commit.max(meta.index);
+            store.hard_state.term = store.hard_state.term.max(meta.term);
+        }
+        Ok((store, snapshot))
+    }
+
+    /// True once the node has a membership: it bootstrapped a cluster, or a leader sent it a
+    /// snapshot. A `--join` node starts uninitialized.
+    pub fn is_initialized(&self) -> bool {
+        !self.conf_state.voters.is_empty() || !self.conf_state.learners.is_empty()
+    }
+
+    /// Creates the first state of a brand-new cluster: a snapshot at index 1 holding the
+    /// membership and the initial state-machine `data`. Every founding member writes the same
+    /// one, so they agree from the start; nodes added later receive it (or a newer one) from the
+    /// leader instead.
+    pub fn bootstrap(&mut self, voters: Vec<u64>, data: bytes::Bytes) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = 1;
+        meta.term = 1;
+        meta.mut_conf_state().voters = voters;
+        snap.data = data;
+        self.install_snapshot(&snap)?;
+        self.sync()?;
+        Ok(snap)
+    }
+
+    /// Durably installs a snapshot received from the leader (or the bootstrap one): the file
+    /// first, then the WAL marker that replaces the whole log.
+    pub fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
+        let meta = snap.get_metadata();
+        self.snaps.save(snap)?;
+        self.wal.mark_snapshot(
+            SnapshotMarker {
+                index: meta.index,
+                term: meta.term,
+            },
+            true,
+        );
+        self.snapshot_meta = meta.clone();
+        self.conf_state = meta.get_conf_state().clone();
+        self.first_index = meta.index + 1;
+        self.prev_term = meta.term;
+        self.entries.clear();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.wal.set_hard_state(&self.hard_state)?;
+        Ok(())
+    }
+
+    /// Durably writes a snapshot of this node's own state at applied `index`, then drops log
+    /// entries before `compact_to` (kept entries let slightly lagging peers catch up by log).
+    pub fn create_snapshot(
+        &mut self,
+        index: u64,
+        conf_state: ConfState,
+        data: bytes::Bytes,
+        compact_to: u64,
+    ) -> Result<()> {
+        let term = raft::Storage::term(self, index)?;
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf_state);
+        snap.data = data;
+        self.snaps.save(&snap)?;
+        self.wal.mark_snapshot(SnapshotMarker { index, term }, false);
+        self.wal.sync()?;
+        self.snapshot_meta = snap.take_metadata();
+        self.snaps.prune(index)?;
+        self.compact(compact_to.min(index))
+    }
+
+    fn compact(&mut self, compact_to: u64) -> Result<()> {
+        if compact_to <= self.first_index {
+            return Ok(());
+        }
+        let prev_term = raft::Storage::term(self, compact_to - 1)?;
+        let drop = ((compact_to - self.first_index) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.first_index = compact_to;
+        self.prev_term = prev_term;
+        self.wal.compact(compact_to)?;
+        Ok(())
+    }
+
+    /// Appends (or overwrites from `entries[0].index` on) entries; durable after `sync`.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index < self.first_index {
+            return Err(Error::Invalid(format!(
+                "append at {} before the first index {}",
+                first.index, self.first_index
+            )));
+        }
+        let keep = (first.index - self.first_index) as usize;
+        if keep > self.entries.len() {
+            return Err(Error::Invalid(format!(
+                "append at {} leaves a gap after {}",
+                first.index,
+                self.last_index()
+            )));
+        }
+        self.entries.truncate(keep);
+        self.entries.extend(entries.iter().cloned());
+        self.wal.append_entries(entries)
+    }
+
+    /// Records a new hard state; durable after `sync`.
+    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<()> {
+        self.hard_state = hs.clone();
+        self.wal.set_hard_state(hs)
+    }
+
+    /// Records a new commit index (from a `LightReady`); durable after `sync`.
+    pub fn set_commit(&mut self, commit: u64) -> Result<()> {
+        if commit == self.hard_state.commit {
+            return Ok(());
+        }
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        self.set_hard_state(&hs)
+    }
+
+    /// Tracks membership changes as they are applied, for `initial_state` and snapshots.
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf_state = cs;
+    }
+
+    /// Makes every buffered change durable (one write, one fsync).
+    pub fn sync(&mut self) -> Result<()> {
+        self.wal.sync()
+    }
+
+    /// The newest snapshot's index.
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_meta.index
+    }
+
+    /// The oldest entry still held (compaction point + 1).
+    pub fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    /// The newest entry's index.
+    pub fn last_index(&self) -> u64 {
+        self.first_index + self.entries.len() as u64 - 1
+    }
+
+    /// Bytes used by the write-ahead log on disk.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.size_bytes()
+    }
+}
+
+impl raft::Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let lo = (low - self.first_index) as usize;
+        let hi = (high - self.first_index) as usize;
+        let mut out: Vec<Entry> = self.entries.range(lo..hi).cloned().collect();
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx + 1 == self.first_index {
+            return Ok(self.prev_term);
+        }
+        if idx == self.snapshot_meta.index {
+            return Ok(self.snapshot_meta.term);
+        }
+        if idx < self.first_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match self.entries.get((idx - self.first_index) as usize) {
+            Some(e) => Ok(e.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(RaftStorage::last_index(self))
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let meta = &self.snapshot_meta;
+        if meta.index == 0 || meta.index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        self.snaps.load(meta.index, meta.term).map_err(|e| {
+            tracing::error!(error = %e, "cannot load snapshot to send");
+            raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+        })
+    }
+}

@@ -1,0 +1,421 @@
+//! The write-ahead log: every Raft entry and hard-state change is made durable here before
+//! this node acknowledges or votes on anything.
+//!
+//! # Layout
+//! The log is a directory of segment files named `<seq>.wal` (16 hex digits, increasing). Only
+//! the newest segment is written; a segment is rotated once it grows beyond the configured size.
+//! Each segment is a plain sequence of records:
+//!
+//! ```text
+//! | len: u32 LE | crc32c: u32 LE | kind: u8 | payload: len-1 bytes |
+//! ```
+//! `len` counts `kind` + `payload`; the CRC (Castagnoli) covers the same bytes. Payloads are
+//! protobuf-encoded raft types, except the snapshot marker (index, term, flag as u64/u64/u8).
+//!
+//! # Recovery rules
+//! Records are replayed in order. An entry at index `i` replaces any entry at `i` or later (a
+//! leader overwrote an uncommitted suffix). A snapshot marker drops every entry at or below its
+//! index, or the whole log when the snapshot was installed from a leader. The last hard state
+//! wins. A record that runs past the end of the **last** segment is a torn write (the crash
+//! happened before its fsync, so it was never acknowledged): it is truncated away. Anything else
+//! that does not check out — a CRC mismatch, a record cut short in an older segment, a length
+//! beyond the record limit — is corruption, and opening fails with the file and offset: starting
+//! on a log with a hole could silently lose acknowledged writes.
+//!
+//! # Compaction
+//! Every new segment starts with the current hard state and the latest snapshot marker, so an
+//! older segment can be deleted as soon as all its entries are covered by a snapshot.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, HardState};
+
+use crate::error::{Error, Result};
+
+/// Largest record the log accepts; a bigger length field is treated as corruption.
+pub const MAX_RECORD: usize = 64 << 20;
+const HEADER: usize = 8;
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Entry = 1,
+    HardState = 2,
+    Snapshot = 3,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Entry),
+            2 => Some(Kind::HardState),
+            3 => Some(Kind::Snapshot),
+            _ => None,
+        }
+    }
+}
+
+/// Points at the snapshot the log continues from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMarker {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// What replaying the log produced.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    /// The newest snapshot the log refers to (its file must exist).
+    pub snapshot: Option<SnapshotMarker>,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    /// Highest entry index written to this segment (0 if none).
+    max_index: u64,
+}
+
+/// An open write-ahead log. Records are buffered by the `append_*` calls and made durable by
+/// [`Wal::sync`], which issues one write and one fsync for everything buffered.
+pub struct Wal {
+    dir: PathBuf,
+    segment_size: u64,
+    segments: Vec<Segment>,
+    file: File,
+    written: u64,
+    buf: Vec<u8>,
+    hard_state: HardState,
+    snapshot: Option<SnapshotMarker>,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` and replays it.
+    pub fn open(dir: &Path, segment_size: u64) -> Result<(Wal, Recovered)> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut seqs = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))? {
+            let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".wal") {
+                if let Ok(seq) = u64::from_str_radix(stem, 16) {
+                    seqs.push(seq);
+                }
+            }
+        }
+        seqs.sort_unstable();
+
+        let mut rec = Recovered::default();
+        let mut segments = Vec::new();
+        let count = seqs.len();
+        for (i, seq) in seqs.into_iter().enumerate() {
+            let path = segment_path(dir, seq);
+            let max_index = replay_segment(&path, i + 1 == count, &mut rec)?;
+            segments.push(Segment { seq, path, max_index });
+        }
+
+        let snap_index = rec.snapshot.map_or(0, |s| s.index);
+        if let Some(first) = rec.entries.first() {
+            if first.index != snap_index + 1 {
+                return Err(Error::Corrupt {
+                    path: dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!(
+                        "log resumes at entry {} but the snapshot covers only up to {snap_index}",
+                        first.index
+                    ),
+                });
+            }
+        }
+
+        let (file, written) = match segments.last() {
+            Some(last) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&last.path)
+                    .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?;
+                let len = file
+                    .metadata()
+                    .map_err(|e| Error::io(format!("stat {}", last.path.display()), e))?
+                    .len();
+                (file, len)
+            }
+            None => {
+                let path = segment_path(dir, 1);
+                let file = create_file(&path)?;
+                sync_dir(dir)?;
+                segments.push(Segment { seq: 1, path, max_index: 0 });
+                (file, 0)
+            }
+        };
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            segment_size,
+            segments,
+            file,
+            written,
+            buf: Vec::new(),
+            hard_state: rec.hard_state.clone(),
+            snapshot: rec.snapshot,
+        };
+        Ok((wal, rec))
+    }
+
+    /// Buffers entries. An entry replaces any entry at its index or later on replay.
+    pub fn append_entries(&mut self, entries: &[Entry]) -> Result<()> {
+        for e in entries {
+            let bytes = e.write_to_bytes().map_err(Error::encode)?;
+            push_record(&mut self.buf, Kind::Entry, &bytes);
+        }
+        if let (Some(last), Some(seg)) = (entries.last(), self.segments.last_mut()) {
+            seg.max_index = seg.max_index.max(last.index);
+        }
+        Ok(())
+    }
+
+    /// Buffers a new hard state (term, vote, commit).
+    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<()> {
+        let bytes = hs.write_to_bytes().map_err(Error::encode)?;
+        push_record(&mut self.buf, Kind::HardState, &bytes);
+        self.hard_state = hs.clone();
+        Ok(())
+    }
+
+    /// Buffers a snapshot marker. The snapshot file must already be durable (write the file
+    /// before the record that refers to it). With `discard_log` every earlier entry is dropped on
+    /// replay (a snapshot installed from the leader replaces the whole log); otherwise only the
+    /// entries it covers are.
+    pub fn mark_snapshot(&mut self, marker: SnapshotMarker, discard_log: bool) {
+        let mut payload = Vec::with_capacity(17);
+        payload.extend_from_slice(&marker.index.to_le_bytes());
+        payload.extend_from_slice(&marker.term.to_le_bytes());
+        payload.push(u8::from(discard_log));
+        push_record(&mut self.buf, Kind::Snapshot, &payload);
+        self.snapshot = Some(marker);
+    }
+
+    /// True when records are buffered but not yet durable.
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Writes every buffered record with one write and makes it durable with one fsync.
+    /// Rotates to a new segment afterwards if the current one is full.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = &self.segments[self.segments.len() - 1].path;
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("fsync {}", path.display()), e))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        if self.written >= self.segment_size {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let path = segment_path(&self.dir, seq);
+        let file = create_file(&path)?;
+        sync_dir(&self.dir)?;
+        self.file = file;
+        self.written = 0;
+        self.segments.push(Segment { seq, path, max_index: 0 });
+        // Carry the state forward so older segments can be deleted independently.
+        let hs = self.hard_state.clone();
+        self.set_hard_state(&hs)?;
+        if let Some(marker) = self.snapshot {
+            self.mark_snapshot(marker, false);
+        }
+        self.sync()
+    }
+
+    /// Deletes segments whose entries all lie below `index` (they are covered by a snapshot).
+    /// The newest segment is never deleted. Returns how many files were removed.
+    pub fn compact(&mut self, index: u64) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[0].max_index < index {
+            let seg = self.segments.remove(0);
+            fs::remove_file(&seg.path)
+                .map_err(|e| Error::io(format!("removing {}", seg.path.display()), e))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Total bytes across all segments (for status and metrics).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter_map(|s| fs::metadata(&s.path).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.wal"))
+}
+
+fn create_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))
+}
+
+/// Makes a directory's entries (new or renamed files) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync directory {}", dir.display()), e))
+}
+
+fn push_record(buf: &mut Vec<u8>, kind: Kind, payload: &[u8]) {
+    let len = (payload.len() + 1) as u32;
+    let mut crc = crc32c::crc32c(&[kind as u8]);
+    crc = crc32c::crc32c_append(crc, payload);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf.push(kind as u8);
+    buf.extend_from_slice(payload);
+}
+
+/// Replays one segment into `rec`; returns the highest entry index it holds. In the last
+/// segment a torn tail is truncated; anywhere else a bad record is an error.
+fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<u64> {
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let corrupt = |offset: usize, what: &str| Error::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason: what.to_string(),
+    };
+    let mut max_index = 0;
+    let mut pos = 0;
+    while pos < data.len() {
+        let rest = data.len() - pos;
+        if rest < HEADER + 1 {
+            if is_last {
+                truncate_tail(path, pos)?;
+                return Ok(max_index);
+            }
+            return Err(corrupt(pos, "record header cut short"));
+        }
+        let len = u32::from_le_bytes(slice4(&data, pos)) as usize;
+        let crc = u32::from_le_bytes(slice4(&data, pos + 4));
+        if len == 0 || len > MAX_RECORD {
+            return Err(corrupt(pos, &format!("record length {len} out of range")));
+        }
+        if rest < HEADER + len {
+            if is_last {
+                truncate_tail(path, pos)?;
+                return Ok(max_index);
+            }
+            return Err(corrupt(pos, "record cut short"));
+        }
+        let body = &data[pos + HEADER..pos + HEADER + len];
+        if crc32c::crc32c(body) != crc {
+            // A complete record with a bad checksum at the very end of the last segment is a
+            // torn write; followed by more data it is corruption.
+            if is_last && pos + HEADER + len == data.len() {
+                truncate_tail(path, pos)?;
+                return Ok(max_index);
+            }
+            return Err(corrupt(pos, "checksum mismatch"));
+        }
+        let payload = &body[1..];
+        match Kind::from_u8(body[0]) {
+            Some(Kind::Entry) => {
+                let e = Entry::parse_from_bytes(payload).map_err(|_| corrupt(pos, "bad entry"))?;
+                max_index = max_index.max(e.index);
+                apply_entry(rec, e).map_err(|why| corrupt(pos, &why))?;
+            }
+            Some(Kind::HardState) => {
+                rec.hard_state =
+                    HardState::parse_from_bytes(payload).map_err(|_| corrupt(pos, "bad hard state"))?;
+            }
+            Some(Kind::Snapshot) => {
+                if payload.len() != 17 {
+                    return Err(corrupt(pos, "bad snapshot marker"));
+                }
+                let index = u64::from_le_bytes(slice8(payload, 0));
+                let term = u64::from_le_bytes(slice8(payload, 8));
+                if payload[16] == 1 {
+                    rec.entries.clear();
+                } else {
+                    rec.entries.retain(|e| e.index > index);
+                }
+                if rec.snapshot.is_none_or(|s| s.index <= index) {
+                    rec.snapshot = Some(SnapshotMarker { index, term });
+                }
+            }
+            None => return Err(corrupt(pos, &format!("unknown record kind {}", body[0]))),
+        }
+        pos += HEADER + len;
+    }
+    Ok(max_index)
+}
+
+fn apply_entry(rec: &mut Recovered, e: Entry) -> std::result::Result<(), String> {
+    let snap_index = rec.snapshot.map_or(0, |s| s.index);
+    if e.index <= snap_index {
+        return Ok(());
+    }
+    if let Some(first) = rec.entries.first().map(|f| f.index) {
+        if e.index < first {
+            rec.entries.clear();
+        } else {
+            rec.entries.truncate((e.index - first) as usize);
+        }
+    }
+    let expected = rec.entries.last().map_or(e.index, |l| l.index + 1);
+    if e.index != expected {
+        return Err(format!("entry {} does not follow {}", e.index, expected - 1));
+    }
+    rec.entries.push(e);
+    Ok(())
+}
+
+fn truncate_tail(path: &Path, pos: usize) -> Result<()> {
+    tracing::warn!(file = %path.display(), offset = pos, "truncating torn WAL tail");
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    f.set_len(pos as u64)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("truncating {}", path.display()), e))
+}
+
+fn slice4(data: &[u8], at: usize) -> [u8; 4] {
+    let mut out = [0; 4];
+    out.copy_from_slice(&data[at..at + 4]);
+    out
+}
+
+fn slice8(data: &[u8], at: usize) -> [u8; 8] {
+    let mut out = [0; 8];
+    out.copy_from_slice(&data[at..at + 8]);
+    out
+}
