@@ -12,7 +12,11 @@ use clap::Parser;
 
 /// Command-line flags, as typed.
 #[derive(Debug, Parser)]
-#[command(name = "coordinate", version, about = "A small, strongly consistent key-value store on Raft")]
+#[command(
+    name = "coordinate",
+    version,
+    about = "A small, strongly consistent key-value store on Raft"
+)]
 pub struct Args {
     /// This node's id: its 1-based position in --cluster (also its Raft id).
     #[arg(long, default_value_t = 1)]
@@ -153,11 +157,18 @@ mod tests {
     fn bad_flags_are_refused() {
         let three = "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3";
         assert!(parse(&["--id", "0"]).unwrap_err().contains("--id"));
-        assert!(parse(&["--id", "4", "--cluster", three]).unwrap_err().contains("--id"));
+        assert!(parse(&["--id", "4", "--cluster", three])
+            .unwrap_err()
+            .contains("--id"));
         assert!(parse(&["--cluster", "127.0.0.1:1"]).is_err());
         assert!(parse(&["--cluster", "http://127.0.0.1"]).is_err());
         assert!(parse(&["--cluster", "https://127.0.0.1:1"]).is_err());
         assert!(parse(&["--snapshot-count", "0"]).is_err());
-        assert_eq!(parse(&["--id", "3", "--cluster", three]).unwrap().peer_listen, "127.0.0.1:3");
+        assert_eq!(
+            parse(&["--id", "3", "--cluster", three])
+                .unwrap()
+                .peer_listen,
+            "127.0.0.1:3"
+        );
     }
 }

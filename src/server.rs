@@ -35,7 +35,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (storage, kv, applied) = recover(&cfg).await?;
 
     let (tx, rx) = flume::bounded(NODE_QUEUE);
-    let transport = Transport::new(cfg.id, &cfg.peers, tx.clone(), tokio::runtime::Handle::current());
+    let transport = Transport::new(
+        cfg.id,
+        &cfg.peers,
+        tx.clone(),
+        tokio::runtime::Handle::current(),
+    );
     tokio::spawn(transport::serve(peer, cfg.id, tx.clone()));
 
     let node = Node::new(
@@ -117,7 +122,12 @@ async fn recover(cfg: &Config) -> anyhow::Result<(RaftStorage, Kv, u64)> {
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<(RaftStorage, Kv, u64)> {
         let (mut storage, snapshot) = RaftStorage::open(&cfg.data_dir, cfg.wal_segment_size)
-            .with_context(|| format!("cannot recover the data directory {}", cfg.data_dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot recover the data directory {}",
+                    cfg.data_dir.display()
+                )
+            })?;
         if let Some(snap) = snapshot {
             let index = snap.get_metadata().index;
             let kv = Kv::restore(snap.data.clone()).context("restoring the state machine")?;

@@ -16,7 +16,11 @@ use common::{field, show, wait_until, Client, Cluster, WAIT_TIMEOUT};
 fn writes_on_any_node_are_immediately_readable_on_every_node() {
     let (c, _) = Cluster::start_with_leader(3, &[]);
     for id in c.ids() {
-        c.put_ok(id, &format!("from-{id}"), format!("written via {id}").as_bytes());
+        c.put_ok(
+            id,
+            &format!("from-{id}"),
+            format!("written via {id}").as_bytes(),
+        );
     }
     for key_node in c.ids() {
         for read_node in c.ids() {
@@ -105,7 +109,10 @@ fn leader_crash_under_writes_loses_no_acknowledged_write() {
     let at_kill = acked(&log);
 
     let new_leader = c.wait_for_leader();
-    assert_ne!(new_leader, old_leader, "the killed node cannot be the leader");
+    assert_ne!(
+        new_leader, old_leader,
+        "the killed node cannot be the leader"
+    );
 
     if !wait_until(WAIT_TIMEOUT * 2, || acked(&log) >= at_kill + AFTER_KILL) {
         stop.store(true, Ordering::SeqCst);
@@ -121,6 +128,11 @@ fn leader_crash_under_writes_loses_no_acknowledged_write() {
     c.wait_caught_up();
 
     let log = log.lock().unwrap();
+    eprintln!(
+        "leader {old_leader} killed after {at_kill} acknowledged writes; new leader {new_leader}; \
+         {} acknowledged in all",
+        log.acked.len()
+    );
     assert!(
         log.unexpected.is_empty(),
         "answers outside the contract (want 204, 503 or 504):\n{}",
@@ -148,7 +160,10 @@ fn lagging_follower_catches_up_by_snapshot() {
     let before = c.status(follower);
     let last_before = field(&before, "last_index");
     let status = c.stop(follower);
-    assert!(status.success(), "SIGTERM must exit with status 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must exit with status 0, got {status}"
+    );
 
     // Write through the two live nodes, a few writers at a time to keep this quick.
     let client = c.client();
@@ -193,6 +208,9 @@ fn lagging_follower_catches_up_by_snapshot() {
         ));
     }
     let after = c.status(follower);
+    eprintln!("follower {follower} before stop: {before}");
+    eprintln!("leader after the writes: {leader_status}");
+    eprintln!("follower after catch-up: {after}");
     assert!(
         field(&after, "snapshot_index") > 0 && field(&after, "snapshot_index") > last_before,
         "follower {follower} (last index {last_before} before it stopped) caught up without \
@@ -202,7 +220,11 @@ fn lagging_follower_catches_up_by_snapshot() {
     c.wait_for_leader();
     c.assert_value(follower, "before-stop", b"seen by all");
     for i in 0..KEYS {
-        c.assert_value(follower, &format!("snap-{i}"), format!("value-{i}").as_bytes());
+        c.assert_value(
+            follower,
+            &format!("snap-{i}"),
+            format!("value-{i}").as_bytes(),
+        );
     }
 }
 
@@ -219,7 +241,10 @@ fn whole_cluster_restart_keeps_data() {
     }
     for id in c.ids() {
         let status = c.stop(id);
-        assert!(status.success(), "node {id}: SIGTERM must exit with status 0, got {status}");
+        assert!(
+            status.success(),
+            "node {id}: SIGTERM must exit with status 0, got {status}"
+        );
     }
     for id in c.ids() {
         c.restart(id);
@@ -253,6 +278,10 @@ fn assert_survivor_unavailable(c: &Cluster, survivor: u64) {
         show(&body)
     );
     let text = String::from_utf8_lossy(&body);
+    eprintln!(
+        "PUT without quorum on node {survivor}: {status} {:?}",
+        text.trim()
+    );
     let says = if status == 504 {
         text.contains("outcome unknown")
     } else {

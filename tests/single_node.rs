@@ -24,7 +24,10 @@ fn missing_key_is_404() {
     // Writing another key does not make this one appear.
     c.put_ok(1, "other", b"x");
     let (status, _) = c.get(1, "never-written").expect("GET");
-    assert_eq!(status, 404, "GET of a key never written, after another write");
+    assert_eq!(
+        status, 404,
+        "GET of a key never written, after another write"
+    );
 }
 
 #[test]
@@ -111,7 +114,11 @@ fn reserved_keys_are_rejected_on_write() {
     }
     // None of them was written: the status endpoint still serves status.
     let status = c.status(1);
-    assert_eq!(field(&status, "id"), 1, "/v1/status after PUT /v1/status: {status}");
+    assert_eq!(
+        field(&status, "id"),
+        1,
+        "/v1/status after PUT /v1/status: {status}"
+    );
 }
 
 #[test]
@@ -142,7 +149,10 @@ fn sigterm_exits_zero_and_restart_keeps_data() {
     }
     c.put_ok(1, "key-0", b"overwritten");
     let status = c.stop(1);
-    assert!(status.success(), "SIGTERM must exit with status 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must exit with status 0, got {status}"
+    );
 
     c.restart(1);
     c.wait_for_leader();
@@ -177,8 +187,14 @@ fn snapshots_compact_the_log_and_survive_restart() {
     }
     c.put_ok(1, "key-0", b"overwritten");
     let s = c.status(1);
-    assert!(field(&s, "snapshot_index") > 0, "no snapshot after 61 writes with --snapshot-count 10: {s}");
-    assert!(field(&s, "first_index") > 1, "log not compacted after a snapshot: {s}");
+    assert!(
+        field(&s, "snapshot_index") > 0,
+        "no snapshot after 61 writes with --snapshot-count 10: {s}"
+    );
+    assert!(
+        field(&s, "first_index") > 1,
+        "log not compacted after a snapshot: {s}"
+    );
 
     // Recovery from snapshot + the WAL after it, after a crash.
     c.kill(1);
@@ -257,7 +273,11 @@ fn rejects_malformed_cluster_url() {
 #[test]
 fn rejects_client_port_in_use() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("local addr").port().to_string();
+    let port = listener
+        .local_addr()
+        .expect("local addr")
+        .port()
+        .to_string();
     assert_rejected(
         "client port in use",
         args(&["--id", "1", "--cluster", &peer_urls(1), "--port", &port]),
@@ -268,7 +288,10 @@ fn rejects_client_port_in_use() {
 #[test]
 fn rejects_peer_port_in_use() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = format!("http://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let peer = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
     let port = free_port().to_string();
     assert_rejected(
         "peer port in use",

@@ -42,7 +42,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = self.1;
         body.push('\n');
-        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
     }
 }
 
@@ -85,14 +90,15 @@ async fn root(
                 "the key {key:?} is reserved for operator endpoints; use /v1/kv/ for such names"
             )));
         }
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no such endpoint: /{key}")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: /{key}"),
+        ));
     }
     match method {
         Method::PUT => {
             let value = read_body(&headers, body, s.max_value_size).await?;
-            s.node
-                .propose(Command::Put { key, value }.encode())
-                .await?;
+            s.node.propose(Command::Put { key, value }.encode()).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Method::GET | Method::HEAD => match s.node.read(key).await? {

@@ -10,7 +10,11 @@ impl slog::Drain for TracingDrain {
     type Ok = ();
     type Err = slog::Never;
 
-    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
         let level = match record.level() {
             slog::Level::Critical | slog::Level::Error => tracing::Level::ERROR,
             slog::Level::Warning => tracing::Level::WARN,

@@ -80,7 +80,12 @@ impl NodeHandle {
     /// Reads a key linearizably (ReadIndex, then wait for apply).
     pub async fn read(&self, key: String) -> Result<Option<Bytes>, RequestError> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send_async(Input::Read { key, reply }).await.is_err() {
+        if self
+            .tx
+            .send_async(Input::Read { key, reply })
+            .await
+            .is_err()
+        {
             return Err(RequestError::Shutdown);
         }
         match tokio::time::timeout(self.timeout, rx).await {

@@ -145,7 +145,13 @@ impl Node {
             ..Default::default()
         };
         raft_cfg.validate()?;
-        let raw = RawNode::new(&raft_cfg, storage, logger)?;
+        let mut raw = RawNode::new(&raft_cfg, storage, logger)?;
+        // A lone voter need not wait out an election timeout to lead.
+        if raw.raft.prs().conf().voters().ids().len() == 1
+            && raw.raft.prs().conf().voters().contains(cfg.id)
+        {
+            raw.campaign()?;
+        }
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -206,7 +212,10 @@ impl Node {
             }
         }
         self.raw.mut_store().sync()?;
-        tracing::info!(applied = self.applied, "raft loop stopped; state is durable");
+        tracing::info!(
+            applied = self.applied,
+            "raft loop stopped; state is durable"
+        );
         Ok(())
     }
 
@@ -220,10 +229,11 @@ impl Node {
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let mut e = Entry::default();
-                e.data = data;
-                e.context = self.proposal_context(seq);
-                self.queued_proposals.push(e);
+                self.queued_proposals.push(Entry {
+                    data,
+                    context: self.proposal_context(seq),
+                    ..Default::default()
+                });
                 self.proposals.insert(seq, reply);
             }
             Input::Read { key, reply } => self.queued_reads.push((key, reply)),
@@ -381,7 +391,7 @@ impl Node {
         for ctx in retry {
             self.raw.read_index(self.read_context(ctx));
         }
-        if self.ticks % 10 == 0 {
+        if self.ticks.is_multiple_of(10) {
             self.proposals.retain(|_, reply| !reply.is_closed());
         }
     }
@@ -417,7 +427,11 @@ impl Node {
             self.kv = Kv::restore(snap.data.clone())?;
             self.conf_state = snap.get_metadata().get_conf_state().clone();
             self.applied = index;
-            tracing::info!(index, keys = self.kv.len(), "installed snapshot from leader");
+            tracing::info!(
+                index,
+                keys = self.kv.len(),
+                "installed snapshot from leader"
+            );
         }
 
         self.apply(rd.take_committed_entries())?;
@@ -480,19 +494,24 @@ impl Node {
                         if let Err(err) = &result {
                             tracing::warn!(index = e.index, error = %err, "skipping a malformed command");
                         }
-                        if let Some(reply) = self.own_proposal(&e.context).and_then(|s| self.proposals.remove(&s)) {
+                        if let Some(reply) = self
+                            .own_proposal(&e.context)
+                            .and_then(|s| self.proposals.remove(&s))
+                        {
                             let _ = reply.send(result);
                         }
                     }
                 }
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data)
-                        .map_err(|err| Error::Invalid(format!("conf change at {}: {err}", e.index)))?;
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
+                        Error::Invalid(format!("conf change at {}: {err}", e.index))
+                    })?;
                     self.apply_conf_change(&cc)?;
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                        .map_err(|err| Error::Invalid(format!("conf change at {}: {err}", e.index)))?;
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
+                        Error::Invalid(format!("conf change at {}: {err}", e.index))
+                    })?;
                     self.apply_conf_change(&cc)?;
                 }
             }

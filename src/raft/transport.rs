@@ -57,7 +57,6 @@ pub struct Transport {
 }
 
 struct Inner {
-    id: u64,
     runtime: tokio::runtime::Handle,
     node: flume::Sender<Input>,
     peers: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
@@ -73,7 +72,6 @@ impl Transport {
     ) -> Transport {
         let transport = Transport {
             inner: Arc::new(Inner {
-                id,
                 runtime,
                 node,
                 peers: Mutex::new(HashMap::new()),
@@ -91,9 +89,7 @@ impl Transport {
     pub fn add_peer(&self, peer: u64, addr: String) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         let node = self.inner.node.clone();
-        self.inner
-            .runtime
-            .spawn(run_peer(self.inner.id, peer, addr, rx, node));
+        self.inner.runtime.spawn(run_peer(peer, addr, rx, node));
         // Replacing the sender drops the old one, which ends the old task.
         self.peers().insert(peer, tx);
     }
@@ -188,8 +184,8 @@ async fn read_connection(
                     if payload.len() < 4 {
                         return Err("message length cut short".into());
                     }
-                    let mlen =
-                        u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+                    let mlen = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]])
+                        as usize;
                     if payload.len() < 4 + mlen {
                         return Err("message cut short".into());
                     }
@@ -231,7 +227,11 @@ async fn read_connection(
         {
             if let Some((mut m, _, data)) = snapshot.take() {
                 m.mut_snapshot().data = data.freeze();
-                tracing::info!(from = m.from, index = m.get_snapshot().get_metadata().index, "received snapshot");
+                tracing::info!(
+                    from = m.from,
+                    index = m.get_snapshot().get_metadata().index,
+                    "received snapshot"
+                );
                 deliver(&node, id, m).await?;
             }
         }
@@ -252,7 +252,6 @@ async fn deliver(node: &flume::Sender<Input>, id: u64, m: Message) -> Result<(),
 }
 
 async fn run_peer(
-    id: u64,
     peer: u64,
     addr: String,
     mut rx: mpsc::Receiver<Message>,
@@ -300,13 +299,18 @@ async fn run_peer(
                 report(&node, Input::Unreachable(peer));
                 for m in batch {
                     if m.get_msg_type() == MessageType::MsgSnapshot {
-                        report(&node, Input::SnapshotSent { to: peer, ok: false });
+                        report(
+                            &node,
+                            Input::SnapshotSent {
+                                to: peer,
+                                ok: false,
+                            },
+                        );
                     }
                 }
                 break;
             }
         }
-        let _ = id;
     }
 }
 
@@ -319,7 +323,13 @@ fn drop_queued(rx: &mut mpsc::Receiver<Message>, peer: u64, node: &flume::Sender
             Ok(m) => {
                 dropped = true;
                 if m.get_msg_type() == MessageType::MsgSnapshot {
-                    report(node, Input::SnapshotSent { to: peer, ok: false });
+                    report(
+                        node,
+                        Input::SnapshotSent {
+                            to: peer,
+                            ok: false,
+                        },
+                    );
                 }
             }
             Err(mpsc::error::TryRecvError::Empty) => break,
@@ -402,6 +412,11 @@ async fn write_snapshot(w: &mut BufWriter<TcpStream>, m: &Message) -> std::io::R
         write_frame(w, &[&[SNAP_DATA], chunk]).await?;
     }
     w.flush().await?;
-    tracing::info!(to = m.to, index = m.get_snapshot().get_metadata().index, bytes = data.len(), "sent snapshot");
+    tracing::info!(
+        to = m.to,
+        index = m.get_snapshot().get_metadata().index,
+        bytes = data.len(),
+        "sent snapshot"
+    );
     Ok(())
 }

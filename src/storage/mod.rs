@@ -128,7 +128,8 @@ impl RaftStorage {
         meta.set_conf_state(conf_state);
         snap.data = data;
         self.snaps.save(&snap)?;
-        self.wal.mark_snapshot(SnapshotMarker { index, term }, false);
+        self.wal
+            .mark_snapshot(SnapshotMarker { index, term }, false);
         self.wal.sync()?;
         self.snapshot_meta = snap.take_metadata();
         self.snaps.prune(index)?;
@@ -221,7 +222,10 @@ impl RaftStorage {
 
 impl raft::Storage for RaftStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
     }
 
     fn entries(
@@ -279,5 +283,64 @@ impl raft::Storage for RaftStorage {
             tracing::error!(error = %e, "cannot load snapshot to send");
             raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bootstrap_append_snapshot_and_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, snap) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+            assert!(snap.is_none());
+            assert!(!s.is_initialized());
+            s.bootstrap(vec![1, 2, 3], bytes::Bytes::from_static(b"state"))
+                .unwrap();
+            assert!(s.is_initialized());
+            assert_eq!((s.first_index(), s.last_index()), (2, 1));
+            assert_eq!(s.term(1).unwrap(), 1);
+            let ents: Vec<Entry> = (2..=20).map(|i| entry(i, 2)).collect();
+            s.append(&ents).unwrap();
+            s.sync().unwrap();
+            // Overwrite a suffix.
+            s.append(&[entry(18, 3)]).unwrap();
+            s.sync().unwrap();
+            assert_eq!(s.last_index(), 18);
+            let cs = s.initial_state().unwrap().conf_state;
+            s.create_snapshot(15, cs, bytes::Bytes::from_static(b"at 15"), 12)
+                .unwrap();
+            assert_eq!(s.first_index(), 12);
+            assert_eq!(s.term(11).unwrap(), 2);
+            assert!(s
+                .entries(11, 13, None, GetEntriesContext::empty(false))
+                .is_err());
+            assert_eq!(
+                s.entries(12, 19, None, GetEntriesContext::empty(false))
+                    .unwrap()
+                    .len(),
+                7
+            );
+        }
+        let (s, snap) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        let snap = snap.expect("snapshot recovered");
+        assert_eq!(snap.get_metadata().index, 15);
+        assert_eq!(&snap.data[..], b"at 15");
+        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+        assert_eq!((s.first_index(), s.last_index()), (16, 18));
+        assert_eq!(s.term(18).unwrap(), 3);
+        assert_eq!(s.term(15).unwrap(), 2);
     }
 }

@@ -30,7 +30,9 @@ impl SnapshotStore {
     /// Opens the directory, creating it if needed and removing leftover temp files.
     pub fn open(dir: &Path) -> Result<SnapshotStore> {
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        for entry in fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))? {
+        for entry in
+            fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
+        {
             let path = entry
                 .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
                 .path();

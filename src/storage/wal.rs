@@ -100,7 +100,9 @@ impl Wal {
     pub fn open(dir: &Path, segment_size: u64) -> Result<(Wal, Recovered)> {
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut seqs = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))? {
+        for entry in
+            fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
+        {
             let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -118,7 +120,11 @@ impl Wal {
         for (i, seq) in seqs.into_iter().enumerate() {
             let path = segment_path(dir, seq);
             let max_index = replay_segment(&path, i + 1 == count, &mut rec)?;
-            segments.push(Segment { seq, path, max_index });
+            segments.push(Segment {
+                seq,
+                path,
+                max_index,
+            });
         }
 
         let snap_index = rec.snapshot.map_or(0, |s| s.index);
@@ -151,7 +157,11 @@ impl Wal {
                 let path = segment_path(dir, 1);
                 let file = create_file(&path)?;
                 sync_dir(dir)?;
-                segments.push(Segment { seq: 1, path, max_index: 0 });
+                segments.push(Segment {
+                    seq: 1,
+                    path,
+                    max_index: 0,
+                });
                 (file, 0)
             }
         };
@@ -234,7 +244,11 @@ impl Wal {
         sync_dir(&self.dir)?;
         self.file = file;
         self.written = 0;
-        self.segments.push(Segment { seq, path, max_index: 0 });
+        self.segments.push(Segment {
+            seq,
+            path,
+            max_index: 0,
+        });
         // Carry the state forward so older segments can be deleted independently.
         let hs = self.hard_state.clone();
         self.set_hard_state(&hs)?;
@@ -314,6 +328,11 @@ fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<u64
     let mut max_index = 0;
     let mut pos = 0;
     while pos < data.len() {
+        // A crash can leave the file extended with zeros where the last write should be.
+        if is_last && data[pos..].iter().all(|&b| b == 0) {
+            truncate_tail(path, pos)?;
+            return Ok(max_index);
+        }
         let rest = data.len() - pos;
         if rest < HEADER + 1 {
             if is_last {
@@ -352,8 +371,8 @@ fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<u64
                 apply_entry(rec, e).map_err(|why| corrupt(pos, &why))?;
             }
             Some(Kind::HardState) => {
-                rec.hard_state =
-                    HardState::parse_from_bytes(payload).map_err(|_| corrupt(pos, "bad hard state"))?;
+                rec.hard_state = HardState::parse_from_bytes(payload)
+                    .map_err(|_| corrupt(pos, "bad hard state"))?;
             }
             Some(Kind::Snapshot) => {
                 if payload.len() != 17 {
@@ -391,7 +410,11 @@ fn apply_entry(rec: &mut Recovered, e: Entry) -> std::result::Result<(), String>
     }
     let expected = rec.entries.last().map_or(e.index, |l| l.index + 1);
     if e.index != expected {
-        return Err(format!("entry {} does not follow {}", e.index, expected - 1));
+        return Err(format!(
+            "entry {} does not follow {}",
+            e.index,
+            expected - 1
+        ));
     }
     rec.entries.push(e);
     Ok(())
@@ -418,4 +441,215 @@ fn slice8(data: &[u8], at: usize) -> [u8; 8] {
     let mut out = [0; 8];
     out.copy_from_slice(&data[at..at + 8]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64, data: &str) -> Entry {
+        Entry {
+            index,
+            term,
+            data: data.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
+    }
+
+    fn indexes(rec: &Recovered) -> Vec<(u64, u64)> {
+        rec.entries.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+            assert!(rec.entries.is_empty());
+            wal.append_entries(&[entry(1, 1, "a"), entry(2, 1, "b")])
+                .unwrap();
+            wal.set_hard_state(&hs(1, 1, 2)).unwrap();
+            wal.sync().unwrap();
+            // Overwrite an uncommitted suffix, as a new leader would.
+            wal.append_entries(&[entry(2, 2, "B"), entry(3, 2, "c")])
+                .unwrap();
+            wal.set_hard_state(&hs(2, 3, 3)).unwrap();
+            wal.sync().unwrap();
+        }
+        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&rec), vec![(1, 1), (2, 2), (3, 2)]);
+        assert_eq!(&rec.entries[1].data[..], b"B");
+        assert_eq!(rec.hard_state, hs(2, 3, 3));
+        assert_eq!(rec.snapshot, None);
+    }
+
+    #[test]
+    fn unsynced_records_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            wal.append_entries(&[entry(1, 1, "a")]).unwrap();
+            wal.sync().unwrap();
+            wal.append_entries(&[entry(2, 1, "b")]).unwrap();
+        }
+        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&rec), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn snapshot_markers_drop_covered_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1, "x")).collect();
+            wal.append_entries(&ents).unwrap();
+            wal.mark_snapshot(SnapshotMarker { index: 6, term: 1 }, false);
+            wal.sync().unwrap();
+        }
+        let (mut wal, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 6, term: 1 }));
+        assert_eq!(indexes(&rec), (7..=10).map(|i| (i, 1)).collect::<Vec<_>>());
+        // An installed snapshot replaces the whole log, even entries beyond it.
+        wal.mark_snapshot(SnapshotMarker { index: 8, term: 2 }, true);
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 8, term: 2 }));
+        assert!(rec.entries.is_empty());
+    }
+
+    /// Cutting the last segment at any byte recovers a prefix of the synced records, and the
+    /// log stays appendable afterwards.
+    #[test]
+    fn truncation_at_every_offset_recovers_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<Entry> = (1..=6)
+            .map(|i| entry(i, 1, &"v".repeat(i as usize * 3)))
+            .collect();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            for e in &all {
+                wal.append_entries(std::slice::from_ref(e)).unwrap();
+                wal.set_hard_state(&hs(1, 1, e.index)).unwrap();
+                wal.sync().unwrap();
+            }
+        }
+        let path = segment_path(dir.path(), 1);
+        let full = fs::read(&path).unwrap();
+        for cut in 0..=full.len() {
+            let case = tempfile::tempdir().unwrap();
+            fs::write(segment_path(case.path(), 1), &full[..cut]).unwrap();
+            let (mut wal, rec) =
+                Wal::open(case.path(), 1 << 20).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let n = rec.entries.len();
+            assert_eq!(rec.entries, all[..n].to_vec(), "cut at {cut}");
+            if cut == full.len() {
+                assert_eq!(n, all.len());
+            }
+            // The hard state never claims more than survived.
+            assert!(rec.hard_state.commit <= n as u64, "cut at {cut}");
+            // Appending after recovery yields a clean log.
+            wal.append_entries(&[entry(n as u64 + 1, 2, "new")])
+                .unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            let (_, again) = Wal::open(case.path(), 1 << 20).unwrap();
+            assert_eq!(again.entries.len(), n + 1, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_not_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            wal.append_entries(&[entry(1, 1, "a")]).unwrap();
+            wal.sync().unwrap();
+        }
+        let path = segment_path(dir.path(), 1);
+        let mut raw = fs::read(&path).unwrap();
+        raw.extend_from_slice(&[0u8; 100]);
+        fs::write(&path, &raw).unwrap();
+        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&rec), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            for i in 1..=5 {
+                wal.append_entries(&[entry(i, 1, "payload")]).unwrap();
+                wal.sync().unwrap();
+            }
+        }
+        let path = segment_path(dir.path(), 1);
+        let mut raw = fs::read(&path).unwrap();
+        let record = raw.len() / 5;
+        raw[record + HEADER + 3] ^= 0x55; // inside the second record's payload
+        fs::write(&path, &raw).unwrap();
+        let err = Wal::open(dir.path(), 1 << 20)
+            .err()
+            .expect("must refuse")
+            .to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(&format!("offset {record}")), "{err}");
+    }
+
+    #[test]
+    fn a_bad_record_in_an_older_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 64).unwrap();
+            for i in 1..=10 {
+                wal.append_entries(&[entry(i, 1, "0123456789012345678901234567890123456789")])
+                    .unwrap();
+                wal.sync().unwrap();
+            }
+        }
+        let first = segment_path(dir.path(), 1);
+        let raw = fs::read(&first).unwrap();
+        fs::write(&first, &raw[..raw.len() - 3]).unwrap();
+        let err = Wal::open(dir.path(), 64)
+            .err()
+            .expect("must refuse")
+            .to_string();
+        assert!(err.contains("cut short"), "{err}");
+    }
+
+    #[test]
+    fn rotation_and_compaction_keep_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 200).unwrap();
+            for i in 1..=30 {
+                wal.append_entries(&[entry(i, 1, "0123456789012345678901234567890123456789")])
+                    .unwrap();
+                wal.set_hard_state(&hs(1, 1, i)).unwrap();
+                wal.sync().unwrap();
+            }
+            assert!(wal.segments.len() > 5);
+            wal.mark_snapshot(SnapshotMarker { index: 20, term: 1 }, false);
+            wal.sync().unwrap();
+            let before = wal.segments.len();
+            assert!(wal.compact(15).unwrap() > 0);
+            assert!(wal.segments.len() < before);
+            assert!(wal.segments[0].max_index >= 15);
+        }
+        let (_, rec) = Wal::open(dir.path(), 200).unwrap();
+        assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 20, term: 1 }));
+        assert_eq!(indexes(&rec), (21..=30).map(|i| (i, 1)).collect::<Vec<_>>());
+        assert_eq!(rec.hard_state, hs(1, 1, 30));
+    }
 }

@@ -45,7 +45,7 @@ const PORT_LOW: u16 = 20_000;
 const PORT_HIGH: u16 = 32_000;
 /// Each process starts at its own block (derived from its pid), so test processes running
 /// in parallel (nextest) walk disjoint ranges; a test binary uses far fewer than this many.
-const PORT_BLOCK: u16 = 200;
+const PORT_BLOCK: u16 = 50;
 /// Ports a developer's own node may be using (the seed's defaults); never handed out.
 const RESERVED_PORTS: &[u16] = &[12379, 12380, 22379, 22380, 32379, 32380, 42379, 42380];
 
@@ -70,7 +70,11 @@ pub fn free_port() -> u16 {
     });
     for _ in 0..(PORT_HIGH - PORT_LOW) {
         let port = state.next;
-        state.next = if port + 1 >= PORT_HIGH { PORT_LOW } else { port + 1 };
+        state.next = if port + 1 >= PORT_HIGH {
+            PORT_LOW
+        } else {
+            port + 1
+        };
         if RESERVED_PORTS.contains(&port) || state.handed_out.contains(&port) {
             continue;
         }
@@ -470,7 +474,9 @@ impl Cluster {
     pub fn put_ok(&self, id: u64, key: &str, value: &[u8]) {
         match self.put(id, key, value) {
             Ok(204) => {}
-            Ok(status) => self.fail(&format!("PUT /{key} on node {id}: status {status}, want 204")),
+            Ok(status) => self.fail(&format!(
+                "PUT /{key} on node {id}: status {status}, want 204"
+            )),
             Err(e) => self.fail(&format!("PUT /{key} on node {id}: {e}")),
         }
     }
@@ -504,8 +510,10 @@ impl Cluster {
             self.check_alive();
             let live = self.live_ids();
             assert!(!live.is_empty(), "wait_for_leader: no node is running");
-            let statuses: Vec<(u64, Option<serde_json::Value>)> =
-                live.iter().map(|&id| (id, self.client.try_status(id))).collect();
+            let statuses: Vec<(u64, Option<serde_json::Value>)> = live
+                .iter()
+                .map(|&id| (id, self.client.try_status(id)))
+                .collect();
             if let Some(leader) = agreed_leader(&statuses) {
                 return leader;
             }
@@ -634,7 +642,9 @@ pub fn raw_put_status(addr: &str, path: &str, len: usize) -> u16 {
         "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\n\
          Expect: 100-continue\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).expect("send request head");
+    stream
+        .write_all(head.as_bytes())
+        .expect("send request head");
 
     // A bounded wait for an interim or final answer before sending the body (a server that
     // ignores `Expect` sends nothing until it has the body).
