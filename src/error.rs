@@ -22,12 +22,26 @@ pub enum Error {
     Encode(String),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    #[error(
+        "this node was removed from the cluster ({} exists); start it with an empty --data-dir and add it again with POST /<id>",
+        .0.display()
+    )]
+    Removed(PathBuf),
     #[error("no leader is known; the request was not applied")]
     NoLeader,
     #[error("the node is shutting down")]
     Shutdown,
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Misdirected(String),
+    /// Leadership is being moved away from a node about to be removed; try again shortly.
+    #[error("leadership is moving to another node")]
+    LeaderMoving,
 }
 
 impl Error {

@@ -8,13 +8,13 @@
 //! Commands and snapshots use a small explicit binary encoding (little-endian lengths), not a
 //! general serializer: the format is part of the on-disk and on-wire contract.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 
-const SNAPSHOT_MAGIC: &[u8; 4] = b"KVS1";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"KVS2";
 
 /// A state-machine command carried in a raft entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,16 +64,43 @@ impl Command {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Kv {
     data: BTreeMap<String, Bytes>,
+    /// Current members: id → peer URL (voters and learners alike; raft's ConfState says which).
     members: BTreeMap<u64, String>,
+    /// Ids removed from the cluster and not added back: their messages are refused.
+    removed: BTreeSet<u64>,
 }
 
 impl Kv {
     /// A fresh state holding only the founding members.
     pub fn with_members(members: BTreeMap<u64, String>) -> Kv {
         Kv {
-            data: BTreeMap::new(),
             members,
+            ..Kv::default()
         }
+    }
+
+    /// Records a member added (or its URL changed). Promotion keeps the known URL.
+    pub fn add_member(&mut self, id: u64, url: Option<String>) {
+        self.removed.remove(&id);
+        match url {
+            Some(url) => {
+                self.members.insert(id, url);
+            }
+            None => {
+                self.members.entry(id).or_default();
+            }
+        }
+    }
+
+    /// Records a member removed.
+    pub fn remove_member(&mut self, id: u64) {
+        self.members.remove(&id);
+        self.removed.insert(id);
+    }
+
+    /// True if this id was removed and not added back.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
     }
 
     /// Applies one committed command.
@@ -113,7 +140,8 @@ impl Kv {
             .map(|(k, v)| 8 + k.len() + v.len())
             .sum::<usize>()
             + self.members.values().map(|u| 12 + u.len()).sum::<usize>()
-            + 16;
+            + self.removed.len() * 8
+            + 20;
         let mut b = BytesMut::with_capacity(size);
         b.put_slice(SNAPSHOT_MAGIC);
         b.put_u32_le(self.members.len() as u32);
@@ -121,6 +149,10 @@ impl Kv {
             b.put_u64_le(*id);
             b.put_u32_le(url.len() as u32);
             b.put_slice(url.as_bytes());
+        }
+        b.put_u32_le(self.removed.len() as u32);
+        for id in &self.removed {
+            b.put_u64_le(*id);
         }
         b.put_u64_le(self.data.len() as u64);
         for (k, v) in &self.data {
@@ -148,6 +180,16 @@ impl Kv {
             let id = data.get_u64_le();
             let url = take_string(&mut data).ok_or_else(|| bad("member URL"))?;
             kv.members.insert(id, url);
+        }
+        if data.remaining() < 4 {
+            return Err(bad("removed count cut short"));
+        }
+        let removed = data.get_u32_le();
+        for _ in 0..removed {
+            if data.remaining() < 8 {
+                return Err(bad("removed id cut short"));
+            }
+            kv.removed.insert(data.get_u64_le());
         }
         if data.remaining() < 8 {
             return Err(bad("key count cut short"));
@@ -202,6 +244,12 @@ mod tests {
     #[test]
     fn apply_and_restore() {
         let mut kv = Kv::with_members([(1, "http://127.0.0.1:1".to_string())].into());
+        kv.add_member(2, Some("http://127.0.0.1:2".into()));
+        kv.add_member(3, Some("http://127.0.0.1:3".into()));
+        kv.remove_member(3);
+        assert!(kv.is_removed(3));
+        kv.add_member(2, None);
+        assert_eq!(kv.members()[&2], "http://127.0.0.1:2");
         kv.apply(put("x", "1"));
         kv.apply(put("y", ""));
         kv.apply(put("x", "2"));

@@ -31,6 +31,7 @@
 //! the state machine lives in memory (bounded by RAM, like etcd's working set).
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod error;

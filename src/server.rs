@@ -14,7 +14,7 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::raft::logger::raft_logger;
-use crate::raft::node::{Input, Node, NodeConfig};
+use crate::raft::node::{Exit, Input, Node, NodeConfig};
 use crate::raft::transport::{self, Transport};
 use crate::raft::NodeHandle;
 use crate::storage::RaftStorage;
@@ -103,7 +103,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     if let Some(result) = early_result {
         return match result {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(Exit::Removed)) => {
+                tracing::info!("removed from the cluster; exiting");
+                Ok(())
+            }
+            Ok(Ok(Exit::Shutdown)) => Ok(()),
             Ok(Err(e)) => Err(e).context("raft loop failed"),
             Err(_) => bail!("the raft thread panicked"),
         };
@@ -111,7 +115,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("HTTP drained; stopping raft");
     let _ = tx.send_async(Input::Shutdown).await;
     match done_rx.await {
-        Ok(result) => result.context("raft loop failed"),
+        Ok(result) => result.map(|_| ()).context("raft loop failed"),
         Err(_) => bail!("the raft thread panicked"),
     }
 }

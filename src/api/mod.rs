@@ -16,7 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::config::peer_addr;
+use crate::error::Error;
 use crate::kv::Command;
+use crate::raft::node::MemberChange;
 use crate::raft::{NodeHandle, RequestError};
 
 /// What every handler needs.
@@ -30,6 +33,12 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/members", get(list_members).post(add_member))
+        .route("/v1/members/{id}", axum::routing::delete(remove_member))
+        .route(
+            "/v1/members/{id}/promote",
+            axum::routing::post(promote_member),
+        )
         .fallback(root)
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -58,7 +67,11 @@ impl From<RequestError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            RequestError::Rejected(_) => StatusCode::BAD_REQUEST,
+            RequestError::Rejected(Error::Conflict(_)) => StatusCode::CONFLICT,
+            RequestError::Rejected(Error::NotFound(_)) => StatusCode::NOT_FOUND,
+            RequestError::Rejected(Error::Misdirected(_)) => StatusCode::MISDIRECTED_REQUEST,
+            RequestError::Rejected(Error::Invalid(_)) => StatusCode::BAD_REQUEST,
+            RequestError::Rejected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }
@@ -105,15 +118,105 @@ async fn root(
             Some(v) => Ok((StatusCode::OK, v).into_response()),
             None => Err(ApiError(StatusCode::NOT_FOUND, "key not found".into())),
         },
-        Method::POST | Method::DELETE => Err(ApiError(
-            StatusCode::NOT_IMPLEMENTED,
-            "membership changes are not available in this version".into(),
-        )),
+        Method::POST => {
+            let id = node_id(&key)?;
+            let body = read_body(&headers, body, MAX_URL_BODY).await?;
+            let url = std::str::from_utf8(&body)
+                .map_err(|_| bad_request("the body must be the new node's peer URL"))?
+                .trim()
+                .to_string();
+            validate_peer_url(&url)?;
+            s.node
+                .change_members(MemberChange::Add {
+                    id,
+                    url,
+                    learner: false,
+                })
+                .await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Method::DELETE => {
+            let id = node_id(&key)?;
+            s.node.change_members(MemberChange::Remove { id }).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         _ => Err(ApiError(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} is not supported on /<key>"),
         )),
     }
+}
+
+/// Largest body accepted where a peer URL or a small JSON document is expected.
+const MAX_URL_BODY: usize = 4096;
+
+fn node_id(s: &str) -> Result<u64, ApiError> {
+    match s.parse::<u64>() {
+        Ok(0) | Err(_) => Err(bad_request(format!(
+            "{s:?} is not a node id (a positive integer); POST and DELETE on the root API change membership"
+        ))),
+        Ok(id) => Ok(id),
+    }
+}
+
+fn validate_peer_url(url: &str) -> Result<(), ApiError> {
+    peer_addr(url)
+        .map(|_| ())
+        .map_err(|e| bad_request(format!("invalid peer URL {url:?}: {e}")))
+}
+
+async fn list_members(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    Ok(Json(s.node.members().await?).into_response())
+}
+
+/// Body of `POST /v1/members`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    id: u64,
+    peer_url: String,
+    #[serde(default)]
+    learner: bool,
+}
+
+async fn add_member(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, MAX_URL_BODY).await?;
+    let m: NewMember = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("invalid JSON member: {e}")))?;
+    if m.id == 0 {
+        return Err(bad_request("node id 0 is not valid"));
+    }
+    validate_peer_url(&m.peer_url)?;
+    s.node
+        .change_members(MemberChange::Add {
+            id: m.id,
+            url: m.peer_url,
+            learner: m.learner,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(s.node.members().await?)).into_response())
+}
+
+async fn remove_member(
+    State(s): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let id = node_id(&id)?;
+    s.node.change_members(MemberChange::Remove { id }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn promote_member(
+    State(s): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let id = node_id(&id)?;
+    s.node.change_members(MemberChange::Promote { id }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {

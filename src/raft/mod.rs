@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use node::{Input, NodeStatus};
+use node::{Input, MemberChange, MemberInfo, NodeStatus};
 
 /// Why a request did not succeed, in the terms the API reports.
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +52,41 @@ impl NodeHandle {
     /// Replicates a command; returns once it is committed and applied on this node. While no
     /// leader is known it retries until the request timeout.
     pub async fn propose(&self, data: Bytes) -> Result<(), RequestError> {
+        self.submit(|reply| Input::Propose {
+            data: data.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Changes the membership; returns once the change is committed and applied on this node.
+    pub async fn change_members(&self, change: MemberChange) -> Result<(), RequestError> {
+        self.submit(|reply| Input::ChangeMembers {
+            change: change.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// The member list.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send_async(Input::Members(reply)).await.is_err() {
+            return Err(RequestError::Shutdown);
+        }
+        rx.await.map_err(|_| RequestError::Shutdown)
+    }
+
+    /// Hands a write to the raft thread and waits for it to be applied, retrying while no
+    /// leader is known (or leadership is being moved) until the request timeout.
+    async fn submit(
+        &self,
+        make: impl Fn(oneshot::Sender<Result<()>>) -> Input,
+    ) -> Result<(), RequestError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let (reply, rx) = oneshot::channel();
-            let input = Input::Propose {
-                data: data.clone(),
-                reply,
-            };
+            let input = make(reply);
             if self.tx.send_async(input).await.is_err() {
                 return Err(RequestError::Shutdown);
             }
@@ -66,7 +94,7 @@ impl NodeHandle {
                 Err(_) => return Err(RequestError::Timeout),
                 Ok(Err(_)) => return Err(RequestError::Timeout),
                 Ok(Ok(Ok(()))) => return Ok(()),
-                Ok(Ok(Err(Error::NoLeader))) => {
+                Ok(Ok(Err(Error::NoLeader | Error::LeaderMoving))) => {
                     if Instant::now() + NO_LEADER_RETRY >= deadline {
                         return Err(RequestError::NoLeader);
                     }

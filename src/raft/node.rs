@@ -24,10 +24,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
+};
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
+use crate::config::peer_addr;
 use crate::error::{Error, Result};
 use crate::kv::{Command, Kv};
 use crate::raft::transport::Transport;
@@ -41,6 +44,41 @@ pub const ELECTION_TICKS: usize = 10;
 pub const HEARTBEAT_TICKS: usize = 1;
 /// A read-index round not answered after this many ticks is sent again.
 const READ_RETRY_TICKS: u32 = 3;
+/// A learner within this many entries of the leader's commit index counts as caught up.
+pub const LEARNER_CATCH_UP_SLACK: u64 = 100;
+
+/// A membership change, as requested through the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add a node (a voter, or a non-voting learner) with its peer URL.
+    Add { id: u64, url: String, learner: bool },
+    /// Remove a node; it shuts itself down once it applies this.
+    Remove { id: u64 },
+    /// Make a caught-up learner a voter.
+    Promote { id: u64 },
+}
+
+/// One member as `GET /v1/members` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub peer_url: String,
+    /// `voter` or `learner`.
+    pub role: &'static str,
+    pub is_leader: bool,
+    /// The leader's view of how far this member's log matches (only on the leader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub match_index: Option<u64>,
+}
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Shutdown,
+    /// This node applied its own removal from the cluster.
+    Removed,
+}
 
 /// Everything the raft thread can be asked to do.
 pub enum Input {
@@ -60,6 +98,13 @@ pub enum Input {
     Unreachable(u64),
     /// The transport finished (or failed) sending a snapshot.
     SnapshotSent { to: u64, ok: bool },
+    /// Change the membership; answered once the change is applied here.
+    ChangeMembers {
+        change: MemberChange,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// List the members.
+    Members(oneshot::Sender<Vec<MemberInfo>>),
     /// Report the node's status.
     Status(oneshot::Sender<NodeStatus>),
     /// Sync and stop the loop.
@@ -119,6 +164,7 @@ pub struct Node {
     leader: u64,
     role: StateRole,
     ticks: u64,
+    removed: bool,
 }
 
 impl Node {
@@ -173,11 +219,14 @@ impl Node {
             leader: 0,
             role: StateRole::Follower,
             ticks: 0,
+            removed: false,
         })
     }
 
-    /// Runs the loop until `Input::Shutdown`, then makes everything durable.
-    pub fn run(mut self) -> Result<()> {
+    /// Runs the loop until `Input::Shutdown` or this node's removal, then makes everything
+    /// durable.
+    pub fn run(mut self) -> Result<Exit> {
+        self.sync_peers();
         let mut next_tick = Instant::now() + TICK;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -207,6 +256,16 @@ impl Node {
             self.flush_proposals();
             self.flush_reads();
             self.handle_ready()?;
+            self.maybe_snapshot()?;
+            if self.removed {
+                self.raw.mut_store().sync()?;
+                self.raw.mut_store().mark_removed()?;
+                tracing::warn!(
+                    id = self.cfg.id,
+                    "this node was removed from the cluster; shutting down"
+                );
+                return Ok(Exit::Removed);
+            }
             if stop {
                 break;
             }
@@ -216,7 +275,7 @@ impl Node {
             applied = self.applied,
             "raft loop stopped; state is durable"
         );
-        Ok(())
+        Ok(Exit::Shutdown)
     }
 
     /// Handles one input; returns true on shutdown.
@@ -250,6 +309,10 @@ impl Node {
                     SnapshotStatus::Failure
                 };
                 self.raw.report_snapshot(to, status);
+            }
+            Input::ChangeMembers { change, reply } => self.change_members(change, reply),
+            Input::Members(reply) => {
+                let _ = reply.send(self.members());
             }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -427,6 +490,7 @@ impl Node {
             self.kv = Kv::restore(snap.data.clone())?;
             self.conf_state = snap.get_metadata().get_conf_state().clone();
             self.applied = index;
+            self.sync_peers();
             tracing::info!(
                 index,
                 keys = self.kv.len(),
@@ -455,7 +519,7 @@ impl Node {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
-        self.maybe_snapshot()
+        Ok(())
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
@@ -503,16 +567,25 @@ impl Node {
                     }
                 }
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
-                        Error::Invalid(format!("conf change at {}: {err}", e.index))
-                    })?;
-                    self.apply_conf_change(&cc)?;
+                    let result = ConfChange::parse_from_bytes(&e.data)
+                        .map_err(|err| Error::Invalid(format!("conf change at {}: {err}", e.index)))
+                        .and_then(|cc| self.apply_conf_change(&cc));
+                    if let Err(err) = &result {
+                        tracing::warn!(index = e.index, error = %err, "membership change not applied");
+                    }
+                    if let Some(reply) = self
+                        .own_proposal(&e.context)
+                        .and_then(|s| self.proposals.remove(&s))
+                    {
+                        let _ = reply.send(result);
+                    }
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
-                        Error::Invalid(format!("conf change at {}: {err}", e.index))
-                    })?;
-                    self.apply_conf_change(&cc)?;
+                    // Never proposed by this version; skipped identically on every node.
+                    tracing::warn!(
+                        index = e.index,
+                        "ignoring an unsupported joint-consensus change"
+                    );
                 }
             }
             self.applied = e.index;
@@ -521,17 +594,242 @@ impl Node {
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, cc: &impl raft_proto::ConfChangeI) -> Result<()> {
-        let cs = self.raw.apply_conf_change(cc)?;
-        tracing::info!(voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+    /// Applies a committed membership change. A change raft refuses is refused identically on
+    /// every node, so it is reported, not fatal.
+    fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
+        let cs = self
+            .raw
+            .apply_conf_change(cc)
+            .map_err(|e| Error::Conflict(format!("membership change refused: {e}")))?;
+        let id = cc.node_id;
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let url = (!cc.context.is_empty())
+                    .then(|| String::from_utf8_lossy(&cc.context).into_owned());
+                self.kv.add_member(id, url);
+            }
+            ConfChangeType::RemoveNode => {
+                self.kv.remove_member(id);
+                if id == self.cfg.id {
+                    self.removed = true;
+                }
+            }
+        }
+        tracing::info!(
+            change = ?cc.get_change_type(),
+            node = id,
+            voters = ?cs.voters,
+            learners = ?cs.learners,
+            "membership changed"
+        );
         self.raw.mut_store().set_conf_state(cs.clone());
         self.conf_state = cs;
+        self.sync_peers();
         Ok(())
+    }
+
+    /// Points the transport at the replicated member list (the flags' list until this node
+    /// has one: a `--join` node before its first snapshot).
+    fn sync_peers(&self) {
+        if self.kv.members().is_empty() {
+            return;
+        }
+        let peers = self
+            .kv
+            .members()
+            .iter()
+            .filter(|(&id, _)| id != self.cfg.id)
+            .filter_map(|(&id, url)| match peer_addr(url) {
+                Ok(addr) => Some((id, addr)),
+                Err(e) => {
+                    tracing::warn!(node = id, url, error = %e, "member has an unusable peer URL");
+                    None
+                }
+            })
+            .collect();
+        self.transport.set_peers(peers);
+    }
+
+    /// Validates a change against this node's view and proposes it.
+    fn change_members(&mut self, change: MemberChange, reply: oneshot::Sender<Result<()>>) {
+        let cc = match self.check_change(&change) {
+            Ok(cc) => cc,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        // Keep proposals in arrival order.
+        self.flush_proposals();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let ctx = self.proposal_context(seq).to_vec();
+        match self.raw.propose_conf_change(ctx, cc) {
+            Ok(()) => {
+                self.proposals.insert(seq, reply);
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(Error::NoLeader));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Raft(e)));
+            }
+        }
+    }
+
+    fn check_change(&mut self, change: &MemberChange) -> Result<ConfChange> {
+        let leader = self.raw.raft.leader_id;
+        if leader == raft::INVALID_ID {
+            return Err(Error::NoLeader);
+        }
+        if let Some(index) = self.pending_conf_change() {
+            return Err(Error::Conflict(format!(
+                "another membership change (log index {index}) is not applied yet; retry once it is"
+            )));
+        }
+        let voters = &self.conf_state.voters;
+        let learners = &self.conf_state.learners;
+        let is_member = |id: u64| voters.contains(&id) || learners.contains(&id);
+        let mut cc = ConfChange::default();
+        match change {
+            MemberChange::Add { id, url, learner } => {
+                if *id == 0 {
+                    return Err(Error::Invalid("node id 0 is not valid".into()));
+                }
+                if is_member(*id) {
+                    return Err(Error::Conflict(format!("node {id} is already a member")));
+                }
+                if let Some((other, _)) = self.kv.members().iter().find(|(_, u)| *u == url) {
+                    return Err(Error::Conflict(format!(
+                        "peer URL {url} is already used by node {other}"
+                    )));
+                }
+                cc.set_change_type(if *learner {
+                    ConfChangeType::AddLearnerNode
+                } else {
+                    ConfChangeType::AddNode
+                });
+                cc.node_id = *id;
+                cc.context = url.clone().into_bytes().into();
+            }
+            MemberChange::Remove { id } => {
+                if !is_member(*id) {
+                    return Err(Error::NotFound(format!("node {id} is not a member")));
+                }
+                if voters.len() == 1 && voters[0] == *id {
+                    return Err(Error::Conflict(format!(
+                        "node {id} is the last voter; removing it would leave no cluster"
+                    )));
+                }
+                if *id == leader {
+                    // Move leadership first: a leader that commits its own removal keeps
+                    // leading a configuration it is not part of.
+                    let transferee = if *id != self.cfg.id && voters.contains(&self.cfg.id) {
+                        Some(self.cfg.id)
+                    } else {
+                        self.best_transferee(*id)
+                    };
+                    if let Some(t) = transferee {
+                        tracing::info!(
+                            from = id,
+                            to = t,
+                            "moving leadership before removing the leader"
+                        );
+                        self.raw.transfer_leader(t);
+                    }
+                    return Err(Error::LeaderMoving);
+                }
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = *id;
+            }
+            MemberChange::Promote { id } => {
+                if voters.contains(id) {
+                    return Err(Error::Conflict(format!("node {id} is already a voter")));
+                }
+                if !learners.contains(id) {
+                    return Err(Error::NotFound(format!("node {id} is not a learner")));
+                }
+                if self.raw.raft.state != StateRole::Leader {
+                    return Err(Error::Misdirected(format!(
+                        "only the leader can tell whether learner {id} has caught up; send this to the leader (node {leader})"
+                    )));
+                }
+                let matched = self.raw.raft.prs().get(*id).map_or(0, |p| p.matched);
+                let commit = self.raw.raft.raft_log.committed;
+                if matched + LEARNER_CATCH_UP_SLACK < commit {
+                    return Err(Error::Conflict(format!(
+                        "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
+                    )));
+                }
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = *id;
+            }
+        }
+        Ok(cc)
+    }
+
+    /// The voter other than `except` whose log matches the leader's furthest.
+    fn best_transferee(&self, except: u64) -> Option<u64> {
+        let prs = self.raw.raft.prs();
+        self.conf_state
+            .voters
+            .iter()
+            .filter(|&&v| v != except)
+            .max_by_key(|&&v| prs.get(v).map_or(0, |p| p.matched))
+            .copied()
+    }
+
+    /// The index of a membership change proposed or in the log but not applied yet.
+    fn pending_conf_change(&self) -> Option<u64> {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader && raft.pending_conf_index > self.applied {
+            return Some(raft.pending_conf_index);
+        }
+        let store = self.raw.store();
+        let last = store.last_index();
+        if last <= self.applied {
+            return None;
+        }
+        let from = (self.applied + 1).max(store.first_index());
+        let entries = store
+            .entries(from, last + 1, None, raft::GetEntriesContext::empty(false))
+            .ok()?;
+        entries
+            .iter()
+            .find(|e| e.get_entry_type() != EntryType::EntryNormal)
+            .map(|e| e.index)
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        let raft = &self.raw.raft;
+        let is_leader = raft.state == StateRole::Leader;
+        let mut out = Vec::new();
+        for (list, role) in [
+            (&self.conf_state.voters, "voter"),
+            (&self.conf_state.learners, "learner"),
+        ] {
+            for &id in list {
+                out.push(MemberInfo {
+                    id,
+                    peer_url: self.kv.members().get(&id).cloned().unwrap_or_default(),
+                    role,
+                    is_leader: id == raft.leader_id,
+                    match_index: if is_leader {
+                        raft.prs().get(id).map(|p| p.matched)
+                    } else {
+                        None
+                    },
+                });
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        out
     }
 
     fn maybe_snapshot(&mut self) -> Result<()> {
         let store = self.raw.store();
-        if self.applied < store.snapshot_index() + self.cfg.snapshot_count {
+        let wanted = store.take_snapshot_request() && self.applied > store.snapshot_index();
+        if !wanted && self.applied < store.snapshot_index() + self.cfg.snapshot_count {
             return Ok(());
         }
         let index = self.applied;

@@ -50,6 +50,9 @@ const MESSAGES: u8 = 1;
 const SNAP_HEAD: u8 = 2;
 const SNAP_DATA: u8 = 3;
 
+/// Per peer: its address and the queue of its connection task.
+type PeerMap = HashMap<u64, (String, mpsc::Sender<Message>)>;
+
 /// Handle used by the raft thread to send messages to peers.
 #[derive(Clone)]
 pub struct Transport {
@@ -59,7 +62,8 @@ pub struct Transport {
 struct Inner {
     runtime: tokio::runtime::Handle,
     node: flume::Sender<Input>,
-    peers: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Per peer: its address and the queue of its connection task.
+    peers: Mutex<PeerMap>,
 }
 
 impl Transport {
@@ -85,21 +89,32 @@ impl Transport {
         transport
     }
 
-    /// Starts (or restarts with a new address) the connection task for a peer.
+    /// Starts (or restarts with a new address) the connection task for a peer; a no-op if
+    /// the peer is already known at that address.
     pub fn add_peer(&self, peer: u64, addr: String) {
+        let mut peers = self.peers();
+        if peers.get(&peer).is_some_and(|(a, _)| *a == addr) {
+            return;
+        }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         let node = self.inner.node.clone();
-        self.inner.runtime.spawn(run_peer(peer, addr, rx, node));
+        self.inner
+            .runtime
+            .spawn(run_peer(peer, addr.clone(), rx, node));
         // Replacing the sender drops the old one, which ends the old task.
-        self.peers().insert(peer, tx);
+        peers.insert(peer, (addr, tx));
     }
 
-    /// Stops talking to a peer.
-    pub fn remove_peer(&self, peer: u64) {
-        self.peers().remove(&peer);
+    /// Makes the set of peers exactly `wanted` (id → host:port): starts new ones, restarts
+    /// moved ones, stops removed ones.
+    pub fn set_peers(&self, wanted: HashMap<u64, String>) {
+        self.peers().retain(|id, _| wanted.contains_key(id));
+        for (id, addr) in wanted {
+            self.add_peer(id, addr);
+        }
     }
 
-    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Message>>> {
+    fn peers(&self) -> std::sync::MutexGuard<'_, PeerMap> {
         // The map is only touched briefly; a poisoned lock still holds a usable map.
         self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -111,7 +126,7 @@ impl Transport {
         let peers = self.peers();
         for m in msgs {
             match peers.get(&m.to) {
-                Some(tx) => {
+                Some((_, tx)) => {
                     if let Err(e) = tx.try_send(m) {
                         failed.push(match e {
                             mpsc::error::TrySendError::Full(m) => m,

@@ -22,8 +22,12 @@ use crate::error::{Error, Result};
 use snapshot::SnapshotStore;
 use wal::{SnapshotMarker, Wal};
 
+/// Written into the data directory when this node applies its own removal.
+const REMOVED_FILE: &str = "REMOVED";
+
 /// The node's raft log, hard state and snapshots.
 pub struct RaftStorage {
+    dir: std::path::PathBuf,
     hard_state: HardState,
     conf_state: ConfState,
     snapshot_meta: SnapshotMetadata,
@@ -32,12 +36,19 @@ pub struct RaftStorage {
     entries: VecDeque<Entry>,
     wal: Wal,
     snaps: SnapshotStore,
+    /// Set when raft asked for a snapshot the newest file cannot serve (it predates the
+    /// recipient's membership); the node loop then writes a fresh one.
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl RaftStorage {
     /// Opens the data directory and recovers. Returns the newest snapshot too, so the caller can
     /// restore the state machine from it.
     pub fn open(dir: &Path, segment_size: u64) -> Result<(RaftStorage, Option<Snapshot>)> {
+        let tombstone = dir.join(REMOVED_FILE);
+        if tombstone.exists() {
+            return Err(Error::Removed(tombstone));
+        }
         let snaps = SnapshotStore::open(&dir.join("snap"))?;
         let (wal, rec) = Wal::open(&dir.join("wal"), segment_size)?;
         let snapshot = match rec.snapshot {
@@ -45,6 +56,7 @@ impl RaftStorage {
             None => None,
         };
         let mut store = RaftStorage {
+            dir: dir.to_path_buf(),
             hard_state: rec.hard_state,
             conf_state: ConfState::default(),
             snapshot_meta: SnapshotMetadata::default(),
@@ -53,6 +65,7 @@ impl RaftStorage {
             entries: rec.entries.into(),
             wal,
             snaps,
+            snapshot_wanted: std::cell::Cell::new(false),
         };
         if let Some(snap) = &snapshot {
             let meta = snap.get_metadata();
@@ -199,6 +212,11 @@ impl RaftStorage {
         self.wal.sync()
     }
 
+    /// True (once) if raft needs a newer snapshot than the newest file.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
     /// The newest snapshot's index.
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot_meta.index
@@ -212,6 +230,19 @@ impl RaftStorage {
     /// The newest entry's index.
     pub fn last_index(&self) -> u64 {
         self.first_index + self.entries.len() as u64 - 1
+    }
+
+    /// Durably marks the data directory as belonging to a removed member, so it never starts
+    /// as a member again (it would disrupt the cluster with a stale configuration).
+    pub fn mark_removed(&mut self) -> Result<()> {
+        let path = self.dir.join(REMOVED_FILE);
+        std::fs::write(
+            &path,
+            "this node was removed from the cluster; start a new node with an empty data directory\n",
+        )
+        .and_then(|()| std::fs::File::open(&path)?.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        wal::sync_dir(&self.dir)
     }
 
     /// Bytes used by the write-ahead log on disk.
@@ -272,9 +303,14 @@ impl raft::Storage for RaftStorage {
         Ok(RaftStorage::last_index(self))
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let meta = &self.snapshot_meta;
-        if meta.index == 0 || meta.index < request_index {
+        let cs = meta.get_conf_state();
+        // A node added after the newest snapshot would refuse it (raft only installs a
+        // snapshot whose membership contains the recipient): ask for a fresh one.
+        let knows_recipient = cs.voters.contains(&to) || cs.learners.contains(&to);
+        if meta.index == 0 || meta.index < request_index || !knows_recipient {
+            self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));

@@ -1,0 +1,287 @@
+//! What clients did and saw: one [`Operation`] per request, with its invocation and completion
+//! times on one monotonic clock and its [`Outcome`].
+//!
+//! Outcomes follow what a client can actually know:
+//! - [`Outcome::Ok`] / [`Outcome::Read`]: the server answered success; the operation took
+//!   effect at one instant between invocation and completion.
+//! - [`Outcome::Fail`]: the server said it did not happen (503 on a write: "not applied").
+//! - [`Outcome::Unknown`]: a timeout, a connection reset, a 504: the operation may have taken
+//!   effect at any instant after its invocation — even long after the client gave up — or
+//!   never.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Nanoseconds since the start of a run, all from one monotonic clock.
+pub type Time = u64;
+
+/// What a client asked for. Every operation names one key; keys are independent registers.
+///
+/// Deletes and compare-and-set belong here once the API has them: each new call needs a case
+/// in the register model (`linearizability::Register`) and in [`fmt::Display`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Set the key to this value. Values written in one history must be unique per key.
+    Put(String),
+    /// Read the key.
+    Get,
+}
+
+/// How the operation ended, as far as the client knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A write was acknowledged.
+    Ok,
+    /// A read was answered: the value, or `None` if the key was absent.
+    Read(Option<String>),
+    /// Known not to have taken effect.
+    Fail,
+    /// May have taken effect at any time after invocation, or never.
+    Unknown,
+}
+
+/// One request, as the client saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    /// Position in the history (assigned by [`History::push`]).
+    pub id: usize,
+    /// Which client process or task issued it (operations of one client never overlap).
+    pub client: usize,
+    /// The node it was sent to (0 if not meaningful).
+    pub node: u64,
+    pub key: String,
+    pub call: Call,
+    /// When the request was sent.
+    pub invoke: Time,
+    /// When the answer arrived or the client gave up; for an unknown outcome this is only
+    /// when the client stopped waiting, not a bound on when the operation took effect.
+    pub complete: Time,
+    pub outcome: Outcome,
+    /// A short reason for a non-ok outcome ("503", "timeout", "connection reset", ...).
+    pub detail: String,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "#{:<6} client {:<3} node {} [{} .. {}] ",
+            self.id,
+            self.client,
+            self.node,
+            secs(self.invoke),
+            secs(self.complete)
+        )?;
+        match &self.call {
+            Call::Put(v) => write!(f, "put({:?}, {v:?})", self.key)?,
+            Call::Get => write!(f, "get({:?})", self.key)?,
+        }
+        match &self.outcome {
+            Outcome::Ok => write!(f, " -> ok")?,
+            Outcome::Read(Some(v)) => write!(f, " -> {v:?}")?,
+            Outcome::Read(None) => write!(f, " -> absent")?,
+            Outcome::Fail => write!(f, " -> failed")?,
+            Outcome::Unknown => write!(f, " -> unknown")?,
+        }
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// A time as seconds with microseconds, for humans.
+pub fn secs(t: Time) -> String {
+    format!("{}.{:06}s", t / 1_000_000_000, (t % 1_000_000_000) / 1_000)
+}
+
+/// Counts of operations by kind and outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub writes_ok: usize,
+    pub writes_failed: usize,
+    pub writes_unknown: usize,
+    pub reads_ok: usize,
+    pub reads_failed: usize,
+    pub reads_unknown: usize,
+}
+
+impl Summary {
+    pub fn total(&self) -> usize {
+        self.writes_ok
+            + self.writes_failed
+            + self.writes_unknown
+            + self.reads_ok
+            + self.reads_failed
+            + self.reads_unknown
+    }
+
+    pub fn ok(&self) -> usize {
+        self.writes_ok + self.reads_ok
+    }
+
+    pub fn add(&mut self, other: &Summary) {
+        self.writes_ok += other.writes_ok;
+        self.writes_failed += other.writes_failed;
+        self.writes_unknown += other.writes_unknown;
+        self.reads_ok += other.reads_ok;
+        self.reads_failed += other.reads_failed;
+        self.reads_unknown += other.reads_unknown;
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} operations: writes {} ok / {} failed / {} unknown; reads {} ok / {} failed / {} unknown",
+            self.total(),
+            self.writes_ok,
+            self.writes_failed,
+            self.writes_unknown,
+            self.reads_ok,
+            self.reads_failed,
+            self.reads_unknown
+        )
+    }
+}
+
+/// Every operation of a run, in the order they were recorded.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    ops: Vec<Operation>,
+}
+
+impl History {
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Appends `op`, giving it the next id; returns that id.
+    pub fn push(&mut self, mut op: Operation) -> usize {
+        op.id = self.ops.len();
+        self.ops.push(op);
+        self.ops.len() - 1
+    }
+
+    /// Appends every operation of `ops` (their ids are reassigned).
+    pub fn extend(&mut self, ops: impl IntoIterator<Item = Operation>) {
+        for op in ops {
+            self.push(op);
+        }
+    }
+
+    pub fn ops(&self) -> &[Operation] {
+        &self.ops
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The operations of each key, in history order.
+    pub fn by_key(&self) -> BTreeMap<&str, Vec<&Operation>> {
+        let mut keys: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+        for op in &self.ops {
+            keys.entry(op.key.as_str()).or_default().push(op);
+        }
+        keys
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for op in &self.ops {
+            match (&op.call, &op.outcome) {
+                (Call::Put(_), Outcome::Ok) => s.writes_ok += 1,
+                (Call::Put(_), Outcome::Fail) => s.writes_failed += 1,
+                (Call::Put(_), _) => s.writes_unknown += 1,
+                (Call::Get, Outcome::Read(_)) => s.reads_ok += 1,
+                (Call::Get, Outcome::Fail) => s.reads_failed += 1,
+                (Call::Get, _) => s.reads_unknown += 1,
+            }
+        }
+        s
+    }
+
+    /// One line per operation (for a history file next to the logs).
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for op in &self.ops {
+            out.push_str(&op.to_string());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Shorthand constructors, mostly for tests: times are in milliseconds.
+pub mod build {
+    use super::*;
+
+    fn op(client: usize, key: &str, call: Call, invoke_ms: u64, complete_ms: u64) -> Operation {
+        Operation {
+            id: 0,
+            client,
+            node: 0,
+            key: key.to_string(),
+            call,
+            invoke: invoke_ms * 1_000_000,
+            complete: complete_ms * 1_000_000,
+            outcome: Outcome::Unknown,
+            detail: String::new(),
+        }
+    }
+
+    /// An acknowledged write.
+    pub fn put(client: usize, key: &str, value: &str, invoke_ms: u64, complete_ms: u64) -> Operation {
+        Operation {
+            outcome: Outcome::Ok,
+            ..op(client, key, Call::Put(value.into()), invoke_ms, complete_ms)
+        }
+    }
+
+    /// A write with the given outcome (`Fail` or `Unknown`).
+    pub fn put_outcome(
+        client: usize,
+        key: &str,
+        value: &str,
+        invoke_ms: u64,
+        complete_ms: u64,
+        outcome: Outcome,
+    ) -> Operation {
+        Operation {
+            outcome,
+            ..op(client, key, Call::Put(value.into()), invoke_ms, complete_ms)
+        }
+    }
+
+    /// A read that returned `value` (`None`: absent).
+    pub fn get(
+        client: usize,
+        key: &str,
+        value: Option<&str>,
+        invoke_ms: u64,
+        complete_ms: u64,
+    ) -> Operation {
+        Operation {
+            outcome: Outcome::Read(value.map(str::to_string)),
+            ..op(client, key, Call::Get, invoke_ms, complete_ms)
+        }
+    }
+
+    /// A read whose answer never came.
+    pub fn get_unknown(client: usize, key: &str, invoke_ms: u64, complete_ms: u64) -> Operation {
+        op(client, key, Call::Get, invoke_ms, complete_ms)
+    }
+
+    /// A history of these operations, ids in order.
+    pub fn history(ops: Vec<Operation>) -> History {
+        let mut h = History::new();
+        h.extend(ops);
+        h
+    }
+}
