@@ -38,7 +38,6 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(coordinate::server::run(cfg)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("coordinate: {e:#}");
             std::process::ExitCode::FAILURE
         }

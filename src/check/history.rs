@@ -237,7 +237,13 @@ pub mod build {
     }
 
     /// An acknowledged write.
-    pub fn put(client: usize, key: &str, value: &str, invoke_ms: u64, complete_ms: u64) -> Operation {
+    pub fn put(
+        client: usize,
+        key: &str,
+        value: &str,
+        invoke_ms: u64,
+        complete_ms: u64,
+    ) -> Operation {
         Operation {
             outcome: Outcome::Ok,
             ..op(client, key, Call::Put(value.into()), invoke_ms, complete_ms)

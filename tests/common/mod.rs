@@ -13,6 +13,8 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code)]
 
+mod membership;
+
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -247,6 +249,8 @@ pub struct Cluster {
     nodes: Vec<Node>,
     peer_urls: Vec<String>,
     extra_args: Vec<String>,
+    /// Arguments for one node only (e.g. `--join`).
+    extra_for: std::collections::HashMap<u64, Vec<String>>,
     client: Client,
     dir: Option<tempfile::TempDir>,
 }
@@ -280,6 +284,7 @@ impl Cluster {
             nodes,
             peer_urls,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_for: Default::default(),
             client: Client::new(urls, REQUEST_TIMEOUT),
             dir: Some(dir),
         };
@@ -358,6 +363,9 @@ impl Cluster {
             args.push(level);
         }
         args.extend(self.extra_args.iter().cloned());
+        if let Some(extra) = self.extra_for.get(&id) {
+            args.extend(extra.iter().cloned());
+        }
         args
     }
 

@@ -1,0 +1,994 @@
+//! The linearizability checker: is there one total order of the operations that respects
+//! real time (an operation that completed before another was invoked comes first) and in which
+//! every key behaves like a register (a read returns the last value written, or "absent")?
+//!
+//! ## How
+//! - **Per key** (P-compositionality, Herlihy & Wing): a history is linearizable iff each key's
+//!   sub-history is, so keys are checked one at a time.
+//! - **Search** (Wing & Gong, with Lowe's memoization, as in Porcupine): operations become
+//!   call and return events on a doubly linked list sorted by time. Walking the list, the search
+//!   tries to linearize each call it meets (the model must accept it in the current state),
+//!   removes it and its return from the list, and starts again from the head; meeting a return
+//!   whose call is not yet linearized means the last choice was wrong, so it backtracks. A set of
+//!   (linearized operations, register state) pairs already explored prunes repeated work: two
+//!   paths that linearized the same operations into the same state have the same future.
+//! - **Unknown outcomes**: an unknown operation may take effect at any instant after its
+//!   invocation, or never: its return event is at +infinity. For the register, two exact
+//!   reductions keep the search small (values are unique per key): an unknown write nobody read
+//!   can be left out (it changes nothing anyone saw), and an unknown write somebody read must
+//!   have taken effect before that read completed, so its return moves there. Unknown reads say
+//!   nothing and are dropped; failed operations did not happen and are dropped.
+//! - **Bounded**: the search counts steps and watches a deadline; out of budget, the verdict is
+//!   "unknown", never a guess.
+//! - **Explaining a violation**: the shortest prefix of the key's history (cut at a completion
+//!   time; operations still running at the cut count as unfinished) that has no valid order is
+//!   found by bisection, then operations are removed while the rest still has no valid order
+//!   (a write always together with the reads that returned its value, so what is left is a real
+//!   sub-history: if the whole history were linearizable, so would this part be). What remains
+//!   is printed: a handful of operations that no order can explain.
+//!
+//! Deletes and compare-and-set fit the same search: each is one more [`Act`] with its rule in
+//! [`Register::step`] (an unknown delete cannot be identified by a value, so it keeps a return
+//! at +infinity).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::history::{secs, Call, History, Operation, Outcome, Time};
+
+/// Limits for one [`check`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Search steps allowed for the whole history (every key together). Default 500 million.
+    pub max_steps: u64,
+    /// Wall-clock limit for the search. Default 5 minutes.
+    pub time_limit: Duration,
+    /// Wall-clock limit for shrinking a violation to a small window; when it runs out, the
+    /// window found so far is reported (still a valid witness, maybe not minimal). Default 60 s.
+    pub shrink_time_limit: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_steps: 500_000_000,
+            time_limit: Duration::from_secs(300),
+            shrink_time_limit: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The answer.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    /// Every key's history has a valid order.
+    Linearizable,
+    /// Some key's history has none; the smallest window found that shows it.
+    NotLinearizable(Box<Violation>),
+    /// The search ran out of budget before deciding (why).
+    Unknown(String),
+}
+
+impl Verdict {
+    pub fn is_linearizable(&self) -> bool {
+        matches!(self, Verdict::Linearizable)
+    }
+}
+
+/// Operations of one key that admit no valid order.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub key: String,
+    /// The window, sorted by invocation.
+    pub window: Vec<Operation>,
+    /// Facts about window operations that are not visible in the window itself.
+    pub notes: Vec<String>,
+    /// True if no single operation (or write with its readers) can be removed from the window
+    /// without it becoming linearizable; false if shrinking stopped at its time limit.
+    pub minimal: bool,
+    /// The end of the shortest prefix of the key's history that has no valid order.
+    pub detected_at: Time,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "key {:?}: no order of these {} operations is consistent with a register and with \
+             real time ({}; times since the start of the run):",
+            self.key,
+            self.window.len(),
+            if self.minimal {
+                "a minimal window: without any one of them the rest is linearizable"
+            } else {
+                "shrinking stopped at its time limit; the window may not be minimal"
+            }
+        )?;
+        for op in &self.window {
+            writeln!(f, "  {op}")?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
+        }
+        write!(
+            f,
+            "  the key's history is linearizable up to, and not beyond, {}",
+            secs(self.detected_at)
+        )
+    }
+}
+
+/// A verdict with what it cost.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub verdict: Verdict,
+    /// Keys checked.
+    pub keys: usize,
+    /// Operations the search had to place (after dropping failed and unobserved ones).
+    pub ops_searched: usize,
+    /// Search steps taken (not counting shrinking).
+    pub steps: u64,
+    pub elapsed: Duration,
+}
+
+/// Checks `history` for linearizability, key by key, against a register model.
+pub fn check(history: &History, cfg: &Config) -> Report {
+    let start = Instant::now();
+    let mut budget = Budget::new(cfg.max_steps, start + cfg.time_limit);
+    let by_key = history.by_key();
+    let mut ops_searched = 0;
+    let mut unknown = None;
+    for (key, ops) in &by_key {
+        let members: Vec<Member> = ops.iter().map(|&op| Member::whole(op)).collect();
+        let kops = prepare(&members);
+        ops_searched += kops.len();
+        match search(&kops, &mut budget) {
+            Ok(true) => {}
+            Ok(false) => {
+                let violation = explain(key, ops, cfg);
+                return Report {
+                    verdict: Verdict::NotLinearizable(Box::new(violation)),
+                    keys: by_key.len(),
+                    ops_searched,
+                    steps: budget.steps,
+                    elapsed: start.elapsed(),
+                };
+            }
+            Err(Exhausted) => {
+                // Keep going: another key may still show a definite violation.
+                unknown.get_or_insert_with(|| {
+                    format!(
+                        "search budget exhausted on key {key:?} ({} operations) after {} steps",
+                        kops.len(),
+                        budget.steps
+                    )
+                });
+                budget = Budget::new(cfg.max_steps.saturating_sub(budget.steps), budget.deadline);
+            }
+        }
+    }
+    Report {
+        verdict: match unknown {
+            Some(why) => Verdict::Unknown(why),
+            None => Verdict::Linearizable,
+        },
+        keys: by_key.len(),
+        ops_searched,
+        steps: budget.steps,
+        elapsed: start.elapsed(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The register model
+// ---------------------------------------------------------------------------------------------
+
+/// A value id: the index of the value among the key's written values.
+type ValueId = u32;
+
+/// The id of a value no operation in the (sub-)history wrote: no state ever holds it.
+const NEVER_WRITTEN: ValueId = ValueId::MAX;
+
+/// What an operation does to the register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    Write(ValueId),
+    /// Returned this value (`None`: absent).
+    Read(Option<ValueId>),
+}
+
+/// The register: its state is the current value id, `None` while absent.
+struct Register;
+
+impl Register {
+    const INIT: Option<ValueId> = None;
+
+    fn step(state: Option<ValueId>, act: Act) -> Option<Option<ValueId>> {
+        match act {
+            Act::Write(v) => Some(Some(v)),
+            Act::Read(r) => (r == state).then_some(state),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preparing a key's operations for the search
+// ---------------------------------------------------------------------------------------------
+
+/// An operation of a (sub-)history; `pending` if the window was cut before it completed.
+#[derive(Clone, Copy)]
+struct Member<'a> {
+    op: &'a Operation,
+    pending: bool,
+}
+
+impl<'a> Member<'a> {
+    fn whole(op: &'a Operation) -> Member<'a> {
+        Member { op, pending: false }
+    }
+}
+
+/// One operation as the search sees it.
+#[derive(Clone, Copy, Debug)]
+struct KOp {
+    invoke: Time,
+    /// When it completed; `Time::MAX` if it may take effect at any later time.
+    ret: Time,
+    act: Act,
+}
+
+/// Turns a key's members into search operations: failed operations and reads without an
+/// answer are dropped; unknown writes are bounded by their first reader, or dropped if nobody
+/// read them (both exact for unique values). Sorted by invocation.
+fn prepare(members: &[Member]) -> Vec<KOp> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Write { known: bool },
+        Read,
+    }
+    // (member, kind) of every operation that may have happened.
+    let mut live: Vec<(&Member, Kind)> = Vec::new();
+    for m in members {
+        match (&m.op.call, &m.op.outcome) {
+            (Call::Put(_), Outcome::Fail) => {}
+            (Call::Put(_), Outcome::Ok) if !m.pending => {
+                live.push((m, Kind::Write { known: true }))
+            }
+            (Call::Put(_), _) => live.push((m, Kind::Write { known: false })),
+            (Call::Get, Outcome::Read(_)) if !m.pending => live.push((m, Kind::Read)),
+            (Call::Get, _) => {}
+        }
+    }
+    let mut ids: HashMap<&str, ValueId> = HashMap::new();
+    let mut writers: Vec<usize> = Vec::new();
+    for (m, kind) in &live {
+        if let (Call::Put(v), Kind::Write { .. }) = (&m.op.call, kind) {
+            let next = ids.len() as ValueId;
+            let id = *ids.entry(v.as_str()).or_insert(next);
+            if id as usize == writers.len() {
+                writers.push(0);
+            }
+            writers[id as usize] += 1;
+        }
+    }
+    let read_id = |m: &Member| match &m.op.outcome {
+        Outcome::Read(Some(v)) => Some(ids.get(v.as_str()).copied().unwrap_or(NEVER_WRITTEN)),
+        _ => None,
+    };
+    // The earliest completion of a read of each value.
+    let mut first_read_done: HashMap<ValueId, Time> = HashMap::new();
+    for (m, kind) in &live {
+        if *kind == Kind::Read {
+            if let Some(id) = read_id(m) {
+                let t = first_read_done.entry(id).or_insert(Time::MAX);
+                *t = (*t).min(m.op.complete);
+            }
+        }
+    }
+    let mut kops = Vec::with_capacity(live.len());
+    for (m, kind) in &live {
+        let invoke = m.op.invoke;
+        match (kind, &m.op.call) {
+            (Kind::Write { known }, Call::Put(v)) => {
+                let id = ids[v.as_str()];
+                let ret = if *known {
+                    m.op.complete
+                } else if writers[id as usize] == 1 {
+                    match first_read_done.get(&id) {
+                        None => continue,
+                        Some(&t) => t.max(invoke),
+                    }
+                } else {
+                    Time::MAX
+                };
+                kops.push(KOp {
+                    invoke,
+                    ret,
+                    act: Act::Write(id),
+                });
+            }
+            _ => kops.push(KOp {
+                invoke,
+                ret: m.op.complete.max(invoke),
+                act: Act::Read(read_id(m)),
+            }),
+        }
+    }
+    kops.sort_by_key(|k| k.invoke);
+    kops
+}
+
+// ---------------------------------------------------------------------------------------------
+// The search
+// ---------------------------------------------------------------------------------------------
+
+/// The search ran out of steps or time.
+#[derive(Debug)]
+struct Exhausted;
+
+struct Budget {
+    steps: u64,
+    max_steps: u64,
+    deadline: Instant,
+}
+
+impl Budget {
+    fn new(max_steps: u64, deadline: Instant) -> Budget {
+        Budget {
+            steps: 0,
+            max_steps,
+            deadline,
+        }
+    }
+
+    fn spend(&mut self) -> Result<(), Exhausted> {
+        self.steps += 1;
+        if self.steps > self.max_steps
+            || (self.steps.is_multiple_of(4096) && Instant::now() >= self.deadline)
+        {
+            return Err(Exhausted);
+        }
+        Ok(())
+    }
+}
+
+const NIL: usize = usize::MAX;
+
+/// A memo entry: the linearized set (as the words between the first not-full word and the
+/// last non-empty one: the set is mostly a prefix in invocation order) and the state.
+#[derive(Hash, PartialEq, Eq)]
+struct Explored {
+    first_word: u32,
+    words: Box<[u64]>,
+    state: Option<ValueId>,
+}
+
+fn explored(bits: &[u64], state: Option<ValueId>) -> Explored {
+    let first = bits
+        .iter()
+        .position(|&w| w != u64::MAX)
+        .unwrap_or(bits.len());
+    let last = bits
+        .iter()
+        .rposition(|&w| w != 0)
+        .map_or(0, |i| i + 1)
+        .max(first);
+    Explored {
+        first_word: first as u32,
+        words: bits[first..last].into(),
+        state,
+    }
+}
+
+/// Whether `ops` (one key) can be linearized.
+fn search(ops: &[KOp], budget: &mut Budget) -> Result<bool, Exhausted> {
+    let n = ops.len();
+    if n == 0 {
+        return Ok(true);
+    }
+    // Events: (time, is_return, op). At equal times calls come first, so operations that
+    // touch at an instant count as concurrent (never a false violation).
+    let mut events: Vec<(Time, bool, usize)> = Vec::with_capacity(2 * n);
+    for (i, op) in ops.iter().enumerate() {
+        events.push((op.invoke, false, i));
+        events.push((op.ret, true, i));
+    }
+    events.sort();
+    let head = 2 * n;
+    let mut next = vec![NIL; 2 * n + 1];
+    let mut prev = vec![NIL; 2 * n + 1];
+    let mut return_of = vec![NIL; n];
+    let mut is_call = vec![false; 2 * n];
+    let mut op_of = vec![0usize; 2 * n];
+    let mut last = head;
+    for (e, &(_, is_return, op)) in events.iter().enumerate() {
+        next[last] = e;
+        prev[e] = last;
+        last = e;
+        is_call[e] = !is_return;
+        op_of[e] = op;
+        if is_return {
+            return_of[op] = e;
+        }
+    }
+    let mut call_of = vec![NIL; n];
+    for e in 0..2 * n {
+        if is_call[e] {
+            call_of[op_of[e]] = e;
+        }
+    }
+    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, e: usize| {
+        next[prev[e]] = next[e];
+        if next[e] != NIL {
+            prev[next[e]] = prev[e];
+        }
+    };
+    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, e: usize| {
+        next[prev[e]] = e;
+        if next[e] != NIL {
+            prev[next[e]] = e;
+        }
+    };
+
+    let mut bits = vec![0u64; n.div_ceil(64)];
+    let mut seen: HashSet<Explored> = HashSet::new();
+    let mut stack: Vec<(usize, Option<ValueId>)> = Vec::new();
+    let mut state = Register::INIT;
+    let mut entry = next[head];
+    while next[head] != NIL {
+        budget.spend()?;
+        if is_call[entry] {
+            let op = op_of[entry];
+            if let Some(new_state) = Register::step(state, ops[op].act) {
+                bits[op / 64] |= 1 << (op % 64);
+                if seen.insert(explored(&bits, new_state)) {
+                    stack.push((entry, state));
+                    state = new_state;
+                    unlink(&mut next, &mut prev, entry);
+                    unlink(&mut next, &mut prev, return_of[op]);
+                    entry = next[head];
+                    continue;
+                }
+                bits[op / 64] &= !(1 << (op % 64));
+            }
+            entry = next[entry];
+        } else {
+            // The return of an operation not yet linearized: undo the last choice.
+            let Some((call, old_state)) = stack.pop() else {
+                return Ok(false);
+            };
+            let op = op_of[call];
+            state = old_state;
+            bits[op / 64] &= !(1 << (op % 64));
+            relink(&mut next, &mut prev, return_of[op]);
+            relink(&mut next, &mut prev, call_of[op]);
+            entry = next[call];
+        }
+    }
+    Ok(true)
+}
+
+/// Whether `members` has no valid order (false also when the budget runs out).
+fn violates(members: &[Member], budget: &mut Budget) -> bool {
+    matches!(search(&prepare(members), budget), Ok(false))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Explaining a violation
+// ---------------------------------------------------------------------------------------------
+
+/// Shrinks a key's non-linearizable history to a small window and describes it.
+fn explain<'a>(key: &str, ops: &[&'a Operation], cfg: &Config) -> Violation {
+    let deadline = Instant::now() + cfg.shrink_time_limit;
+    let budget = || Budget::new(u64::MAX, deadline);
+
+    // 1. The shortest prefix, cut at a completion time, that has no valid order.
+    let prefix = |t: Time| -> Vec<Member<'a>> {
+        ops.iter()
+            .filter(|op| op.invoke <= t)
+            .map(|&op| Member {
+                op,
+                pending: op.complete > t,
+            })
+            .collect()
+    };
+    let mut cuts: Vec<Time> = ops
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Ok | Outcome::Read(_)))
+        .map(|op| op.complete)
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut detected_at = ops.iter().map(|op| op.complete).max().unwrap_or(0);
+    let mut members: Vec<Member<'a>> = ops.iter().map(|&op| Member::whole(op)).collect();
+    if let Some(&last) = cuts.last() {
+        if violates(&prefix(last), &mut budget()) {
+            // Invariant: the prefix at cuts[hi] violates.
+            let (mut lo, mut hi) = (0, cuts.len() - 1);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if violates(&prefix(cuts[mid]), &mut budget()) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            detected_at = cuts[hi];
+            members = prefix(cuts[hi]);
+        }
+    }
+    members.retain(|m| match (&m.op.call, &m.op.outcome) {
+        (Call::Put(_), Outcome::Fail) => false,
+        (Call::Get, Outcome::Read(_)) => !m.pending,
+        (Call::Get, _) => false,
+        _ => true,
+    });
+
+    // 2. Remove operations while the rest still has no valid order. Removing a write also
+    //    removes every read of its value (so what is left is a real sub-history); a read may
+    //    go alone.
+    members.sort_by_key(|m| (m.op.invoke, m.op.id));
+    let written: HashSet<&str> = members.iter().filter_map(|m| put_value(m.op)).collect();
+    let close = |set: Vec<Member<'a>>| -> Vec<Member<'a>> {
+        let present: HashSet<&str> = set.iter().filter_map(|m| put_value(m.op)).collect();
+        set.into_iter()
+            .filter(|m| match &m.op.outcome {
+                Outcome::Read(Some(v)) => {
+                    !written.contains(v.as_str()) || present.contains(v.as_str())
+                }
+                _ => true,
+            })
+            .collect()
+    };
+    let mut minimal = true;
+    let mut chunk = members.len().div_ceil(2).max(1);
+    'shrink: loop {
+        let mut progress = false;
+        let mut i = 0;
+        while i < members.len() && members.len() > 1 {
+            if Instant::now() >= deadline {
+                minimal = false;
+                break 'shrink;
+            }
+            let end = (i + chunk).min(members.len());
+            let mut candidate = members.clone();
+            candidate.drain(i..end);
+            let candidate = close(candidate);
+            if !candidate.is_empty() && violates(&candidate, &mut budget()) {
+                members = candidate;
+                progress = true;
+            } else {
+                i += chunk;
+            }
+        }
+        if chunk == 1 && !progress || members.len() <= 1 {
+            break;
+        }
+        if !progress {
+            chunk = chunk.div_ceil(2).max(1);
+        }
+    }
+    let window: Vec<Operation> = members.iter().map(|m| m.op.clone()).collect();
+    let notes = notes(&window, ops);
+    Violation {
+        key: key.to_string(),
+        window,
+        notes,
+        minimal,
+        detected_at,
+    }
+}
+
+fn put_value(op: &Operation) -> Option<&str> {
+    match &op.call {
+        Call::Put(v) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
+/// What the window does not show: where a read's value came from, and what an unknown write
+/// is known to have done.
+fn notes(window: &[Operation], all: &[&Operation]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for op in window {
+        match (&op.call, &op.outcome) {
+            (Call::Get, Outcome::Read(Some(v))) => {
+                let writes: Vec<&&Operation> = all
+                    .iter()
+                    .filter(|w| matches!(&w.call, Call::Put(x) if x == v))
+                    .collect();
+                let in_window = window
+                    .iter()
+                    .any(|w| matches!(&w.call, Call::Put(x) if x == v));
+                let show = |w: &Operation| match (&w.outcome, w.detail.is_empty()) {
+                    (Outcome::Fail, true) => format!("#{} (failed)", w.id),
+                    (Outcome::Fail, false) => format!("#{} (failed: {})", w.id, w.detail),
+                    _ => format!("#{} (invoked at {})", w.id, secs(w.invoke)),
+                };
+                if writes.is_empty() {
+                    notes.push(format!(
+                        "#{} read {v:?}, a value no client ever wrote to this key",
+                        op.id
+                    ));
+                } else if !in_window {
+                    let all_failed = writes.iter().all(|w| w.outcome == Outcome::Fail);
+                    let list: Vec<String> = writes.iter().map(|w| show(w)).collect();
+                    notes.push(if all_failed {
+                        format!(
+                            "#{} read {v:?}, written only by {}: a write that did not happen",
+                            op.id,
+                            list.join(", ")
+                        )
+                    } else {
+                        format!(
+                            "#{} read {v:?}, written only by {}, which had not yet been \
+                             invoked when this read completed (or failed)",
+                            op.id,
+                            list.join(", ")
+                        )
+                    });
+                }
+            }
+            (Call::Put(v), Outcome::Unknown) => {
+                let first_read = all
+                    .iter()
+                    .filter(|r| matches!(&r.outcome, Outcome::Read(Some(x)) if x == v))
+                    .min_by_key(|r| r.complete);
+                notes.push(match first_read {
+                    Some(r) => format!(
+                        "#{}: outcome unknown, but #{} read its value, so it took effect \
+                         between {} and {}",
+                        op.id,
+                        r.id,
+                        secs(op.invoke),
+                        secs(r.complete.max(op.invoke))
+                    ),
+                    None => format!(
+                        "#{}: outcome unknown; it may take effect at any time after {}",
+                        op.id,
+                        secs(op.invoke)
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::history::build::*;
+    use super::*;
+
+    fn verdict(ops: Vec<Operation>) -> Verdict {
+        check(&history(ops), &Config::default()).verdict
+    }
+
+    fn assert_ok(ops: Vec<Operation>) {
+        match verdict(ops) {
+            Verdict::Linearizable => {}
+            other => panic!("want linearizable, got {other:?}"),
+        }
+    }
+
+    /// Asserts a violation and returns it.
+    fn assert_violation(ops: Vec<Operation>) -> Violation {
+        match verdict(ops) {
+            Verdict::NotLinearizable(v) => {
+                println!("{v}");
+                *v
+            }
+            other => panic!("want a violation, got {other:?}"),
+        }
+    }
+
+    /// The window's operation ids.
+    fn ids(v: &Violation) -> Vec<usize> {
+        v.window.iter().map(|op| op.id).collect()
+    }
+
+    // ----- known-good histories -----
+
+    #[test]
+    fn empty_and_sequential_histories_are_linearizable() {
+        assert_ok(vec![]);
+        assert_ok(vec![
+            get(0, "k", None, 0, 1),
+            put(0, "k", "a", 2, 3),
+            get(0, "k", Some("a"), 4, 5),
+            put(1, "k", "b", 6, 7),
+            get(1, "k", Some("b"), 8, 9),
+        ]);
+    }
+
+    #[test]
+    fn a_read_concurrent_with_a_write_may_see_either_value() {
+        // put b overlaps both reads: the first sees b, the second too; or each sees a.
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            put(1, "k", "b", 2, 10),
+            get(2, "k", Some("b"), 3, 4),
+            get(2, "k", Some("b"), 5, 6),
+        ]);
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            put(1, "k", "b", 2, 10),
+            get(2, "k", Some("a"), 3, 4),
+            get(2, "k", Some("b"), 5, 6),
+        ]);
+        // Concurrent writes may land in either order: the later read decides which.
+        assert_ok(vec![
+            put(0, "k", "a", 0, 5),
+            put(1, "k", "b", 1, 4),
+            get(2, "k", Some("a"), 6, 7),
+        ]);
+        assert_ok(vec![
+            put(0, "k", "a", 0, 5),
+            put(1, "k", "b", 1, 4),
+            get(2, "k", Some("b"), 6, 7),
+        ]);
+    }
+
+    #[test]
+    fn operations_that_touch_at_an_instant_count_as_concurrent() {
+        // The read is invoked at the instant the write completes: it may still see "absent".
+        assert_ok(vec![put(0, "k", "a", 0, 5), get(1, "k", None, 5, 6)]);
+    }
+
+    #[test]
+    fn an_unknown_write_may_take_effect_long_after_the_client_gave_up() {
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            put_outcome(1, "k", "b", 2, 3, Outcome::Unknown),
+            get(2, "k", Some("a"), 4, 5),
+            get(2, "k", Some("a"), 6, 7),
+            get(2, "k", Some("b"), 100, 101),
+            get(2, "k", Some("b"), 102, 103),
+        ]);
+    }
+
+    #[test]
+    fn an_unknown_write_may_never_take_effect() {
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            put_outcome(1, "k", "b", 2, 3, Outcome::Unknown),
+            get(2, "k", Some("a"), 4, 5),
+            get(2, "k", Some("a"), 100, 101),
+        ]);
+    }
+
+    #[test]
+    fn failed_writes_and_unanswered_reads_are_ignored() {
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            put_outcome(1, "k", "b", 2, 3, Outcome::Fail),
+            get_unknown(2, "k", 4, 5),
+            get(2, "k", Some("a"), 6, 7),
+        ]);
+    }
+
+    #[test]
+    fn keys_are_independent_registers() {
+        assert_ok(vec![
+            put(0, "x", "1", 0, 1),
+            put(0, "y", "2", 2, 3),
+            get(1, "x", Some("1"), 4, 5),
+            get(1, "y", Some("2"), 4, 5),
+            get(1, "z", None, 4, 5),
+        ]);
+    }
+
+    #[test]
+    fn random_histories_of_a_real_register_are_linearizable() {
+        // A simulated register: each operation takes effect at a random instant inside its
+        // interval; unknown outcomes keep effect or not at random and may take effect late.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..200 {
+            // (effect time, client, op) built per client, then effects applied in order.
+            struct Planned {
+                op: Operation,
+                effect: Option<u64>,
+            }
+            let mut planned = Vec::new();
+            for client in 0..4 {
+                let mut t = next(5);
+                for i in 0..12 {
+                    let invoke = t;
+                    let complete = invoke + 1 + next(8);
+                    let effect_at = invoke * 10 + 1 + next((complete - invoke) * 10 - 1);
+                    let value = format!("{round}-{client}-{i}");
+                    let (op, effect) = match next(10) {
+                        0..=3 => (put(client, "k", &value, invoke, complete), Some(effect_at)),
+                        4 => (
+                            put_outcome(client, "k", &value, invoke, complete, Outcome::Unknown),
+                            // Happened, possibly long after the client gave up, or never.
+                            match next(3) {
+                                0 => None,
+                                1 => Some(effect_at),
+                                _ => Some(effect_at + next(400)),
+                            },
+                        ),
+                        5 => (
+                            put_outcome(client, "k", &value, invoke, complete, Outcome::Fail),
+                            None,
+                        ),
+                        _ => (get(client, "k", None, invoke, complete), Some(effect_at)),
+                    };
+                    planned.push(Planned { op, effect });
+                    t = complete + next(3);
+                }
+            }
+            let mut order: Vec<usize> = (0..planned.len())
+                .filter(|&i| planned[i].effect.is_some())
+                .collect();
+            order.sort_by_key(|&i| planned[i].effect);
+            let mut value: Option<String> = None;
+            for i in order {
+                match planned[i].op.call.clone() {
+                    Call::Put(v) => value = Some(v),
+                    Call::Get => planned[i].op.outcome = Outcome::Read(value.clone()),
+                }
+            }
+            let ops: Vec<Operation> = planned.into_iter().map(|p| p.op).collect();
+            match verdict(ops.clone()) {
+                Verdict::Linearizable => {}
+                other => panic!(
+                    "round {round}: a real register's history was judged {other:?}:\n{}",
+                    history(ops).to_text()
+                ),
+            }
+        }
+    }
+
+    // ----- known-bad histories -----
+
+    #[test]
+    fn a_stale_read_after_an_acknowledged_write_is_caught() {
+        let v = assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            get(1, "k", Some("a"), 2, 3),
+            put(0, "k", "b", 4, 5),
+            get(1, "k", Some("b"), 6, 7),
+            put(2, "other", "x", 6, 7),
+            get(1, "k", Some("a"), 8, 9), // stale: b was acknowledged before this began
+            get(1, "k", Some("b"), 10, 11),
+        ]);
+        assert_eq!(v.key, "k");
+        assert!(v.minimal);
+        // put a (with its reads), put b, and the stale read: b must come after a.
+        assert!(ids(&v).contains(&2) && ids(&v).contains(&5), "{v}");
+        assert!(v.window.len() <= 4, "{v}");
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_read_as_the_older_value_is_caught() {
+        let v = assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            put(1, "k", "b", 2, 3),
+            get(2, "k", Some("a"), 50, 51),
+        ]);
+        assert_eq!(ids(&v), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_read_as_absent_is_caught() {
+        let v = assert_violation(vec![put(0, "k", "a", 0, 1), get(2, "k", None, 50, 51)]);
+        assert_eq!(ids(&v), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_read_of_a_never_written_value_is_caught() {
+        let v = assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            get(1, "k", Some("a"), 2, 3),
+            get(1, "k", Some("zzz"), 4, 5),
+        ]);
+        assert_eq!(ids(&v), vec![2]);
+        assert!(v.notes[0].contains("no client ever wrote"), "{v}");
+    }
+
+    #[test]
+    fn a_read_of_a_failed_write_is_caught() {
+        let v = assert_violation(vec![
+            put_outcome(0, "k", "a", 0, 1, Outcome::Fail),
+            get(1, "k", Some("a"), 2, 3),
+        ]);
+        assert_eq!(ids(&v), vec![1]);
+        assert!(v.notes[0].contains("did not happen"), "{v}");
+    }
+
+    #[test]
+    fn a_read_of_a_value_before_it_was_written_is_caught() {
+        let v = assert_violation(vec![
+            get(1, "k", Some("a"), 0, 1),
+            put_outcome(0, "k", "a", 2, 3, Outcome::Unknown),
+        ]);
+        assert_eq!(ids(&v), vec![0]);
+        assert!(v.notes[0].contains("not yet been invoked"), "{v}");
+    }
+
+    #[test]
+    fn reads_going_back_in_time_are_caught() {
+        // Two concurrent writes; one reader sees b then a: each read alone is fine, together
+        // they need both orders of the writes.
+        let v = assert_violation(vec![
+            put(0, "k", "a", 0, 10),
+            put(1, "k", "b", 0, 10),
+            get(2, "k", Some("b"), 11, 12),
+            get(2, "k", Some("a"), 13, 14),
+        ]);
+        assert_eq!(ids(&v), vec![0, 1, 2, 3]);
+        // New value, then old value, during one slow write.
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            put(1, "k", "b", 2, 20),
+            get(2, "k", Some("b"), 3, 4),
+            get(3, "k", Some("a"), 5, 6),
+        ]);
+    }
+
+    #[test]
+    fn an_unknown_write_seen_then_unseen_is_caught() {
+        // Once a read saw b, b took effect; reading a later means going back in time.
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            put_outcome(1, "k", "b", 2, 3, Outcome::Unknown),
+            get(2, "k", Some("b"), 10, 11),
+            get(2, "k", Some("a"), 12, 13),
+        ]);
+    }
+
+    #[test]
+    fn the_window_is_small_in_a_long_history() {
+        let mut ops = Vec::new();
+        let mut t = 0;
+        for i in 0..500 {
+            let c = i % 3;
+            ops.push(put(c, "k", &format!("v{i}"), t, t + 3));
+            ops.push(get(c + 3, "k", Some(&format!("v{i}")), t + 4, t + 6));
+            t += 7;
+        }
+        // Stale: v10 long after v499 was acknowledged.
+        ops.push(get(9, "k", Some("v10"), t + 10, t + 11));
+        let v = assert_violation(ops);
+        assert!(v.minimal);
+        assert!(v.window.len() <= 5, "{v}");
+        assert_eq!(v.detected_at, (t + 11) * 1_000_000);
+    }
+
+    #[test]
+    fn one_bad_key_is_reported_among_good_ones() {
+        let v = assert_violation(vec![
+            put(0, "a", "1", 0, 1),
+            put(0, "b", "2", 0, 1),
+            get(1, "a", Some("1"), 2, 3),
+            get(1, "b", None, 2, 3),
+        ]);
+        assert_eq!(v.key, "b");
+    }
+
+    #[test]
+    fn an_exhausted_budget_says_unknown() {
+        let mut ops = Vec::new();
+        for i in 0..200 {
+            ops.push(put(i, "k", &format!("v{i}"), 0, 100));
+        }
+        ops.push(get(999, "k", Some("v7"), 101, 102));
+        let cfg = Config {
+            max_steps: 10,
+            ..Config::default()
+        };
+        match check(&history(ops), &cfg).verdict {
+            Verdict::Unknown(why) => assert!(why.contains("budget"), "{why}"),
+            other => panic!("want unknown, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Harness additions for membership tests: growing a cluster by one node, waiting for a node
+//! to exit on its own, and raw requests to the membership endpoints.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use super::{free_port, wait_exit, Cluster, Node};
+
+impl Cluster {
+    /// Allocates ports and a data dir for one more node (the next id) without starting it.
+    /// Returns its id and its peer URL. Its command line lists every peer URL, like the
+    /// seed's walkthrough; start it with [`Cluster::start_joining`].
+    pub fn add_node_slot(&mut self) -> (u64, String) {
+        let id = self.nodes.len() as u64 + 1;
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        self.peer_urls.push(peer_url.clone());
+        let client_port = free_port();
+        self.client
+            .urls
+            .push(format!("http://127.0.0.1:{client_port}"));
+        let dir = self.dir().to_path_buf();
+        self.nodes.push(Node {
+            id,
+            client_port,
+            data_dir: dir.join(format!("node-{id}")),
+            log_path: dir.join(format!("node-{id}.log")),
+            child: None,
+            starts: 0,
+        });
+        (id, peer_url)
+    }
+
+    /// Starts node `id` with `--join` (on top of its usual command line).
+    pub fn start_joining(&mut self, id: u64) {
+        self.extra_for.insert(id, vec!["--join".to_string()]);
+        self.spawn(id);
+    }
+
+    /// Waits for node `id` to exit by itself (e.g. after its removal); returns its status.
+    pub fn wait_exit_of(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.node_mut(id).child.take()?;
+        match wait_exit(&mut child, timeout) {
+            Some(status) => Some(status),
+            None => {
+                self.node_mut(id).child = Some(child);
+                None
+            }
+        }
+    }
+
+    /// Deletes node `id`'s data dir (the node must be stopped).
+    pub fn wipe_data_dir(&mut self, id: u64) {
+        assert!(self.node(id).child.is_none(), "node {id} is running");
+        let dir = self.node(id).data_dir.clone();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("remove data dir");
+        }
+    }
+
+    /// Sends `method` to `path` on node `id` with `body`; returns status and body text.
+    pub fn request(&self, id: u64, method: &str, path: &str, body: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.client_url(id));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(15)))
+            .max_idle_connections(0)
+            .build()
+            .new_agent();
+        let result = match method {
+            "GET" => agent.get(&url).call(),
+            "DELETE" => agent.delete(&url).call(),
+            "POST" => agent.post(&url).send(body),
+            "PUT" => agent.put(&url).send(body),
+            other => panic!("unsupported method {other}"),
+        };
+        match result {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.body_mut().read_to_string().unwrap_or_default();
+                (status, text)
+            }
+            Err(e) => self.fail(&format!("{method} {url}: {e}")),
+        }
+    }
+
+    /// The parsed `GET /v1/members` of node `id`.
+    pub fn members(&self, id: u64) -> Vec<serde_json::Value> {
+        let (status, body) = self.request(id, "GET", "/v1/members", "");
+        assert_eq!(status, 200, "GET /v1/members on node {id}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("members JSON {body:?}: {e}"))
+    }
+}
