@@ -325,3 +325,44 @@ fn quorum_loss_follower_survives() {
     }
     assert_survivor_unavailable(&c, survivor);
 }
+
+/// Garbage on the peer port — random bytes, a frame claiming 4 GiB, a valid frame header with
+/// a bad checksum, a half frame then a hang-up — costs those connections and nothing else.
+#[test]
+fn garbage_on_the_peer_port_is_survived() {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    let (c, _) = Cluster::start_with_leader(3, &[]);
+    c.put_ok(1, "before", b"garbage");
+    let peer = c.peer_urls()[1].trim_start_matches("http://").to_string();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = vec![0u8; 64 << 10];
+    for b in noise.iter_mut() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *b = seed as u8;
+    }
+    let mut huge = Vec::new();
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    huge.extend_from_slice(&0u32.to_le_bytes());
+    let mut bad_crc = Vec::new();
+    bad_crc.extend_from_slice(&16u32.to_le_bytes());
+    bad_crc.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    bad_crc.extend_from_slice(&[1u8; 16]);
+    let mut half = Vec::new();
+    half.extend_from_slice(&1000u32.to_le_bytes());
+    half.extend_from_slice(&0u32.to_le_bytes());
+    half.extend_from_slice(&[1u8; 10]);
+    for payload in [&noise, &huge, &bad_crc, &half] {
+        let mut s = TcpStream::connect(&peer).expect("connect to the peer port");
+        // The node may hang up before reading everything: that is the point.
+        let _ = s.write_all(payload);
+    }
+    c.put_ok(2, "after", b"garbage");
+    for id in c.ids() {
+        c.assert_value(id, "before", b"garbage");
+        c.assert_value(id, "after", b"garbage");
+    }
+}
