@@ -48,6 +48,9 @@ pub struct Args {
     /// Largest accepted value, in bytes (bigger bodies get 413).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_value_size: usize,
+    /// Recent changes kept for watches that start in the past (older starts get 410).
+    #[arg(long, default_value_t = 100_000)]
+    pub watch_window: usize,
 }
 
 /// A validated configuration.
@@ -75,6 +78,8 @@ pub struct Config {
     pub max_value_size: usize,
     /// Size at which a WAL segment is rotated (default 64 MiB).
     pub wal_segment_size: u64,
+    /// Events kept for watches starting in the past (default 100000).
+    pub watch_window: usize,
 }
 
 impl Config {
@@ -114,6 +119,7 @@ impl Config {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             max_value_size: args.max_value_size,
             wal_segment_size: 64 << 20,
+            watch_window: args.watch_window,
         })
     }
 }

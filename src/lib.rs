@@ -37,6 +37,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod kv;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod watch;

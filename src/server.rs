@@ -6,6 +6,7 @@
 //! exit. The peer transport runs until the process ends.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
@@ -18,6 +19,7 @@ use crate::raft::node::{Exit, Input, Node, NodeConfig};
 use crate::raft::transport::{self, Transport};
 use crate::raft::NodeHandle;
 use crate::storage::RaftStorage;
+use crate::watch::WatchHub;
 
 /// Bound of the raft thread's input queue.
 const NODE_QUEUE: usize = 65_536;
@@ -34,6 +36,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (storage, kv, applied) = recover(&cfg).await?;
 
+    let watch = Arc::new(WatchHub::new(cfg.watch_window, kv.revision()));
     let (tx, rx) = flume::bounded(NODE_QUEUE);
     let transport = Transport::new(
         cfg.id,
@@ -54,6 +57,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         kv,
         applied,
         transport,
+        watch.clone(),
         rx,
         &raft_logger(),
     )
@@ -78,6 +82,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let handle = NodeHandle::new(tx.clone(), cfg.request_timeout);
     let app = api::router(ApiState {
         node: handle,
+        watch,
         max_value_size: cfg.max_value_size,
     });
     tracing::info!(

@@ -1,58 +1,157 @@
 //! The client HTTP API. This is the only module that maps errors to status codes.
 //!
-//! Root namespace (the seed's API): `PUT /<key>` writes, `GET /<key>` reads linearizably,
-//! `POST /<id>` / `DELETE /<id>` change membership. `<key>` is the percent-decoded path after
-//! the first `/`, and may contain `/`. Names under `v1/`, and `health` and `metrics`, belong to
-//! the operator endpoints and are refused as keys.
+//! - [`root`]: the seed's API — `PUT`/`GET /<key>`, `POST`/`DELETE /<id>`.
+//! - [`kv`]: `/v1/kv/<key>` with revisions and conditions, prefix reads and deletes,
+//!   `/v1/txn`, and `/v1/watch/<key>` (Server-Sent Events).
+//! - [`members`]: `/v1/members` — list, add (voter or learner), promote, remove.
+//! - [`ops`]: `/health`, `/v1/status`, `/metrics`.
 //!
-//! Status codes: 204 write applied; 200 value; 404 no such key; 400 malformed request; 413
-//! value too large; 503 no leader (write not applied) or read not confirmed; 504 timed out
-//! after the write was handed to raft (outcome unknown).
+//! Every error is a status code and a one-line reason (JSON under `/v1`, plain text on the
+//! root API). Writes that time out after reaching raft say "outcome unknown" (504); writes
+//! refused before reaching raft say they were not applied (503).
+
+mod kv;
+mod members;
+mod ops;
+mod root;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::Router;
 
-use crate::config::peer_addr;
 use crate::error::Error;
-use crate::kv::Command;
-use crate::raft::node::MemberChange;
+use crate::metrics::METRICS;
 use crate::raft::{NodeHandle, RequestError};
+use crate::watch::WatchHub;
 
 /// What every handler needs.
 #[derive(Clone)]
 pub struct ApiState {
     pub node: NodeHandle,
+    pub watch: Arc<WatchHub>,
     pub max_value_size: usize,
 }
 
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/members", get(list_members).post(add_member))
-        .route("/v1/members/{id}", axum::routing::delete(remove_member))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/status", get(ops::status))
+        .route("/v1/members", get(members::list).post(members::add))
+        .route("/v1/members/{id}", axum::routing::delete(members::remove))
+        .route("/v1/members/{id}/promote", post(members::promote))
+        .route("/v1/kv", get(kv::get).delete(kv::delete))
         .route(
-            "/v1/members/{id}/promote",
-            axum::routing::post(promote_member),
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
         )
-        .fallback(root)
+        .route("/v1/kv/", get(kv::get).delete(kv::delete))
+        .route("/v1/txn", post(kv::txn))
+        .route("/v1/watch/{*key}", get(kv::watch))
+        .route("/v1/watch/", get(kv::watch))
+        .fallback(root::handle)
+        .layer(middleware::from_fn(record))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
+/// Counts requests by route and status, and times them.
+async fn record(req: Request, next: Next) -> Response {
+    let route = route_label(req.method(), req.uri().path());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    METRICS
+        .requests
+        .with_label_values(&[route, resp.status().as_str()])
+        .inc();
+    METRICS
+        .request_seconds
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A small, fixed set of route names, so metric labels stay bounded.
+fn route_label(method: &Method, path: &str) -> &'static str {
+    let v1 = |p: &str| path.starts_with(p);
+    match (method, path) {
+        (_, "/health") => "health",
+        (_, "/metrics") => "metrics",
+        (_, "/v1/status") => "status",
+        _ if v1("/v1/members") => "members",
+        _ if v1("/v1/txn") => "txn",
+        _ if v1("/v1/watch") => "watch",
+        (&Method::GET, _) if v1("/v1/kv") => "kv_get",
+        (&Method::PUT, _) if v1("/v1/kv") => "kv_put",
+        (&Method::DELETE, _) if v1("/v1/kv") => "kv_delete",
+        _ if v1("/v1/") => "v1_other",
+        (&Method::GET, _) => "get",
+        (&Method::PUT, _) => "put",
+        (&Method::POST, _) => "member_add",
+        (&Method::DELETE, _) => "member_remove",
+        _ => "other",
+    }
+}
+
 /// An error response: a status and a one-line reason.
-struct ApiError(StatusCode, String);
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    reason: String,
+    /// Render as JSON (`/v1`) rather than plain text (root API).
+    json: bool,
+    /// Extra JSON fields (e.g. the current revision of a failed condition).
+    extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            reason: reason.into(),
+            json: false,
+            extra: None,
+        }
+    }
+
+    /// Marks the error to be rendered as JSON.
+    pub(crate) fn json(mut self) -> ApiError {
+        self.json = true;
+        self
+    }
+
+    /// Adds fields to the JSON body.
+    pub(crate) fn with(mut self, extra: serde_json::Value) -> ApiError {
+        self.json = true;
+        self.extra = Some(extra);
+        self
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = self.1;
+        if self.json {
+            let mut body = serde_json::json!({ "error": self.reason });
+            if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+                (self.extra, body.as_object_mut())
+            {
+                obj.extend(extra);
+            }
+            return (self.status, axum::Json(body)).into_response();
+        }
+        let mut body = self.reason;
         body.push('\n');
         (
-            self.0,
+            self.status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             body,
         )
@@ -62,7 +161,7 @@ impl IntoResponse for ApiError {
 
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> ApiError {
-        let status = match e {
+        let status = match &e {
             RequestError::NoLeader | RequestError::ReadTimeout | RequestError::Shutdown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -73,157 +172,24 @@ impl From<RequestError> for ApiError {
             RequestError::Rejected(Error::Invalid(_)) => StatusCode::BAD_REQUEST,
             RequestError::Rejected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 
-fn bad_request(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+pub(crate) fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
-async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    Ok(Json(s.node.status().await?).into_response())
-}
-
-async fn root(
-    State(s): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+/// Reads a request body of at most `limit` bytes (413 above it).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let raw = uri.path().strip_prefix('/').unwrap_or(uri.path());
-    if raw.is_empty() {
-        return Err(bad_request("missing key: use /<key>"));
-    }
-    let key = percent_decode(raw)?;
-    if key == "health" || key == "metrics" || key == "v1" || key.starts_with("v1/") {
-        if method == Method::PUT {
-            return Err(bad_request(format!(
-                "the key {key:?} is reserved for operator endpoints; use /v1/kv/ for such names"
-            )));
-        }
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no such endpoint: /{key}"),
-        ));
-    }
-    match method {
-        Method::PUT => {
-            let value = read_body(&headers, body, s.max_value_size).await?;
-            s.node.propose(Command::Put { key, value }.encode()).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        Method::GET | Method::HEAD => match s.node.read(key).await? {
-            Some(v) => Ok((StatusCode::OK, v).into_response()),
-            None => Err(ApiError(StatusCode::NOT_FOUND, "key not found".into())),
-        },
-        Method::POST => {
-            let id = node_id(&key)?;
-            let body = read_body(&headers, body, MAX_URL_BODY).await?;
-            let url = std::str::from_utf8(&body)
-                .map_err(|_| bad_request("the body must be the new node's peer URL"))?
-                .trim()
-                .to_string();
-            validate_peer_url(&url)?;
-            s.node
-                .change_members(MemberChange::Add {
-                    id,
-                    url,
-                    learner: false,
-                })
-                .await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        Method::DELETE => {
-            let id = node_id(&key)?;
-            s.node.change_members(MemberChange::Remove { id }).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        _ => Err(ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {method} is not supported on /<key>"),
-        )),
-    }
-}
-
-/// Largest body accepted where a peer URL or a small JSON document is expected.
-const MAX_URL_BODY: usize = 4096;
-
-fn node_id(s: &str) -> Result<u64, ApiError> {
-    match s.parse::<u64>() {
-        Ok(0) | Err(_) => Err(bad_request(format!(
-            "{s:?} is not a node id (a positive integer); POST and DELETE on the root API change membership"
-        ))),
-        Ok(id) => Ok(id),
-    }
-}
-
-fn validate_peer_url(url: &str) -> Result<(), ApiError> {
-    peer_addr(url)
-        .map(|_| ())
-        .map_err(|e| bad_request(format!("invalid peer URL {url:?}: {e}")))
-}
-
-async fn list_members(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    Ok(Json(s.node.members().await?).into_response())
-}
-
-/// Body of `POST /v1/members`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewMember {
-    id: u64,
-    peer_url: String,
-    #[serde(default)]
-    learner: bool,
-}
-
-async fn add_member(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let body = read_body(&headers, body, MAX_URL_BODY).await?;
-    let m: NewMember = serde_json::from_slice(&body)
-        .map_err(|e| bad_request(format!("invalid JSON member: {e}")))?;
-    if m.id == 0 {
-        return Err(bad_request("node id 0 is not valid"));
-    }
-    validate_peer_url(&m.peer_url)?;
-    s.node
-        .change_members(MemberChange::Add {
-            id: m.id,
-            url: m.peer_url,
-            learner: m.learner,
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(s.node.members().await?)).into_response())
-}
-
-async fn remove_member(
-    State(s): State<ApiState>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Response, ApiError> {
-    let id = node_id(&id)?;
-    s.node.change_members(MemberChange::Remove { id }).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn promote_member(
-    State(s): State<ApiState>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Response, ApiError> {
-    let id = node_id(&id)?;
-    s.node.change_members(MemberChange::Promote { id }).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
-        ApiError(
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("value larger than the limit of {limit} bytes"),
+            format!("body larger than the limit of {limit} bytes"),
         )
     };
     let declared = headers
@@ -234,9 +200,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit")
-        {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over || e.to_string().contains("length limit") {
             too_large()
         } else {
             bad_request(format!("reading the request body: {e}"))
@@ -244,26 +210,62 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     })
 }
 
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(s: &str) -> Result<String, ApiError> {
+/// Decodes `%XX` escapes; the result must be UTF-8. With `plus_is_space`, `+` is a space (query
+/// strings).
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, ApiError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| bad_request("malformed percent-encoding in the key"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| bad_request("malformed percent-encoding"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    String::from_utf8(out).map_err(|_| bad_request("the key is not valid UTF-8"))
+    String::from_utf8(out).map_err(|_| bad_request("not valid UTF-8 after percent-decoding"))
+}
+
+/// The decoded query parameters.
+pub(crate) fn query_params(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k, true)?, percent_decode(v, true)?);
+    }
+    Ok(out)
+}
+
+/// A boolean query parameter (`true`/`false`, `1`/`0`; absent is false).
+pub(crate) fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match params.get(name).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(bad_request(format!("?{name}={other}: expected true or false")).json()),
+    }
+}
+
+pub(crate) fn header_value(v: u64) -> HeaderValue {
+    HeaderValue::from(v)
 }
 
 #[cfg(test)]
@@ -272,10 +274,42 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b/c").ok().as_deref(), Some("a b/c"));
-        assert_eq!(percent_decode("%E2%9C%93").ok().as_deref(), Some("✓"));
-        assert!(percent_decode("bad%2").is_err());
-        assert!(percent_decode("bad%zz").is_err());
-        assert!(percent_decode("%ff").is_err());
+        assert_eq!(
+            percent_decode("a%20b/c", false).ok().as_deref(),
+            Some("a b/c")
+        );
+        assert_eq!(percent_decode("a+b", false).ok().as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("a+b", true).ok().as_deref(), Some("a b"));
+        assert_eq!(
+            percent_decode("%E2%9C%93", false).ok().as_deref(),
+            Some("✓")
+        );
+        assert!(percent_decode("bad%2", false).is_err());
+        assert!(percent_decode("bad%zz", false).is_err());
+        assert!(percent_decode("%ff", false).is_err());
+    }
+
+    #[test]
+    fn query_parsing() {
+        let uri: Uri = "/v1/kv/a?prefix=true&start_after=a%2Fb&limit=5&x"
+            .parse()
+            .unwrap();
+        let q = query_params(&uri).unwrap();
+        assert_eq!(q["start_after"], "a/b");
+        assert_eq!(q["limit"], "5");
+        assert!(flag(&q, "prefix").unwrap());
+        assert!(flag(&q, "x").unwrap());
+        assert!(!flag(&q, "missing").unwrap());
+    }
+
+    #[test]
+    fn route_labels_are_bounded() {
+        assert_eq!(
+            route_label(&Method::GET, "/v1/kv/anything/at/all"),
+            "kv_get"
+        );
+        assert_eq!(route_label(&Method::PUT, "/some/key"), "put");
+        assert_eq!(route_label(&Method::GET, "/v1/watch/x"), "watch");
+        assert_eq!(route_label(&Method::PATCH, "/x"), "other");
     }
 }

@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use node::{Input, MemberChange, MemberInfo, NodeStatus};
+use crate::kv::Outcome;
+use node::{Input, MemberChange, MemberInfo, NodeStatus, Query, ReadResult};
 
 /// Why a request did not succeed, in the terms the API reports.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,7 @@ impl NodeHandle {
 
     /// Replicates a command; returns once it is committed and applied on this node. While no
     /// leader is known it retries until the request timeout.
-    pub async fn propose(&self, data: Bytes) -> Result<(), RequestError> {
+    pub async fn propose(&self, data: Bytes) -> Result<Outcome, RequestError> {
         self.submit(|reply| Input::Propose {
             data: data.clone(),
             reply,
@@ -66,6 +67,7 @@ impl NodeHandle {
             reply,
         })
         .await
+        .map(|_| ())
     }
 
     /// The member list.
@@ -79,10 +81,7 @@ impl NodeHandle {
 
     /// Hands a write to the raft thread and waits for it to be applied, retrying while no
     /// leader is known (or leadership is being moved) until the request timeout.
-    async fn submit(
-        &self,
-        make: impl Fn(oneshot::Sender<Result<()>>) -> Input,
-    ) -> Result<(), RequestError> {
+    async fn submit(&self, make: impl Fn(node::Reply) -> Input) -> Result<Outcome, RequestError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let (reply, rx) = oneshot::channel();
@@ -93,7 +92,7 @@ impl NodeHandle {
             match tokio::time::timeout_at(deadline, rx).await {
                 Err(_) => return Err(RequestError::Timeout),
                 Ok(Err(_)) => return Err(RequestError::Timeout),
-                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Ok(Ok(outcome))) => return Ok(outcome),
                 Ok(Ok(Err(Error::NoLeader | Error::LeaderMoving))) => {
                     if Instant::now() + NO_LEADER_RETRY >= deadline {
                         return Err(RequestError::NoLeader);
@@ -105,15 +104,16 @@ impl NodeHandle {
         }
     }
 
-    /// Reads a key linearizably (ReadIndex, then wait for apply).
-    pub async fn read(&self, key: String) -> Result<Option<Bytes>, RequestError> {
+    /// Reads: linearizably (ReadIndex, then wait for apply), or from this node's state
+    /// (serializable: possibly stale, never waits for a quorum).
+    pub async fn read(&self, query: Query, linearizable: bool) -> Result<ReadResult, RequestError> {
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send_async(Input::Read { key, reply })
-            .await
-            .is_err()
-        {
+        let input = Input::Read {
+            query,
+            linearizable,
+            reply,
+        };
+        if self.tx.send_async(input).await.is_err() {
             return Err(RequestError::Shutdown);
         }
         match tokio::time::timeout(self.timeout, rx).await {

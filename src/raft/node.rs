@@ -20,6 +20,7 @@
 //! never answered) are swept periodically; their callers time out with "outcome unknown".
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,9 +33,11 @@ use tokio::sync::oneshot;
 
 use crate::config::peer_addr;
 use crate::error::{Error, Result};
-use crate::kv::{Command, Kv};
+use crate::kv::{self, Command, Kv, Outcome};
+use crate::metrics::METRICS;
 use crate::raft::transport::Transport;
 use crate::storage::RaftStorage;
+use crate::watch::WatchHub;
 
 /// How often raft ticks.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -83,14 +86,12 @@ pub enum Exit {
 /// Everything the raft thread can be asked to do.
 pub enum Input {
     /// Replicate and apply a state-machine command.
-    Propose {
-        data: Bytes,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    /// Read a key linearizably.
+    Propose { data: Bytes, reply: Reply },
+    /// Read keys: linearizably (ReadIndex, then wait for apply) or from local state.
     Read {
-        key: String,
-        reply: oneshot::Sender<Result<Option<Bytes>>>,
+        query: Query,
+        linearizable: bool,
+        reply: oneshot::Sender<Result<ReadResult>>,
     },
     /// A message from a peer.
     Raft(Box<Message>),
@@ -99,10 +100,7 @@ pub enum Input {
     /// The transport finished (or failed) sending a snapshot.
     SnapshotSent { to: u64, ok: bool },
     /// Change the membership; answered once the change is applied here.
-    ChangeMembers {
-        change: MemberChange,
-        reply: oneshot::Sender<Result<()>>,
-    },
+    ChangeMembers { change: MemberChange, reply: Reply },
     /// List the members.
     Members(oneshot::Sender<Vec<MemberInfo>>),
     /// Report the node's status.
@@ -124,8 +122,13 @@ pub struct NodeStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub keys: usize,
+    /// Bytes of keys and values held.
+    pub data_bytes: u64,
+    /// The store revision.
+    pub revision: u64,
     pub wal_bytes: u64,
     pub voters: Vec<u64>,
+    pub members: Vec<MemberInfo>,
 }
 
 /// Settings of the node loop.
@@ -138,8 +141,36 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
 }
 
+/// Where a write's outcome is sent once it is applied.
+pub type Reply = oneshot::Sender<Result<Outcome>>;
+
+/// A read waiting for its read-index round.
+type PendingRead = (Query, oneshot::Sender<Result<ReadResult>>);
+
+/// What a read asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// One key.
+    Get(String),
+    /// Keys with a prefix, in order, after `start_after`, at most `limit`.
+    Range {
+        prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+    },
+}
+
+/// What a read returns: matching keys and the store revision they were read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    pub revision: u64,
+    pub kvs: Vec<(String, kv::Entry)>,
+    /// A range stopped at its limit with more keys after it.
+    pub more: bool,
+}
+
 struct ReadBatch {
-    requests: Vec<(String, oneshot::Sender<Result<Option<Bytes>>>)>,
+    requests: Vec<PendingRead>,
     index: Option<u64>,
     issued_ticks: u32,
     age_ticks: u32,
@@ -152,12 +183,13 @@ pub struct Node {
     kv: Kv,
     conf_state: ConfState,
     transport: Transport,
+    watch: Arc<WatchHub>,
     rx: flume::Receiver<Input>,
     incarnation: u64,
     next_seq: u64,
-    proposals: HashMap<u64, oneshot::Sender<Result<()>>>,
+    proposals: HashMap<u64, Reply>,
     queued_proposals: Vec<Entry>,
-    queued_reads: Vec<(String, oneshot::Sender<Result<Option<Bytes>>>)>,
+    queued_reads: Vec<PendingRead>,
     read_batches: BTreeMap<u64, ReadBatch>,
     next_read_ctx: u64,
     applied: u64,
@@ -175,6 +207,7 @@ impl Node {
         kv: Kv,
         applied: u64,
         transport: Transport,
+        watch: Arc<WatchHub>,
         rx: flume::Receiver<Input>,
         logger: &slog::Logger,
     ) -> Result<Node> {
@@ -207,6 +240,7 @@ impl Node {
             kv,
             conf_state,
             transport,
+            watch,
             rx,
             incarnation,
             next_seq: 1,
@@ -295,7 +329,17 @@ impl Node {
                 });
                 self.proposals.insert(seq, reply);
             }
-            Input::Read { key, reply } => self.queued_reads.push((key, reply)),
+            Input::Read {
+                query,
+                linearizable,
+                reply,
+            } => {
+                if linearizable {
+                    self.queued_reads.push((query, reply));
+                } else {
+                    let _ = reply.send(Ok(self.query(&query)));
+                }
+            }
             Input::Raft(m) => {
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft rejected a peer message");
@@ -349,6 +393,7 @@ impl Node {
             return;
         }
         let entries = std::mem::take(&mut self.queued_proposals);
+        METRICS.proposals.inc_by(entries.len() as u64);
         let seqs: Vec<u64> = entries
             .iter()
             .filter_map(|e| self.own_proposal(&e.context))
@@ -423,8 +468,8 @@ impl Node {
             .collect();
         for ctx in ready {
             if let Some(batch) = self.read_batches.remove(&ctx) {
-                for (key, reply) in batch.requests {
-                    let _ = reply.send(Ok(self.kv.get(&key)));
+                for (query, reply) in batch.requests {
+                    let _ = reply.send(Ok(self.query(&query)));
                 }
             }
         }
@@ -488,6 +533,7 @@ impl Node {
             let index = snap.get_metadata().index;
             self.raw.mut_store().install_snapshot(&snap)?;
             self.kv = Kv::restore(snap.data.clone())?;
+            self.watch.reset(self.kv.revision());
             self.conf_state = snap.get_metadata().get_conf_state().clone();
             self.applied = index;
             self.sync_peers();
@@ -506,7 +552,11 @@ impl Node {
             store.set_hard_state(hs)?;
         }
         // One write and one fsync for everything this Ready made durable.
+        let started = Instant::now();
         store.sync()?;
+        METRICS
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
 
         // Persist before acknowledging or voting.
         self.send(rd.take_persisted_messages());
@@ -530,6 +580,7 @@ impl Node {
                 tracing::info!(leader, term = self.raw.raft.term, "leader elected");
             }
             self.leader = leader;
+            METRICS.leader_changes.inc();
             // Read rounds of the old term may never be answered: ask again.
             for b in self.read_batches.values_mut() {
                 if b.index.is_none() {
@@ -547,6 +598,7 @@ impl Node {
         if entries.is_empty() {
             return Ok(());
         }
+        let mut events = Vec::new();
         for e in entries {
             if e.index <= self.applied {
                 continue;
@@ -554,7 +606,8 @@ impl Node {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     if !e.data.is_empty() {
-                        let result = Command::decode(e.data.clone()).map(|cmd| self.kv.apply(cmd));
+                        let result = Command::decode(e.data.clone())
+                            .map(|cmd| self.kv.apply(cmd, &mut events));
                         if let Err(err) = &result {
                             tracing::warn!(index = e.index, error = %err, "skipping a malformed command");
                         }
@@ -569,7 +622,11 @@ impl Node {
                 EntryType::EntryConfChange => {
                     let result = ConfChange::parse_from_bytes(&e.data)
                         .map_err(|err| Error::Invalid(format!("conf change at {}: {err}", e.index)))
-                        .and_then(|cc| self.apply_conf_change(&cc));
+                        .and_then(|cc| self.apply_conf_change(&cc))
+                        .map(|()| Outcome::Done {
+                            revision: self.kv.revision(),
+                            changed: 1,
+                        });
                     if let Err(err) = &result {
                         tracing::warn!(index = e.index, error = %err, "membership change not applied");
                     }
@@ -590,8 +647,47 @@ impl Node {
             }
             self.applied = e.index;
         }
+        self.watch.publish(events);
+        METRICS.applied_index.set(self.applied as i64);
+        METRICS.revision.set(self.kv.revision() as i64);
         self.serve_reads();
         Ok(())
+    }
+
+    /// Answers a read from the local state machine.
+    fn query(&self, query: &Query) -> ReadResult {
+        let revision = self.kv.revision();
+        match query {
+            Query::Get(key) => ReadResult {
+                revision,
+                kvs: self
+                    .kv
+                    .get(key)
+                    .map(|e| (key.clone(), e.clone()))
+                    .into_iter()
+                    .collect(),
+                more: false,
+            },
+            Query::Range {
+                prefix,
+                start_after,
+                limit,
+            } => {
+                let mut kvs: Vec<(String, kv::Entry)> = self
+                    .kv
+                    .range_from(prefix, start_after.as_deref())
+                    .take(limit.saturating_add(1))
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect();
+                let more = kvs.len() > *limit;
+                kvs.truncate(*limit);
+                ReadResult {
+                    revision,
+                    kvs,
+                    more,
+                }
+            }
+        }
     }
 
     /// Applies a committed membership change. A change raft refuses is refused identically on
@@ -651,7 +747,7 @@ impl Node {
     }
 
     /// Validates a change against this node's view and proposes it.
-    fn change_members(&mut self, change: MemberChange, reply: oneshot::Sender<Result<()>>) {
+    fn change_members(&mut self, change: MemberChange, reply: Reply) {
         let cc = match self.check_change(&change) {
             Ok(cc) => cc,
             Err(e) => {
@@ -839,6 +935,8 @@ impl Node {
         self.raw
             .mut_store()
             .create_snapshot(index, self.conf_state.clone(), data, compact_to)?;
+        METRICS.snapshots.inc();
+        METRICS.wal_bytes.set(self.raw.store().wal_bytes() as i64);
         tracing::info!(index, bytes, compact_to, "snapshot written, log compacted");
         Ok(())
     }
@@ -862,8 +960,11 @@ impl Node {
             first_index: store.first_index(),
             last_index: store.last_index(),
             keys: self.kv.len(),
+            data_bytes: self.kv.data_bytes(),
+            revision: self.kv.revision(),
             wal_bytes: store.wal_bytes(),
             voters: self.conf_state.voters.clone(),
+            members: self.members(),
         }
     }
 }

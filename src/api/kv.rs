@@ -1,0 +1,622 @@
+//! `/v1/kv/<key>`, `/v1/txn` and `/v1/watch/<key>`: keys with revisions, conditional writes,
+//! prefix reads and deletes, transactions and watches. Errors are JSON.
+//!
+//! - `GET /v1/kv/<key>`: the raw value, `ETag: "<mod_revision>"`, `X-Coordinate-Revision`
+//!   (the store revision it was read at); `?consistency=serializable` reads this node's state
+//!   without a quorum round (fast, possibly stale).
+//! - `GET /v1/kv/<prefix>?prefix=true&limit=N&start_after=<key>`: JSON list in key order.
+//! - `PUT /v1/kv/<key>` with optional `If-Match: "<rev>"` / `If-Match: *` /
+//!   `If-None-Match: *`: 200 with the new revision, or 412 with the current one.
+//! - `DELETE /v1/kv/<key>` (same conditions): 204 / 404 / 412; `?prefix=true` deletes a range.
+//! - `POST /v1/txn`: compares, then the success or the failure writes, atomically.
+//! - `GET /v1/watch/<key>?prefix=true&from_revision=N`: Server-Sent Events.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use super::{flag, header_value, percent_decode, query_params, read_body};
+use super::{ApiError, ApiState};
+use crate::kv::{Command, Compare, CompareOp, CompareTarget, Event, Outcome, Precondition, TxnOp};
+use crate::metrics::METRICS;
+use crate::raft::node::Query;
+
+/// Default and largest page of a prefix read.
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 10_000;
+/// Largest `/v1/txn` body.
+const MAX_TXN_BODY: usize = 8 << 20;
+/// Header carrying the store revision.
+const REVISION: &str = "x-coordinate-revision";
+
+fn json_err(status: StatusCode, reason: impl Into<String>) -> ApiError {
+    ApiError::new(status, reason).json()
+}
+
+/// The key after `/v1/kv/` (or `/v1/watch/`), percent-decoded.
+fn key_of(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
+    let raw = uri
+        .path()
+        .strip_prefix(prefix)
+        .map(|k| k.strip_prefix('/').unwrap_or(k))
+        .unwrap_or("");
+    percent_decode(raw, false).map_err(ApiError::json)
+}
+
+fn params(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
+    query_params(uri).map_err(ApiError::json)
+}
+
+fn linearizable(p: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match p.get("consistency").map(String::as_str) {
+        None | Some("linearizable") => Ok(true),
+        Some("serializable") => Ok(false),
+        Some(other) => Err(json_err(
+            StatusCode::BAD_REQUEST,
+            format!("?consistency={other}: expected linearizable or serializable"),
+        )),
+    }
+}
+
+/// True if values go out base64-encoded.
+fn base64_encoding(p: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match p.get("encoding").map(String::as_str) {
+        None | Some("utf8") | Some("utf-8") => Ok(false),
+        Some("base64") => Ok(true),
+        Some(other) => Err(json_err(
+            StatusCode::BAD_REQUEST,
+            format!("?encoding={other}: expected utf8 or base64"),
+        )),
+    }
+}
+
+/// A value for JSON: a UTF-8 string, or base64 when asked for (or when the value is binary,
+/// flagged with `"encoding": "base64"` on that item).
+fn encode_value(obj: &mut serde_json::Map<String, Value>, value: &[u8], base64: bool) {
+    match (base64, std::str::from_utf8(value)) {
+        (false, Ok(text)) => {
+            obj.insert("value".into(), Value::String(text.to_string()));
+        }
+        (force, _) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+            obj.insert("value".into(), Value::String(encoded));
+            if !force {
+                obj.insert("encoding".into(), Value::String("base64".into()));
+            }
+        }
+    }
+}
+
+fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
+    let text = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map(|s| s.trim().to_string())
+                    .map_err(|_| json_err(StatusCode::BAD_REQUEST, format!("{name} is not text")))
+            })
+            .transpose()
+    };
+    match (text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?) {
+        (Some(_), Some(_)) => Err(json_err(
+            StatusCode::BAD_REQUEST,
+            "use either If-Match or If-None-Match, not both",
+        )),
+        (Some(m), None) if m == "*" => Ok(Some(Precondition::Present)),
+        (Some(m), None) => {
+            let rev = m.trim_start_matches("W/").trim_matches('"');
+            rev.parse::<u64>()
+                .ok()
+                .filter(|&r| r > 0)
+                .map(|r| Some(Precondition::ModRevision(r)))
+                .ok_or_else(|| {
+                    json_err(
+                        StatusCode::BAD_REQUEST,
+                        format!("If-Match {m:?}: expected a revision like \"42\", or *"),
+                    )
+                })
+        }
+        (None, Some(n)) if n == "*" => Ok(Some(Precondition::Absent)),
+        (None, Some(n)) => Err(json_err(
+            StatusCode::BAD_REQUEST,
+            format!("If-None-Match {n:?}: only * is supported"),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+fn precondition_failed(current: u64) -> ApiError {
+    json_err(
+        StatusCode::PRECONDITION_FAILED,
+        if current == 0 {
+            "precondition failed: the key does not exist".to_string()
+        } else {
+            format!("precondition failed: the key's mod_revision is {current}")
+        },
+    )
+    .with(json!({ "current_revision": current }))
+}
+
+fn with_revision(mut resp: Response, revision: u64) -> Response {
+    resp.headers_mut().insert(REVISION, header_value(revision));
+    resp
+}
+
+fn etag(mod_revision: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{mod_revision}\""))
+        .unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+pub(crate) async fn get(State(s): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_of(&uri, "/v1/kv")?;
+    let p = params(&uri)?;
+    let lin = linearizable(&p)?;
+    if flag(&p, "prefix")? {
+        return list(&s, key, &p, lin).await;
+    }
+    if key.is_empty() {
+        return Err(json_err(
+            StatusCode::BAD_REQUEST,
+            "missing key: use /v1/kv/<key>, or ?prefix=true to list",
+        ));
+    }
+    let read = s
+        .node
+        .read(Query::Get(key), lin)
+        .await
+        .map_err(|e| ApiError::from(e).json())?;
+    let Some((_, entry)) = read.kvs.into_iter().next() else {
+        let err = json_err(StatusCode::NOT_FOUND, "key not found").into_response();
+        return Ok(with_revision(err, read.revision));
+    };
+    let mut resp = (StatusCode::OK, entry.value).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag(entry.mod_revision));
+    h.insert(
+        "x-coordinate-create-revision",
+        header_value(entry.create_revision),
+    );
+    h.insert("x-coordinate-version", header_value(entry.version));
+    Ok(with_revision(resp, read.revision))
+}
+
+async fn list(
+    s: &ApiState,
+    prefix: String,
+    p: &HashMap<String, String>,
+    lin: bool,
+) -> Result<Response, ApiError> {
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|&l| (1..=MAX_LIMIT).contains(&l))
+            .ok_or_else(|| {
+                json_err(
+                    StatusCode::BAD_REQUEST,
+                    format!("?limit={l}: expected 1 to {MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let base64 = base64_encoding(p)?;
+    let query = Query::Range {
+        prefix,
+        start_after: p.get("start_after").cloned(),
+        limit,
+    };
+    let read = s
+        .node
+        .read(query, lin)
+        .await
+        .map_err(|e| ApiError::from(e).json())?;
+    let kvs: Vec<Value> = read
+        .kvs
+        .iter()
+        .map(|(k, e)| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("key".into(), Value::String(k.clone()));
+            encode_value(&mut obj, &e.value, base64);
+            obj.insert("create_revision".into(), e.create_revision.into());
+            obj.insert("mod_revision".into(), e.mod_revision.into());
+            obj.insert("version".into(), e.version.into());
+            Value::Object(obj)
+        })
+        .collect();
+    let body = json!({ "kvs": kvs, "more": read.more, "revision": read.revision });
+    Ok(with_revision(Json(body).into_response(), read.revision))
+}
+
+pub(crate) async fn put(
+    State(s): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri, "/v1/kv")?;
+    if key.is_empty() {
+        return Err(json_err(
+            StatusCode::BAD_REQUEST,
+            "missing key: use /v1/kv/<key>",
+        ));
+    }
+    let condition = precondition(&headers)?;
+    let value = read_body(&headers, body, s.max_value_size)
+        .await
+        .map_err(ApiError::json)?;
+    let cmd = Command::Put {
+        key,
+        value,
+        condition,
+    };
+    match s
+        .node
+        .propose(cmd.encode())
+        .await
+        .map_err(|e| ApiError::from(e).json())?
+    {
+        Outcome::Done { revision, .. } => {
+            let mut resp = Json(json!({ "revision": revision })).into_response();
+            resp.headers_mut().insert(header::ETAG, etag(revision));
+            Ok(with_revision(resp, revision))
+        }
+        Outcome::PreconditionFailed { current } => Err(precondition_failed(current)),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(o: Outcome) -> ApiError {
+    json_err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("unexpected outcome {o:?}"),
+    )
+}
+
+pub(crate) async fn delete(
+    State(s): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri, "/v1/kv")?;
+    let p = params(&uri)?;
+    let condition = precondition(&headers)?;
+    let cmd = if flag(&p, "prefix")? {
+        if condition.is_some() {
+            return Err(json_err(
+                StatusCode::BAD_REQUEST,
+                "conditions apply to single keys, not to ?prefix=true",
+            ));
+        }
+        Command::DeletePrefix { prefix: key }
+    } else {
+        if key.is_empty() {
+            return Err(json_err(
+                StatusCode::BAD_REQUEST,
+                "missing key: use /v1/kv/<key>, or ?prefix=true",
+            ));
+        }
+        Command::Delete { key, condition }
+    };
+    let prefix = matches!(cmd, Command::DeletePrefix { .. });
+    match s
+        .node
+        .propose(cmd.encode())
+        .await
+        .map_err(|e| ApiError::from(e).json())?
+    {
+        Outcome::Done { revision, changed } if prefix => {
+            let body = json!({ "deleted": changed, "revision": revision });
+            Ok(with_revision(Json(body).into_response(), revision))
+        }
+        Outcome::Done {
+            revision,
+            changed: 0,
+        } => Ok(with_revision(
+            json_err(StatusCode::NOT_FOUND, "key not found").into_response(),
+            revision,
+        )),
+        Outcome::Done { revision, .. } => Ok(with_revision(
+            StatusCode::NO_CONTENT.into_response(),
+            revision,
+        )),
+        Outcome::PreconditionFailed { current } => Err(precondition_failed(current)),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `POST /v1/txn` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnRequest {
+    #[serde(default)]
+    compare: Vec<TxnCompare>,
+    #[serde(default)]
+    success: Vec<TxnWrite>,
+    #[serde(default)]
+    failure: Vec<TxnWrite>,
+    /// `base64` if compared and written values are base64.
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnCompare {
+    key: String,
+    /// `value`, `mod_revision`, `version` or `exists`.
+    target: String,
+    /// `==`, `!=`, `>` or `<`.
+    op: String,
+    value: Value,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnWrite {
+    /// `put` or `delete`.
+    op: String,
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+pub(crate) async fn txn(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, MAX_TXN_BODY)
+        .await
+        .map_err(ApiError::json)?;
+    let req: TxnRequest = serde_json::from_slice(&body).map_err(|e| {
+        json_err(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON transaction: {e}"),
+        )
+    })?;
+    let cmd = txn_command(req, s.max_value_size)?;
+    match s
+        .node
+        .propose(cmd.encode())
+        .await
+        .map_err(|e| ApiError::from(e).json())?
+    {
+        Outcome::Txn {
+            succeeded,
+            revision,
+        } => {
+            let body = json!({ "succeeded": succeeded, "revision": revision });
+            Ok(with_revision(Json(body).into_response(), revision))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
+    let bad = |m: String| json_err(StatusCode::BAD_REQUEST, m);
+    let base64 = match req.encoding.as_deref() {
+        None | Some("utf8") => false,
+        Some("base64") => true,
+        Some(other) => return Err(bad(format!("encoding {other:?}: expected utf8 or base64"))),
+    };
+    let decode = |v: &str| -> Result<Bytes, ApiError> {
+        let bytes = if base64 {
+            base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map(Bytes::from)
+                .map_err(|e| bad(format!("invalid base64 value: {e}")))?
+        } else {
+            Bytes::copy_from_slice(v.as_bytes())
+        };
+        if bytes.len() > max_value {
+            return Err(json_err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("value larger than the limit of {max_value} bytes"),
+            ));
+        }
+        Ok(bytes)
+    };
+    let mut compares = Vec::new();
+    for c in req.compare {
+        let op = match c.op.as_str() {
+            "==" | "=" => CompareOp::Equal,
+            "!=" => CompareOp::NotEqual,
+            ">" => CompareOp::Greater,
+            "<" => CompareOp::Less,
+            other => {
+                return Err(bad(format!(
+                    "compare op {other:?}: expected ==, !=, > or <"
+                )))
+            }
+        };
+        let number = |v: &Value| {
+            v.as_u64()
+                .ok_or_else(|| bad(format!("compare on {}: {v} is not a revision", c.target)))
+        };
+        let target = match c.target.as_str() {
+            "value" => match &c.value {
+                Value::String(v) => CompareTarget::Value(decode(v)?),
+                v => return Err(bad(format!("compare value {v} is not a string"))),
+            },
+            "mod_revision" => CompareTarget::ModRevision(number(&c.value)?),
+            "version" => CompareTarget::Version(number(&c.value)?),
+            "exists" => CompareTarget::Exists(
+                c.value
+                    .as_bool()
+                    .ok_or_else(|| bad("compare on exists needs true or false".into()))?,
+            ),
+            other => {
+                return Err(bad(format!(
+                    "compare target {other:?}: expected value, mod_revision, version or exists"
+                )))
+            }
+        };
+        compares.push(Compare {
+            key: c.key,
+            op,
+            target,
+        });
+    }
+    let writes = |list: Vec<TxnWrite>| -> Result<Vec<TxnOp>, ApiError> {
+        list.into_iter()
+            .map(|w| match (w.op.as_str(), w.value) {
+                ("put", Some(v)) => Ok(TxnOp::Put {
+                    key: w.key,
+                    value: decode(&v)?,
+                }),
+                ("put", None) => Err(bad(format!("put of {:?} needs a value", w.key))),
+                ("delete", None) => Ok(TxnOp::Delete { key: w.key }),
+                ("delete", Some(_)) => Err(bad("a delete takes no value".into())),
+                (other, _) => Err(bad(format!("op {other:?}: expected put or delete"))),
+            })
+            .collect()
+    };
+    Ok(Command::Txn {
+        compares,
+        success: writes(req.success)?,
+        failure: writes(req.failure)?,
+    })
+}
+
+/// Counts a watcher for its lifetime.
+struct WatcherGuard;
+
+impl WatcherGuard {
+    fn new() -> WatcherGuard {
+        METRICS.watchers.inc();
+        WatcherGuard
+    }
+}
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        METRICS.watchers.dec();
+    }
+}
+
+struct WatchState {
+    key: String,
+    prefix: bool,
+    base64: bool,
+    backlog: std::vec::IntoIter<std::sync::Arc<Event>>,
+    live: broadcast::Receiver<std::sync::Arc<Event>>,
+    /// The revision to resume from if the stream is cut.
+    next: u64,
+    done: bool,
+    _guard: WatcherGuard,
+}
+
+impl WatchState {
+    fn wanted(&self, e: &Event) -> bool {
+        if self.prefix {
+            e.key.starts_with(&self.key)
+        } else {
+            e.key == self.key
+        }
+    }
+
+    fn render(&mut self, e: &Event) -> SseEvent {
+        self.next = e.revision + 1;
+        let mut obj = serde_json::Map::new();
+        obj.insert(
+            "type".into(),
+            Value::String(if e.value.is_some() { "put" } else { "delete" }.into()),
+        );
+        obj.insert("key".into(), Value::String(e.key.clone()));
+        if let Some(v) = &e.value {
+            encode_value(&mut obj, v, self.base64);
+        }
+        obj.insert("revision".into(), e.revision.into());
+        SseEvent::default()
+            .event(if e.value.is_some() { "put" } else { "delete" })
+            .id(e.revision.to_string())
+            .data(Value::Object(obj).to_string())
+    }
+
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        if self.done {
+            return None;
+        }
+        while let Some(e) = self.backlog.next() {
+            if self.wanted(&e) {
+                return Some(self.render(&e));
+            }
+        }
+        loop {
+            // Live events all come after the backlog: both were taken under the hub's lock.
+            match self.live.recv().await {
+                Ok(e) if self.wanted(&e) => return Some(self.render(&e)),
+                Ok(e) => self.next = self.next.max(e.revision),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.done = true;
+                    let data = json!({
+                        "error": "this watcher fell too far behind and was cut off",
+                        "resume_from_revision": self.next,
+                    });
+                    return Some(SseEvent::default().event("error").data(data.to_string()));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_of(&uri, "/v1/watch")?;
+    let p = params(&uri)?;
+    let prefix = flag(&p, "prefix")?;
+    if key.is_empty() && !prefix {
+        return Err(json_err(
+            StatusCode::BAD_REQUEST,
+            "missing key: use /v1/watch/<key>, or ?prefix=true",
+        ));
+    }
+    let base64 = base64_encoding(&p)?;
+    let from = match p.get("from_revision") {
+        None => 0,
+        Some(r) => r.parse::<u64>().map_err(|_| {
+            json_err(
+                StatusCode::BAD_REQUEST,
+                format!("?from_revision={r}: expected a revision number"),
+            )
+        })?,
+    };
+    let sub = s.watch.subscribe(from).map_err(|c| {
+        json_err(
+            StatusCode::GONE,
+            format!(
+                "revision {from} is no longer available to watch; the oldest is {}",
+                c.oldest
+            ),
+        )
+        .with(json!({ "oldest_revision": c.oldest }))
+    })?;
+    let state = WatchState {
+        key,
+        prefix,
+        base64,
+        backlog: sub.backlog.into_iter(),
+        live: sub.live,
+        next: from,
+        done: false,
+        _guard: WatcherGuard::new(),
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        st.next_event()
+            .await
+            .map(|ev| (Ok::<SseEvent, Infallible>(ev), st))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

@@ -1,0 +1,82 @@
+//! The seed's root API: `PUT`/`GET /<key>`, `POST /<id>` (body = peer URL), `DELETE /<id>`.
+//! `<key>` is the percent-decoded path after the first `/` and may contain `/`. Names under
+//! `v1/`, and `health` and `metrics`, belong to the operator endpoints and are refused as keys.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::members::{node_id, validate_peer_url, MAX_SMALL_BODY};
+use super::{bad_request, percent_decode, read_body, ApiError, ApiState};
+use crate::kv::{Command, Outcome};
+use crate::raft::node::{MemberChange, Query};
+
+pub(crate) async fn handle(
+    State(s): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw = uri.path().strip_prefix('/').unwrap_or(uri.path());
+    if raw.is_empty() {
+        return Err(bad_request("missing key: use /<key>"));
+    }
+    let key = percent_decode(raw, false)?;
+    if key == "health" || key == "metrics" || key == "v1" || key.starts_with("v1/") {
+        if method == Method::PUT {
+            return Err(bad_request(format!(
+                "the key {key:?} is reserved for operator endpoints; store it through /v1/kv/"
+            )));
+        }
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: /{key}"),
+        ));
+    }
+    match method {
+        Method::PUT => {
+            let value = read_body(&headers, body, s.max_value_size).await?;
+            match s.node.propose(Command::put(key, value).encode()).await? {
+                Outcome::Done { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
+                other => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("unexpected outcome of a plain write: {other:?}"),
+                )),
+            }
+        }
+        Method::GET => {
+            let read = s.node.read(Query::Get(key), true).await?;
+            match read.kvs.into_iter().next() {
+                Some((_, e)) => Ok((StatusCode::OK, e.value).into_response()),
+                None => Err(ApiError::new(StatusCode::NOT_FOUND, "key not found")),
+            }
+        }
+        Method::POST => {
+            let id = node_id(&key)?;
+            let body = read_body(&headers, body, MAX_SMALL_BODY).await?;
+            let url = std::str::from_utf8(&body)
+                .map_err(|_| bad_request("the body must be the new node's peer URL"))?
+                .trim()
+                .to_string();
+            validate_peer_url(&url)?;
+            let change = MemberChange::Add {
+                id,
+                url,
+                learner: false,
+            };
+            s.node.change_members(change).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Method::DELETE => {
+            let id = node_id(&key)?;
+            s.node.change_members(MemberChange::Remove { id }).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not supported on /<key>"),
+        )),
+    }
+}

@@ -1,0 +1,177 @@
+//! Watch: a bounded window of recent changes, and live fan-out of new ones.
+//!
+//! The raft thread publishes every applied change here, in revision order. A watcher that
+//! starts at revision `N` first gets the window's events from `N` on, then live ones, with no
+//! gap and no duplicate: the backlog is copied and the live subscription taken under the same
+//! lock that publishing holds. A start before the window (the events are gone) is refused with
+//! the oldest revision still available — like etcd's "compacted" error — and the client can
+//! re-read the keys and watch from there.
+//!
+//! Memory is bounded twice: the window keeps at most `window` events, and each watcher's live
+//! queue holds at most [`LIVE_QUEUE`] events; a watcher that falls further behind is cut off
+//! (told where to resume) instead of growing memory.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::kv::Event;
+
+/// Events a watcher may lag behind live publishing before it is cut off.
+pub const LIVE_QUEUE: usize = 8192;
+
+/// Why a watch cannot start where asked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Compacted {
+    /// The oldest revision a watch can start from now.
+    pub oldest: u64,
+}
+
+/// The event window and the live channel.
+pub struct WatchHub {
+    state: Mutex<State>,
+}
+
+struct State {
+    window: usize,
+    history: VecDeque<Arc<Event>>,
+    /// Events of revisions up to and including this one are no longer all held.
+    compacted: u64,
+    /// The newest revision published.
+    current: u64,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+/// A started watch: the backlog to send first, then the live receiver.
+pub struct Subscription {
+    pub backlog: Vec<Arc<Event>>,
+    pub live: broadcast::Receiver<Arc<Event>>,
+}
+
+impl WatchHub {
+    /// A hub whose history starts after `revision` (the state it was restored from).
+    pub fn new(window: usize, revision: u64) -> WatchHub {
+        let (live, _) = broadcast::channel(LIVE_QUEUE);
+        WatchHub {
+            state: Mutex::new(State {
+                window: window.max(1),
+                history: VecDeque::new(),
+                compacted: revision,
+                current: revision,
+                live,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Publishing never panics while holding the lock; a poisoned state is still coherent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes applied changes (called by the raft thread, in revision order).
+    pub fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        for e in events {
+            let e = Arc::new(e);
+            s.current = e.revision;
+            s.history.push_back(e.clone());
+            // No receivers is fine: nobody is watching.
+            let _ = s.live.send(e);
+        }
+        while s.history.len() > s.window {
+            if let Some(old) = s.history.pop_front() {
+                s.compacted = old.revision;
+            }
+        }
+        // Never keep part of a revision: drop the rest of the one just cut.
+        let compacted = s.compacted;
+        while s.history.front().is_some_and(|e| e.revision <= compacted) {
+            s.history.pop_front();
+        }
+    }
+
+    /// The whole state was replaced (a snapshot from the leader): history before it is gone.
+    pub fn reset(&self, revision: u64) {
+        let mut s = self.lock();
+        s.history.clear();
+        s.compacted = revision;
+        s.current = revision;
+    }
+
+    /// Starts a watch at `from` (0: only future changes). Events before `from` are skipped.
+    pub fn subscribe(&self, from: u64) -> Result<Subscription, Compacted> {
+        let s = self.lock();
+        let from = if from == 0 { s.current + 1 } else { from };
+        if from <= s.compacted {
+            return Err(Compacted {
+                oldest: s.compacted + 1,
+            });
+        }
+        let backlog = s
+            .history
+            .iter()
+            .filter(|e| e.revision >= from)
+            .cloned()
+            .collect();
+        Ok(Subscription {
+            backlog,
+            live: s.live.subscribe(),
+        })
+    }
+
+    /// The oldest revision a watch can start from.
+    pub fn oldest(&self) -> u64 {
+        self.lock().compacted + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(revision: u64, key: &str) -> Event {
+        Event {
+            revision,
+            key: key.into(),
+            value: Some(bytes::Bytes::from_static(b"v")),
+        }
+    }
+
+    #[test]
+    fn backlog_then_live_without_gaps() {
+        let hub = WatchHub::new(100, 0);
+        hub.publish(vec![ev(1, "a"), ev(2, "b")]);
+        let mut sub = hub.subscribe(2).unwrap();
+        assert_eq!(sub.backlog.len(), 1);
+        assert_eq!(sub.backlog[0].revision, 2);
+        hub.publish(vec![ev(3, "c")]);
+        assert_eq!(sub.live.try_recv().unwrap().revision, 3);
+        // From 0 means "from now on".
+        let mut now = hub.subscribe(0).unwrap();
+        assert!(now.backlog.is_empty());
+        hub.publish(vec![ev(4, "d")]);
+        assert_eq!(now.live.try_recv().unwrap().revision, 4);
+    }
+
+    #[test]
+    fn window_is_bounded_and_reports_the_oldest() {
+        let hub = WatchHub::new(3, 0);
+        for r in 1..=5 {
+            hub.publish(vec![ev(r, "k")]);
+        }
+        assert_eq!(hub.subscribe(2).err(), Some(Compacted { oldest: 3 }));
+        assert_eq!(hub.subscribe(3).unwrap().backlog.len(), 3);
+        // A revision with several events is dropped whole.
+        hub.publish(vec![ev(6, "x"), ev(6, "y")]);
+        assert_eq!(hub.oldest(), 5);
+        let sub = hub.subscribe(5).unwrap();
+        let revs: Vec<u64> = sub.backlog.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, vec![5, 6, 6]);
+        hub.reset(10);
+        assert_eq!(hub.oldest(), 11);
+    }
+}
