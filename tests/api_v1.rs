@@ -1,0 +1,573 @@
+//! The `/v1` API on real processes: revisions and conditional writes (412), prefix reads and
+//! deletes, transactions, watches (410 before the window, no event lost or repeated across a
+//! leader kill), the operator endpoints, and malformed input (bad JSON, bad base64, huge bodies).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{field, wait_until, Cluster, WAIT_TIMEOUT};
+use serde_json::{json, Value};
+
+/// One HTTP exchange: status, selected headers, body.
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    revision: Option<u64>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn agent(timeout: Option<Duration>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(timeout)
+        .max_idle_connections(0)
+        .build()
+        .new_agent()
+}
+
+fn call(
+    c: &Cluster,
+    id: u64,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let url = format!("{}{path}", c.client_url(id));
+    let agent = agent(Some(Duration::from_secs(15)));
+    let result = match method {
+        "GET" => {
+            let mut req = agent.get(&url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+        "DELETE" => {
+            let mut req = agent.delete(&url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+        "PUT" | "POST" => {
+            let mut req = if method == "PUT" {
+                agent.put(&url)
+            } else {
+                agent.post(&url)
+            };
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send(body)
+        }
+        other => panic!("method {other}"),
+    };
+    let mut resp = result.unwrap_or_else(|e| c.fail(&format!("{method} {url}: {e}")));
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let etag = header("etag");
+    let revision = header("x-coordinate-revision").and_then(|r| r.parse().ok());
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap_or_default();
+    Answer {
+        status: resp.status().as_u16(),
+        etag,
+        revision,
+        body,
+    }
+}
+
+#[test]
+fn revisions_and_conditional_writes() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    let put = call(&c, 1, "PUT", "/v1/kv/a", &[], b"one");
+    assert_eq!(put.status, 200, "{}", put.text());
+    let r1 = field(&put.json(), "revision");
+    assert_eq!(put.etag.as_deref(), Some(format!("\"{r1}\"").as_str()));
+
+    let got = call(&c, 1, "GET", "/v1/kv/a", &[], b"");
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"one"[..]));
+    assert_eq!(got.etag.as_deref(), Some(format!("\"{r1}\"").as_str()));
+    assert!(got.revision.is_some_and(|r| r >= r1));
+
+    // Compare-and-set: a stale revision is refused with the current one.
+    let stale = call(&c, 1, "PUT", "/v1/kv/a", &[("If-Match", "\"999\"")], b"x");
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    assert_eq!(field(&stale.json(), "current_revision"), r1);
+    let cas = call(
+        &c,
+        1,
+        "PUT",
+        "/v1/kv/a",
+        &[("If-Match", &format!("\"{r1}\""))],
+        b"two",
+    );
+    assert_eq!(cas.status, 200, "{}", cas.text());
+    let r2 = field(&cas.json(), "revision");
+    assert!(r2 > r1);
+    assert_eq!(
+        call(&c, 1, "GET", "/a", &[], b"").body,
+        b"two",
+        "root API sees it too"
+    );
+
+    // Create-only.
+    let exists = call(&c, 1, "PUT", "/v1/kv/a", &[("If-None-Match", "*")], b"x");
+    assert_eq!(exists.status, 412);
+    let created = call(&c, 1, "PUT", "/v1/kv/new", &[("If-None-Match", "*")], b"n");
+    assert_eq!(created.status, 200, "{}", created.text());
+    let must_exist = call(&c, 1, "PUT", "/v1/kv/absent", &[("If-Match", "*")], b"x");
+    assert_eq!(must_exist.status, 412);
+    assert_eq!(field(&must_exist.json(), "current_revision"), 0);
+
+    // Deletes: 404 for a missing key, 412 on a failed condition, 204 otherwise.
+    assert_eq!(
+        call(&c, 1, "DELETE", "/v1/kv/missing", &[], b"").status,
+        404
+    );
+    assert_eq!(
+        call(&c, 1, "DELETE", "/v1/kv/a", &[("If-Match", "\"1\"")], b"").status,
+        412
+    );
+    let del = call(
+        &c,
+        1,
+        "DELETE",
+        "/v1/kv/a",
+        &[("If-Match", &format!("\"{r2}\""))],
+        b"",
+    );
+    assert_eq!(del.status, 204);
+    assert!(del.revision.is_some_and(|r| r > r2));
+    assert_eq!(call(&c, 1, "GET", "/v1/kv/a", &[], b"").status, 404);
+
+    // Serializable reads answer from the node.
+    let ser = call(
+        &c,
+        1,
+        "GET",
+        "/v1/kv/new?consistency=serializable",
+        &[],
+        b"",
+    );
+    assert_eq!((ser.status, ser.body.as_slice()), (200, &b"n"[..]));
+
+    // Malformed requests.
+    for (path, headers) in [
+        ("/v1/kv/a?consistency=sometimes", vec![]),
+        ("/v1/kv/a", vec![("If-Match", "\"abc\"")]),
+        ("/v1/kv/a", vec![("If-None-Match", "\"3\"")]),
+        (
+            "/v1/kv/a",
+            vec![("If-Match", "\"1\""), ("If-None-Match", "*")],
+        ),
+    ] {
+        let method = if path.contains('?') { "GET" } else { "PUT" };
+        let a = call(&c, 1, method, path, &headers, b"v");
+        assert_eq!(a.status, 400, "{method} {path} {headers:?}: {}", a.text());
+        assert!(a.json()["error"].is_string());
+    }
+    let huge = vec![b'x'; (1 << 20) + 1];
+    assert_eq!(
+        common::raw_put_status(
+            &c.client_url(1).replace("http://", ""),
+            "/v1/kv/big",
+            huge.len()
+        ),
+        413
+    );
+}
+
+#[test]
+fn prefix_reads_page_in_key_order_and_delete_ranges() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    for k in ["p/3", "p/1", "p/5", "p/2", "p/4", "q", "o"] {
+        assert_eq!(
+            call(&c, 1, "PUT", &format!("/v1/kv/{k}"), &[], k.as_bytes()).status,
+            200
+        );
+    }
+    call(&c, 1, "PUT", "/v1/kv/p/bin", &[], &[0xff, 0x00, 0xfe]);
+
+    let page = call(&c, 1, "GET", "/v1/kv/p/?prefix=true&limit=2", &[], b"").json();
+    let keys: Vec<&str> = page["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| kv["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["p/1", "p/2"]);
+    assert_eq!(page["more"], true);
+    let first = &page["kvs"][0];
+    assert_eq!(first["value"], "p/1");
+    assert_eq!(first["version"], 1);
+    assert!(first["create_revision"].as_u64().unwrap() > 0);
+
+    let rest = call(
+        &c,
+        1,
+        "GET",
+        "/v1/kv/p/?prefix=true&start_after=p%2F2",
+        &[],
+        b"",
+    )
+    .json();
+    let keys: Vec<&str> = rest["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| kv["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["p/3", "p/4", "p/5", "p/bin"]);
+    assert_eq!(rest["more"], false);
+    // A binary value is base64 and says so; with ?encoding=base64 everything is.
+    let bin = &rest["kvs"][3];
+    assert_eq!(bin["encoding"], "base64");
+    assert_eq!(bin["value"], "/wD+");
+    let b64 = call(
+        &c,
+        1,
+        "GET",
+        "/v1/kv/p/1?prefix=true&encoding=base64",
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(b64["kvs"][0]["value"], "cC8x");
+
+    for bad in [
+        "limit=0",
+        "limit=abc",
+        "limit=100000",
+        "encoding=hex",
+        "prefix=maybe",
+    ] {
+        let a = call(
+            &c,
+            1,
+            "GET",
+            &format!("/v1/kv/p/?prefix=true&{bad}"),
+            &[],
+            b"",
+        );
+        assert_eq!(a.status, 400, "{bad}: {}", a.text());
+    }
+
+    let del = call(&c, 1, "DELETE", "/v1/kv/p/?prefix=true", &[], b"");
+    assert_eq!(del.status, 200, "{}", del.text());
+    assert_eq!(del.json()["deleted"], 6);
+    let all = call(&c, 1, "GET", "/v1/kv/?prefix=true", &[], b"").json();
+    let keys: Vec<&str> = all["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| kv["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["o", "q"]);
+}
+
+#[test]
+fn transactions_compare_then_write_atomically() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    let txn = |body: Value| {
+        let a = call(&c, 1, "POST", "/v1/txn", &[], body.to_string().as_bytes());
+        (a.status, a)
+    };
+    let take_lock = json!({
+        "compare": [{"key": "lock", "target": "exists", "op": "==", "value": false}],
+        "success": [{"op": "put", "key": "lock", "value": "client-a"},
+                    {"op": "put", "key": "owner", "value": "a"}],
+        "failure": []
+    });
+    let (status, a) = txn(take_lock.clone());
+    assert_eq!(status, 200, "{}", a.text());
+    assert_eq!(a.json()["succeeded"], true);
+    let (_, b) = txn(take_lock);
+    assert_eq!(b.json()["succeeded"], false, "the lock is taken");
+    assert_eq!(call(&c, 1, "GET", "/owner", &[], b"").body, b"a");
+
+    let rev = call(&c, 1, "GET", "/v1/kv/lock", &[], b"").etag.unwrap();
+    let rev: u64 = rev.trim_matches('"').parse().unwrap();
+    let release = json!({
+        "compare": [{"key": "lock", "target": "mod_revision", "op": "==", "value": rev},
+                    {"key": "lock", "target": "value", "op": "==", "value": "Y2xpZW50LWE="}],
+        "success": [{"op": "delete", "key": "lock"}],
+        "failure": [{"op": "put", "key": "audit", "value": "bG9zdA=="}],
+        "encoding": "base64"
+    });
+    let (status, r) = txn(release);
+    assert_eq!(status, 200, "{}", r.text());
+    assert_eq!(r.json()["succeeded"], true);
+    assert_eq!(call(&c, 1, "GET", "/v1/kv/lock", &[], b"").status, 404);
+
+    for (bad, want) in [
+        (
+            json!({"compare": [{"key": "k", "target": "colour", "op": "==", "value": 1}]}),
+            400,
+        ),
+        (
+            json!({"compare": [{"key": "k", "target": "value", "op": "~", "value": "x"}]}),
+            400,
+        ),
+        (json!({"success": [{"op": "put", "key": "k"}]}), 400),
+        (json!({"success": [{"op": "rename", "key": "k"}]}), 400),
+        (
+            json!({"success": [{"op": "put", "key": "k", "value": "***"}], "encoding": "base64"}),
+            400,
+        ),
+        (json!({"unknown": true}), 400),
+    ] {
+        let (status, a) = txn(bad.clone());
+        assert_eq!(status, want, "{bad}: {}", a.text());
+        assert!(a.json()["error"].is_string(), "{}", a.text());
+    }
+    let not_json = call(&c, 1, "POST", "/v1/txn", &[], b"{not json");
+    assert_eq!(not_json.status, 400);
+    let big = json!({"success": [{"op": "put", "key": "k", "value": "x".repeat((1 << 20) + 1)}]});
+    let (status, _) = txn(big);
+    assert_eq!(status, 413);
+}
+
+/// Reads SSE `data:` lines of a watch in a thread; each parsed event goes to the channel.
+fn watch(c: &Cluster, id: u64, path: &str) -> mpsc::Receiver<Value> {
+    let url = format!("{}{path}", c.client_url(id));
+    let (tx, rx) = mpsc::channel();
+    let mut resp = agent(None)
+        .get(&url)
+        .call()
+        .unwrap_or_else(|e| panic!("watch {url}: {e}"));
+    assert_eq!(resp.status().as_u16(), 200, "watch {url}");
+    thread::spawn(move || {
+        let reader = BufReader::new(resp.body_mut().as_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data:") {
+                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn watch_replays_from_a_revision_and_refuses_compacted_ones() {
+    let (c, _) = Cluster::start_with_leader(1, &["--watch-window", "5"]);
+    for i in 0..10 {
+        call(
+            &c,
+            1,
+            "PUT",
+            &format!("/v1/kv/w/{i}"),
+            &[],
+            format!("v{i}").as_bytes(),
+        );
+    }
+    let gone = call(
+        &c,
+        1,
+        "GET",
+        "/v1/watch/w/?prefix=true&from_revision=1",
+        &[],
+        b"",
+    );
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    let oldest = field(&gone.json(), "oldest_revision");
+    assert_eq!(oldest, 6);
+
+    let events = watch(
+        &c,
+        1,
+        &format!("/v1/watch/w/?prefix=true&from_revision={oldest}"),
+    );
+    let got: Vec<Value> = (0..5)
+        .map(|_| events.recv_timeout(WAIT_TIMEOUT).expect("backlog event"))
+        .collect();
+    let revs: Vec<u64> = got.iter().map(|e| field(e, "revision")).collect();
+    assert_eq!(revs, [6, 7, 8, 9, 10]);
+    assert_eq!(got[0]["key"], "w/5");
+    assert_eq!(got[0]["value"], "v5");
+    assert_eq!(got[0]["type"], "put");
+
+    // Live events follow, filtered to the watched key.
+    let single = watch(&c, 1, "/v1/watch/w/1");
+    call(&c, 1, "PUT", "/v1/kv/other", &[], b"x");
+    call(&c, 1, "DELETE", "/v1/kv/w/1", &[], b"");
+    let del = single.recv_timeout(WAIT_TIMEOUT).expect("delete event");
+    assert_eq!(
+        (del["type"].as_str(), del["key"].as_str()),
+        (Some("delete"), Some("w/1"))
+    );
+    let next = events.recv_timeout(WAIT_TIMEOUT).expect("live event");
+    assert_eq!(next["key"], "w/1");
+
+    for bad in ["/v1/watch/", "/v1/watch/x?from_revision=abc"] {
+        assert_eq!(call(&c, 1, "GET", bad, &[], b"").status, 400, "{bad}");
+    }
+}
+
+/// A watch on a follower sees every acknowledged write exactly once, in revision order, with
+/// no gap, while the leader is killed and a new one takes over.
+#[test]
+fn watch_loses_nothing_across_a_leader_kill() {
+    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let other = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader && id != follower)
+        .unwrap();
+    let start = field(&c.status(follower), "revision") + 1;
+    let events = watch(
+        &c,
+        follower,
+        &format!("/v1/watch/w/?prefix=true&from_revision={start}"),
+    );
+
+    let mut acked = Vec::new();
+    let mut i = 0;
+    let deadline = Instant::now() + WAIT_TIMEOUT * 2;
+    let mut killed = false;
+    while acked.len() < 60 && Instant::now() < deadline {
+        if acked.len() == 20 && !killed {
+            c.kill(leader);
+            killed = true;
+        }
+        let target = if killed {
+            [follower, other][i % 2]
+        } else {
+            [leader, follower, other][i % 3]
+        };
+        let key = format!("w/{i:04}");
+        let a = call(
+            &c,
+            target,
+            "PUT",
+            &format!("/v1/kv/{key}"),
+            &[],
+            key.as_bytes(),
+        );
+        if a.status == 200 {
+            acked.push(key);
+        }
+        i += 1;
+    }
+    assert!(
+        killed && acked.len() >= 60,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+
+    let mut seen = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    let found_all = wait_until(WAIT_TIMEOUT, || {
+        while let Ok(e) = events.try_recv() {
+            seen.push(field(&e, "revision"));
+            assert!(
+                keys.insert(e["key"].as_str().unwrap().to_string()),
+                "key {} twice",
+                e["key"]
+            );
+        }
+        acked.iter().all(|k| keys.contains(k))
+    });
+    assert!(
+        found_all,
+        "missing events: {:?}",
+        acked
+            .iter()
+            .filter(|k| !keys.contains(*k))
+            .collect::<Vec<_>>()
+    );
+    let expected: Vec<u64> = (start..start + seen.len() as u64).collect();
+    assert_eq!(
+        seen, expected,
+        "revisions must be contiguous, without repeats"
+    );
+}
+
+#[test]
+fn health_status_and_metrics() {
+    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
+    c.put_ok(leader, "k", b"v");
+    c.wait_caught_up();
+    for id in c.ids() {
+        let h = call(&c, id, "GET", "/health", &[], b"");
+        assert_eq!(h.status, 200, "node {id}: {}", h.text());
+        assert_eq!(h.json()["health"], "ok");
+    }
+    let s = call(&c, leader, "GET", "/v1/status", &[], b"").json();
+    for name in [
+        "id",
+        "role",
+        "leader",
+        "term",
+        "commit_index",
+        "applied_index",
+        "snapshot_index",
+        "revision",
+        "keys",
+        "data_bytes",
+        "wal_bytes",
+    ] {
+        assert!(!s[name].is_null(), "status lacks {name}: {s}");
+    }
+    assert_eq!(s["members"].as_array().map(Vec::len), Some(3), "{s}");
+    let m = call(&c, leader, "GET", "/metrics", &[], b"").text();
+    for name in [
+        "coordinate_http_requests_total{route=\"put\",status=\"204\"}",
+        "coordinate_http_request_duration_seconds_bucket",
+        "coordinate_proposals_total",
+        "coordinate_wal_fsync_duration_seconds_count",
+        "coordinate_leader_changes_total",
+        "coordinate_applied_index",
+        "coordinate_snapshots_total",
+        "coordinate_wal_bytes",
+    ] {
+        assert!(m.contains(name), "metrics lack {name}:\n{m}");
+    }
+
+    // Without a quorum the survivor reports itself unhealthy, with the reason.
+    let survivor = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    for id in c.ids() {
+        if id != survivor {
+            c.kill(id);
+        }
+    }
+    let unhealthy = wait_until(WAIT_TIMEOUT, || {
+        call(&c, survivor, "GET", "/health", &[], b"").status == 503
+    });
+    assert!(unhealthy, "health stayed 200 without a quorum");
+    let h = call(&c, survivor, "GET", "/health", &[], b"").json();
+    assert!(
+        h["reason"].as_str().is_some_and(|r| r.contains("leader")),
+        "{h}"
+    );
+}
