@@ -15,7 +15,7 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::raft::logger::raft_logger;
-use crate::raft::node::{Exit, Input, Node, NodeConfig};
+use crate::raft::node::{Exit, Input, Node, NodeConfig, Recovered};
 use crate::raft::transport::{self, Transport};
 use crate::raft::NodeHandle;
 use crate::storage::RaftStorage;
@@ -34,9 +34,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for peers on {}", cfg.peer_listen))?;
 
-    let (storage, kv, applied) = recover(&cfg).await?;
+    let recovered = recover(&cfg).await?;
 
-    let watch = Arc::new(WatchHub::new(cfg.watch_window, kv.revision()));
+    let watch = Arc::new(WatchHub::new(cfg.watch_window, recovered.kv.revision()));
     let (tx, rx) = flume::bounded(NODE_QUEUE);
     let transport = Transport::new(
         cfg.id,
@@ -53,9 +53,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             catch_up_entries: (cfg.snapshot_count / 2).min(5_000),
             request_timeout: cfg.request_timeout,
         },
-        storage,
-        kv,
-        applied,
+        recovered,
         transport,
         watch.clone(),
         rx,
@@ -127,9 +125,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Opens the data directory: the recovered storage, state machine and applied index. A fresh
 /// founding member bootstraps the cluster's first state; a fresh `--join` node starts empty.
-async fn recover(cfg: &Config) -> anyhow::Result<(RaftStorage, Kv, u64)> {
+async fn recover(cfg: &Config) -> anyhow::Result<Recovered> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(RaftStorage, Kv, u64)> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Recovered> {
         let (mut storage, snapshot) = RaftStorage::open(&cfg.data_dir, cfg.wal_segment_size)
             .with_context(|| {
                 format!(
@@ -141,11 +139,19 @@ async fn recover(cfg: &Config) -> anyhow::Result<(RaftStorage, Kv, u64)> {
             let index = snap.get_metadata().index;
             let kv = Kv::restore(snap.data.clone()).context("restoring the state machine")?;
             tracing::info!(index, keys = kv.len(), "recovered from snapshot");
-            return Ok((storage, kv, index));
+            return Ok(Recovered {
+                storage,
+                kv,
+                applied: index,
+            });
         }
         if cfg.join {
             tracing::info!("no local state; waiting for the leader to add this node (--join)");
-            return Ok((storage, Kv::default(), 0));
+            return Ok(Recovered {
+                storage,
+                kv: Kv::default(),
+                applied: 0,
+            });
         }
         let members: BTreeMap<u64, String> = cfg
             .peers
@@ -158,7 +164,11 @@ async fn recover(cfg: &Config) -> anyhow::Result<(RaftStorage, Kv, u64)> {
             .bootstrap(voters.clone(), kv.snapshot())
             .context("bootstrapping the cluster")?;
         tracing::info!(?voters, "bootstrapped a new cluster");
-        Ok((storage, kv, 1))
+        Ok(Recovered {
+            storage,
+            kv,
+            applied: 1,
+        })
     })
     .await
     .context("storage recovery panicked")?

@@ -176,6 +176,14 @@ struct ReadBatch {
     age_ticks: u32,
 }
 
+/// What recovery hands the node: durable raft state, the state machine rebuilt from the
+/// newest snapshot, and the index that snapshot covers.
+pub struct Recovered {
+    pub storage: RaftStorage,
+    pub kv: Kv,
+    pub applied: u64,
+}
+
 /// The raft thread's state.
 pub struct Node {
     cfg: NodeConfig,
@@ -203,14 +211,17 @@ impl Node {
     /// Builds the node over recovered storage and state machine.
     pub fn new(
         cfg: NodeConfig,
-        storage: RaftStorage,
-        kv: Kv,
-        applied: u64,
+        state: Recovered,
         transport: Transport,
         watch: Arc<WatchHub>,
         rx: flume::Receiver<Input>,
         logger: &slog::Logger,
     ) -> Result<Node> {
+        let Recovered {
+            storage,
+            kv,
+            applied,
+        } = state;
         let conf_state = storage.initial_state()?.conf_state;
         let raft_cfg = raft::Config {
             id: cfg.id,
