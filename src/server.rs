@@ -80,7 +80,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let handle = NodeHandle::new(tx.clone(), cfg.request_timeout);
     let app = api::router(ApiState {
         node: handle,
-        watch,
+        watch: watch.clone(),
         max_value_size: cfg.max_value_size,
     });
     tracing::info!(
@@ -99,6 +99,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         result = &mut done_rx => early_result = Some(result),
     }
     let _ = stop_tx.send(true);
+    // Open watch streams never finish by themselves; end them so the drain completes.
+    watch.close();
     server
         .await
         .context("the HTTP server panicked")?

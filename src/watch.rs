@@ -23,9 +23,11 @@ pub const LIVE_QUEUE: usize = 8192;
 
 /// Why a watch cannot start where asked.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Compacted {
-    /// The oldest revision a watch can start from now.
-    pub oldest: u64,
+pub enum WatchError {
+    /// The start is before the window; `oldest` is the oldest revision available now.
+    Compacted { oldest: u64 },
+    /// The node is shutting down.
+    Closed,
 }
 
 /// The event window and the live channel.
@@ -40,7 +42,8 @@ struct State {
     compacted: u64,
     /// The newest revision published.
     current: u64,
-    live: broadcast::Sender<Arc<Event>>,
+    /// `None` once closed for shutdown: every live stream then ends.
+    live: Option<broadcast::Sender<Arc<Event>>>,
 }
 
 /// A started watch: the backlog to send first, then the live receiver.
@@ -59,7 +62,7 @@ impl WatchHub {
                 history: VecDeque::new(),
                 compacted: revision,
                 current: revision,
-                live,
+                live: Some(live),
             }),
         }
     }
@@ -79,8 +82,10 @@ impl WatchHub {
             let e = Arc::new(e);
             s.current = e.revision;
             s.history.push_back(e.clone());
-            // No receivers is fine: nobody is watching.
-            let _ = s.live.send(e);
+            if let Some(live) = &s.live {
+                // No receivers is fine: nobody is watching.
+                let _ = live.send(e);
+            }
         }
         while s.history.len() > s.window {
             if let Some(old) = s.history.pop_front() {
@@ -103,11 +108,14 @@ impl WatchHub {
     }
 
     /// Starts a watch at `from` (0: only future changes). Events before `from` are skipped.
-    pub fn subscribe(&self, from: u64) -> Result<Subscription, Compacted> {
+    pub fn subscribe(&self, from: u64) -> Result<Subscription, WatchError> {
         let s = self.lock();
+        let Some(live) = &s.live else {
+            return Err(WatchError::Closed);
+        };
         let from = if from == 0 { s.current + 1 } else { from };
         if from <= s.compacted {
-            return Err(Compacted {
+            return Err(WatchError::Compacted {
                 oldest: s.compacted + 1,
             });
         }
@@ -119,8 +127,13 @@ impl WatchHub {
             .collect();
         Ok(Subscription {
             backlog,
-            live: s.live.subscribe(),
+            live: live.subscribe(),
         })
+    }
+
+    /// Ends every watch stream (graceful shutdown waits for open responses to finish).
+    pub fn close(&self) {
+        self.lock().live = None;
     }
 
     /// The oldest revision a watch can start from.
@@ -163,7 +176,10 @@ mod tests {
         for r in 1..=5 {
             hub.publish(vec![ev(r, "k")]);
         }
-        assert_eq!(hub.subscribe(2).err(), Some(Compacted { oldest: 3 }));
+        assert_eq!(
+            hub.subscribe(2).err(),
+            Some(WatchError::Compacted { oldest: 3 })
+        );
         assert_eq!(hub.subscribe(3).unwrap().backlog.len(), 3);
         // A revision with several events is dropped whole.
         hub.publish(vec![ev(6, "x"), ev(6, "y")]);
@@ -173,5 +189,12 @@ mod tests {
         assert_eq!(revs, vec![5, 6, 6]);
         hub.reset(10);
         assert_eq!(hub.oldest(), 11);
+        let mut sub = hub.subscribe(0).unwrap();
+        hub.close();
+        assert!(matches!(
+            sub.live.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
+        assert_eq!(hub.subscribe(0).err(), Some(WatchError::Closed));
     }
 }

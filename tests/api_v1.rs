@@ -379,7 +379,7 @@ fn watch(c: &Cluster, id: u64, path: &str) -> mpsc::Receiver<Value> {
 
 #[test]
 fn watch_replays_from_a_revision_and_refuses_compacted_ones() {
-    let (c, _) = Cluster::start_with_leader(1, &["--watch-window", "5"]);
+    let (mut c, _) = Cluster::start_with_leader(1, &["--watch-window", "5"]);
     for i in 0..10 {
         call(
             &c,
@@ -431,6 +431,11 @@ fn watch_replays_from_a_revision_and_refuses_compacted_ones() {
     for bad in ["/v1/watch/", "/v1/watch/x?from_revision=abc"] {
         assert_eq!(call(&c, 1, "GET", bad, &[], b"").status, 400, "{bad}");
     }
+
+    // Open watches do not hold up a graceful shutdown.
+    let status = c.stop(1);
+    assert_eq!(status.code(), Some(0), "{status}");
+    drop((events, single));
 }
 
 /// A watch on a follower sees every acknowledged write exactly once, in revision order, with

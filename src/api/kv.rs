@@ -29,6 +29,7 @@ use super::{ApiError, ApiState};
 use crate::kv::{Command, Compare, CompareOp, CompareTarget, Event, Outcome, Precondition, TxnOp};
 use crate::metrics::METRICS;
 use crate::raft::node::Query;
+use crate::watch::WatchError;
 
 /// Default and largest page of a prefix read.
 const DEFAULT_LIMIT: usize = 1000;
@@ -591,15 +592,15 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
             )
         })?,
     };
-    let sub = s.watch.subscribe(from).map_err(|c| {
-        json_err(
+    let sub = s.watch.subscribe(from).map_err(|e| match e {
+        WatchError::Compacted { oldest } => json_err(
             StatusCode::GONE,
-            format!(
-                "revision {from} is no longer available to watch; the oldest is {}",
-                c.oldest
-            ),
+            format!("revision {from} is no longer available to watch; the oldest is {oldest}"),
         )
-        .with(json!({ "oldest_revision": c.oldest }))
+        .with(json!({ "oldest_revision": oldest })),
+        WatchError::Closed => {
+            json_err(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down")
+        }
     })?;
     let state = WatchState {
         key,
