@@ -35,6 +35,7 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod kv;
 pub mod metrics;

@@ -1,0 +1,649 @@
+//! `coordinatectl`: the operator's and script's client for coordinate's `/v1` API.
+//!
+//! The binary (`src/bin/coordinatectl.rs`) turns flags into a [`Command`] and [`Options`];
+//! this module runs it against the endpoints and prints the result.
+//!
+//! ## Endpoints and failover
+//! `--endpoints` are tried in order ([`failover`]): a connection error or a `503` (no leader,
+//! no quorum; the write was not applied) moves on to the next endpoint; a `504`, or a write
+//! whose connection broke after it was sent, stops with "outcome unknown" — repeating it
+//! elsewhere could apply it twice. A `4xx` is the cluster's answer and is not retried
+//! elsewhere (except `421`, which asks for another node).
+//!
+//! ## Output
+//! Without `--json`, output is for people: tables for `ls`, `members` and `status`, one line
+//! per watch event, values as text when they are UTF-8. `get` writes the raw value (bytes
+//! exactly as stored when stdout is not a terminal, so `$(coordinatectl get k)` and
+//! redirections work). With `--json`, the server's JSON answer is printed as it came
+//! (for `get`, a JSON object built from the value and its revision headers; for `ls`, the
+//! pages merged into one answer; for watches, one JSON object per line).
+//!
+//! ## Exit codes ([`Exit`])
+//! `0` success; `1` the cluster refused (not found, precondition failed, conflict, bad
+//! request: its reason is printed); `2` usage error; `3` unavailable or outcome unknown.
+
+pub mod failover;
+pub mod http;
+pub mod output;
+pub mod sse;
+mod watch;
+
+use std::io::{IsTerminal as _, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::header::{HeaderValue, IF_MATCH, IF_NONE_MATCH};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::client::key_path;
+use failover::{CallError, Endpoints};
+use http::{Reply, Request};
+
+/// How the CLI ended; the process exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// Not found, precondition failed, or another refusal by the cluster.
+    Refused = 1,
+    /// The command line was wrong.
+    Usage = 2,
+    /// No endpoint could serve the request, or a write's outcome is unknown.
+    Unavailable = 3,
+}
+
+/// Global flags.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `host:port` of each endpoint, in the order to try them.
+    pub endpoints: Vec<String>,
+    /// Print JSON instead of human output.
+    pub json: bool,
+    /// Per-request deadline (connect, send, answer); above the server's own request timeout,
+    /// so a slow cluster is seen as its 503/504 rather than as silence.
+    pub timeout: Duration,
+}
+
+/// A write's condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    /// Only if the key's `mod_revision` is this (`If-Match: "<rev>"`).
+    IfMatch(u64),
+    /// Only if the key does not exist (`If-None-Match: *`).
+    IfAbsent,
+}
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Get {
+        key: String,
+        serializable: bool,
+    },
+    Put {
+        key: String,
+        value: Bytes,
+        condition: Condition,
+    },
+    Del {
+        key: String,
+        prefix: bool,
+        condition: Condition,
+    },
+    Ls {
+        prefix: String,
+        /// Most keys to list in total.
+        limit: Option<usize>,
+        /// Keys per request.
+        page_size: usize,
+        serializable: bool,
+    },
+    Watch {
+        key: String,
+        prefix: bool,
+        from_revision: Option<u64>,
+    },
+    Members,
+    MemberAdd {
+        id: u64,
+        peer_url: String,
+        learner: bool,
+    },
+    MemberRemove {
+        id: u64,
+    },
+    MemberPromote {
+        id: u64,
+    },
+    Status {
+        all: bool,
+    },
+    Health,
+}
+
+/// A command that did not succeed: its exit code, what to tell the user, and (for `--json`)
+/// the server's JSON answer.
+#[derive(Debug)]
+pub struct Failed {
+    pub exit: Exit,
+    pub message: String,
+    pub json: Option<Bytes>,
+}
+
+impl Failed {
+    fn new(exit: Exit, message: impl Into<String>) -> Failed {
+        Failed {
+            exit,
+            message: message.into(),
+            json: None,
+        }
+    }
+}
+
+impl From<CallError> for Failed {
+    fn from(e: CallError) -> Failed {
+        Failed::new(Exit::Unavailable, e.to_string())
+    }
+}
+
+/// The exit code of a final, unsuccessful answer: 5xx is unavailability, the rest refusals.
+pub fn exit_for(status: StatusCode) -> Exit {
+    if status.is_success() {
+        Exit::Ok
+    } else if status.is_server_error() {
+        Exit::Unavailable
+    } else {
+        Exit::Refused
+    }
+}
+
+/// An answer that is not the expected success.
+fn refused(what: &str, endpoint: &str, reply: &Reply) -> Failed {
+    Failed {
+        exit: exit_for(reply.status),
+        message: format!(
+            "{what}: {} ({} from {endpoint})",
+            reply.reason(),
+            reply.status.as_u16()
+        ),
+        json: reply.is_json().then(|| reply.body.clone()),
+    }
+}
+
+/// Where output goes, and in which form.
+pub(crate) struct Out {
+    pub json: bool,
+    pub terminal: bool,
+}
+
+impl Out {
+    /// Writes text to stdout (a closed pipe ends the program quietly, like other tools).
+    pub fn text(&self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    pub fn bytes(&self, b: &[u8]) {
+        let mut stdout = std::io::stdout().lock();
+        if stdout.write_all(b).and_then(|_| stdout.flush()).is_err() {
+            std::process::exit(Exit::Ok as i32);
+        }
+    }
+
+    /// A JSON document on one line.
+    pub fn json(&self, v: &Value) {
+        self.text(&format!("{v}\n"));
+    }
+
+    /// A JSON body as the server sent it, on one line.
+    pub fn raw_json(&self, body: &[u8]) {
+        let mut b = body.trim_ascii_end().to_vec();
+        b.push(b'\n');
+        self.bytes(&b);
+    }
+}
+
+/// Runs `cmd`; prints its output and any error; returns the exit code.
+pub fn run(opts: Options, cmd: Command) -> Exit {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coordinatectl: cannot start the async runtime: {e}");
+            return Exit::Unavailable;
+        }
+    };
+    let out = Out {
+        json: opts.json,
+        terminal: std::io::stdout().is_terminal(),
+    };
+    match runtime.block_on(execute(&opts, cmd, &out)) {
+        Ok(()) => Exit::Ok,
+        Err(failed) => {
+            if let (true, Some(body)) = (opts.json, failed.json.as_ref()) {
+                out.raw_json(body);
+            }
+            eprintln!("coordinatectl: {}", failed.message);
+            failed.exit
+        }
+    }
+}
+
+/// `/v1/kv/<key>`, percent-encoded.
+fn kv_path(key: &str) -> String {
+    format!("/v1/kv{}", key_path(key))
+}
+
+/// A query-string value, percent-encoded (`+`, `&`, `=` and `%` included).
+fn query_value(s: &str) -> String {
+    key_path(s)[1..].to_string()
+}
+
+fn condition_header(req: Request, condition: Condition) -> Request {
+    match condition {
+        Condition::Always => req,
+        Condition::IfMatch(rev) => match HeaderValue::from_str(&format!("\"{rev}\"")) {
+            Ok(v) => req.header(IF_MATCH, v),
+            Err(_) => req,
+        },
+        Condition::IfAbsent => req.header(IF_NONE_MATCH, HeaderValue::from_static("*")),
+    }
+}
+
+fn parse_json(what: &str, reply: &Reply) -> Result<Value, Failed> {
+    serde_json::from_slice(&reply.body).map_err(|e| {
+        Failed::new(
+            Exit::Unavailable,
+            format!("{what}: the answer is not valid JSON: {e}"),
+        )
+    })
+}
+
+async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> {
+    let mut eps = Endpoints::new(&opts.endpoints, opts.timeout);
+    match cmd {
+        Command::Get { key, serializable } => {
+            let mut path = kv_path(&key);
+            if serializable {
+                path.push_str("?consistency=serializable");
+            }
+            let (endpoint, reply) = eps.call(&Request::get(path)).await?;
+            if reply.status != StatusCode::OK {
+                return Err(refused(&format!("get {key:?}"), &endpoint, &reply));
+            }
+            if out.json {
+                out.json(&output::get_json(
+                    &key,
+                    &reply.body,
+                    reply.number("x-coordinate-create-revision"),
+                    reply.number("etag"),
+                    reply.number("x-coordinate-version"),
+                    reply.number("x-coordinate-revision"),
+                ));
+            } else if out.terminal {
+                out.text(&output::terminal_text(&reply.body));
+            } else {
+                out.bytes(&reply.body);
+            }
+            Ok(())
+        }
+        Command::Put {
+            key,
+            value,
+            condition,
+        } => {
+            let req = Request::write(Method::PUT, kv_path(&key), value);
+            let (endpoint, reply) = eps.call(&condition_header(req, condition)).await?;
+            if reply.status != StatusCode::OK {
+                return Err(refused(&format!("put {key:?}"), &endpoint, &reply));
+            }
+            if out.json {
+                out.raw_json(&reply.body);
+            } else {
+                let rev = parse_json("put", &reply)?["revision"].clone();
+                out.text(&format!("wrote {key} at revision {rev}\n"));
+            }
+            Ok(())
+        }
+        Command::Del {
+            key,
+            prefix,
+            condition,
+        } => delete(&mut eps, out, key, prefix, condition).await,
+        Command::Ls {
+            prefix,
+            limit,
+            page_size,
+            serializable,
+        } => list(&mut eps, out, &prefix, limit, page_size, serializable).await,
+        Command::Watch {
+            key,
+            prefix,
+            from_revision,
+        } => watch::run(&mut eps, out, &key, prefix, from_revision).await,
+        Command::Members => {
+            let (endpoint, reply) = eps.call(&Request::get("/v1/members")).await?;
+            if reply.status != StatusCode::OK {
+                return Err(refused("members", &endpoint, &reply));
+            }
+            if out.json {
+                out.raw_json(&reply.body);
+            } else {
+                let members = parse_json("members", &reply)?;
+                let list = members.as_array().cloned().unwrap_or_default();
+                out.text(&output::members_table(&list));
+            }
+            Ok(())
+        }
+        Command::MemberAdd {
+            id,
+            peer_url,
+            learner,
+        } => {
+            let body = json!({ "id": id, "peer_url": peer_url, "learner": learner });
+            let req = Request::write(Method::POST, "/v1/members", Bytes::from(body.to_string()))
+                .header(
+                    hyper::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            let (endpoint, reply) = eps.call(&req).await?;
+            if reply.status != StatusCode::CREATED {
+                return Err(refused(&format!("add member {id}"), &endpoint, &reply));
+            }
+            if out.json {
+                out.raw_json(&reply.body);
+            } else {
+                let role = if learner { "learner" } else { "voter" };
+                let members = parse_json("add member", &reply)?;
+                let list = members.as_array().cloned().unwrap_or_default();
+                out.text(&format!(
+                    "added member {id} as a {role}\n{}",
+                    output::members_table(&list)
+                ));
+            }
+            Ok(())
+        }
+        Command::MemberRemove { id } => {
+            let path = format!("/v1/members/{id}");
+            let (endpoint, reply) = eps
+                .call(&Request::write(Method::DELETE, path, Bytes::new()))
+                .await?;
+            if reply.status != StatusCode::NO_CONTENT {
+                return Err(refused(&format!("remove member {id}"), &endpoint, &reply));
+            }
+            if out.json {
+                out.json(&json!({ "id": id, "removed": true }));
+            } else {
+                out.text(&format!("removed member {id}\n"));
+            }
+            Ok(())
+        }
+        Command::MemberPromote { id } => {
+            let path = format!("/v1/members/{id}/promote");
+            let (endpoint, reply) = eps
+                .call(&Request::write(Method::POST, path, Bytes::new()))
+                .await?;
+            if reply.status != StatusCode::NO_CONTENT {
+                return Err(refused(&format!("promote member {id}"), &endpoint, &reply));
+            }
+            if out.json {
+                out.json(&json!({ "id": id, "promoted": true }));
+            } else {
+                out.text(&format!("promoted member {id} to voter\n"));
+            }
+            Ok(())
+        }
+        Command::Status { all: false } => {
+            let (endpoint, reply) = eps.call(&Request::get("/v1/status")).await?;
+            if reply.status != StatusCode::OK {
+                return Err(refused("status", &endpoint, &reply));
+            }
+            if out.json {
+                out.raw_json(&reply.body);
+            } else {
+                let status = parse_json("status", &reply)?;
+                out.text(&output::status_text(&endpoint, &status));
+            }
+            Ok(())
+        }
+        Command::Status { all: true } => status_all(&mut eps, out).await,
+        Command::Health => health(&mut eps, out).await,
+    }
+}
+
+async fn delete(
+    eps: &mut Endpoints,
+    out: &Out,
+    key: String,
+    prefix: bool,
+    condition: Condition,
+) -> Result<(), Failed> {
+    let mut path = kv_path(&key);
+    if prefix {
+        path.push_str("?prefix=true");
+    }
+    let req = Request::write(Method::DELETE, path, Bytes::new());
+    let (endpoint, reply) = eps.call(&condition_header(req, condition)).await?;
+    let revision = reply.number("x-coordinate-revision");
+    match reply.status {
+        StatusCode::NO_CONTENT if !prefix => {
+            if out.json {
+                out.json(&json!({ "key": key, "deleted": 1, "revision": revision }));
+            } else {
+                let rev = revision.map_or("?".to_string(), |r| r.to_string());
+                out.text(&format!("deleted {key} at revision {rev}\n"));
+            }
+            Ok(())
+        }
+        StatusCode::OK if prefix => {
+            if out.json {
+                out.raw_json(&reply.body);
+            } else {
+                let body = parse_json("delete", &reply)?;
+                let n = body["deleted"].as_u64().unwrap_or(0);
+                let rev = &body["revision"];
+                let keys = if n == 1 { "key" } else { "keys" };
+                out.text(&format!(
+                    "deleted {n} {keys} with prefix {key:?} (revision {rev})\n"
+                ));
+            }
+            Ok(())
+        }
+        _ => Err(refused(&format!("delete {key:?}"), &endpoint, &reply)),
+    }
+}
+
+/// Largest page the server serves.
+pub const MAX_PAGE: usize = 10_000;
+
+async fn list(
+    eps: &mut Endpoints,
+    out: &Out,
+    prefix: &str,
+    limit: Option<usize>,
+    page_size: usize,
+    serializable: bool,
+) -> Result<(), Failed> {
+    let mut kvs: Vec<Value> = Vec::new();
+    let mut after: Option<String> = None;
+    let (more, revision) = loop {
+        let want = match limit {
+            Some(l) => page_size.min(l - kvs.len()),
+            None => page_size,
+        };
+        let mut path = format!("{}?prefix=true&limit={want}", kv_path(prefix));
+        if let Some(a) = &after {
+            path.push_str(&format!("&start_after={}", query_value(a)));
+        }
+        if serializable {
+            path.push_str("&consistency=serializable");
+        }
+        let (endpoint, reply) = eps.call(&Request::get(path)).await?;
+        if reply.status != StatusCode::OK {
+            return Err(refused(&format!("ls {prefix:?}"), &endpoint, &reply));
+        }
+        let page = parse_json("ls", &reply)?;
+        let items = page["kvs"].as_array().cloned().unwrap_or_default();
+        let more = page["more"].as_bool().unwrap_or(false);
+        after = items
+            .last()
+            .and_then(|kv| kv["key"].as_str())
+            .map(String::from);
+        kvs.extend(items);
+        let full = limit.is_some_and(|l| kvs.len() >= l);
+        if !more || full || after.is_none() {
+            break (more, page["revision"].clone());
+        }
+    };
+    if out.json {
+        out.json(&json!({ "kvs": kvs, "more": more, "revision": revision }));
+    } else if !kvs.is_empty() {
+        out.text(&output::kvs_table(&kvs, out.terminal));
+    }
+    if more && !out.json {
+        eprintln!("coordinatectl: more keys follow; raise --limit to see them");
+    }
+    Ok(())
+}
+
+async fn status_all(eps: &mut Endpoints, out: &Out) -> Result<(), Failed> {
+    let mut rows = Vec::new();
+    for i in 0..eps.len() {
+        let conn = eps.conn(i);
+        let endpoint = conn.addr().to_string();
+        let status = match conn.send(&Request::get("/v1/status")).await {
+            Ok(r) if r.status == StatusCode::OK => {
+                serde_json::from_slice::<Value>(&r.body).map_err(|e| e.to_string())
+            }
+            Ok(r) => Err(format!("{} ({})", r.reason(), r.status.as_u16())),
+            Err(f) => Err(f.to_string()),
+        };
+        rows.push((endpoint, status));
+    }
+    if out.json {
+        let docs: Vec<Value> = rows
+            .iter()
+            .map(|(endpoint, s)| match s {
+                Ok(Value::Object(obj)) => {
+                    let mut obj = obj.clone();
+                    obj.insert("endpoint".into(), Value::String(endpoint.clone()));
+                    Value::Object(obj)
+                }
+                Ok(other) => json!({ "endpoint": endpoint, "status": other }),
+                Err(e) => json!({ "endpoint": endpoint, "error": e }),
+            })
+            .collect();
+        out.json(&Value::Array(docs));
+    } else {
+        out.text(&output::status_table(&rows));
+    }
+    let failed = rows.iter().filter(|(_, s)| s.is_err()).count();
+    if failed > 0 {
+        return Err(Failed::new(
+            Exit::Unavailable,
+            format!("{failed} of {} endpoints did not answer", rows.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Every endpoint's `/health`; success only if all are healthy.
+async fn health(eps: &mut Endpoints, out: &Out) -> Result<(), Failed> {
+    let mut docs = Vec::new();
+    let mut unhealthy = 0;
+    for i in 0..eps.len() {
+        let conn = eps.conn(i);
+        let endpoint = conn.addr().to_string();
+        let doc = match conn.send(&Request::get("/health")).await {
+            Ok(r) if r.status == StatusCode::OK => {
+                let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                json!({ "endpoint": endpoint, "health": "ok", "leader": body["leader"] })
+            }
+            Ok(r) => {
+                json!({ "endpoint": endpoint, "health": "unhealthy", "reason": r.reason() })
+            }
+            Err(f) => {
+                json!({ "endpoint": endpoint, "health": "unreachable", "reason": f.to_string() })
+            }
+        };
+        if doc["health"] != "ok" {
+            unhealthy += 1;
+        }
+        docs.push(doc);
+    }
+    let total = docs.len();
+    if out.json {
+        out.json(&Value::Array(docs));
+    } else {
+        let mut text = String::new();
+        for d in &docs {
+            let endpoint = d["endpoint"].as_str().unwrap_or("");
+            let reason = d["reason"].as_str().unwrap_or("");
+            text.push_str(&match d["health"].as_str() {
+                Some("ok") => format!("{endpoint} is healthy (leader {})\n", d["leader"]),
+                Some("unhealthy") => format!("{endpoint} is unhealthy: {reason}\n"),
+                _ => format!("{endpoint} is unreachable: {reason}\n"),
+            });
+        }
+        out.text(&text);
+    }
+    if unhealthy > 0 {
+        return Err(Failed::new(
+            Exit::Unavailable,
+            format!("{unhealthy} of {total} endpoints are not healthy"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_status() {
+        assert_eq!(exit_for(StatusCode::OK), Exit::Ok);
+        assert_eq!(exit_for(StatusCode::NO_CONTENT), Exit::Ok);
+        for s in [400, 404, 409, 410, 412, 413, 421] {
+            assert_eq!(
+                exit_for(StatusCode::from_u16(s).unwrap()),
+                Exit::Refused,
+                "{s}"
+            );
+        }
+        for s in [500, 503, 504] {
+            assert_eq!(
+                exit_for(StatusCode::from_u16(s).unwrap()),
+                Exit::Unavailable,
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_are_encoded() {
+        assert_eq!(kv_path("a b/c"), "/v1/kv/a%20b/c");
+        assert_eq!(kv_path(""), "/v1/kv/");
+        assert_eq!(query_value("a+b&c=d/e%"), "a%2Bb%26c%3Dd/e%25");
+    }
+
+    #[test]
+    fn refusals_carry_the_reason_and_the_json() {
+        let reply = Reply {
+            status: StatusCode::PRECONDITION_FAILED,
+            headers: Default::default(),
+            body: Bytes::from_static(
+                br#"{"current_revision":3,"error":"precondition failed: the key's mod_revision is 3"}"#,
+            ),
+        };
+        let f = refused("put \"k\"", "127.0.0.1:1", &reply);
+        assert_eq!(f.exit, Exit::Refused);
+        assert_eq!(
+            f.message,
+            "put \"k\": precondition failed: the key's mod_revision is 3 (412 from 127.0.0.1:1)"
+        );
+        assert!(f.json.is_some());
+    }
+}
