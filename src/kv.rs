@@ -121,8 +121,8 @@ pub enum Outcome {
     /// deleted (0 for a delete of a missing key).
     Done { revision: u64, changed: u64 },
     /// A precondition did not hold; nothing changed. `current` is the key's `mod_revision`
-    /// (0 if absent).
-    PreconditionFailed { current: u64 },
+    /// (0 if absent), `revision` the store's.
+    PreconditionFailed { current: u64, revision: u64 },
     /// A transaction: which branch ran, and the revision after it.
     Txn { succeeded: bool, revision: u64 },
 }
@@ -352,7 +352,10 @@ impl Kv {
                 condition,
             } => {
                 if let Some(current) = self.failed_precondition(&key, condition) {
-                    return Outcome::PreconditionFailed { current };
+                    return Outcome::PreconditionFailed {
+                        current,
+                        revision: self.revision,
+                    };
                 }
                 self.revision += 1;
                 self.write(key, value, events);
@@ -360,7 +363,10 @@ impl Kv {
             }
             Command::Delete { key, condition } => {
                 if let Some(current) = self.failed_precondition(&key, condition) {
-                    return Outcome::PreconditionFailed { current };
+                    return Outcome::PreconditionFailed {
+                        current,
+                        revision: self.revision,
+                    };
                 }
                 if !self.data.contains_key(&key) {
                     return self.done(0);
@@ -814,7 +820,10 @@ mod tests {
         );
         assert_eq!(
             kv.apply(absent("k", "2"), &mut ev),
-            Outcome::PreconditionFailed { current: 1 }
+            Outcome::PreconditionFailed {
+                current: 1,
+                revision: 1
+            }
         );
         let cas = |rev| Command::Put {
             key: "k".into(),
@@ -823,7 +832,10 @@ mod tests {
         };
         assert_eq!(
             kv.apply(cas(9), &mut ev),
-            Outcome::PreconditionFailed { current: 1 }
+            Outcome::PreconditionFailed {
+                current: 1,
+                revision: 1
+            }
         );
         assert_eq!(
             kv.apply(cas(1), &mut ev),
@@ -840,7 +852,10 @@ mod tests {
         };
         assert_eq!(
             kv.apply(del, &mut ev),
-            Outcome::PreconditionFailed { current: 0 }
+            Outcome::PreconditionFailed {
+                current: 0,
+                revision: 2
+            }
         );
     }
 

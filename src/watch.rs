@@ -43,13 +43,28 @@ struct State {
     /// The newest revision published.
     current: u64,
     /// `None` once closed for shutdown: every live stream then ends.
-    live: Option<broadcast::Sender<Arc<Event>>>,
+    live: Option<broadcast::Sender<Revision>>,
 }
+
+/// All events of one revision, delivered live as one item: a watcher that falls behind loses
+/// whole revisions, never part of one, so where to resume is exact.
+pub type Revision = Arc<[Arc<Event>]>;
 
 /// A started watch: the backlog to send first, then the live receiver.
 pub struct Subscription {
+    /// The first revision this watch reports (the requested one, or the next one for "now").
+    pub start: u64,
     pub backlog: Vec<Arc<Event>>,
-    pub live: broadcast::Receiver<Arc<Event>>,
+    pub live: broadcast::Receiver<Revision>,
+}
+
+impl State {
+    fn send(&self, group: Vec<Arc<Event>>) {
+        if let (Some(live), false) = (&self.live, group.is_empty()) {
+            // No receivers is fine: nobody is watching.
+            let _ = live.send(group.into());
+        }
+    }
 }
 
 impl WatchHub {
@@ -78,15 +93,17 @@ impl WatchHub {
             return;
         }
         let mut s = self.lock();
+        let mut group: Vec<Arc<Event>> = Vec::new();
         for e in events {
             let e = Arc::new(e);
+            if group.first().is_some_and(|g| g.revision != e.revision) {
+                s.send(std::mem::take(&mut group));
+            }
             s.current = e.revision;
             s.history.push_back(e.clone());
-            if let Some(live) = &s.live {
-                // No receivers is fine: nobody is watching.
-                let _ = live.send(e);
-            }
+            group.push(e);
         }
+        s.send(group);
         while s.history.len() > s.window {
             if let Some(old) = s.history.pop_front() {
                 s.compacted = old.revision;
@@ -126,6 +143,7 @@ impl WatchHub {
             .cloned()
             .collect();
         Ok(Subscription {
+            start: from,
             backlog,
             live: live.subscribe(),
         })
@@ -161,13 +179,17 @@ mod tests {
         let mut sub = hub.subscribe(2).unwrap();
         assert_eq!(sub.backlog.len(), 1);
         assert_eq!(sub.backlog[0].revision, 2);
-        hub.publish(vec![ev(3, "c")]);
-        assert_eq!(sub.live.try_recv().unwrap().revision, 3);
+        hub.publish(vec![ev(3, "c"), ev(4, "c"), ev(4, "d")]);
+        let r3 = sub.live.try_recv().unwrap();
+        assert_eq!((r3.len(), r3[0].revision), (1, 3));
+        let r4 = sub.live.try_recv().unwrap();
+        assert_eq!((r4.len(), r4[1].key.as_str()), (2, "d"));
         // From 0 means "from now on".
         let mut now = hub.subscribe(0).unwrap();
         assert!(now.backlog.is_empty());
-        hub.publish(vec![ev(4, "d")]);
-        assert_eq!(now.live.try_recv().unwrap().revision, 4);
+        assert_eq!(now.start, 5);
+        hub.publish(vec![ev(5, "d")]);
+        assert_eq!(now.live.try_recv().unwrap()[0].revision, 5);
     }
 
     #[test]

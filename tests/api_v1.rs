@@ -117,6 +117,10 @@ fn revisions_and_conditional_writes() {
     // Compare-and-set: a stale revision is refused with the current one.
     let stale = call(&c, 1, "PUT", "/v1/kv/a", &[("If-Match", "\"999\"")], b"x");
     assert_eq!(stale.status, 412, "{}", stale.text());
+    assert!(
+        stale.revision.is_some_and(|r| r >= r1),
+        "412 carries the store revision"
+    );
     assert_eq!(field(&stale.json(), "current_revision"), r1);
     let cas = call(
         &c,
@@ -347,6 +351,18 @@ fn transactions_compare_then_write_atomically() {
     }
     let not_json = call(&c, 1, "POST", "/v1/txn", &[], b"{not json");
     assert_eq!(not_json.status, 400);
+    // Endpoints refuse methods they do not take, saying why; a PUT there is a reserved key.
+    let wrong = call(&c, 1, "GET", "/v1/txn", &[], b"");
+    assert_eq!(wrong.status, 405);
+    assert!(wrong.json()["error"].is_string());
+    for path in ["/health", "/metrics", "/v1/status"] {
+        let put = call(&c, 1, "PUT", path, &[], b"v");
+        assert_eq!(put.status, 400, "PUT {path}: {}", put.text());
+        assert!(put.text().contains("reserved"), "{}", put.text());
+    }
+    let nowhere = call(&c, 1, "GET", "/v1/nope", &[], b"");
+    assert_eq!(nowhere.status, 404);
+    assert!(nowhere.json()["error"].is_string());
     let big = json!({"success": [{"op": "put", "key": "k", "value": "x".repeat((1 << 20) + 1)}]});
     let (status, _) = txn(big);
     assert_eq!(status, 413);
@@ -428,6 +444,18 @@ fn watch_replays_from_a_revision_and_refuses_compacted_ones() {
     let next = events.recv_timeout(WAIT_TIMEOUT).expect("live event");
     assert_eq!(next["key"], "w/1");
 
+    // A start in the future skips what comes before it, live events too.
+    let now = field(&c.status(1), "revision");
+    let future = watch(&c, 1, &format!("/v1/watch/f?from_revision={}", now + 3));
+    for i in 0..4 {
+        call(&c, 1, "PUT", "/v1/kv/f", &[], format!("f{i}").as_bytes());
+    }
+    let first = future
+        .recv_timeout(WAIT_TIMEOUT)
+        .expect("event at the start revision");
+    assert_eq!(field(&first, "revision"), now + 3);
+    assert_eq!(first["value"], "f2");
+
     for bad in ["/v1/watch/", "/v1/watch/x?from_revision=abc"] {
         assert_eq!(call(&c, 1, "GET", bad, &[], b"").status, 400, "{bad}");
     }
@@ -435,7 +463,7 @@ fn watch_replays_from_a_revision_and_refuses_compacted_ones() {
     // Open watches do not hold up a graceful shutdown.
     let status = c.stop(1);
     assert_eq!(status.code(), Some(0), "{status}");
-    drop((events, single));
+    drop((events, single, future));
 }
 
 /// A watch on a follower sees every acknowledged write exactly once, in revision order, with

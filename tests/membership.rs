@@ -244,6 +244,17 @@ fn the_last_voter_cannot_be_removed() {
     assert_eq!(status, 409, "{text}");
     assert!(text.contains("last voter"), "{text}");
     c.put_ok(1, "still", b"serving");
+
+    // A learner that never replicated anything is not caught up, even in a young log:
+    // promoting it would make a dead voter and cost the quorum.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let body = format!(r#"{{"id":2,"peer_url":"{dead}","learner":true}}"#);
+    let (status, text) = c.request(1, "POST", "/v1/members", &body);
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = c.request(1, "POST", "/v1/members/2/promote", "");
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("not caught up"), "{text}");
+    c.put_ok(1, "still", b"a quorum of one");
 }
 
 /// Concurrent changes: each is applied or refused as pending, never lost or half-applied.

@@ -11,8 +11,9 @@
 //! - `POST /v1/txn`: compares, then the success or the failure writes, atomically.
 //! - `GET /v1/watch/<key>?prefix=true&from_revision=N`: Server-Sent Events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -29,7 +30,7 @@ use super::{ApiError, ApiState};
 use crate::kv::{Command, Compare, CompareOp, CompareTarget, Event, Outcome, Precondition, TxnOp};
 use crate::metrics::METRICS;
 use crate::raft::node::Query;
-use crate::watch::WatchError;
+use crate::watch::{Revision, WatchError};
 
 /// Default and largest page of a prefix read.
 const DEFAULT_LIMIT: usize = 1000;
@@ -271,7 +272,10 @@ pub(crate) async fn put(
             resp.headers_mut().insert(header::ETAG, etag(revision));
             Ok(with_revision(resp, revision))
         }
-        Outcome::PreconditionFailed { current } => Err(precondition_failed(current)),
+        Outcome::PreconditionFailed { current, revision } => Ok(with_revision(
+            precondition_failed(current).into_response(),
+            revision,
+        )),
         other => Err(unexpected(other)),
     }
 }
@@ -330,7 +334,10 @@ pub(crate) async fn delete(
             StatusCode::NO_CONTENT.into_response(),
             revision,
         )),
-        Outcome::PreconditionFailed { current } => Err(precondition_failed(current)),
+        Outcome::PreconditionFailed { current, revision } => Ok(with_revision(
+            precondition_failed(current).into_response(),
+            revision,
+        )),
         other => Err(unexpected(other)),
     }
 }
@@ -509,9 +516,12 @@ struct WatchState {
     key: String,
     prefix: bool,
     base64: bool,
-    backlog: std::vec::IntoIter<std::sync::Arc<Event>>,
-    live: broadcast::Receiver<std::sync::Arc<Event>>,
-    /// The revision to resume from if the stream is cut.
+    /// The first revision to report: earlier events (live ones too) are skipped.
+    start: u64,
+    /// Events taken (from the backlog or live) and not yet delivered or filtered out.
+    pending: VecDeque<Arc<Event>>,
+    live: broadcast::Receiver<Revision>,
+    /// Where to resume if the stream is cut: every revision before it was fully handled.
     next: u64,
     done: bool,
     _guard: WatcherGuard,
@@ -519,45 +529,50 @@ struct WatchState {
 
 impl WatchState {
     fn wanted(&self, e: &Event) -> bool {
-        if self.prefix {
-            e.key.starts_with(&self.key)
-        } else {
-            e.key == self.key
-        }
+        e.revision >= self.start
+            && if self.prefix {
+                e.key.starts_with(&self.key)
+            } else {
+                e.key == self.key
+            }
     }
 
-    fn render(&mut self, e: &Event) -> SseEvent {
-        self.next = e.revision + 1;
+    fn render(&self, e: &Event) -> SseEvent {
+        let kind = if e.value.is_some() { "put" } else { "delete" };
         let mut obj = serde_json::Map::new();
-        obj.insert(
-            "type".into(),
-            Value::String(if e.value.is_some() { "put" } else { "delete" }.into()),
-        );
+        obj.insert("type".into(), Value::String(kind.into()));
         obj.insert("key".into(), Value::String(e.key.clone()));
         if let Some(v) = &e.value {
             encode_value(&mut obj, v, self.base64);
         }
         obj.insert("revision".into(), e.revision.into());
         SseEvent::default()
-            .event(if e.value.is_some() { "put" } else { "delete" })
+            .event(kind)
             .id(e.revision.to_string())
             .data(Value::Object(obj).to_string())
     }
 
     async fn next_event(&mut self) -> Option<SseEvent> {
-        if self.done {
-            return None;
-        }
-        while let Some(e) = self.backlog.next() {
-            if self.wanted(&e) {
-                return Some(self.render(&e));
-            }
-        }
         loop {
-            // Live events all come after the backlog: both were taken under the hub's lock.
+            if self.done {
+                return None;
+            }
+            while let Some(e) = self.pending.pop_front() {
+                if self
+                    .pending
+                    .front()
+                    .is_none_or(|n| n.revision != e.revision)
+                {
+                    // The last event of its revision: that revision is fully handled.
+                    self.next = self.next.max(e.revision + 1);
+                }
+                if self.wanted(&e) {
+                    return Some(self.render(&e));
+                }
+            }
+            // Live revisions all come after the backlog: both were taken under the hub's lock.
             match self.live.recv().await {
-                Ok(e) if self.wanted(&e) => return Some(self.render(&e)),
-                Ok(e) => self.next = self.next.max(e.revision),
+                Ok(revision) => self.pending.extend(revision.iter().cloned()),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.done = true;
                     let data = json!({
@@ -606,9 +621,10 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
         key,
         prefix,
         base64,
-        backlog: sub.backlog.into_iter(),
+        start: sub.start,
+        pending: sub.backlog.into(),
         live: sub.live,
-        next: from,
+        next: sub.start,
         done: false,
         _guard: WatcherGuard::new(),
     };

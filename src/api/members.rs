@@ -17,7 +17,7 @@ pub(crate) const MAX_SMALL_BODY: usize = 4096;
 pub(crate) fn node_id(s: &str) -> Result<u64, ApiError> {
     match s.parse::<u64>() {
         Ok(0) | Err(_) => Err(bad_request(format!(
-            "{s:?} is not a node id (a positive integer); POST and DELETE on the root API change membership"
+            "{s:?} is not a node id (a positive integer)"
         ))),
         Ok(id) => Ok(id),
     }

@@ -54,14 +54,35 @@ pub fn router(state: ApiState) -> Router {
             "/v1/kv/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
-        .route("/v1/kv/", get(kv::get).delete(kv::delete))
+        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/txn", post(kv::txn))
         .route("/v1/watch/{*key}", get(kv::watch))
         .route("/v1/watch/", get(kv::watch))
         .fallback(root::handle)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// A method an endpoint does not take. A PUT there is a write to a reserved key name.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let path = uri.path();
+    let err = if method == Method::PUT {
+        bad_request(format!(
+            "{path} is an operator endpoint; keys named like it are reserved (store them under /v1/kv/)"
+        ))
+    } else {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} does not take {method}"),
+        )
+    };
+    if path.starts_with("/v1") {
+        err.json()
+    } else {
+        err
+    }
 }
 
 /// Counts requests by route and status, and times them.
@@ -121,6 +142,11 @@ impl ApiError {
             json: false,
             extra: None,
         }
+    }
+
+    /// The one-line reason.
+    pub(crate) fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// Marks the error to be rendered as JSON.

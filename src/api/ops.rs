@@ -41,7 +41,6 @@ pub(crate) async fn status(State(s): State<ApiState>) -> Result<Response, ApiErr
         .status()
         .await
         .map_err(|e| ApiError::from(e).json())?;
-    METRICS.wal_bytes.set(status.wal_bytes as i64);
     Ok(Json(status).into_response())
 }
 

@@ -12,6 +12,13 @@ use super::{bad_request, percent_decode, read_body, ApiError, ApiState};
 use crate::kv::{Command, Outcome};
 use crate::raft::node::{MemberChange, Query};
 
+fn membership_hint(e: ApiError) -> ApiError {
+    bad_request(format!(
+        "{}; POST and DELETE on the root API change membership (use /v1/kv/ to delete keys)",
+        e.reason()
+    ))
+}
+
 pub(crate) async fn handle(
     State(s): State<ApiState>,
     method: Method,
@@ -30,10 +37,12 @@ pub(crate) async fn handle(
                 "the key {key:?} is reserved for operator endpoints; store it through /v1/kv/"
             )));
         }
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no such endpoint: /{key}"),
-        ));
+        let err = ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: /{key}"));
+        return Err(if key.starts_with("v1") {
+            err.json()
+        } else {
+            err
+        });
     }
     match method {
         Method::PUT => {
@@ -54,7 +63,7 @@ pub(crate) async fn handle(
             }
         }
         Method::POST => {
-            let id = node_id(&key)?;
+            let id = node_id(&key).map_err(membership_hint)?;
             let body = read_body(&headers, body, MAX_SMALL_BODY).await?;
             let url = std::str::from_utf8(&body)
                 .map_err(|_| bad_request("the body must be the new node's peer URL"))?
@@ -70,7 +79,7 @@ pub(crate) async fn handle(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Method::DELETE => {
-            let id = node_id(&key)?;
+            let id = node_id(&key).map_err(membership_hint)?;
             s.node.change_members(MemberChange::Remove { id }).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }

@@ -28,7 +28,7 @@ pub enum RequestError {
     #[error("timed out waiting for a quorum to confirm the read")]
     ReadTimeout,
     /// The node is stopping.
-    #[error("the node is shutting down; outcome unknown")]
+    #[error("the node is shutting down; the request was not applied")]
     Shutdown,
     /// The command was rejected when applied.
     #[error("{0}")]

@@ -568,6 +568,7 @@ impl Node {
         METRICS
             .fsync_seconds
             .observe(started.elapsed().as_secs_f64());
+        METRICS.wal_bytes.set(store.wal_bytes() as i64);
 
         // Persist before acknowledging or voting.
         self.send(rd.take_persisted_messages());
@@ -863,7 +864,9 @@ impl Node {
                 }
                 let matched = self.raw.raft.prs().get(*id).map_or(0, |p| p.matched);
                 let commit = self.raw.raft.raft_log.committed;
-                if matched + LEARNER_CATCH_UP_SLACK < commit {
+                // A learner that never replicated anything is not caught up, however young
+                // the log is: promoting it could cost the quorum.
+                if matched == 0 || matched + LEARNER_CATCH_UP_SLACK < commit {
                     return Err(Error::Conflict(format!(
                         "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
                     )));
@@ -947,7 +950,6 @@ impl Node {
             .mut_store()
             .create_snapshot(index, self.conf_state.clone(), data, compact_to)?;
         METRICS.snapshots.inc();
-        METRICS.wal_bytes.set(self.raw.store().wal_bytes() as i64);
         tracing::info!(index, bytes, compact_to, "snapshot written, log compacted");
         Ok(())
     }
@@ -974,7 +976,11 @@ impl Node {
             data_bytes: self.kv.data_bytes(),
             revision: self.kv.revision(),
             wal_bytes: store.wal_bytes(),
-            voters: self.conf_state.voters.clone(),
+            voters: {
+                let mut v = self.conf_state.voters.clone();
+                v.sort_unstable();
+                v
+            },
             members: self.members(),
         }
     }

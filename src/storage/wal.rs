@@ -80,6 +80,8 @@ struct Segment {
     path: PathBuf,
     /// Highest entry index written to this segment (0 if none).
     max_index: u64,
+    /// Bytes durably in the file.
+    bytes: u64,
 }
 
 /// An open write-ahead log. Records are buffered by the `append_*` calls and made durable by
@@ -120,10 +122,14 @@ impl Wal {
         for (i, seq) in seqs.into_iter().enumerate() {
             let path = segment_path(dir, seq);
             let max_index = replay_segment(&path, i + 1 == count, &mut rec)?;
+            let bytes = fs::metadata(&path)
+                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+                .len();
             segments.push(Segment {
                 seq,
                 path,
                 max_index,
+                bytes,
             });
         }
 
@@ -161,6 +167,7 @@ impl Wal {
                     seq: 1,
                     path,
                     max_index: 0,
+                    bytes: 0,
                 });
                 (file, 0)
             }
@@ -230,6 +237,9 @@ impl Wal {
             .sync_data()
             .map_err(|e| Error::io(format!("fsync {}", path.display()), e))?;
         self.written += self.buf.len() as u64;
+        if let Some(seg) = self.segments.last_mut() {
+            seg.bytes += self.buf.len() as u64;
+        }
         self.buf.clear();
         if self.written >= self.segment_size {
             self.rotate()?;
@@ -248,6 +258,7 @@ impl Wal {
             seq,
             path,
             max_index: 0,
+            bytes: 0,
         });
         // Carry the state forward so older segments can be deleted independently.
         let hs = self.hard_state.clone();
@@ -276,11 +287,7 @@ impl Wal {
 
     /// Total bytes across all segments (for status and metrics).
     pub fn size_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .filter_map(|s| fs::metadata(&s.path).ok())
-            .map(|m| m.len())
-            .sum()
+        self.segments.iter().map(|s| s.bytes).sum()
     }
 }
 
