@@ -18,6 +18,8 @@
 //!
 //! Requests whose reply can no longer arrive (a proposal lost in a leader change, a read index
 //! never answered) are swept periodically; their callers time out with "outcome unknown".
+//!
+//! Read batching lives in [`reads`], membership changes in [`membership`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,19 +27,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protobuf::Message as _;
-use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
-};
-use raft::{RawNode, ReadState, SnapshotStatus, StateRole, Storage as _};
+use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
-use crate::config::peer_addr;
 use crate::error::{Error, Result};
-use crate::kv::{self, Command, Kv, Outcome};
+use crate::kv::{Command, Kv, Outcome};
 use crate::metrics::METRICS;
 use crate::raft::transport::Transport;
 use crate::storage::RaftStorage;
 use crate::watch::WatchHub;
+
+mod membership;
+mod reads;
+
+pub use membership::{MemberChange, MemberInfo, LEARNER_CATCH_UP_SLACK};
+use reads::{PendingRead, ReadBatch};
+pub use reads::{Query, ReadResult};
 
 /// How often raft ticks.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -47,33 +53,6 @@ pub const ELECTION_TICKS: usize = 10;
 pub const HEARTBEAT_TICKS: usize = 1;
 /// A read-index round not answered after this many ticks is sent again.
 const READ_RETRY_TICKS: u32 = 3;
-/// A learner within this many entries of the leader's commit index counts as caught up.
-pub const LEARNER_CATCH_UP_SLACK: u64 = 100;
-
-/// A membership change, as requested through the API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MemberChange {
-    /// Add a node (a voter, or a non-voting learner) with its peer URL.
-    Add { id: u64, url: String, learner: bool },
-    /// Remove a node; it shuts itself down once it applies this.
-    Remove { id: u64 },
-    /// Make a caught-up learner a voter.
-    Promote { id: u64 },
-}
-
-/// One member as `GET /v1/members` shows it.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct MemberInfo {
-    pub id: u64,
-    pub peer_url: String,
-    /// `voter` or `learner`.
-    pub role: &'static str,
-    pub is_leader: bool,
-    /// The leader's view of how far this member's log matches (only on the leader).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub match_index: Option<u64>,
-}
-
 /// Why the loop ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -143,38 +122,6 @@ pub struct NodeConfig {
 
 /// Where a write's outcome is sent once it is applied.
 pub type Reply = oneshot::Sender<Result<Outcome>>;
-
-/// A read waiting for its read-index round.
-type PendingRead = (Query, oneshot::Sender<Result<ReadResult>>);
-
-/// What a read asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Query {
-    /// One key.
-    Get(String),
-    /// Keys with a prefix, in order, after `start_after`, at most `limit`.
-    Range {
-        prefix: String,
-        start_after: Option<String>,
-        limit: usize,
-    },
-}
-
-/// What a read returns: matching keys and the store revision they were read at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadResult {
-    pub revision: u64,
-    pub kvs: Vec<(String, kv::Entry)>,
-    /// A range stopped at its limit with more keys after it.
-    pub more: bool,
-}
-
-struct ReadBatch {
-    requests: Vec<PendingRead>,
-    index: Option<u64>,
-    issued_ticks: u32,
-    age_ticks: u32,
-}
 
 /// What recovery hands the node: durable raft state, the state machine rebuilt from the
 /// newest snapshot, and the index that snapshot covers.
@@ -427,65 +374,6 @@ impl Node {
         }
     }
 
-    /// Starts one read-index round for every read queued since the last one.
-    fn flush_reads(&mut self) {
-        if self.queued_reads.is_empty() {
-            return;
-        }
-        let ctx = self.next_read_ctx;
-        self.next_read_ctx += 1;
-        let requests = std::mem::take(&mut self.queued_reads);
-        self.read_batches.insert(
-            ctx,
-            ReadBatch {
-                requests,
-                index: None,
-                issued_ticks: 0,
-                age_ticks: 0,
-            },
-        );
-        self.raw.read_index(self.read_context(ctx));
-    }
-
-    fn read_context(&self, ctx: u64) -> Vec<u8> {
-        let mut b = Vec::with_capacity(16);
-        b.extend_from_slice(&self.incarnation.to_le_bytes());
-        b.extend_from_slice(&ctx.to_le_bytes());
-        b
-    }
-
-    fn on_read_states(&mut self, states: Vec<ReadState>) {
-        for rs in states {
-            if rs.request_ctx.len() != 16 || rs.request_ctx[..8] != self.incarnation.to_le_bytes() {
-                continue;
-            }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&rs.request_ctx[8..]);
-            if let Some(batch) = self.read_batches.get_mut(&u64::from_le_bytes(b)) {
-                batch.index.get_or_insert(rs.index);
-            }
-        }
-        self.serve_reads();
-    }
-
-    /// Answers every read batch whose read index has been applied.
-    fn serve_reads(&mut self) {
-        let applied = self.applied;
-        let ready: Vec<u64> = self
-            .read_batches
-            .iter()
-            .filter(|(_, b)| b.index.is_some_and(|i| i <= applied))
-            .map(|(&ctx, _)| ctx)
-            .collect();
-        for ctx in ready {
-            if let Some(batch) = self.read_batches.remove(&ctx) {
-                for (query, reply) in batch.requests {
-                    let _ = reply.send(Ok(self.query(&query)));
-                }
-            }
-        }
-    }
-
     fn on_tick(&mut self) {
         self.ticks += 1;
         let timeout_ticks = (self.cfg.request_timeout.as_millis() / TICK.as_millis()).max(1) as u32;
@@ -664,276 +552,6 @@ impl Node {
         METRICS.revision.set(self.kv.revision() as i64);
         self.serve_reads();
         Ok(())
-    }
-
-    /// Answers a read from the local state machine.
-    fn query(&self, query: &Query) -> ReadResult {
-        let revision = self.kv.revision();
-        match query {
-            Query::Get(key) => ReadResult {
-                revision,
-                kvs: self
-                    .kv
-                    .get(key)
-                    .map(|e| (key.clone(), e.clone()))
-                    .into_iter()
-                    .collect(),
-                more: false,
-            },
-            Query::Range {
-                prefix,
-                start_after,
-                limit,
-            } => {
-                let mut kvs: Vec<(String, kv::Entry)> = self
-                    .kv
-                    .range_from(prefix, start_after.as_deref())
-                    .take(limit.saturating_add(1))
-                    .map(|(k, e)| (k.clone(), e.clone()))
-                    .collect();
-                let more = kvs.len() > *limit;
-                kvs.truncate(*limit);
-                ReadResult {
-                    revision,
-                    kvs,
-                    more,
-                }
-            }
-        }
-    }
-
-    /// Applies a committed membership change. A change raft refuses is refused identically on
-    /// every node, so it is reported, not fatal.
-    fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
-        let cs = self
-            .raw
-            .apply_conf_change(cc)
-            .map_err(|e| Error::Conflict(format!("membership change refused: {e}")))?;
-        let id = cc.node_id;
-        match cc.get_change_type() {
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                let url = (!cc.context.is_empty())
-                    .then(|| String::from_utf8_lossy(&cc.context).into_owned());
-                self.kv.add_member(id, url);
-            }
-            ConfChangeType::RemoveNode => {
-                self.kv.remove_member(id);
-                if id == self.cfg.id {
-                    self.removed = true;
-                }
-            }
-        }
-        tracing::info!(
-            change = ?cc.get_change_type(),
-            node = id,
-            voters = ?cs.voters,
-            learners = ?cs.learners,
-            "membership changed"
-        );
-        self.raw.mut_store().set_conf_state(cs.clone());
-        self.conf_state = cs;
-        self.sync_peers();
-        Ok(())
-    }
-
-    /// Points the transport at the replicated member list (the flags' list until this node
-    /// has one: a `--join` node before its first snapshot).
-    fn sync_peers(&self) {
-        if self.kv.members().is_empty() {
-            return;
-        }
-        let peers = self
-            .kv
-            .members()
-            .iter()
-            .filter(|(&id, _)| id != self.cfg.id)
-            .filter_map(|(&id, url)| match peer_addr(url) {
-                Ok(addr) => Some((id, addr)),
-                Err(e) => {
-                    tracing::warn!(node = id, url, error = %e, "member has an unusable peer URL");
-                    None
-                }
-            })
-            .collect();
-        self.transport.set_peers(peers);
-    }
-
-    /// Validates a change against this node's view and proposes it.
-    fn change_members(&mut self, change: MemberChange, reply: Reply) {
-        let cc = match self.check_change(&change) {
-            Ok(cc) => cc,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
-        };
-        // Keep proposals in arrival order.
-        self.flush_proposals();
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let ctx = self.proposal_context(seq).to_vec();
-        match self.raw.propose_conf_change(ctx, cc) {
-            Ok(()) => {
-                self.proposals.insert(seq, reply);
-            }
-            Err(raft::Error::ProposalDropped) => {
-                let _ = reply.send(Err(Error::NoLeader));
-            }
-            Err(e) => {
-                let _ = reply.send(Err(Error::Raft(e)));
-            }
-        }
-    }
-
-    fn check_change(&mut self, change: &MemberChange) -> Result<ConfChange> {
-        let leader = self.raw.raft.leader_id;
-        if leader == raft::INVALID_ID {
-            return Err(Error::NoLeader);
-        }
-        if let Some(index) = self.pending_conf_change() {
-            return Err(Error::Conflict(format!(
-                "another membership change (log index {index}) is not applied yet; retry once it is"
-            )));
-        }
-        let voters = &self.conf_state.voters;
-        let learners = &self.conf_state.learners;
-        let is_member = |id: u64| voters.contains(&id) || learners.contains(&id);
-        let mut cc = ConfChange::default();
-        match change {
-            MemberChange::Add { id, url, learner } => {
-                if *id == 0 {
-                    return Err(Error::Invalid("node id 0 is not valid".into()));
-                }
-                if is_member(*id) {
-                    return Err(Error::Conflict(format!("node {id} is already a member")));
-                }
-                if let Some((other, _)) = self.kv.members().iter().find(|(_, u)| *u == url) {
-                    return Err(Error::Conflict(format!(
-                        "peer URL {url} is already used by node {other}"
-                    )));
-                }
-                cc.set_change_type(if *learner {
-                    ConfChangeType::AddLearnerNode
-                } else {
-                    ConfChangeType::AddNode
-                });
-                cc.node_id = *id;
-                cc.context = url.clone().into_bytes().into();
-            }
-            MemberChange::Remove { id } => {
-                if !is_member(*id) {
-                    return Err(Error::NotFound(format!("node {id} is not a member")));
-                }
-                if voters.len() == 1 && voters[0] == *id {
-                    return Err(Error::Conflict(format!(
-                        "node {id} is the last voter; removing it would leave no cluster"
-                    )));
-                }
-                if *id == leader {
-                    // Move leadership first: a leader that commits its own removal keeps
-                    // leading a configuration it is not part of.
-                    let transferee = if *id != self.cfg.id && voters.contains(&self.cfg.id) {
-                        Some(self.cfg.id)
-                    } else {
-                        self.best_transferee(*id)
-                    };
-                    if let Some(t) = transferee {
-                        tracing::info!(
-                            from = id,
-                            to = t,
-                            "moving leadership before removing the leader"
-                        );
-                        self.raw.transfer_leader(t);
-                    }
-                    return Err(Error::LeaderMoving);
-                }
-                cc.set_change_type(ConfChangeType::RemoveNode);
-                cc.node_id = *id;
-            }
-            MemberChange::Promote { id } => {
-                if voters.contains(id) {
-                    return Err(Error::Conflict(format!("node {id} is already a voter")));
-                }
-                if !learners.contains(id) {
-                    return Err(Error::NotFound(format!("node {id} is not a learner")));
-                }
-                if self.raw.raft.state != StateRole::Leader {
-                    return Err(Error::Misdirected(format!(
-                        "only the leader can tell whether learner {id} has caught up; send this to the leader (node {leader})"
-                    )));
-                }
-                let matched = self.raw.raft.prs().get(*id).map_or(0, |p| p.matched);
-                let commit = self.raw.raft.raft_log.committed;
-                // A learner that never replicated anything is not caught up, however young
-                // the log is: promoting it could cost the quorum.
-                if matched == 0 || matched + LEARNER_CATCH_UP_SLACK < commit {
-                    return Err(Error::Conflict(format!(
-                        "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
-                    )));
-                }
-                cc.set_change_type(ConfChangeType::AddNode);
-                cc.node_id = *id;
-            }
-        }
-        Ok(cc)
-    }
-
-    /// The voter other than `except` whose log matches the leader's furthest.
-    fn best_transferee(&self, except: u64) -> Option<u64> {
-        let prs = self.raw.raft.prs();
-        self.conf_state
-            .voters
-            .iter()
-            .filter(|&&v| v != except)
-            .max_by_key(|&&v| prs.get(v).map_or(0, |p| p.matched))
-            .copied()
-    }
-
-    /// The index of a membership change proposed or in the log but not applied yet.
-    fn pending_conf_change(&self) -> Option<u64> {
-        let raft = &self.raw.raft;
-        if raft.state == StateRole::Leader && raft.pending_conf_index > self.applied {
-            return Some(raft.pending_conf_index);
-        }
-        let store = self.raw.store();
-        let last = store.last_index();
-        if last <= self.applied {
-            return None;
-        }
-        let from = (self.applied + 1).max(store.first_index());
-        let entries = store
-            .entries(from, last + 1, None, raft::GetEntriesContext::empty(false))
-            .ok()?;
-        entries
-            .iter()
-            .find(|e| e.get_entry_type() != EntryType::EntryNormal)
-            .map(|e| e.index)
-    }
-
-    fn members(&self) -> Vec<MemberInfo> {
-        let raft = &self.raw.raft;
-        let is_leader = raft.state == StateRole::Leader;
-        let mut out = Vec::new();
-        for (list, role) in [
-            (&self.conf_state.voters, "voter"),
-            (&self.conf_state.learners, "learner"),
-        ] {
-            for &id in list {
-                out.push(MemberInfo {
-                    id,
-                    peer_url: self.kv.members().get(&id).cloned().unwrap_or_default(),
-                    role,
-                    is_leader: id == raft.leader_id,
-                    match_index: if is_leader {
-                        raft.prs().get(id).map(|p| p.matched)
-                    } else {
-                        None
-                    },
-                });
-            }
-        }
-        out.sort_by_key(|m| m.id);
-        out
     }
 
     fn maybe_snapshot(&mut self) -> Result<()> {

@@ -1,0 +1,278 @@
+//! Membership changes: validating a requested change against this node's view, proposing it,
+//! applying committed changes (raft's configuration, the replicated member list, the
+//! transport's peers), and listing members.
+//!
+//! Only one change is in flight at a time (raft-rs would silently turn a second one into an
+//! empty entry, so it is refused up front with the reason). Removing the leader first moves
+//! leadership away: a leader that commits its own removal keeps leading a configuration it is
+//! no longer part of.
+
+use raft::eraftpb::{ConfChange, ConfChangeType, EntryType};
+use raft::{StateRole, Storage as _};
+
+use super::{Node, Reply};
+use crate::config::peer_addr;
+use crate::error::{Error, Result};
+
+/// A learner within this many entries of the leader's commit index counts as caught up.
+pub const LEARNER_CATCH_UP_SLACK: u64 = 100;
+
+/// A membership change, as requested through the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add a node (a voter, or a non-voting learner) with its peer URL.
+    Add { id: u64, url: String, learner: bool },
+    /// Remove a node; it shuts itself down once it applies this.
+    Remove { id: u64 },
+    /// Make a caught-up learner a voter.
+    Promote { id: u64 },
+}
+
+/// One member as `GET /v1/members` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub peer_url: String,
+    /// `voter` or `learner`.
+    pub role: &'static str,
+    pub is_leader: bool,
+    /// The leader's view of how far this member's log matches (only on the leader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub match_index: Option<u64>,
+}
+
+impl Node {
+    /// Applies a committed membership change. A change raft refuses is refused identically on
+    /// every node, so it is reported, not fatal.
+    pub(super) fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
+        let cs = self
+            .raw
+            .apply_conf_change(cc)
+            .map_err(|e| Error::Conflict(format!("membership change refused: {e}")))?;
+        let id = cc.node_id;
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let url = (!cc.context.is_empty())
+                    .then(|| String::from_utf8_lossy(&cc.context).into_owned());
+                self.kv.add_member(id, url);
+            }
+            ConfChangeType::RemoveNode => {
+                self.kv.remove_member(id);
+                if id == self.cfg.id {
+                    self.removed = true;
+                }
+            }
+        }
+        tracing::info!(
+            change = ?cc.get_change_type(),
+            node = id,
+            voters = ?cs.voters,
+            learners = ?cs.learners,
+            "membership changed"
+        );
+        self.raw.mut_store().set_conf_state(cs.clone());
+        self.conf_state = cs;
+        self.sync_peers();
+        Ok(())
+    }
+
+    /// Points the transport at the replicated member list (the flags' list until this node
+    /// has one: a `--join` node before its first snapshot).
+    pub(super) fn sync_peers(&self) {
+        if self.kv.members().is_empty() {
+            return;
+        }
+        let peers = self
+            .kv
+            .members()
+            .iter()
+            .filter(|(&id, _)| id != self.cfg.id)
+            .filter_map(|(&id, url)| match peer_addr(url) {
+                Ok(addr) => Some((id, addr)),
+                Err(e) => {
+                    tracing::warn!(node = id, url, error = %e, "member has an unusable peer URL");
+                    None
+                }
+            })
+            .collect();
+        self.transport.set_peers(peers);
+    }
+
+    /// Validates a change against this node's view and proposes it.
+    pub(super) fn change_members(&mut self, change: MemberChange, reply: Reply) {
+        let cc = match self.check_change(&change) {
+            Ok(cc) => cc,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        // Keep proposals in arrival order.
+        self.flush_proposals();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let ctx = self.proposal_context(seq).to_vec();
+        match self.raw.propose_conf_change(ctx, cc) {
+            Ok(()) => {
+                self.proposals.insert(seq, reply);
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(Error::NoLeader));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Raft(e)));
+            }
+        }
+    }
+
+    pub(super) fn check_change(&mut self, change: &MemberChange) -> Result<ConfChange> {
+        let leader = self.raw.raft.leader_id;
+        if leader == raft::INVALID_ID {
+            return Err(Error::NoLeader);
+        }
+        if let Some(index) = self.pending_conf_change() {
+            return Err(Error::Conflict(format!(
+                "another membership change (log index {index}) is not applied yet; retry once it is"
+            )));
+        }
+        let voters = &self.conf_state.voters;
+        let learners = &self.conf_state.learners;
+        let is_member = |id: u64| voters.contains(&id) || learners.contains(&id);
+        let mut cc = ConfChange::default();
+        match change {
+            MemberChange::Add { id, url, learner } => {
+                if *id == 0 {
+                    return Err(Error::Invalid("node id 0 is not valid".into()));
+                }
+                if is_member(*id) {
+                    return Err(Error::Conflict(format!("node {id} is already a member")));
+                }
+                if let Some((other, _)) = self.kv.members().iter().find(|(_, u)| *u == url) {
+                    return Err(Error::Conflict(format!(
+                        "peer URL {url} is already used by node {other}"
+                    )));
+                }
+                cc.set_change_type(if *learner {
+                    ConfChangeType::AddLearnerNode
+                } else {
+                    ConfChangeType::AddNode
+                });
+                cc.node_id = *id;
+                cc.context = url.clone().into_bytes().into();
+            }
+            MemberChange::Remove { id } => {
+                if !is_member(*id) {
+                    return Err(Error::NotFound(format!("node {id} is not a member")));
+                }
+                if voters.len() == 1 && voters[0] == *id {
+                    return Err(Error::Conflict(format!(
+                        "node {id} is the last voter; removing it would leave no cluster"
+                    )));
+                }
+                if *id == leader {
+                    // Move leadership first: a leader that commits its own removal keeps
+                    // leading a configuration it is not part of.
+                    let transferee = if *id != self.cfg.id && voters.contains(&self.cfg.id) {
+                        Some(self.cfg.id)
+                    } else {
+                        self.best_transferee(*id)
+                    };
+                    if let Some(t) = transferee {
+                        tracing::info!(
+                            from = id,
+                            to = t,
+                            "moving leadership before removing the leader"
+                        );
+                        self.raw.transfer_leader(t);
+                    }
+                    return Err(Error::LeaderMoving);
+                }
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = *id;
+            }
+            MemberChange::Promote { id } => {
+                if voters.contains(id) {
+                    return Err(Error::Conflict(format!("node {id} is already a voter")));
+                }
+                if !learners.contains(id) {
+                    return Err(Error::NotFound(format!("node {id} is not a learner")));
+                }
+                if self.raw.raft.state != StateRole::Leader {
+                    return Err(Error::Misdirected(format!(
+                        "only the leader can tell whether learner {id} has caught up; send this to the leader (node {leader})"
+                    )));
+                }
+                let matched = self.raw.raft.prs().get(*id).map_or(0, |p| p.matched);
+                let commit = self.raw.raft.raft_log.committed;
+                // A learner that never replicated anything is not caught up, however young
+                // the log is: promoting it could cost the quorum.
+                if matched == 0 || matched + LEARNER_CATCH_UP_SLACK < commit {
+                    return Err(Error::Conflict(format!(
+                        "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
+                    )));
+                }
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = *id;
+            }
+        }
+        Ok(cc)
+    }
+
+    /// The voter other than `except` whose log matches the leader's furthest.
+    pub(super) fn best_transferee(&self, except: u64) -> Option<u64> {
+        let prs = self.raw.raft.prs();
+        self.conf_state
+            .voters
+            .iter()
+            .filter(|&&v| v != except)
+            .max_by_key(|&&v| prs.get(v).map_or(0, |p| p.matched))
+            .copied()
+    }
+
+    /// The index of a membership change proposed or in the log but not applied yet.
+    pub(super) fn pending_conf_change(&self) -> Option<u64> {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader && raft.pending_conf_index > self.applied {
+            return Some(raft.pending_conf_index);
+        }
+        let store = self.raw.store();
+        let last = store.last_index();
+        if last <= self.applied {
+            return None;
+        }
+        let from = (self.applied + 1).max(store.first_index());
+        let entries = store
+            .entries(from, last + 1, None, raft::GetEntriesContext::empty(false))
+            .ok()?;
+        entries
+            .iter()
+            .find(|e| e.get_entry_type() != EntryType::EntryNormal)
+            .map(|e| e.index)
+    }
+
+    pub(super) fn members(&self) -> Vec<MemberInfo> {
+        let raft = &self.raw.raft;
+        let is_leader = raft.state == StateRole::Leader;
+        let mut out = Vec::new();
+        for (list, role) in [
+            (&self.conf_state.voters, "voter"),
+            (&self.conf_state.learners, "learner"),
+        ] {
+            for &id in list {
+                out.push(MemberInfo {
+                    id,
+                    peer_url: self.kv.members().get(&id).cloned().unwrap_or_default(),
+                    role,
+                    is_leader: id == raft.leader_id,
+                    match_index: if is_leader {
+                        raft.prs().get(id).map(|p| p.matched)
+                    } else {
+                        None
+                    },
+                });
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        out
+    }
+}
