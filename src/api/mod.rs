@@ -1,10 +1,10 @@
 //! The client HTTP API. This is the only module that maps errors to status codes.
 //!
-//! - [`root`]: the seed's API — `PUT`/`GET /<key>`, `POST`/`DELETE /<id>`.
-//! - [`kv`]: `/v1/kv/<key>` with revisions and conditions, prefix reads and deletes,
+//! - `root`: the seed's API — `PUT`/`GET /<key>`, `POST`/`DELETE /<id>`.
+//! - `kv`: `/v1/kv/<key>` with revisions and conditions, prefix reads and deletes,
 //!   `/v1/txn`, and `/v1/watch/<key>` (Server-Sent Events).
-//! - [`members`]: `/v1/members` — list, add (voter or learner), promote, remove.
-//! - [`ops`]: `/health`, `/v1/status`, `/metrics`.
+//! - `members`: `/v1/members` — list, add (voter or learner), promote, remove.
+//! - `ops`: `/health`, `/v1/status`, `/metrics`.
 //!
 //! Every error is a status code and a one-line reason (JSON under `/v1`, plain text on the
 //! root API). Writes that time out after reaching raft say "outcome unknown" (504); writes
