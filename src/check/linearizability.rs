@@ -139,6 +139,8 @@ pub fn check(history: &History, cfg: &Config) -> Report {
     let by_key = history.by_key();
     let mut ops_searched = 0;
     let mut unknown = None;
+    // Steps of earlier budgets (a fresh budget follows an exhausted key).
+    let mut spent = 0;
     for (key, ops) in &by_key {
         let members: Vec<Member> = ops.iter().map(|&op| Member::whole(op)).collect();
         let kops = prepare(&members);
@@ -151,7 +153,7 @@ pub fn check(history: &History, cfg: &Config) -> Report {
                     verdict: Verdict::NotLinearizable(Box::new(violation)),
                     keys: by_key.len(),
                     ops_searched,
-                    steps: budget.steps,
+                    steps: spent + budget.steps,
                     elapsed: start.elapsed(),
                 };
             }
@@ -164,7 +166,8 @@ pub fn check(history: &History, cfg: &Config) -> Report {
                         budget.steps
                     )
                 });
-                budget = Budget::new(cfg.max_steps.saturating_sub(budget.steps), budget.deadline);
+                spent += budget.steps;
+                budget = Budget::new(cfg.max_steps.saturating_sub(spent), budget.deadline);
             }
         }
     }
@@ -175,7 +178,7 @@ pub fn check(history: &History, cfg: &Config) -> Report {
         },
         keys: by_key.len(),
         ops_searched,
-        steps: budget.steps,
+        steps: spent + budget.steps,
         elapsed: start.elapsed(),
     }
 }
@@ -780,64 +783,72 @@ mod tests {
         ]);
     }
 
+    /// A pseudo-random source for the simulations (xorshift).
+    struct Sim(u64);
+
+    impl Sim {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// The history of a simulated register: each operation takes effect at a random instant
+    /// inside its interval; an unknown write takes effect in it, long after, or never.
+    fn simulate(sim: &mut Sim, tag: u64, clients: usize, per_client: usize) -> Vec<Operation> {
+        struct Planned {
+            op: Operation,
+            effect: Option<u64>,
+        }
+        let mut planned = Vec::new();
+        for client in 0..clients {
+            let mut t = sim.below(5);
+            for i in 0..per_client {
+                let invoke = t;
+                let complete = invoke + 1 + sim.below(8);
+                let effect_at = invoke * 10 + 1 + sim.below((complete - invoke) * 10 - 1);
+                let value = format!("{tag}-{client}-{i}");
+                let (op, effect) = match sim.below(10) {
+                    0..=3 => (put(client, "k", &value, invoke, complete), Some(effect_at)),
+                    4 => (
+                        put_outcome(client, "k", &value, invoke, complete, Outcome::Unknown),
+                        match sim.below(3) {
+                            0 => None,
+                            1 => Some(effect_at),
+                            _ => Some(effect_at + sim.below(400)),
+                        },
+                    ),
+                    5 => (
+                        put_outcome(client, "k", &value, invoke, complete, Outcome::Fail),
+                        None,
+                    ),
+                    _ => (get(client, "k", None, invoke, complete), Some(effect_at)),
+                };
+                planned.push(Planned { op, effect });
+                t = complete + sim.below(3);
+            }
+        }
+        let mut order: Vec<usize> = (0..planned.len())
+            .filter(|&i| planned[i].effect.is_some())
+            .collect();
+        order.sort_by_key(|&i| planned[i].effect);
+        let mut value: Option<String> = None;
+        for i in order {
+            match planned[i].op.call.clone() {
+                Call::Put(v) => value = Some(v),
+                Call::Get => planned[i].op.outcome = Outcome::Read(value.clone()),
+            }
+        }
+        planned.into_iter().map(|p| p.op).collect()
+    }
+
     #[test]
     fn random_histories_of_a_real_register_are_linearizable() {
-        // A simulated register: each operation takes effect at a random instant inside its
-        // interval; unknown outcomes keep effect or not at random and may take effect late.
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut sim = Sim(0x9e37_79b9_7f4a_7c15);
         for round in 0..200 {
-            // (effect time, client, op) built per client, then effects applied in order.
-            struct Planned {
-                op: Operation,
-                effect: Option<u64>,
-            }
-            let mut planned = Vec::new();
-            for client in 0..4 {
-                let mut t = next(5);
-                for i in 0..12 {
-                    let invoke = t;
-                    let complete = invoke + 1 + next(8);
-                    let effect_at = invoke * 10 + 1 + next((complete - invoke) * 10 - 1);
-                    let value = format!("{round}-{client}-{i}");
-                    let (op, effect) = match next(10) {
-                        0..=3 => (put(client, "k", &value, invoke, complete), Some(effect_at)),
-                        4 => (
-                            put_outcome(client, "k", &value, invoke, complete, Outcome::Unknown),
-                            // Happened, possibly long after the client gave up, or never.
-                            match next(3) {
-                                0 => None,
-                                1 => Some(effect_at),
-                                _ => Some(effect_at + next(400)),
-                            },
-                        ),
-                        5 => (
-                            put_outcome(client, "k", &value, invoke, complete, Outcome::Fail),
-                            None,
-                        ),
-                        _ => (get(client, "k", None, invoke, complete), Some(effect_at)),
-                    };
-                    planned.push(Planned { op, effect });
-                    t = complete + next(3);
-                }
-            }
-            let mut order: Vec<usize> = (0..planned.len())
-                .filter(|&i| planned[i].effect.is_some())
-                .collect();
-            order.sort_by_key(|&i| planned[i].effect);
-            let mut value: Option<String> = None;
-            for i in order {
-                match planned[i].op.call.clone() {
-                    Call::Put(v) => value = Some(v),
-                    Call::Get => planned[i].op.outcome = Outcome::Read(value.clone()),
-                }
-            }
-            let ops: Vec<Operation> = planned.into_iter().map(|p| p.op).collect();
+            let ops = simulate(&mut sim, round, 4, 12);
             match verdict(ops.clone()) {
                 Verdict::Linearizable => {}
                 other => panic!(
@@ -846,6 +857,67 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn a_long_history_of_a_real_register_is_linearizable() {
+        let ops = simulate(&mut Sim(42), 0, 6, 1000);
+        let report = check(&history(ops), &Config::default());
+        assert!(report.verdict.is_linearizable(), "{:?}", report.verdict);
+    }
+
+    /// Makes one read of a simulated history stale (it returns the value of an acknowledged
+    /// write that another acknowledged write overwrote before the read began), if it can.
+    fn make_a_read_stale(ops: &mut [Operation]) -> bool {
+        let acked: Vec<(String, Time, Time)> = ops
+            .iter()
+            .filter_map(|o| match (&o.call, &o.outcome) {
+                (Call::Put(v), Outcome::Ok) => Some((v.clone(), o.invoke, o.complete)),
+                _ => None,
+            })
+            .collect();
+        for read in ops.iter_mut() {
+            let Outcome::Read(seen) = &read.outcome else {
+                continue;
+            };
+            let stale = acked.iter().find_map(|(_, new_invoke, new_done)| {
+                if *new_done >= read.invoke {
+                    return None;
+                }
+                acked
+                    .iter()
+                    .find(|(v, _, old_done)| old_done < new_invoke && Some(v) != seen.as_ref())
+            });
+            if let Some((v, _, _)) = stale {
+                read.outcome = Outcome::Read(Some(v.clone()));
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_stale_read_planted_in_a_random_history_is_always_caught() {
+        let mut sim = Sim(7);
+        let mut planted = 0;
+        for round in 0..100 {
+            let mut ops = simulate(&mut sim, round, 4, 12);
+            if !make_a_read_stale(&mut ops) {
+                continue;
+            }
+            planted += 1;
+            match verdict(ops.clone()) {
+                Verdict::NotLinearizable(v) => assert!(v.minimal, "{v}"),
+                other => panic!(
+                    "round {round}: a planted stale read was judged {other:?}:\n{}",
+                    history(ops).to_text()
+                ),
+            }
+        }
+        assert!(
+            planted > 50,
+            "only {planted} histories had a read to make stale"
+        );
     }
 
     // ----- known-bad histories -----

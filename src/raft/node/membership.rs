@@ -55,11 +55,16 @@ impl Node {
                 let url = (!cc.context.is_empty())
                     .then(|| String::from_utf8_lossy(&cc.context).into_owned());
                 self.kv.add_member(id, url);
+                if id == self.cfg.id {
+                    // Added back after an earlier removal (replayed from an older snapshot).
+                    self.removed_at = None;
+                }
             }
             ConfChangeType::RemoveNode => {
                 self.kv.remove_member(id);
                 if id == self.cfg.id {
-                    self.removed = true;
+                    tracing::info!("this node's removal is applied; stopping unless it is added back");
+                    self.removed_at = Some(self.ticks);
                 }
             }
         }

@@ -151,7 +151,8 @@ pub struct Node {
     leader: u64,
     role: StateRole,
     ticks: u64,
-    removed: bool,
+    /// The tick at which this node applied its own removal (cleared if it is added back).
+    removed_at: Option<u64>,
 }
 
 impl Node {
@@ -211,7 +212,7 @@ impl Node {
             leader: 0,
             role: StateRole::Follower,
             ticks: 0,
-            removed: false,
+            removed_at: None,
         })
     }
 
@@ -249,7 +250,7 @@ impl Node {
             self.flush_reads();
             self.handle_ready()?;
             self.maybe_snapshot()?;
-            if self.removed {
+            if self.removal_is_final() {
                 self.raw.mut_store().sync()?;
                 self.raw.mut_store().mark_removed()?;
                 tracing::warn!(
@@ -268,6 +269,17 @@ impl Node {
             "raft loop stopped; state is durable"
         );
         Ok(Exit::Shutdown)
+    }
+
+    /// True once this node's removal stands: it applied it an election timeout ago, has applied
+    /// everything it knows is committed, and was not added back meanwhile. (A node added back
+    /// under the same id with an empty data dir replays its old removal first, and its
+    /// re-addition moments later: the leader keeps feeding a member, never a removed node.)
+    fn removal_is_final(&self) -> bool {
+        self.removed_at.is_some_and(|at| {
+            self.ticks >= at + ELECTION_TICKS as u64
+                && self.applied >= self.raw.raft.raft_log.committed
+        })
     }
 
     /// Handles one input; returns true on shutdown.
