@@ -243,7 +243,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 7.0 * 86_400.0 {
+    if !secs.is_finite() || !(0.0..=7.0 * 86_400.0).contains(&secs) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -284,12 +284,39 @@ pub async fn run(args: Args) -> Report {
     };
 
     let stop = args.stop();
-    let (stats, measured) = if stop == Stop::Ops(0) {
-        (Stats::default(), Duration::ZERO)
-    } else {
-        measure(&plan, conns, stop, args.warmup, args.seed, progress).await
+    if stop == Stop::Ops(0) {
+        return Report::new(
+            args.run_info(),
+            preload,
+            &Stats::default(),
+            Duration::ZERO,
+            None,
+        );
+    }
+    let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
+    let (stats, measured) = measure(&plan, conns, stop, args.warmup, args.seed, progress).await;
+    let client_cores = match (cpu0, process_cpu_seconds()) {
+        (Some(a), Some(b)) => Some((b - a) / t0.elapsed().as_secs_f64().max(1e-3)),
+        _ => None,
     };
-    Report::new(args.run_info(), preload, &stats, measured)
+    Report::new(args.run_info(), preload, &stats, measured, client_cores)
+}
+
+/// CPU time (user + system, all threads) this process has used, from `/proc/self/stat`.
+fn process_cpu_seconds() -> Option<f64> {
+    parse_proc_stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in seconds. The kernel reports them in
+/// USER_HZ ticks, which is 100 on every Linux architecture this runs on.
+fn parse_proc_stat_cpu(stat: &str) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    // The command name (field 2) is in parentheses and may contain spaces: skip past it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 /// Writes every key once, spread over all connections. Gives the connections back.
@@ -562,6 +589,14 @@ mod tests {
                 .map_err(|e| e.to_string())?;
         args.validate()?;
         Ok(args)
+    }
+
+    #[test]
+    fn process_cpu_time_is_read_from_proc_stat() {
+        let line = "1234 (tokio (worker) 1) S 1 2 3 4 5 6 7 8 9 10 250 130 0 0 20 0 4 0 100";
+        assert_eq!(parse_proc_stat_cpu(line), Some(3.8));
+        assert_eq!(parse_proc_stat_cpu("garbage"), None);
+        assert!(process_cpu_seconds().is_some_and(|s| s >= 0.0));
     }
 
     #[test]

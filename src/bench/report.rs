@@ -165,6 +165,9 @@ pub struct Report {
     pub errors: BTreeMap<String, ErrorCount>,
     /// Latency of successful operations, by kind (`put`, `get`, and `all`).
     pub latency: BTreeMap<String, LatencySummary>,
+    /// CPU this tool used during the measured phase (warm-up included), in cores: near the
+    /// machine's core count, the client itself is the limit. `None` where /proc is missing.
+    pub client_cpu_cores: Option<f64>,
 }
 
 /// The report fields that describe the run rather than its results.
@@ -185,6 +188,7 @@ impl Report {
         preload: Option<PreloadReport>,
         stats: &Stats,
         measured: Duration,
+        client_cpu_cores: Option<f64>,
     ) -> Report {
         let mut latency = BTreeMap::new();
         for (name, h) in [
@@ -225,6 +229,7 @@ impl Report {
             error_total: stats.error_total(),
             errors: stats.errors.clone(),
             latency,
+            client_cpu_cores: client_cpu_cores.map(|c| (c * 100.0).round() / 100.0),
         }
     }
 
@@ -296,6 +301,9 @@ impl Report {
             }
         }
         write_errors(&mut s, &self.errors);
+        if let Some(c) = self.client_cpu_cores {
+            let _ = writeln!(s, "client CPU: {c:.2} cores");
+        }
         s
     }
 }
@@ -408,7 +416,7 @@ mod tests {
             st.record_ok(OpKind::Put, Duration::from_millis(2));
         }
         st.record_error("http 504", || "outcome unknown".into());
-        let r = Report::new(info(), None, &st, Duration::from_secs(2));
+        let r = Report::new(info(), None, &st, Duration::from_secs(2), Some(0.456));
         assert_eq!(r.ops_per_sec, 50.0);
         assert_eq!(r.error_total, 1);
         let text = r.to_text();
@@ -430,6 +438,7 @@ mod tests {
         assert!(line("get").contains("500µs"), "{text}");
         assert!(line("put").contains("2.00ms"), "{text}");
         assert!(line("all").contains(" 100 "), "{text}");
+        assert!(text.contains("client CPU: 0.46 cores"), "{text}");
 
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["ops_per_sec"], 50.0);
@@ -438,5 +447,6 @@ mod tests {
         assert_eq!(json["latency"]["all"]["count"], 100);
         assert_eq!(json["errors"]["http 504"]["count"], 1);
         assert_eq!(json["error_total"], 1);
+        assert_eq!(json["client_cpu_cores"], 0.46);
     }
 }

@@ -200,7 +200,7 @@ impl Plan {
                 keys_b64: names.map(|k| b64(k.as_bytes())).collect(),
             },
         };
-        let mut rng = Rng::new(seed ^ 0x5EED_0F_DA7A);
+        let mut rng = Rng::new(seed ^ 0x005E_ED0F_DA7A);
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let pool: Vec<u8> = (0..values.max + POOL_SLACK)
             .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize])

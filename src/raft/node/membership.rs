@@ -63,7 +63,9 @@ impl Node {
             ConfChangeType::RemoveNode => {
                 self.kv.remove_member(id);
                 if id == self.cfg.id {
-                    tracing::info!("this node's removal is applied; stopping unless it is added back");
+                    tracing::info!(
+                        "this node's removal is applied; stopping unless it is added back"
+                    );
                     self.removed_at = Some(self.ticks);
                 }
             }
