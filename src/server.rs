@@ -15,9 +15,11 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::raft::logger::raft_logger;
-use crate::raft::node::{Exit, Input, Node, NodeConfig, Recovered};
+use crate::raft::node::{Exit, Input, Node, NodeConfig, NodeIo, Recovered};
+use crate::raft::persist::LogWriter;
 use crate::raft::transport::{self, Transport};
 use crate::raft::NodeHandle;
+use crate::storage::wal::Wal;
 use crate::storage::RaftStorage;
 use crate::watch::WatchHub;
 
@@ -34,7 +36,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for peers on {}", cfg.peer_listen))?;
 
-    let recovered = recover(&cfg).await?;
+    let (recovered, wal) = recover(&cfg).await?;
 
     let watch = Arc::new(WatchHub::new(cfg.watch_window, recovered.kv.revision()));
     let (tx, rx) = flume::bounded(NODE_QUEUE);
@@ -45,6 +47,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     );
     tokio::spawn(transport::serve(peer, cfg.id, tx.clone()));
+    let writer = LogWriter::start(
+        wal,
+        recovered.storage.snapshot_store(),
+        transport.clone(),
+        tx.clone(),
+    )
+    .context("starting the log writer")?;
 
     let node = Node::new(
         NodeConfig {
@@ -54,9 +63,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             request_timeout: cfg.request_timeout,
         },
         recovered,
-        transport,
-        watch.clone(),
-        rx,
+        NodeIo {
+            transport,
+            writer,
+            watch: watch.clone(),
+            rx,
+        },
         &raft_logger(),
     )
     .context("starting raft")?;
@@ -127,11 +139,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Opens the data directory: the recovered storage, state machine and applied index. A fresh
 /// founding member bootstraps the cluster's first state; a fresh `--join` node starts empty.
-async fn recover(cfg: &Config) -> anyhow::Result<Recovered> {
+async fn recover(cfg: &Config) -> anyhow::Result<(Recovered, Wal)> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Recovered> {
-        let (mut storage, snapshot) = RaftStorage::open(&cfg.data_dir, cfg.wal_segment_size)
-            .with_context(|| {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(Recovered, Wal)> {
+        let (mut storage, mut wal, snapshot) =
+            RaftStorage::open(&cfg.data_dir, cfg.wal_segment_size).with_context(|| {
                 format!(
                     "cannot recover the data directory {}",
                     cfg.data_dir.display()
@@ -141,19 +153,21 @@ async fn recover(cfg: &Config) -> anyhow::Result<Recovered> {
             let index = snap.get_metadata().index;
             let kv = Kv::restore(snap.data.clone()).context("restoring the state machine")?;
             tracing::info!(index, keys = kv.len(), "recovered from snapshot");
-            return Ok(Recovered {
+            let recovered = Recovered {
                 storage,
                 kv,
                 applied: index,
-            });
+            };
+            return Ok((recovered, wal));
         }
         if cfg.join {
             tracing::info!("no local state; waiting for the leader to add this node (--join)");
-            return Ok(Recovered {
+            let recovered = Recovered {
                 storage,
                 kv: Kv::default(),
                 applied: 0,
-            });
+            };
+            return Ok((recovered, wal));
         }
         let members: BTreeMap<u64, String> = cfg
             .peers
@@ -163,14 +177,15 @@ async fn recover(cfg: &Config) -> anyhow::Result<Recovered> {
         let voters: Vec<u64> = members.keys().copied().collect();
         let kv = Kv::with_members(members);
         storage
-            .bootstrap(voters.clone(), kv.snapshot())
+            .bootstrap(&mut wal, voters.clone(), kv.snapshot())
             .context("bootstrapping the cluster")?;
         tracing::info!(?voters, "bootstrapped a new cluster");
-        Ok(Recovered {
+        let recovered = Recovered {
             storage,
             kv,
             applied: 1,
-        })
+        };
+        Ok((recovered, wal))
     })
     .await
     .context("storage recovery panicked")?

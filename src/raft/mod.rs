@@ -3,6 +3,7 @@
 
 pub mod logger;
 pub mod node;
+pub mod persist;
 pub mod transport;
 
 use std::time::Duration;

@@ -2,8 +2,9 @@
 //! [`raft::Storage`] trait, backed by the write-ahead log and the snapshot files.
 //!
 //! `RaftStorage` is owned by the raft thread (inside `RawNode`), so nothing here is shared or
-//! locked. Mutations are buffered into the WAL and become durable on [`RaftStorage::sync`]: the
-//! node loop calls it once per `Ready`, before any message that depends on the new state is sent.
+//! locked. It holds the log in memory; the [`wal::Wal`] that makes it durable is owned by the
+//! log writer thread (`raft::persist`), which writes and fsyncs what each `Ready` hands it.
+//! Snapshot files are written here, before the WAL record that refers to them is queued.
 //!
 //! The in-memory log holds every entry after the newest compaction point; `first_index` is the
 //! oldest entry still held and `prev_term` the term of the entry just before it, which raft needs
@@ -34,7 +35,6 @@ pub struct RaftStorage {
     first_index: u64,
     prev_term: u64,
     entries: VecDeque<Entry>,
-    wal: Wal,
     snaps: SnapshotStore,
     /// Set when raft asked for a snapshot the newest file cannot serve (it predates the
     /// recipient's membership); the node loop then writes a fresh one.
@@ -42,9 +42,9 @@ pub struct RaftStorage {
 }
 
 impl RaftStorage {
-    /// Opens the data directory and recovers. Returns the newest snapshot too, so the caller can
-    /// restore the state machine from it.
-    pub fn open(dir: &Path, segment_size: u64) -> Result<(RaftStorage, Option<Snapshot>)> {
+    /// Opens the data directory and recovers. Returns the WAL (for the log writer) and the
+    /// newest snapshot too, so the caller can restore the state machine from it.
+    pub fn open(dir: &Path, segment_size: u64) -> Result<(RaftStorage, Wal, Option<Snapshot>)> {
         let tombstone = dir.join(REMOVED_FILE);
         if tombstone.exists() {
             return Err(Error::Removed(tombstone));
@@ -63,7 +63,6 @@ impl RaftStorage {
             first_index: 1,
             prev_term: 0,
             entries: rec.entries.into(),
-            wal,
             snaps,
             snapshot_wanted: std::cell::Cell::new(false),
         };
@@ -76,7 +75,7 @@ impl RaftStorage {
             store.hard_state.commit = store.hard_state.commit.max(meta.index);
             store.hard_state.term = store.hard_state.term.max(meta.term);
         }
-        Ok((store, snapshot))
+        Ok((store, wal, snapshot))
     }
 
     /// True once the node has a membership: it bootstrapped a cluster, or a leader sent it a
@@ -89,30 +88,31 @@ impl RaftStorage {
     /// membership and the initial state-machine `data`. Every founding member writes the same
     /// one, so they agree from the start; nodes added later receive it (or a newer one) from the
     /// leader instead.
-    pub fn bootstrap(&mut self, voters: Vec<u64>, data: bytes::Bytes) -> Result<Snapshot> {
+    pub fn bootstrap(
+        &mut self,
+        wal: &mut Wal,
+        voters: Vec<u64>,
+        data: bytes::Bytes,
+    ) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         let meta = snap.mut_metadata();
         meta.index = 1;
         meta.term = 1;
         meta.mut_conf_state().voters = voters;
         snap.data = data;
-        self.install_snapshot(&snap)?;
-        self.sync()?;
+        let marker = self.install_snapshot(&snap)?;
+        wal.mark_snapshot(marker, true);
+        wal.set_hard_state(&self.hard_state)?;
+        wal.sync()?;
         Ok(snap)
     }
 
-    /// Durably installs a snapshot received from the leader (or the bootstrap one): the file
-    /// first, then the WAL marker that replaces the whole log.
-    pub fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
+    /// Installs a snapshot received from the leader (or the bootstrap one): durably writes its
+    /// file and replaces the in-memory log. The caller queues the returned marker (replacing
+    /// the whole log) and [`RaftStorage::hard_state`] to the WAL.
+    pub fn install_snapshot(&mut self, snap: &Snapshot) -> Result<SnapshotMarker> {
         let meta = snap.get_metadata();
         self.snaps.save(snap)?;
-        self.wal.mark_snapshot(
-            SnapshotMarker {
-                index: meta.index,
-                term: meta.term,
-            },
-            true,
-        );
         self.snapshot_meta = meta.clone();
         self.conf_state = meta.get_conf_state().clone();
         self.first_index = meta.index + 1;
@@ -120,19 +120,33 @@ impl RaftStorage {
         self.entries.clear();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.hard_state.term = self.hard_state.term.max(meta.term);
-        self.wal.set_hard_state(&self.hard_state)?;
-        Ok(())
+        Ok(SnapshotMarker {
+            index: meta.index,
+            term: meta.term,
+        })
     }
 
-    /// Durably writes a snapshot of this node's own state at applied `index`, then drops log
-    /// entries before `compact_to` (kept entries let slightly lagging peers catch up by log).
+    /// The hard state as last recorded.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The snapshot files (the log writer prunes old ones once a newer marker is durable).
+    pub fn snapshot_store(&self) -> SnapshotStore {
+        self.snaps.clone()
+    }
+
+    /// Durably writes a snapshot file of this node's own state at applied `index`, then drops
+    /// in-memory log entries before `compact_to` (kept entries let slightly lagging peers catch
+    /// up by log). The caller queues the returned marker, then the WAL compaction and the
+    /// pruning of older snapshot files, to the log writer.
     pub fn create_snapshot(
         &mut self,
         index: u64,
         conf_state: ConfState,
         data: bytes::Bytes,
         compact_to: u64,
-    ) -> Result<()> {
+    ) -> Result<SnapshotMarker> {
         let term = raft::Storage::term(self, index)?;
         let mut snap = Snapshot::default();
         let meta = snap.mut_metadata();
@@ -141,12 +155,9 @@ impl RaftStorage {
         meta.set_conf_state(conf_state);
         snap.data = data;
         self.snaps.save(&snap)?;
-        self.wal
-            .mark_snapshot(SnapshotMarker { index, term }, false);
-        self.wal.sync()?;
         self.snapshot_meta = snap.take_metadata();
-        self.snaps.prune(index)?;
-        self.compact(compact_to.min(index))
+        self.compact(compact_to.min(index))?;
+        Ok(SnapshotMarker { index, term })
     }
 
     fn compact(&mut self, compact_to: u64) -> Result<()> {
@@ -158,11 +169,11 @@ impl RaftStorage {
         self.entries.drain(..drop);
         self.first_index = compact_to;
         self.prev_term = prev_term;
-        self.wal.compact(compact_to)?;
         Ok(())
     }
 
-    /// Appends (or overwrites from `entries[0].index` on) entries; durable after `sync`.
+    /// Appends (or overwrites from `entries[0].index` on) entries in memory; the log writer
+    /// makes them durable.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
@@ -183,33 +194,17 @@ impl RaftStorage {
         }
         self.entries.truncate(keep);
         self.entries.extend(entries.iter().cloned());
-        self.wal.append_entries(entries)
+        Ok(())
     }
 
-    /// Records a new hard state; durable after `sync`.
-    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<()> {
+    /// Records a new hard state (the log writer makes it durable).
+    pub fn set_hard_state(&mut self, hs: &HardState) {
         self.hard_state = hs.clone();
-        self.wal.set_hard_state(hs)
-    }
-
-    /// Records a new commit index (from a `LightReady`); durable after `sync`.
-    pub fn set_commit(&mut self, commit: u64) -> Result<()> {
-        if commit == self.hard_state.commit {
-            return Ok(());
-        }
-        let mut hs = self.hard_state.clone();
-        hs.commit = commit;
-        self.set_hard_state(&hs)
     }
 
     /// Tracks membership changes as they are applied, for `initial_state` and snapshots.
     pub fn set_conf_state(&mut self, cs: ConfState) {
         self.conf_state = cs;
-    }
-
-    /// Makes every buffered change durable (one write, one fsync).
-    pub fn sync(&mut self) -> Result<()> {
-        self.wal.sync()
     }
 
     /// True (once) if raft needs a newer snapshot than the newest file.
@@ -243,11 +238,6 @@ impl RaftStorage {
         .and_then(|()| std::fs::File::open(&path)?.sync_all())
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         wal::sync_dir(&self.dir)
-    }
-
-    /// Bytes used by the write-ahead log on disk.
-    pub fn wal_bytes(&self) -> u64 {
-        self.wal.size_bytes()
     }
 }
 
@@ -340,24 +330,30 @@ mod tests {
     fn bootstrap_append_snapshot_and_recover() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, snap) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+            let (mut s, mut wal, snap) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
             assert!(snap.is_none());
             assert!(!s.is_initialized());
-            s.bootstrap(vec![1, 2, 3], bytes::Bytes::from_static(b"state"))
+            s.bootstrap(&mut wal, vec![1, 2, 3], bytes::Bytes::from_static(b"state"))
                 .unwrap();
             assert!(s.is_initialized());
             assert_eq!((s.first_index(), s.last_index()), (2, 1));
             assert_eq!(s.term(1).unwrap(), 1);
             let ents: Vec<Entry> = (2..=20).map(|i| entry(i, 2)).collect();
             s.append(&ents).unwrap();
-            s.sync().unwrap();
+            wal.append_entries(&ents).unwrap();
+            wal.sync().unwrap();
             // Overwrite a suffix.
             s.append(&[entry(18, 3)]).unwrap();
-            s.sync().unwrap();
+            wal.append_entries(&[entry(18, 3)]).unwrap();
+            wal.sync().unwrap();
             assert_eq!(s.last_index(), 18);
             let cs = s.initial_state().unwrap().conf_state;
-            s.create_snapshot(15, cs, bytes::Bytes::from_static(b"at 15"), 12)
+            let marker = s
+                .create_snapshot(15, cs, bytes::Bytes::from_static(b"at 15"), 12)
                 .unwrap();
+            assert_eq!(marker, SnapshotMarker { index: 15, term: 2 });
+            wal.mark_snapshot(marker, false);
+            wal.sync().unwrap();
             assert_eq!(s.first_index(), 12);
             assert_eq!(s.term(11).unwrap(), 2);
             assert!(s
@@ -370,7 +366,7 @@ mod tests {
                 7
             );
         }
-        let (s, snap) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        let (s, _, snap) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
         let snap = snap.expect("snapshot recovered");
         assert_eq!(snap.get_metadata().index, 15);
         assert_eq!(&snap.data[..], b"at 15");

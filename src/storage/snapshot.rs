@@ -22,6 +22,7 @@ use crate::storage::wal::sync_dir;
 const MAGIC: &[u8; 8] = b"CSNAP001";
 
 /// The directory of snapshot files.
+#[derive(Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
 }

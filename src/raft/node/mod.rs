@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::kv::{Command, Kv, Outcome};
 use crate::metrics::METRICS;
+use crate::raft::persist::LogWriter;
 use crate::raft::transport::Transport;
 use crate::storage::RaftStorage;
 use crate::watch::WatchHub;
@@ -84,6 +85,8 @@ pub enum Input {
     Members(oneshot::Sender<Vec<MemberInfo>>),
     /// Report the node's status.
     Status(oneshot::Sender<NodeStatus>),
+    /// The log writer made more durable (or failed): look at what it reports.
+    Persisted,
     /// Sync and stop the loop.
     Shutdown,
 }
@@ -131,6 +134,18 @@ pub struct Recovered {
     pub applied: u64,
 }
 
+/// The node's connections to the rest of the process.
+pub struct NodeIo {
+    /// Sends raft messages to peers.
+    pub transport: Transport,
+    /// Makes entries and hard state durable.
+    pub writer: LogWriter,
+    /// Receives applied changes for watchers.
+    pub watch: Arc<WatchHub>,
+    /// The node's input queue.
+    pub rx: flume::Receiver<Input>,
+}
+
 /// The raft thread's state.
 pub struct Node {
     cfg: NodeConfig,
@@ -138,6 +153,9 @@ pub struct Node {
     kv: Kv,
     conf_state: ConfState,
     transport: Transport,
+    writer: LogWriter,
+    /// The highest `Ready` number reported persisted to raft-rs.
+    persisted: u64,
     watch: Arc<WatchHub>,
     rx: flume::Receiver<Input>,
     incarnation: u64,
@@ -160,11 +178,15 @@ impl Node {
     pub fn new(
         cfg: NodeConfig,
         state: Recovered,
-        transport: Transport,
-        watch: Arc<WatchHub>,
-        rx: flume::Receiver<Input>,
+        io: NodeIo,
         logger: &slog::Logger,
     ) -> Result<Node> {
+        let NodeIo {
+            transport,
+            writer,
+            watch,
+            rx,
+        } = io;
         let Recovered {
             storage,
             kv,
@@ -199,6 +221,8 @@ impl Node {
             kv,
             conf_state,
             transport,
+            writer,
+            persisted: 0,
             watch,
             rx,
             incarnation,
@@ -246,12 +270,13 @@ impl Node {
                 self.raw.tick();
                 self.on_tick();
             }
+            self.on_persisted()?;
             self.flush_proposals();
             self.flush_reads();
             self.handle_ready()?;
             self.maybe_snapshot()?;
             if self.removal_is_final() {
-                self.raw.mut_store().sync()?;
+                self.writer.barrier()?;
                 self.raw.mut_store().mark_removed()?;
                 tracing::warn!(
                     id = self.cfg.id,
@@ -263,7 +288,7 @@ impl Node {
                 break;
             }
         }
-        self.raw.mut_store().sync()?;
+        self.writer.barrier()?;
         tracing::info!(
             applied = self.applied,
             "raft loop stopped; state is durable"
@@ -331,6 +356,8 @@ impl Node {
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            // Looked at on every turn of the loop; this only wakes it.
+            Input::Persisted => {}
             Input::Shutdown => return Ok(true),
         }
         Ok(false)
@@ -435,14 +462,16 @@ impl Node {
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
-        // The leader may send appends before its own fsync: raft counts its own vote only
-        // once the entries are persisted (below).
+        // The leader may send appends before its own fsync: raft counts its own copy toward a
+        // quorum only once the log writer reports it persisted.
         self.send(rd.take_messages());
 
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             let index = snap.get_metadata().index;
-            self.raw.mut_store().install_snapshot(&snap)?;
+            // The file is durable before the marker that names it is queued.
+            let marker = self.raw.mut_store().install_snapshot(&snap)?;
+            self.writer.snapshot(marker, true)?;
             self.kv = Kv::restore(snap.data.clone())?;
             self.watch.reset(self.kv.revision());
             self.conf_state = snap.get_metadata().get_conf_state().clone();
@@ -455,33 +484,56 @@ impl Node {
             );
         }
 
+        // Only entries this node has persisted are ever handed out as committed.
         self.apply(rd.take_committed_entries())?;
 
+        // raft-rs reads new entries back from storage: they go into the in-memory log now, and
+        // to the log writer, which persists them, then sends the messages that must follow
+        // persistence (votes, append acknowledgements) and reports the Ready number back.
+        let has_snapshot = !rd.snapshot().is_empty();
         let store = self.raw.mut_store();
         store.append(rd.entries())?;
-        if let Some(hs) = rd.hs() {
-            store.set_hard_state(hs)?;
-        }
-        // One write and one fsync for everything this Ready made durable.
-        let started = Instant::now();
-        store.sync()?;
-        METRICS
-            .fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-        METRICS.wal_bytes.set(store.wal_bytes() as i64);
-
-        // Persist before acknowledging or voting.
-        self.send(rd.take_persisted_messages());
+        let hard_state = match rd.hs() {
+            Some(hs) => {
+                store.set_hard_state(hs);
+                Some(hs.clone())
+            }
+            // The snapshot raised the commit index, maybe the term.
+            None if has_snapshot => Some(store.hard_state().clone()),
+            None => None,
+        };
+        self.writer.append(
+            rd.number(),
+            rd.take_entries(),
+            hard_state,
+            rd.take_persisted_messages(),
+        )?;
         self.on_read_states(rd.take_read_states());
-
-        let mut light = self.raw.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().set_commit(commit)?;
+        self.raw.advance_append_async(rd);
+        if has_snapshot {
+            // raft-rs counts a snapshot as applied only once it is persisted; installs are
+            // rare, so wait for it here.
+            self.writer.barrier()?;
+            self.on_persisted()?;
         }
-        self.send(light.take_messages());
-        self.apply(light.take_committed_entries())?;
-        self.raw.advance_apply();
+        self.raw.advance_apply_to(self.applied);
         Ok(())
+    }
+
+    /// Tells raft-rs what the log writer has made durable since the last call.
+    fn on_persisted(&mut self) -> Result<()> {
+        let persisted = self.writer.persisted();
+        if persisted > self.persisted {
+            self.raw.on_persist_ready(persisted);
+            self.persisted = persisted;
+        }
+        match self.writer.failure() {
+            Some(e) => Err(Error::io(
+                "the write-ahead log failed",
+                std::io::Error::other(e),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
@@ -576,9 +628,15 @@ impl Node {
         let data = self.kv.snapshot();
         let compact_to = index.saturating_sub(self.cfg.catch_up_entries).max(1);
         let bytes = data.len();
-        self.raw
-            .mut_store()
-            .create_snapshot(index, self.conf_state.clone(), data, compact_to)?;
+        let marker = self.raw.mut_store().create_snapshot(
+            index,
+            self.conf_state.clone(),
+            data,
+            compact_to,
+        )?;
+        // Older WAL segments and snapshot files go only once the new marker is durable.
+        self.writer.snapshot(marker, false)?;
+        self.writer.compact(compact_to, index)?;
         METRICS.snapshots.inc();
         tracing::info!(index, bytes, compact_to, "snapshot written, log compacted");
         Ok(())
@@ -605,7 +663,7 @@ impl Node {
             keys: self.kv.len(),
             data_bytes: self.kv.data_bytes(),
             revision: self.kv.revision(),
-            wal_bytes: store.wal_bytes(),
+            wal_bytes: self.writer.wal_bytes(),
             voters: {
                 let mut v = self.conf_state.voters.clone();
                 v.sort_unstable();

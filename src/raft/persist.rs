@@ -1,0 +1,264 @@
+//! The log writer: a thread that owns the WAL and makes each `Ready`'s entries and hard state
+//! durable, so the raft thread never waits for a disk.
+//!
+//! This is raft-rs's asynchronous persistence. The raft thread keeps the new entries in its
+//! in-memory log, hands them here, and goes on taking proposals and acknowledgements while
+//! the disk works. The writer takes every job queued meanwhile, writes them with **one** write
+//! and **one** fsync (group commit across `Ready`s), and only then:
+//! 1. sends the messages that had to wait for persistence (votes, append acknowledgements) —
+//!    never before: a node acknowledges or votes only for what survives a crash;
+//! 2. applies WAL compaction and prunes snapshot files older than a durable marker;
+//! 3. publishes the highest persisted `Ready` number and wakes the raft thread, which tells
+//!    raft-rs (`on_persist_ready`); raft-rs counts this node's own copy of an entry toward a
+//!    quorum, and applies entries, only once they are persisted here.
+//!
+//! Jobs are processed strictly in order, so the WAL sees exactly the sequence the raft thread
+//! produced (an overwritten suffix is replaced on replay; a snapshot marker comes after the
+//! snapshot file it names, which the raft thread wrote before queueing it).
+//!
+//! A failed write or fsync is fatal: the writer records the error and stops, and the raft loop
+//! stops the node (like etcd, which panics on a failed fsync: retrying it is not safe).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use raft::eraftpb::{Entry, HardState, Message, MessageType};
+
+use crate::error::{Error, Result};
+use crate::metrics::METRICS;
+use crate::raft::node::Input;
+use crate::raft::transport::Transport;
+use crate::storage::snapshot::SnapshotStore;
+use crate::storage::wal::{SnapshotMarker, Wal};
+
+enum Job {
+    /// A `Ready`'s entries, hard state and the messages that must follow them.
+    Append {
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        messages: Vec<Message>,
+    },
+    /// A snapshot marker (its file is already durable).
+    Snapshot {
+        marker: SnapshotMarker,
+        discard_log: bool,
+    },
+    /// After the next sync: delete WAL segments below `index`, snapshot files below `prune`.
+    Compact { index: u64, prune: u64 },
+    /// Answered once everything queued before it is durable.
+    Barrier(mpsc::Sender<Result<(), String>>),
+}
+
+struct Shared {
+    persisted: AtomicU64,
+    wal_bytes: AtomicU64,
+    failure: Mutex<Option<String>>,
+}
+
+/// The raft thread's handle on the writer.
+pub struct LogWriter {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl LogWriter {
+    /// Starts the writer thread. It sends persisted messages through `transport` and wakes the
+    /// raft thread through `wake`.
+    pub fn start(
+        wal: Wal,
+        snaps: SnapshotStore,
+        transport: Transport,
+        wake: flume::Sender<Input>,
+    ) -> Result<LogWriter> {
+        let shared = Arc::new(Shared {
+            persisted: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(wal.size_bytes()),
+            failure: Mutex::new(None),
+        });
+        let (jobs, rx) = mpsc::channel();
+        let writer = Writer {
+            wal,
+            snaps,
+            transport,
+            wake,
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io("spawning the log writer", e))?;
+        Ok(LogWriter { jobs, shared })
+    }
+
+    fn push(&self, job: Job) -> Result<()> {
+        self.jobs.send(job).map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> Error {
+        Error::io(
+            "the log writer stopped",
+            std::io::Error::other(self.failure().unwrap_or_else(|| "unknown cause".into())),
+        )
+    }
+
+    /// Queues a `Ready`'s entries and hard state; `messages` are sent once they are durable.
+    pub fn append(
+        &self,
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        messages: Vec<Message>,
+    ) -> Result<()> {
+        self.push(Job::Append {
+            number,
+            entries,
+            hard_state,
+            messages,
+        })
+    }
+
+    /// Queues a snapshot marker (the snapshot file must already be durable).
+    pub fn snapshot(&self, marker: SnapshotMarker, discard_log: bool) -> Result<()> {
+        self.push(Job::Snapshot {
+            marker,
+            discard_log,
+        })
+    }
+
+    /// Queues compaction: WAL segments below `index`, snapshot files older than `prune`.
+    pub fn compact(&self, index: u64, prune: u64) -> Result<()> {
+        self.push(Job::Compact { index, prune })
+    }
+
+    /// Waits until everything queued so far is durable.
+    pub fn barrier(&self) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.push(Job::Barrier(tx))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::io("the log writer failed", std::io::Error::other(e))),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// The highest `Ready` number whose contents are durable.
+    pub fn persisted(&self) -> u64 {
+        self.shared.persisted.load(Ordering::Acquire)
+    }
+
+    /// Why the writer stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Bytes in the WAL.
+    pub fn wal_bytes(&self) -> u64 {
+        self.shared.wal_bytes.load(Ordering::Relaxed)
+    }
+}
+
+struct Writer {
+    wal: Wal,
+    snaps: SnapshotStore,
+    transport: Transport,
+    wake: flume::Sender<Input>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            jobs.extend(rx.try_iter());
+            if let Err(e) = self.process(jobs) {
+                let reason = e.to_string();
+                tracing::error!(error = %reason, "the log writer failed; stopping the node");
+                *self
+                    .shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                // Fail whatever waits, now and later.
+                for job in rx.try_iter() {
+                    if let Job::Barrier(tx) = job {
+                        let _ = tx.send(Err(reason.clone()));
+                    }
+                }
+                let _ = self.wake.try_send(Input::Persisted);
+                return;
+            }
+        }
+    }
+
+    /// One batch: buffer every job's records, one write + fsync, then everything that had to
+    /// wait for it.
+    fn process(&mut self, jobs: Vec<Job>) -> Result<()> {
+        let mut number = None;
+        let mut messages = Vec::new();
+        let mut compactions = Vec::new();
+        let mut barriers = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Append {
+                    number: n,
+                    entries,
+                    hard_state,
+                    messages: m,
+                } => {
+                    self.wal.append_entries(&entries)?;
+                    if let Some(hs) = hard_state {
+                        self.wal.set_hard_state(&hs)?;
+                    }
+                    number = Some(n);
+                    messages.extend(m);
+                }
+                Job::Snapshot {
+                    marker,
+                    discard_log,
+                } => self.wal.mark_snapshot(marker, discard_log),
+                Job::Compact { index, prune } => compactions.push((index, prune)),
+                Job::Barrier(tx) => barriers.push(tx),
+            }
+        }
+        let started = Instant::now();
+        self.wal.sync()?;
+        METRICS
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        // Durable now: acknowledge and vote.
+        for m in self.transport.send(messages) {
+            let input = if m.get_msg_type() == MessageType::MsgSnapshot {
+                Input::SnapshotSent {
+                    to: m.to,
+                    ok: false,
+                }
+            } else {
+                Input::Unreachable(m.to)
+            };
+            let _ = self.wake.try_send(input);
+        }
+        for (index, prune) in compactions {
+            self.wal.compact(index)?;
+            self.snaps.prune(prune)?;
+        }
+        let bytes = self.wal.size_bytes();
+        self.shared.wal_bytes.store(bytes, Ordering::Relaxed);
+        METRICS.wal_bytes.set(bytes as i64);
+        if let Some(n) = number {
+            self.shared.persisted.store(n, Ordering::Release);
+            // A full queue means the raft thread is busy and will look anyway.
+            let _ = self.wake.try_send(Input::Persisted);
+        }
+        for tx in barriers {
+            let _ = tx.send(Ok(()));
+        }
+        Ok(())
+    }
+}
