@@ -434,12 +434,12 @@ impl Kv {
 
     /// `Some(current mod_revision)` if the precondition does not hold.
     fn failed_precondition(&self, key: &str, condition: Option<Precondition>) -> Option<u64> {
+        let condition = condition?;
         let current = self.data.get(key).map_or(0, |e| e.mod_revision);
         let holds = match condition {
-            None => true,
-            Some(Precondition::ModRevision(rev)) => current != 0 && current == rev,
-            Some(Precondition::Absent) => current == 0,
-            Some(Precondition::Present) => current != 0,
+            Precondition::ModRevision(rev) => current != 0 && current == rev,
+            Precondition::Absent => current == 0,
+            Precondition::Present => current != 0,
         };
         (!holds).then_some(current)
     }
@@ -472,24 +472,24 @@ impl Kv {
             value: Some(value.clone()),
         });
         self.data_bytes += value.len() as u64;
-        match self.data.get_mut(&key) {
-            Some(e) => {
+        let key_len = key.len() as u64;
+        // One lookup: this runs on the raft thread for every write.
+        match self.data.entry(key) {
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
                 self.data_bytes -= e.value.len() as u64;
                 e.value = value;
                 e.mod_revision = revision;
                 e.version += 1;
             }
-            None => {
-                self.data_bytes += key.len() as u64;
-                self.data.insert(
-                    key,
-                    Entry {
-                        value,
-                        create_revision: revision,
-                        mod_revision: revision,
-                        version: 1,
-                    },
-                );
+            std::collections::btree_map::Entry::Vacant(v) => {
+                self.data_bytes += key_len;
+                v.insert(Entry {
+                    value,
+                    create_revision: revision,
+                    mod_revision: revision,
+                    version: 1,
+                });
             }
         }
     }

@@ -85,23 +85,79 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     }
 }
 
+/// Route names: a small fixed set, so metric labels stay bounded.
+const ROUTES: [&str; 15] = [
+    "health",
+    "metrics",
+    "status",
+    "members",
+    "txn",
+    "watch",
+    "kv_get",
+    "kv_put",
+    "kv_delete",
+    "v1_other",
+    "get",
+    "put",
+    "member_add",
+    "member_remove",
+    "other",
+];
+
+/// Statuses whose counters are resolved once; others are looked up per request.
+const COMMON_STATUSES: [u16; 10] = [200, 201, 204, 400, 404, 409, 412, 413, 503, 504];
+
+/// Each route's histogram and common counters, resolved once instead of per request.
+struct RouteMetrics {
+    seconds: prometheus::Histogram,
+    by_status: Vec<prometheus::IntCounter>,
+}
+
+static ROUTE_METRICS: std::sync::LazyLock<Vec<RouteMetrics>> = std::sync::LazyLock::new(|| {
+    ROUTES
+        .iter()
+        .map(|route| RouteMetrics {
+            seconds: METRICS.request_seconds.with_label_values(&[route]),
+            by_status: COMMON_STATUSES
+                .iter()
+                .map(|s| {
+                    METRICS
+                        .requests
+                        .with_label_values(&[*route, s.to_string().as_str()])
+                })
+                .collect(),
+        })
+        .collect()
+});
+
 /// Counts requests by route and status, and times them.
 async fn record(req: Request, next: Next) -> Response {
-    let route = route_label(req.method(), req.uri().path());
+    let route = route_index(req.method(), req.uri().path());
     let started = Instant::now();
     let resp = next.run(req).await;
-    METRICS
-        .requests
-        .with_label_values(&[route, resp.status().as_str()])
-        .inc();
-    METRICS
-        .request_seconds
-        .with_label_values(&[route])
-        .observe(started.elapsed().as_secs_f64());
+    let m = &ROUTE_METRICS[route];
+    m.seconds.observe(started.elapsed().as_secs_f64());
+    let status = resp.status().as_u16();
+    match COMMON_STATUSES.iter().position(|&s| s == status) {
+        Some(i) => m.by_status[i].inc(),
+        None => METRICS
+            .requests
+            .with_label_values(&[ROUTES[route], resp.status().as_str()])
+            .inc(),
+    }
     resp
 }
 
-/// A small, fixed set of route names, so metric labels stay bounded.
+/// The index in [`ROUTES`] of a request's route.
+fn route_index(method: &Method, path: &str) -> usize {
+    let label = route_label(method, path);
+    ROUTES
+        .iter()
+        .position(|r| *r == label)
+        .unwrap_or(ROUTES.len() - 1)
+}
+
+/// The route name of a request.
 fn route_label(method: &Method, path: &str) -> &'static str {
     let v1 = |p: &str| path.starts_with(p);
     match (method, path) {
@@ -337,5 +393,27 @@ mod tests {
         assert_eq!(route_label(&Method::PUT, "/some/key"), "put");
         assert_eq!(route_label(&Method::GET, "/v1/watch/x"), "watch");
         assert_eq!(route_label(&Method::PATCH, "/x"), "other");
+        // Every label has its precomputed metrics.
+        for (m, p) in [
+            (Method::GET, "/health"),
+            (Method::GET, "/metrics"),
+            (Method::GET, "/v1/status"),
+            (Method::POST, "/v1/members"),
+            (Method::POST, "/v1/txn"),
+            (Method::GET, "/v1/watch/k"),
+            (Method::GET, "/v1/kv/k"),
+            (Method::PUT, "/v1/kv/k"),
+            (Method::DELETE, "/v1/kv/k"),
+            (Method::GET, "/v1/other"),
+            (Method::GET, "/k"),
+            (Method::PUT, "/k"),
+            (Method::POST, "/4"),
+            (Method::DELETE, "/4"),
+            (Method::PATCH, "/k"),
+        ] {
+            let label = route_label(&m, p);
+            assert_eq!(ROUTES[route_index(&m, p)], label, "{m} {p}");
+        }
+        assert_eq!(ROUTE_METRICS.len(), ROUTES.len());
     }
 }
