@@ -8,9 +8,9 @@
 //! 2. The handle queues an `Input::Propose` for the raft thread ([`raft::node`]) and awaits a
 //!    oneshot reply.
 //! 3. The raft thread batches every queued proposal into one raft append. On the leader the
-//!    entries go to followers ([`raft::transport`]) while they are written to the WAL
-//!    ([`storage::wal`]) with one fsync for the whole batch; a follower forwards proposals to
-//!    the leader through raft itself.
+//!    entries go to followers ([`raft::transport`]) while the log writer thread
+//!    ([`raft::persist`]) writes them to the WAL ([`storage::wal`]) with one fsync for
+//!    everything queued; a follower forwards proposals to the leader through raft itself.
 //! 4. Once a quorum has the entries durably, they are committed; every node applies them to
 //!    [`kv`] in log order. The node that proposed an entry recognises it by the context it
 //!    attached and answers the waiting request: 204.
