@@ -137,6 +137,12 @@ impl Connection {
 }
 
 /// The root-API path of a key, percent-encoding everything but unreserved characters and `/`.
+///
+/// ```
+/// use coordinate::client::key_path;
+/// assert_eq!(key_path("config/db"), "/config/db");
+/// assert_eq!(key_path("a b?"), "/a%20b%3F");
+/// ```
 pub fn key_path(key: &str) -> String {
     let mut out = String::with_capacity(key.len() + 1);
     out.push('/');

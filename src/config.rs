@@ -125,6 +125,13 @@ impl Config {
 }
 
 /// Extracts `host:port` from an `http://host:port` peer URL.
+///
+/// ```
+/// use coordinate::config::peer_addr;
+/// assert_eq!(peer_addr("http://127.0.0.1:12379").as_deref(), Ok("127.0.0.1:12379"));
+/// assert!(peer_addr("127.0.0.1:12379").is_err());
+/// assert!(peer_addr("http://127.0.0.1").is_err());
+/// ```
 pub fn peer_addr(url: &str) -> Result<String, String> {
     let uri: axum::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     if uri.scheme_str() != Some("http") {
