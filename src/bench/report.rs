@@ -146,14 +146,9 @@ pub struct PreloadReport {
 /// The whole result of a run, as printed and as JSON.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub target: String,
-    pub workload: String,
-    pub read_mode: String,
-    pub read_ratio: Option<f64>,
-    pub endpoints: Vec<String>,
-    pub connections: usize,
-    pub keys: u64,
-    pub value_size: String,
+    /// What was run (flattened: the JSON keeps one flat object).
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub preload: Option<PreloadReport>,
     /// Measured time (after warm-up), in seconds.
     pub seconds: f64,
@@ -171,6 +166,7 @@ pub struct Report {
 }
 
 /// The report fields that describe the run rather than its results.
+#[derive(Clone, Debug, Serialize)]
 pub struct RunInfo {
     pub target: String,
     pub workload: String,
@@ -209,14 +205,7 @@ impl Report {
         let seconds = measured.as_secs_f64();
         let ok = stats.ok();
         Report {
-            target: info.target,
-            workload: info.workload,
-            read_mode: info.read_mode,
-            read_ratio: info.read_ratio,
-            endpoints: info.endpoints,
-            connections: info.connections,
-            keys: info.keys,
-            value_size: info.value_size,
+            run: info,
             preload,
             seconds: (seconds * 1000.0).round() / 1000.0,
             ops_per_sec: if seconds > 0.0 {
@@ -239,18 +228,18 @@ impl Report {
         let _ = writeln!(
             s,
             "target {} at {}, {} connection{}, workload {}{}, {} keys, values {} B",
-            self.target,
-            self.endpoints.join(","),
-            self.connections,
-            if self.connections == 1 { "" } else { "s" },
-            self.workload,
-            match (self.workload.as_str(), self.read_ratio) {
+            self.run.target,
+            self.run.endpoints.join(","),
+            self.run.connections,
+            if self.run.connections == 1 { "" } else { "s" },
+            self.run.workload,
+            match (self.run.workload.as_str(), self.run.read_ratio) {
                 ("put", _) => String::new(),
-                ("mixed", Some(r)) => format!(" ({:.0}% {} reads)", r * 100.0, self.read_mode),
-                _ => format!(" ({} reads)", self.read_mode),
+                ("mixed", Some(r)) => format!(" ({:.0}% {} reads)", r * 100.0, self.run.read_mode),
+                _ => format!(" ({} reads)", self.run.read_mode),
             },
-            self.keys,
-            self.value_size,
+            self.run.keys,
+            self.run.value_size,
         );
         if let Some(p) = &self.preload {
             let errors: u64 = p.errors.values().map(|e| e.count).sum();
