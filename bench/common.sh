@@ -34,6 +34,22 @@ stop_started() {
   done
 }
 
+# Builds the release binaries and copies them into $WORK/bin (a rebuild in the tree during a
+# run cannot swap them); $COORDINATE_BIN, if set, is used instead of building coordinate.
+# Sets BENCH.
+build_binaries() {
+  log "building release binaries"
+  if [ -n "${COORDINATE_BIN:-}" ]; then
+    cargo build --release --quiet --bin coordinate-bench
+    cp "$COORDINATE_BIN" "$WORK/bin/coordinate"
+  else
+    cargo build --release --quiet --bin coordinate --bin coordinate-bench
+    cp target/release/coordinate "$WORK/bin/coordinate"
+  fi
+  cp target/release/coordinate-bench "$WORK/bin/coordinate-bench"
+  BENCH="$WORK/bin/coordinate-bench"
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # cpu_ticks PID... — CPU time (user + system, in clock ticks) used so far by these processes.

@@ -72,19 +72,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building release binaries"
+build_binaries
 if [ -n "$COORDINATE_BIN" ]; then
-  cargo build --release --quiet --bin coordinate-bench
-  cp "$COORDINATE_BIN" "$WORK/bin/coordinate"
   COORDINATE_DESC=${COORDINATE_LABEL:-"binary $COORDINATE_BIN"}
 else
-  cargo build --release --quiet --bin coordinate --bin coordinate-bench
-  cp target/release/coordinate "$WORK/bin/coordinate"
   COORDINATE_DESC="commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted changes')"
 fi
-# Copies, so a rebuild in the tree during the run cannot swap the binaries.
-cp target/release/coordinate-bench "$WORK/bin/coordinate-bench"
-BENCH="$WORK/bin/coordinate-bench"
 
 # --- clusters --------------------------------------------------------------------------------
 for off in 1 2 3 11 12 13 21 22 23 31 32 33; do

@@ -58,16 +58,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building release binaries"
-if [ -n "$COORDINATE_BIN" ]; then
-  cargo build --release --quiet --bin coordinate-bench
-  cp "$COORDINATE_BIN" "$WORK/bin/coordinate"
-else
-  cargo build --release --quiet --bin coordinate --bin coordinate-bench
-  cp target/release/coordinate "$WORK/bin/coordinate"
-fi
-cp target/release/coordinate-bench "$WORK/bin/coordinate-bench"
-BENCH="$WORK/bin/coordinate-bench"
+build_binaries
 
 for off in 1 2 3 11 12 13; do
   port_free $((PORT_BASE + off)) || die "port $((PORT_BASE + off)) is in use; set PORT_BASE"

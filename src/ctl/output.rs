@@ -228,14 +228,8 @@ pub fn status_table(rows: &[(String, Result<Value, String>)]) -> String {
         .map(|(endpoint, status)| match status {
             Ok(s) => {
                 let mut row = vec![endpoint.clone()];
-                for f in [
-                    "id",
-                    "role",
-                    "leader",
-                    "term",
-                    "commit_index",
-                    "applied_index",
-                ] {
+                // id, role, leader, term, commit_index, applied_index
+                for f in &STATUS_FIELDS[..6] {
                     row.push(num(s, f));
                 }
                 row.push(num(s, "revision"));
