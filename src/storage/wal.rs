@@ -17,10 +17,20 @@
 //! leader overwrote an uncommitted suffix). A snapshot marker drops every entry at or below its
 //! index, or the whole log when the snapshot was installed from a leader. The last hard state
 //! wins. A record that runs past the end of the **last** segment is a torn write (the crash
-//! happened before its fsync, so it was never acknowledged): it is truncated away. Anything else
+//! happened before its fsync, so it was never acknowledged): it is truncated away, and so is a
+//! bad record there that is followed only by zeros or holds a zero-filled sector. Anything else
 //! that does not check out — a CRC mismatch, a record cut short in an older segment, a length
 //! beyond the record limit — is corruption, and opening fails with the file and offset: starting
 //! on a log with a hole could silently lose acknowledged writes.
+//!
+//! Segments are **preallocated**: a background thread fills the next segment with zeros and
+//! fsyncs it before it is needed, so appending overwrites blocks the file already owns and an
+//! fsync flushes data only — no file-size change, no filesystem journal commit (on ext4 this
+//! makes `fdatasync` about a third cheaper, more under load). etcd and PostgreSQL do the same.
+//! Hence the zero rules on replay: zeros after the last record end a segment cleanly, and a bad
+//! record in the last segment that contains a zero-filled sector is a torn write (pages of an
+//! unsynced write reach the disk in any order, leaving zero holes), not corruption — the test
+//! etcd uses.
 //!
 //! # Compaction
 //! Every new segment starts with the current hard state and the latest snapshot marker, so an
@@ -28,7 +38,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
@@ -38,6 +50,11 @@ use crate::error::{Error, Result};
 /// Largest record the log accepts; a bigger length field is treated as corruption.
 pub const MAX_RECORD: usize = 64 << 20;
 const HEADER: usize = 8;
+/// The unit a disk writes atomically (or not at all); the torn-write test looks for whole
+/// zero-filled sectors.
+const SECTOR: usize = 512;
+/// The next segment, being zero-filled by a background thread.
+const SPARE: &str = "spare.wal.tmp";
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +97,16 @@ struct Segment {
     path: PathBuf,
     /// Highest entry index written to this segment (0 if none).
     max_index: u64,
-    /// Bytes durably in the file.
+    /// Bytes of records in the file (a preallocated file is longer: zeros follow).
     bytes: u64,
+}
+
+/// The next segment file, zero-filled ahead of need.
+enum Spare {
+    None,
+    /// Being filled by a background thread, which reports here.
+    Preparing(mpsc::Receiver<std::io::Result<PathBuf>>),
+    Ready(PathBuf),
 }
 
 /// An open write-ahead log. Records are buffered by the `append_*` calls and made durable by
@@ -91,7 +116,13 @@ pub struct Wal {
     segment_size: u64,
     segments: Vec<Segment>,
     file: File,
+    /// Where the next record goes in `file` (its records end here; zeros may follow).
     written: u64,
+    /// Whether `file` was preallocated (else it grows with each write, and is swapped for a
+    /// preallocated one as soon as a spare is ready).
+    preallocated: bool,
+    /// A spare segment being zero-filled, or ready to take.
+    spare: Spare,
     buf: Vec<u8>,
     hard_state: HardState,
     snapshot: Option<SnapshotMarker>,
@@ -108,6 +139,13 @@ impl Wal {
             let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
+            if name == SPARE {
+                // A spare being prepared when the process stopped; it holds nothing.
+                let path = dir.join(SPARE);
+                fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+                continue;
+            }
             if let Some(stem) = name.strip_suffix(".wal") {
                 if let Ok(seq) = u64::from_str_radix(stem, 16) {
                     seqs.push(seq);
@@ -121,10 +159,7 @@ impl Wal {
         let count = seqs.len();
         for (i, seq) in seqs.into_iter().enumerate() {
             let path = segment_path(dir, seq);
-            let max_index = replay_segment(&path, i + 1 == count, &mut rec)?;
-            let bytes = fs::metadata(&path)
-                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
-                .len();
+            let (max_index, bytes) = replay_segment(&path, i + 1 == count, &mut rec)?;
             segments.push(Segment {
                 seq,
                 path,
@@ -147,17 +182,17 @@ impl Wal {
             }
         }
 
-        let (file, written) = match segments.last() {
+        let (file, written, preallocated) = match segments.last() {
             Some(last) => {
                 let file = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(&last.path)
                     .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?;
                 let len = file
                     .metadata()
                     .map_err(|e| Error::io(format!("stat {}", last.path.display()), e))?
                     .len();
-                (file, len)
+                (file, last.bytes, len >= segment_size)
             }
             None => {
                 let path = segment_path(dir, 1);
@@ -169,7 +204,7 @@ impl Wal {
                     max_index: 0,
                     bytes: 0,
                 });
-                (file, 0)
+                (file, 0, false)
             }
         };
         let wal = Wal {
@@ -178,6 +213,8 @@ impl Wal {
             segments,
             file,
             written,
+            preallocated,
+            spare: Spare::None,
             buf: Vec::new(),
             hard_state: rec.hard_state.clone(),
             snapshot: rec.snapshot,
@@ -224,14 +261,16 @@ impl Wal {
     }
 
     /// Writes every buffered record with one write and makes it durable with one fsync.
-    /// Rotates to a new segment afterwards if the current one is full.
+    /// Afterwards: starts preparing the next segment once this one is a sixteenth full, and
+    /// rotates when this one is full — or as soon as a spare is ready if this one was not
+    /// preallocated (a new log's first segment), so a busy log soon writes into one.
     pub fn sync(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let path = &self.segments[self.segments.len() - 1].path;
         self.file
-            .write_all(&self.buf)
+            .write_all_at(&self.buf, self.written)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         self.file
             .sync_data()
@@ -241,18 +280,62 @@ impl Wal {
             seg.bytes += self.buf.len() as u64;
         }
         self.buf.clear();
-        if self.written >= self.segment_size {
+        if matches!(self.spare, Spare::None) && self.written >= self.segment_size / 16 {
+            self.spare = Spare::Preparing(prepare_spare(self.dir.join(SPARE), self.segment_size));
+        }
+        if self.written >= self.segment_size || (!self.preallocated && self.spare_ready()) {
             self.rotate()?;
         }
         Ok(())
     }
 
+    /// Notes a finished spare preparation (never waits for one).
+    fn poll_spare(&mut self) {
+        if let Spare::Preparing(rx) = &self.spare {
+            self.spare = match rx.try_recv() {
+                Err(mpsc::TryRecvError::Empty) => return,
+                Ok(Ok(path)) => Spare::Ready(path),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "preallocating a WAL segment failed");
+                    Spare::None
+                }
+                Err(mpsc::TryRecvError::Disconnected) => Spare::None,
+            };
+        }
+    }
+
+    fn spare_ready(&mut self) -> bool {
+        self.poll_spare();
+        matches!(self.spare, Spare::Ready(_))
+    }
+
     fn rotate(&mut self) -> Result<()> {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let path = segment_path(&self.dir, seq);
-        let file = create_file(&path)?;
+        self.poll_spare();
+        let (file, preallocated) = match std::mem::replace(&mut self.spare, Spare::None) {
+            Spare::Ready(spare) => {
+                fs::rename(&spare, &path)
+                    .map_err(|e| Error::io(format!("renaming {}", spare.display()), e))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                (file, true)
+            }
+            // Not ready (or it failed): an empty file works too, only its fsyncs cost more.
+            other => {
+                self.spare = other;
+                (create_file(&path)?, false)
+            }
+        };
         sync_dir(&self.dir)?;
+        // The old segment's unused preallocated tail: zeros on replay either way, so no fsync.
+        self.file
+            .set_len(self.written)
+            .map_err(|e| Error::io("trimming a full WAL segment", e))?;
         self.file = file;
+        self.preallocated = preallocated;
         self.written = 0;
         self.segments.push(Segment {
             seq,
@@ -298,9 +381,36 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 fn create_file(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))
+}
+
+/// Starts zero-filling a `size`-byte file at `path` on a thread of its own, fsynced before it is
+/// reported ready.
+fn prepare_spare(path: PathBuf, size: u64) -> mpsc::Receiver<std::io::Result<PathBuf>> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("wal-prealloc".into())
+        .spawn(move || {
+            let fill = || -> std::io::Result<PathBuf> {
+                let mut f = File::create(&path)?;
+                let zeros = vec![0u8; 1 << 20];
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    f.write_all(&zeros[..n])?;
+                    left -= n as u64;
+                }
+                f.sync_all()?;
+                Ok(path)
+            };
+            let _ = tx.send(fill());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start preallocating a WAL segment");
+    }
+    rx
 }
 
 /// Makes a directory's entries (new or renamed files) durable.
@@ -320,9 +430,10 @@ fn push_record(buf: &mut Vec<u8>, kind: Kind, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// Replays one segment into `rec`; returns the highest entry index it holds. In the last
+/// Replays one segment into `rec`; returns the highest entry index it holds and where its
+/// records end. Zeros after the last record end any segment (preallocation); in the last
 /// segment a torn tail is truncated; anywhere else a bad record is an error.
-fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<u64> {
+fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<(u64, u64)> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
@@ -335,38 +446,40 @@ fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<u64
     let mut max_index = 0;
     let mut pos = 0;
     while pos < data.len() {
-        // A crash can leave the file extended with zeros where the last write should be.
-        if is_last && data[pos..].iter().all(|&b| b == 0) {
-            truncate_tail(path, pos)?;
-            return Ok(max_index);
+        // The unused part of a preallocated segment, or a file a crash left extended with
+        // zeros where the last write should be.
+        if data[pos..].iter().all(|&b| b == 0) {
+            return Ok((max_index, pos as u64));
         }
         let rest = data.len() - pos;
         if rest < HEADER + 1 {
             if is_last {
-                truncate_tail(path, pos)?;
-                return Ok(max_index);
+                return torn_tail(path, pos, max_index);
             }
             return Err(corrupt(pos, "record header cut short"));
         }
         let len = u32::from_le_bytes(slice4(&data, pos)) as usize;
         let crc = u32::from_le_bytes(slice4(&data, pos + 4));
         if len == 0 || len > MAX_RECORD {
+            if is_last && has_zero_sector(&data, pos, pos + HEADER) {
+                return torn_tail(path, pos, max_index);
+            }
             return Err(corrupt(pos, &format!("record length {len} out of range")));
         }
         if rest < HEADER + len {
             if is_last {
-                truncate_tail(path, pos)?;
-                return Ok(max_index);
+                return torn_tail(path, pos, max_index);
             }
             return Err(corrupt(pos, "record cut short"));
         }
-        let body = &data[pos + HEADER..pos + HEADER + len];
+        let end = pos + HEADER + len;
+        let body = &data[pos + HEADER..end];
         if crc32c::crc32c(body) != crc {
-            // A complete record with a bad checksum at the very end of the last segment is a
-            // torn write; followed by more data it is corruption.
-            if is_last && pos + HEADER + len == data.len() {
-                truncate_tail(path, pos)?;
-                return Ok(max_index);
+            // In the last segment, a bad record followed only by zeros, or with a hole of
+            // zeros in it, is a write that never completed; otherwise it is corruption.
+            if is_last && (data[end..].iter().all(|&b| b == 0) || has_zero_sector(&data, pos, end))
+            {
+                return torn_tail(path, pos, max_index);
             }
             return Err(corrupt(pos, "checksum mismatch"));
         }
@@ -400,7 +513,22 @@ fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<u64
         }
         pos += HEADER + len;
     }
-    Ok(max_index)
+    Ok((max_index, pos as u64))
+}
+
+/// Whether `data[start..end]` has a piece that never reached the disk: split on disk-sector
+/// boundaries, one of its pieces is all zeros (etcd's test for a torn entry).
+fn has_zero_sector(data: &[u8], start: usize, end: usize) -> bool {
+    let end = end.min(data.len());
+    let mut from = start;
+    while from < end {
+        let to = ((from / SECTOR + 1) * SECTOR).min(end);
+        if data[from..to].iter().all(|&b| b == 0) {
+            return true;
+        }
+        from = to;
+    }
+    false
 }
 
 fn apply_entry(rec: &mut Recovered, e: Entry) -> std::result::Result<(), String> {
@@ -425,6 +553,12 @@ fn apply_entry(rec: &mut Recovered, e: Entry) -> std::result::Result<(), String>
     }
     rec.entries.push(e);
     Ok(())
+}
+
+/// Cuts a torn write off the last segment; returns what `replay_segment` returns.
+fn torn_tail(path: &Path, pos: usize, max_index: u64) -> Result<(u64, u64)> {
+    truncate_tail(path, pos)?;
+    Ok((max_index, pos as u64))
 }
 
 fn truncate_tail(path: &Path, pos: usize) -> Result<()> {
@@ -658,5 +792,116 @@ mod tests {
         assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 20, term: 1 }));
         assert_eq!(indexes(&rec), (21..=30).map(|i| (i, 1)).collect::<Vec<_>>());
         assert_eq!(rec.hard_state, hs(1, 1, 30));
+    }
+
+    /// A log of `segment_size` holding entries 1..=n, each synced on its own.
+    fn filled(dir: &Path, segment_size: u64, n: u64) -> Wal {
+        let (mut wal, _) = Wal::open(dir, segment_size).unwrap();
+        for i in 1..=n {
+            wal.append_entries(&[entry(i, 1, "0123456789012345678901234567890123456789")])
+                .unwrap();
+            wal.set_hard_state(&hs(1, 1, i)).unwrap();
+            wal.sync().unwrap();
+        }
+        wal
+    }
+
+    #[test]
+    fn a_busy_log_moves_into_preallocated_segments_and_reopens_where_it_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 64 << 10;
+        let mut wal = filled(dir.path(), size, 100);
+        // Past a sixteenth of the first segment a spare is being zero-filled; once it is ready
+        // the next sync moves into it.
+        let mut next = 101;
+        for _ in 0..1000 {
+            if wal.preallocated {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            wal.append_entries(&[entry(next, 1, "x")]).unwrap();
+            wal.sync().unwrap();
+            next += 1;
+        }
+        assert!(
+            wal.preallocated,
+            "never rotated into a preallocated segment"
+        );
+        let active = wal.segments.last().unwrap().path.clone();
+        assert_eq!(fs::metadata(&active).unwrap().len(), size);
+        wal.append_entries(&[entry(next, 1, "after")]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+
+        // Reopening continues after the last record, inside the zeros, keeping the file size.
+        let (mut wal, rec) = Wal::open(dir.path(), size).unwrap();
+        assert_eq!(rec.entries.len() as u64, next);
+        assert_eq!(&rec.entries.last().unwrap().data[..], b"after");
+        assert!(wal.preallocated);
+        wal.append_entries(&[entry(next + 1, 2, "reopened")])
+            .unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        assert_eq!(fs::metadata(&active).unwrap().len(), size);
+        let (_, rec) = Wal::open(dir.path(), size).unwrap();
+        assert_eq!(rec.entries.len() as u64, next + 1);
+        assert_eq!(&rec.entries.last().unwrap().data[..], b"reopened");
+    }
+
+    /// Pages of an unsynced write reach the disk in any order: a torn write in a preallocated
+    /// segment can leave a zero hole with written bytes after it. That is a torn tail (nothing
+    /// in it was acknowledged), not corruption.
+    #[test]
+    fn a_torn_write_with_a_zero_hole_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(filled(dir.path(), 1 << 20, 3));
+        let path = segment_path(dir.path(), 1);
+        let synced = fs::read(&path).unwrap();
+        // The write that was in flight: six more records.
+        let mut unsynced = Vec::new();
+        for i in 4..=9 {
+            let e = entry(i, 1, &"y".repeat(300));
+            push_record(&mut unsynced, Kind::Entry, &e.write_to_bytes().unwrap());
+        }
+        let start = synced.len();
+        let boundary = (start / SECTOR + 1) * SECTOR;
+        let half = (start + unsynced.len() / 2).div_ceil(SECTOR) * SECTOR;
+        // Byte ranges of the file that never reached the disk.
+        for hole in [start..boundary, boundary..boundary + SECTOR, start..half] {
+            let mut file = synced.clone();
+            file.extend_from_slice(&unsynced);
+            file[hole.clone()].fill(0);
+            file.resize(8192, 0);
+            fs::write(&path, &file).unwrap();
+            let (_, rec) =
+                Wal::open(dir.path(), 1 << 20).unwrap_or_else(|e| panic!("hole {hole:?}: {e}"));
+            let n = rec.entries.len();
+            assert!((3..9).contains(&n), "hole {hole:?}: {n} entries");
+            assert_eq!(indexes(&rec)[..3], [(1, 1), (2, 1), (3, 1)]);
+        }
+    }
+
+    #[test]
+    fn corruption_before_zeros_in_a_preallocated_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(filled(dir.path(), 1 << 20, 5));
+        let path = segment_path(dir.path(), 1);
+        let mut raw = fs::read(&path).unwrap();
+        let record = raw.len() / 5;
+        raw[record + HEADER + 3] ^= 0x55; // the second record, with three good ones after it
+        raw.resize(1 << 16, 0);
+        fs::write(&path, &raw).unwrap();
+        let err = Wal::open(dir.path(), 1 << 20).err().expect("must refuse");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn a_leftover_spare_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(filled(dir.path(), 1 << 20, 2));
+        fs::write(dir.path().join(SPARE), [0u8; 4096]).unwrap();
+        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(rec.entries.len(), 2);
+        assert!(!dir.path().join(SPARE).exists());
     }
 }
