@@ -68,6 +68,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             writer,
             watch: watch.clone(),
             rx,
+            tx: tx.clone(),
         },
         &raft_logger(),
     )

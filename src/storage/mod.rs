@@ -4,7 +4,8 @@
 //! `RaftStorage` is owned by the raft thread (inside `RawNode`), so nothing here is shared or
 //! locked. It holds the log in memory; the [`wal::Wal`] that makes it durable is owned by the
 //! log writer thread (`raft::persist`), which writes and fsyncs what each `Ready` hands it.
-//! Snapshot files are written here, before the WAL record that refers to them is queued.
+//! Snapshot files are written before the WAL record that refers to them is queued: installed
+//! ones here, the node's own ones by a background thread (see `raft::node`).
 //!
 //! The in-memory log holds every entry after the newest compaction point; `first_index` is the
 //! oldest entry still held and `prev_term` the term of the entry just before it, which raft needs
@@ -136,17 +137,14 @@ impl RaftStorage {
         self.snaps.clone()
     }
 
-    /// Durably writes a snapshot file of this node's own state at applied `index`, then drops
-    /// in-memory log entries before `compact_to` (kept entries let slightly lagging peers catch
-    /// up by log). The caller queues the returned marker, then the WAL compaction and the
-    /// pruning of older snapshot files, to the log writer.
-    pub fn create_snapshot(
-        &mut self,
+    /// A snapshot of this node's own state at applied `index`, not yet written: the caller
+    /// saves it (off the raft thread) and then reports it with [`RaftStorage::snapshot_saved`].
+    pub fn snapshot_at(
+        &self,
         index: u64,
         conf_state: ConfState,
         data: bytes::Bytes,
-        compact_to: u64,
-    ) -> Result<SnapshotMarker> {
+    ) -> Result<Snapshot> {
         let term = raft::Storage::term(self, index)?;
         let mut snap = Snapshot::default();
         let meta = snap.mut_metadata();
@@ -154,10 +152,29 @@ impl RaftStorage {
         meta.term = term;
         meta.set_conf_state(conf_state);
         snap.data = data;
-        self.snaps.save(&snap)?;
-        self.snapshot_meta = snap.take_metadata();
-        self.compact(compact_to.min(index))?;
-        Ok(SnapshotMarker { index, term })
+        Ok(snap)
+    }
+
+    /// Records that the snapshot with `meta` is durably written: it becomes the one served to
+    /// peers, and in-memory entries before `compact_to` are dropped (kept entries let slightly
+    /// lagging peers catch up by log). Returns the marker the caller queues to the WAL, then the
+    /// WAL compaction and the pruning of older snapshot files. Returns `None` if a newer
+    /// snapshot (installed from the leader meanwhile) already took its place.
+    pub fn snapshot_saved(
+        &mut self,
+        meta: SnapshotMetadata,
+        compact_to: u64,
+    ) -> Result<Option<SnapshotMarker>> {
+        if meta.index <= self.snapshot_meta.index {
+            return Ok(None);
+        }
+        let marker = SnapshotMarker {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.snapshot_meta = meta;
+        self.compact(compact_to.min(marker.index))?;
+        Ok(Some(marker))
     }
 
     fn compact(&mut self, compact_to: u64) -> Result<()> {
@@ -348,10 +365,20 @@ mod tests {
             wal.sync().unwrap();
             assert_eq!(s.last_index(), 18);
             let cs = s.initial_state().unwrap().conf_state;
-            let marker = s
-                .create_snapshot(15, cs, bytes::Bytes::from_static(b"at 15"), 12)
+            let mut snap = s
+                .snapshot_at(15, cs, bytes::Bytes::from_static(b"at 15"))
                 .unwrap();
+            // Nothing changes until the file is saved.
+            assert_eq!((s.snapshot_index(), s.first_index()), (1, 2));
+            s.snapshot_store().save(&snap).unwrap();
+            let marker = s.snapshot_saved(snap.take_metadata(), 12).unwrap().unwrap();
             assert_eq!(marker, SnapshotMarker { index: 15, term: 2 });
+            assert_eq!(s.snapshot_index(), 15);
+            // An older one finishing later is ignored.
+            let mut old = s
+                .snapshot_at(14, ConfState::default(), bytes::Bytes::new())
+                .unwrap();
+            assert_eq!(s.snapshot_saved(old.take_metadata(), 12).unwrap(), None);
             wal.mark_snapshot(marker, false);
             wal.sync().unwrap();
             assert_eq!(s.first_index(), 12);

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{
+    ConfChange, ConfState, Entry, EntryType, Message, MessageType, SnapshotMetadata,
+};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
@@ -87,6 +89,12 @@ pub enum Input {
     Status(oneshot::Sender<NodeStatus>),
     /// The log writer made more durable (or failed): look at what it reports.
     Persisted,
+    /// A snapshot of this node's state, written in the background, is durable (or failed).
+    SnapshotSaved {
+        meta: SnapshotMetadata,
+        compact_to: u64,
+        result: std::result::Result<(), String>,
+    },
     /// Sync and stop the loop.
     Shutdown,
 }
@@ -144,6 +152,8 @@ pub struct NodeIo {
     pub watch: Arc<WatchHub>,
     /// The node's input queue.
     pub rx: flume::Receiver<Input>,
+    /// The same queue's sending side, for the node's own background work (snapshot saves).
+    pub tx: flume::Sender<Input>,
 }
 
 /// The raft thread's state.
@@ -158,6 +168,9 @@ pub struct Node {
     persisted: u64,
     watch: Arc<WatchHub>,
     rx: flume::Receiver<Input>,
+    tx: flume::Sender<Input>,
+    /// A snapshot is being written in the background (at most one at a time).
+    saving_snapshot: bool,
     incarnation: u64,
     next_seq: u64,
     proposals: HashMap<u64, Reply>,
@@ -186,6 +199,7 @@ impl Node {
             writer,
             watch,
             rx,
+            tx,
         } = io;
         let Recovered {
             storage,
@@ -225,6 +239,8 @@ impl Node {
             persisted: 0,
             watch,
             rx,
+            tx,
+            saving_snapshot: false,
             incarnation,
             next_seq: 1,
             proposals: HashMap::new(),
@@ -358,6 +374,11 @@ impl Node {
             }
             // Looked at on every turn of the loop; this only wakes it.
             Input::Persisted => {}
+            Input::SnapshotSaved {
+                meta,
+                compact_to,
+                result,
+            } => self.on_snapshot_saved(meta, compact_to, result)?,
             Input::Shutdown => return Ok(true),
         }
         Ok(false)
@@ -618,27 +639,63 @@ impl Node {
         Ok(())
     }
 
+    /// Starts a snapshot of the state machine once `snapshot_count` entries were applied since
+    /// the last one (or raft needs a fresh one for a peer). Serializing happens here, at the
+    /// applied index; writing and fsyncing the file happen on a thread of their own, so the
+    /// loop keeps replicating meanwhile. [`Node::on_snapshot_saved`] finishes the job.
     fn maybe_snapshot(&mut self) -> Result<()> {
+        if self.saving_snapshot {
+            return Ok(());
+        }
         let store = self.raw.store();
         let wanted = store.take_snapshot_request() && self.applied > store.snapshot_index();
         if !wanted && self.applied < store.snapshot_index() + self.cfg.snapshot_count {
             return Ok(());
         }
         let index = self.applied;
-        let data = self.kv.snapshot();
         let compact_to = index.saturating_sub(self.cfg.catch_up_entries).max(1);
-        let bytes = data.len();
-        let marker = self.raw.mut_store().create_snapshot(
-            index,
-            self.conf_state.clone(),
-            data,
-            compact_to,
-        )?;
-        // Older WAL segments and snapshot files go only once the new marker is durable.
+        let snap = store.snapshot_at(index, self.conf_state.clone(), self.kv.snapshot())?;
+        let snaps = store.snapshot_store();
+        let tx = self.tx.clone();
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let result = snaps.save(&snap).map_err(|e| e.to_string());
+                let mut snap = snap;
+                // The node waits for this report before starting another snapshot.
+                let _ = tx.send(Input::SnapshotSaved {
+                    meta: snap.take_metadata(),
+                    compact_to,
+                    result,
+                });
+            })
+            .map_err(|e| Error::io("starting a snapshot writer", e))?;
+        self.saving_snapshot = true;
+        Ok(())
+    }
+
+    /// A snapshot file is durable: serve it to peers, drop the log it covers from memory, and
+    /// queue its WAL marker and the compaction of older segments and files (which happens only
+    /// once the marker is durable). A snapshot installed from the leader meanwhile supersedes
+    /// it. A failed write stops the node, as a failed WAL write does.
+    fn on_snapshot_saved(
+        &mut self,
+        meta: SnapshotMetadata,
+        compact_to: u64,
+        result: std::result::Result<(), String>,
+    ) -> Result<()> {
+        self.saving_snapshot = false;
+        if let Err(e) = result {
+            return Err(Error::io("writing a snapshot", std::io::Error::other(e)));
+        }
+        let index = meta.index;
+        let Some(marker) = self.raw.mut_store().snapshot_saved(meta, compact_to)? else {
+            return Ok(());
+        };
         self.writer.snapshot(marker, false)?;
         self.writer.compact(compact_to, index)?;
         METRICS.snapshots.inc();
-        tracing::info!(index, bytes, compact_to, "snapshot written, log compacted");
+        tracing::info!(index, compact_to, "snapshot written, log compacted");
         Ok(())
     }
 
