@@ -2,11 +2,20 @@
 //! peer in each direction.
 //!
 //! # Outbound
-//! Each peer has a bounded queue and a task that owns its connection. The raft thread never
-//! blocks on the network: [`Transport::send`] only `try_send`s into the queue, and a full queue
-//! drops the message (raft retransmits) and reports the peer unreachable. The task drains
-//! everything queued into one frame per batch, reconnects with exponential backoff after an
-//! error, and reports the peer unreachable to raft so it stops pipelining to it.
+//! The thread that produced a message writes it: [`Transport::send`] encodes the messages for a
+//! peer into one frame and writes it straight into that peer's socket with a non-blocking
+//! `try_write`, from the raft thread (appends, heartbeats) or the log writer (acknowledgements
+//! after an fsync). A message thus goes out without a hand-off to another thread: on a busy
+//! machine each hand-off means waiting for a core, and a request crosses the network up to four
+//! times. Nothing ever blocks the caller: what the socket does not take at once goes into the
+//! peer's outbox, and the peer's task writes it when the socket drains. Frames are never
+//! interleaved: a sender writes directly only while the outbox is empty.
+//!
+//! Each peer has a task that owns the connection's lifecycle: it connects, reconnects with
+//! exponential backoff after an error (dropping what was buffered and reporting the peer
+//! unreachable, so raft stops pipelining to it and retransmits later), flushes the outbox, and
+//! streams snapshots, during which senders only buffer. An outbox over [`PEER_BUFFER`] bytes
+//! refuses new messages (reported unreachable, as a dropped message is).
 //!
 //! # Frames
 //! ```text
@@ -22,16 +31,18 @@
 //! (The protobuf crate has an advisory for untrusted input; the size limits are its mitigation
 //! until peer TLS exists.)
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::raft::node::Input;
 
@@ -41,19 +52,18 @@ pub const MAX_FRAME: usize = 32 << 20;
 pub const MAX_SNAPSHOT: u64 = 8 << 30;
 /// Size of one snapshot data frame.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
-/// Messages queued per peer before new ones are dropped.
-pub const PEER_QUEUE: usize = 4096;
-/// A batch frame is cut once it holds this many bytes.
+/// Bytes of encoded messages a peer's outbox holds before new ones are refused.
+pub const PEER_BUFFER: usize = 64 << 20;
+/// Snapshots queued per peer before new ones are refused.
+const SNAPSHOT_QUEUE: usize = 4;
+/// A frame of messages is cut once it holds this many bytes.
 const BATCH_BYTES: usize = 4 << 20;
 
 const MESSAGES: u8 = 1;
 const SNAP_HEAD: u8 = 2;
 const SNAP_DATA: u8 = 3;
 
-/// Per peer: its address and the queue of its connection task.
-type PeerMap = HashMap<u64, (String, mpsc::Sender<Message>)>;
-
-/// Handle used by the raft thread to send messages to peers.
+/// Handle used by the raft thread and the log writer to send messages to peers.
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,
@@ -62,8 +72,91 @@ pub struct Transport {
 struct Inner {
     runtime: tokio::runtime::Handle,
     node: flume::Sender<Input>,
-    /// Per peer: its address and the queue of its connection task.
-    peers: Mutex<PeerMap>,
+    peers: Mutex<HashMap<u64, Arc<Peer>>>,
+}
+
+/// One peer: where it is, what waits to be written to it, and how to wake its task.
+struct Peer {
+    addr: String,
+    out: Mutex<Outbox>,
+    /// Wakes the task: the outbox has work, a write failed, or the peer was removed.
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Outbox {
+    /// The connection, while it is up and no snapshot is streaming: senders may write to it.
+    stream: Option<Arc<TcpStream>>,
+    /// Encoded frames not yet written; they go before anything newer.
+    pending: BytesMut,
+    /// Snapshots for the task to stream, each after the frames that were pending when it was
+    /// queued (so messages sent after a snapshot arrive after it).
+    snapshots: VecDeque<(BytesMut, Message)>,
+    /// A sender's write failed: the task must reconnect.
+    broken: bool,
+}
+
+impl Peer {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // Held only around non-blocking writes; a poisoned lock still holds usable state.
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `frames` now if the connection is up and nothing waits before them, else
+    /// buffers them for the task. Fails if the outbox is full or the connection just broke.
+    fn push(&self, frames: &[u8]) -> Result<(), ()> {
+        let mut out = self.outbox();
+        if out.pending.len() + frames.len() > PEER_BUFFER {
+            return Err(());
+        }
+        let mut written = 0;
+        if out.pending.is_empty() {
+            if let Some(stream) = &out.stream {
+                match write_now(stream, frames) {
+                    Ok(n) if n == frames.len() => return Ok(()),
+                    Ok(n) => written = n,
+                    Err(_) => {
+                        out.stream = None;
+                        out.pending.clear();
+                        out.broken = true;
+                        drop(out);
+                        self.wake.notify_one();
+                        return Err(());
+                    }
+                }
+            }
+        }
+        out.pending.extend_from_slice(&frames[written..]);
+        drop(out);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a snapshot for the task; senders buffer until it has been streamed. Hands the
+    /// message back if too many are queued.
+    fn queue_snapshot(&self, m: Message) -> Option<Message> {
+        let mut out = self.outbox();
+        if out.snapshots.len() >= SNAPSHOT_QUEUE {
+            return Some(m);
+        }
+        let before = std::mem::take(&mut out.pending);
+        out.snapshots.push_back((before, m));
+        out.stream = None;
+        drop(out);
+        self.wake.notify_one();
+        None
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.outbox().stream = None;
+        self.wake.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 impl Transport {
@@ -91,54 +184,150 @@ impl Transport {
 
     /// Starts (or restarts with a new address) the connection task for a peer; a no-op if
     /// the peer is already known at that address.
-    pub fn add_peer(&self, peer: u64, addr: String) {
+    pub fn add_peer(&self, id: u64, addr: String) {
         let mut peers = self.peers();
-        if peers.get(&peer).is_some_and(|(a, _)| *a == addr) {
+        if peers.get(&id).is_some_and(|p| p.addr == addr) {
             return;
         }
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        let node = self.inner.node.clone();
+        let peer = Arc::new(Peer {
+            addr,
+            out: Mutex::new(Outbox::default()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
         self.inner
             .runtime
-            .spawn(run_peer(peer, addr.clone(), rx, node));
-        // Replacing the sender drops the old one, which ends the old task.
-        peers.insert(peer, (addr, tx));
+            .spawn(run_peer(id, peer.clone(), self.inner.node.clone()));
+        if let Some(old) = peers.insert(id, peer) {
+            old.close();
+        }
     }
 
     /// Makes the set of peers exactly `wanted` (id → host:port): starts new ones, restarts
     /// moved ones, stops removed ones.
     pub fn set_peers(&self, wanted: HashMap<u64, String>) {
-        self.peers().retain(|id, _| wanted.contains_key(id));
+        self.peers().retain(|id, peer| {
+            let keep = wanted.contains_key(id);
+            if !keep {
+                peer.close();
+            }
+            keep
+        });
         for (id, addr) in wanted {
             self.add_peer(id, addr);
         }
     }
 
-    fn peers(&self) -> std::sync::MutexGuard<'_, PeerMap> {
+    fn peers(&self) -> MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
         // The map is only touched briefly; a poisoned lock still holds a usable map.
         self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues messages without blocking. Returns the messages that could not be queued (peer
-    /// unknown or its queue full) so the caller can report them to raft.
+    /// Sends messages without blocking: written to the peers' sockets now, or buffered for
+    /// their tasks. Returns the messages that could not be sent (peer unknown, outbox full,
+    /// connection broken) so the caller can report them to raft.
     pub fn send(&self, msgs: Vec<Message>) -> Vec<Message> {
         let mut failed = Vec::new();
-        let peers = self.peers();
-        for m in msgs {
-            match peers.get(&m.to) {
-                Some((_, tx)) => {
-                    if let Err(e) = tx.try_send(m) {
-                        failed.push(match e {
-                            mpsc::error::TrySendError::Full(m) => m,
-                            mpsc::error::TrySendError::Closed(m) => m,
-                        });
+        // Per peer, in order: its messages (snapshots go to the task, which streams them).
+        let mut batches: Vec<(Arc<Peer>, Vec<Message>)> = Vec::new();
+        {
+            let peers = self.peers();
+            for m in msgs {
+                let Some(peer) = peers.get(&m.to) else {
+                    failed.push(m);
+                    continue;
+                };
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    // Whatever was batched for this peer goes before the snapshot.
+                    if let Some(i) = batches.iter().position(|(p, _)| Arc::ptr_eq(p, peer)) {
+                        let (p, batch) = batches.swap_remove(i);
+                        let sent =
+                            encode_messages(&batch).is_ok_and(|frames| p.push(&frames).is_ok());
+                        if !sent {
+                            failed.extend(batch);
+                        }
                     }
+                    if let Some(m) = peer.queue_snapshot(m) {
+                        failed.push(m);
+                    }
+                    continue;
                 }
-                None => failed.push(m),
+                match batches.iter_mut().find(|(p, _)| Arc::ptr_eq(p, peer)) {
+                    Some((_, batch)) => batch.push(m),
+                    None => batches.push((peer.clone(), vec![m])),
+                }
+            }
+        }
+        for (peer, batch) in batches {
+            let sent = encode_messages(&batch).is_ok_and(|frames| peer.push(&frames).is_ok());
+            if !sent {
+                failed.extend(batch);
             }
         }
         failed
     }
+}
+
+/// Encodes messages as MESSAGES frames (cut at [`BATCH_BYTES`]), headers included.
+fn encode_messages(msgs: &[Message]) -> io::Result<BytesMut> {
+    let mut out = BytesMut::new();
+    let mut frame_start = None;
+    for m in msgs {
+        let start = match frame_start {
+            Some(start) => start,
+            None => {
+                let start = out.len();
+                out.put_bytes(0, 8); // length and CRC, filled in below
+                out.put_u8(MESSAGES);
+                frame_start = Some(start);
+                start
+            }
+        };
+        let bytes = m.write_to_bytes().map_err(io::Error::other)?;
+        out.put_u32_le(bytes.len() as u32);
+        out.put_slice(&bytes);
+        if out.len() - start >= BATCH_BYTES {
+            seal_frame(&mut out, start);
+            frame_start = None;
+        }
+    }
+    if let Some(start) = frame_start {
+        seal_frame(&mut out, start);
+    }
+    Ok(out)
+}
+
+/// Fills in the length and CRC of the frame starting at `start` (it runs to the end of `out`).
+fn seal_frame(out: &mut BytesMut, start: usize) {
+    let payload = &out[start + 8..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c(payload).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&crc);
+}
+
+/// Writes as much of `buf` as the socket takes without blocking.
+fn write_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < buf.len() {
+        match stream.try_write(&buf[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Writes all of `buf`, waiting for the socket to drain as needed.
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        let n = write_now(stream, buf)?;
+        buf = &buf[n..];
+    }
+    Ok(())
 }
 
 /// Accepts peer connections and feeds their messages to the node.
@@ -266,28 +455,20 @@ async fn deliver(node: &flume::Sender<Input>, id: u64, m: Message) -> Result<(),
         .map_err(|_| "node stopped".to_string())
 }
 
-async fn run_peer(
-    peer: u64,
-    addr: String,
-    mut rx: mpsc::Receiver<Message>,
-    node: flume::Sender<Input>,
-) {
+/// The peer's task: connects, flushes the outbox, streams snapshots, reconnects after errors,
+/// until the peer is removed.
+async fn run_peer(id: u64, peer: Arc<Peer>, node: flume::Sender<Input>) {
     let mut backoff = Duration::from_millis(20);
     let mut was_connected = true;
-    loop {
-        let stream = match TcpStream::connect(&addr).await {
+    while !peer.is_closed() {
+        let stream = match TcpStream::connect(&peer.addr).await {
             Ok(s) => s,
             Err(e) => {
                 if was_connected {
-                    tracing::warn!(peer, %addr, error = %e, "cannot reach peer; retrying");
+                    tracing::warn!(peer = id, addr = %peer.addr, error = %e, "cannot reach peer; retrying");
                     was_connected = false;
                 }
-                if rx.is_closed() {
-                    return;
-                }
-                if !drop_queued(&mut rx, peer, &node) {
-                    return;
-                }
+                discard(id, &peer, &node);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -296,65 +477,95 @@ async fn run_peer(
         let _ = stream.set_nodelay(true);
         backoff = Duration::from_millis(20);
         was_connected = true;
-        tracing::info!(peer, %addr, "connected to peer");
-        let mut writer = BufWriter::with_capacity(256 << 10, stream);
-        loop {
-            let Some(first) = rx.recv().await else {
-                return; // peer removed
-            };
-            let mut batch = vec![first];
-            while batch.len() < 1024 {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = write_batch(&mut writer, &batch, peer, &node).await {
-                tracing::warn!(peer, %addr, error = %e, "lost connection to peer");
-                report(&node, Input::Unreachable(peer));
-                for m in batch {
-                    if m.get_msg_type() == MessageType::MsgSnapshot {
-                        report(
-                            &node,
-                            Input::SnapshotSent {
-                                to: peer,
-                                ok: false,
-                            },
-                        );
-                    }
-                }
-                break;
-            }
+        tracing::info!(peer = id, addr = %peer.addr, "connected to peer");
+        peer.outbox().broken = false;
+        let stream = Arc::new(stream);
+        let result = serve_connection(id, &peer, &stream, &node).await;
+        peer.outbox().stream = None;
+        if let Err(e) = result {
+            tracing::warn!(peer = id, addr = %peer.addr, error = %e, "lost connection to peer");
+            discard(id, &peer, &node);
         }
     }
 }
 
-/// Drops what queued up while the peer was unreachable, telling raft. Returns false when the
-/// peer was removed.
-fn drop_queued(rx: &mut mpsc::Receiver<Message>, peer: u64, node: &flume::Sender<Input>) -> bool {
-    let mut dropped = false;
+/// Serves one connection until it fails or the peer is removed.
+async fn serve_connection(
+    id: u64,
+    peer: &Peer,
+    stream: &Arc<TcpStream>,
+    node: &flume::Sender<Input>,
+) -> io::Result<()> {
     loop {
-        match rx.try_recv() {
-            Ok(m) => {
-                dropped = true;
-                if m.get_msg_type() == MessageType::MsgSnapshot {
-                    report(
-                        node,
-                        Input::SnapshotSent {
-                            to: peer,
-                            ok: false,
-                        },
-                    );
-                }
-            }
-            Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        flush(id, peer, stream, node).await?;
+        peer.wake.notified().await;
+        if peer.is_closed() {
+            return Ok(());
         }
     }
-    if dropped {
-        report(node, Input::Unreachable(peer));
+}
+
+/// Writes everything queued in the outbox — frames and snapshots, in order — waiting for the
+/// socket as needed, then lets senders write directly again. Senders append to the outbox
+/// meanwhile (it is not empty, or the connection is not published), so order holds.
+async fn flush(
+    id: u64,
+    peer: &Peer,
+    stream: &Arc<TcpStream>,
+    node: &flume::Sender<Input>,
+) -> io::Result<()> {
+    loop {
+        let snapshot = {
+            let mut out = peer.outbox();
+            if out.broken {
+                return Err(io::Error::other("a write to the peer failed"));
+            }
+            match out.snapshots.pop_front() {
+                Some(next) => Some(next),
+                None => {
+                    let n = write_now(stream, &out.pending)?;
+                    out.pending.advance(n);
+                    if out.pending.is_empty() {
+                        out.stream = Some(stream.clone());
+                        return Ok(());
+                    }
+                    None
+                }
+            }
+        };
+        match snapshot {
+            Some((before, m)) => {
+                write_all(stream, &before).await?;
+                let sent = write_snapshot(stream, &m).await;
+                report(
+                    node,
+                    Input::SnapshotSent {
+                        to: id,
+                        ok: sent.is_ok(),
+                    },
+                );
+                sent?;
+            }
+            None => stream.writable().await?,
+        }
     }
-    true
+}
+
+/// Drops what was queued for an unreachable peer, telling raft.
+fn discard(id: u64, peer: &Peer, node: &flume::Sender<Input>) {
+    let (dropped, snapshots) = {
+        let mut out = peer.outbox();
+        let dropped = !out.pending.is_empty() || out.broken;
+        out.pending.clear();
+        out.broken = false;
+        (dropped, std::mem::take(&mut out.snapshots))
+    };
+    if dropped {
+        report(node, Input::Unreachable(id));
+    }
+    for _ in snapshots {
+        report(node, Input::SnapshotSent { to: id, ok: false });
+    }
 }
 
 fn report(node: &flume::Sender<Input>, input: Input) {
@@ -363,70 +574,34 @@ fn report(node: &flume::Sender<Input>, input: Input) {
     let _ = node.try_send(input);
 }
 
-async fn write_batch(
-    w: &mut BufWriter<TcpStream>,
-    batch: &[Message],
-    peer: u64,
-    node: &flume::Sender<Input>,
-) -> std::io::Result<()> {
-    let mut frame = BytesMut::new();
-    for m in batch {
-        if m.get_msg_type() == MessageType::MsgSnapshot {
-            flush_messages(w, &mut frame).await?;
-            write_snapshot(w, m).await?;
-            report(node, Input::SnapshotSent { to: peer, ok: true });
-            continue;
-        }
-        if frame.is_empty() {
-            frame.put_u8(MESSAGES);
-        }
-        let bytes = m.write_to_bytes().map_err(std::io::Error::other)?;
-        frame.put_u32_le(bytes.len() as u32);
-        frame.put_slice(&bytes);
-        if frame.len() >= BATCH_BYTES {
-            flush_messages(w, &mut frame).await?;
-        }
-    }
-    flush_messages(w, &mut frame).await?;
-    w.flush().await
-}
-
-async fn flush_messages(w: &mut BufWriter<TcpStream>, frame: &mut BytesMut) -> std::io::Result<()> {
-    if frame.is_empty() {
-        return Ok(());
-    }
-    write_frame(w, &[frame]).await?;
-    frame.clear();
-    Ok(())
-}
-
-async fn write_frame(w: &mut BufWriter<TcpStream>, parts: &[&[u8]]) -> std::io::Result<()> {
+async fn write_frame(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<()> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut crc = 0;
     for p in parts {
         crc = crc32c::crc32c_append(crc, p);
     }
-    w.write_all(&(len as u32).to_le_bytes()).await?;
-    w.write_all(&crc.to_le_bytes()).await?;
+    let mut header = [0u8; 8];
+    header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc.to_le_bytes());
+    write_all(stream, &header).await?;
     for p in parts {
-        w.write_all(p).await?;
+        write_all(stream, p).await?;
     }
     Ok(())
 }
 
-async fn write_snapshot(w: &mut BufWriter<TcpStream>, m: &Message) -> std::io::Result<()> {
+async fn write_snapshot(stream: &TcpStream, m: &Message) -> io::Result<()> {
     let data = m.get_snapshot().data.clone();
     let mut head_msg = m.clone();
     head_msg.mut_snapshot().data = Bytes::new();
-    let head = head_msg.write_to_bytes().map_err(std::io::Error::other)?;
+    let head = head_msg.write_to_bytes().map_err(io::Error::other)?;
     let mut prefix = Vec::with_capacity(9);
     prefix.push(SNAP_HEAD);
     prefix.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    write_frame(w, &[&prefix, &head]).await?;
+    write_frame(stream, &[&prefix, &head]).await?;
     for chunk in data.chunks(SNAPSHOT_CHUNK) {
-        write_frame(w, &[&[SNAP_DATA], chunk]).await?;
+        write_frame(stream, &[&[SNAP_DATA], chunk]).await?;
     }
-    w.flush().await?;
     tracing::info!(
         to = m.to,
         index = m.get_snapshot().get_metadata().index,
@@ -434,4 +609,169 @@ async fn write_snapshot(w: &mut BufWriter<TcpStream>, m: &Message) -> std::io::R
         "sent snapshot"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::Entry;
+
+    fn append(to: u64, index: u64, size: usize) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.to = to;
+        m.from = 2;
+        m.index = index;
+        m.mut_entries().push(Entry {
+            index,
+            data: vec![(index % 251) as u8; size].into(),
+            ..Default::default()
+        });
+        m
+    }
+
+    fn snapshot(to: u64, index: u64, size: usize) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.to = to;
+        m.from = 2;
+        let snap = m.mut_snapshot();
+        snap.mut_metadata().index = index;
+        snap.data = vec![7u8; size].into();
+        m
+    }
+
+    /// Node 1 listening on a fresh port; returns its address and what it receives.
+    fn receiver(rt: &tokio::runtime::Runtime) -> (String, flume::Receiver<Input>) {
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (tx, rx) = flume::unbounded();
+        rt.spawn(serve(listener, 1, tx));
+        (addr, rx)
+    }
+
+    fn next_message(rx: &flume::Receiver<Input>) -> Message {
+        loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Input::Raft(m)) => return *m,
+                Ok(_) => continue,
+                Err(e) => panic!("no message: {e}"),
+            }
+        }
+    }
+
+    /// More than a socket buffer holds, sent at once from a thread outside the runtime (as the
+    /// raft thread does): part is written directly, the rest by the peer's task, all in order.
+    #[test]
+    fn a_burst_larger_than_the_socket_buffer_arrives_whole_and_in_order() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let (addr, rx) = receiver(&rt);
+        let (node, _reports) = flume::unbounded();
+        let t = Transport::new(2, &HashMap::from([(1, addr)]), node, rt.handle().clone());
+        // The first send may find no connection yet: retry until one is delivered.
+        let mut first = None;
+        for _ in 0..200 {
+            if t.send(vec![append(1, 0, 10)]).is_empty() {
+                if let Ok(Input::Raft(m)) = rx.recv_timeout(Duration::from_millis(50)) {
+                    first = Some(m);
+                    break;
+                }
+            }
+        }
+        assert!(first.is_some(), "never connected");
+        let burst: Vec<Message> = (1..=400).map(|i| append(1, i, 64 << 10)).collect();
+        assert!(t.send(burst).is_empty());
+        for i in 1..=400 {
+            let m = next_message(&rx);
+            assert_eq!(m.index, i);
+            assert_eq!(m.get_entries()[0].data.len(), 64 << 10);
+            assert!(m.get_entries()[0]
+                .data
+                .iter()
+                .all(|&b| b == (i % 251) as u8));
+        }
+    }
+
+    /// A snapshot is streamed by the task while senders keep sending: everything arrives, the
+    /// snapshot whole, and messages sent after it arrive after it.
+    #[test]
+    fn messages_sent_during_a_snapshot_follow_it() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let (addr, rx) = receiver(&rt);
+        let (node, reports) = flume::unbounded();
+        let t = Transport::new(2, &HashMap::from([(1, addr)]), node, rt.handle().clone());
+        for _ in 0..200 {
+            if t.send(vec![append(1, 0, 10)]).is_empty()
+                && matches!(
+                    rx.recv_timeout(Duration::from_millis(50)),
+                    Ok(Input::Raft(_))
+                )
+            {
+                break;
+            }
+        }
+        let size = 5 * SNAPSHOT_CHUNK + 123;
+        // In one call: a message, the snapshot, more messages; then more in another call.
+        let mut first: Vec<Message> = vec![append(1, 98, 1000), snapshot(1, 99, size)];
+        first.extend((100..=120).map(|i| append(1, i, 1000)));
+        assert!(t.send(first).is_empty());
+        let after: Vec<Message> = (121..=150).map(|i| append(1, i, 1000)).collect();
+        assert!(t.send(after).is_empty());
+        assert_eq!(next_message(&rx).index, 98);
+        let m = next_message(&rx);
+        assert_eq!(m.get_msg_type(), MessageType::MsgSnapshot);
+        assert_eq!(m.get_snapshot().data.len(), size);
+        for i in 100..=150 {
+            assert_eq!(next_message(&rx).index, i);
+        }
+        let sent = loop {
+            match reports.recv_timeout(Duration::from_secs(10)) {
+                Ok(Input::SnapshotSent { to: 1, ok }) => break ok,
+                Ok(_) => continue,
+                Err(e) => panic!("no snapshot report: {e}"),
+            }
+        };
+        assert!(sent);
+    }
+
+    /// Sending to a peer that is down never blocks and never errors out of `send`: what is
+    /// buffered is dropped and reported unreachable; once the peer is up, messages flow.
+    #[test]
+    fn a_peer_that_is_down_is_reported_unreachable_then_reached() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        // A port with nothing listening (bound, then released).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .to_string();
+        let (node, reports) = flume::unbounded();
+        let t = Transport::new(
+            2,
+            &HashMap::from([(1, addr.clone())]),
+            node,
+            rt.handle().clone(),
+        );
+        assert!(t.send(vec![append(1, 1, 10)]).is_empty());
+        let unreachable = loop {
+            match reports.recv_timeout(Duration::from_secs(10)) {
+                Ok(Input::Unreachable(id)) => break id,
+                Ok(_) => continue,
+                Err(e) => panic!("no report: {e}"),
+            }
+        };
+        assert_eq!(unreachable, 1);
+        let listener = rt.block_on(TcpListener::bind(&addr)).expect("rebind");
+        let (tx, rx) = flume::unbounded();
+        rt.spawn(serve(listener, 1, tx));
+        let mut delivered = false;
+        for i in 2..400 {
+            assert!(t.send(vec![append(1, i, 10)]).is_empty());
+            if let Ok(Input::Raft(m)) = rx.recv_timeout(Duration::from_millis(50)) {
+                assert!(m.index >= 2);
+                delivered = true;
+                break;
+            }
+        }
+        assert!(delivered, "never reached the peer once it was up");
+    }
 }
