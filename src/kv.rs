@@ -19,6 +19,7 @@
 //! general serializer: the format is part of the on-disk and on-wire contract.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -308,6 +309,21 @@ pub struct Kv {
     members: BTreeMap<u64, String>,
     /// Ids removed from the cluster and not added back.
     removed: BTreeSet<u64>,
+    /// A snapshot being serialized a slice at a time (see [`Kv::begin_snapshot`]).
+    snapshotting: Option<Box<SnapshotCursor>>,
+}
+
+/// A snapshot serialized a slice at a time while writes go on. It captures the state as of
+/// its start: a key changed before the cursor reaches it has its entry from the start kept in
+/// `before`, and that is what gets serialized (copy-on-write, one key at a time).
+#[derive(Debug, PartialEq, Eq)]
+struct SnapshotCursor {
+    out: BytesMut,
+    /// The last key serialized; every key up to it is done.
+    done_through: Option<String>,
+    /// Keys changed since the start and not serialized yet, with their entry at the start
+    /// (`None`: the key did not exist then).
+    before: BTreeMap<String, Option<Entry>>,
 }
 
 impl Kv {
@@ -463,8 +479,21 @@ impl Kv {
         }
     }
 
+    /// Before a key changes: if a snapshot being serialized has not reached it yet, keeps its
+    /// entry as of the snapshot's start.
+    fn keep_for_snapshot(&mut self, key: &str) {
+        if let Some(cur) = self.snapshotting.as_mut() {
+            let pending = cur.done_through.as_deref().is_none_or(|done| key > done);
+            if pending && !cur.before.contains_key(key) {
+                cur.before
+                    .insert(key.to_string(), self.data.get(key).cloned());
+            }
+        }
+    }
+
     /// Writes at the current revision (the caller bumped it).
     fn write(&mut self, key: String, value: Bytes, events: &mut Vec<Event>) {
+        self.keep_for_snapshot(&key);
         let revision = self.revision;
         events.push(Event {
             revision,
@@ -495,6 +524,7 @@ impl Kv {
     }
 
     fn remove(&mut self, key: String, events: &mut Vec<Event>) {
+        self.keep_for_snapshot(&key);
         if let Some(e) = self.data.remove(&key) {
             self.data_bytes -= (key.len() + e.value.len()) as u64;
             events.push(Event {
@@ -553,12 +583,108 @@ impl Kv {
 
     /// Serializes the whole state for a snapshot.
     pub fn snapshot(&self) -> Bytes {
+        self.snapshot_into(BytesMut::new())
+    }
+
+    /// [`Kv::snapshot`], serialized into `b` (cleared first), all at once.
+    pub fn snapshot_into(&self, b: BytesMut) -> Bytes {
+        let mut b = self.snapshot_header(b);
+        for (k, e) in &self.data {
+            put_entry(&mut b, k, e);
+        }
+        b.freeze()
+    }
+
+    /// Starts a snapshot of the current state that [`Kv::snapshot_step`] serializes a slice
+    /// at a time, so a large state never stalls the caller (the raft loop) for long; writes in
+    /// between do not change what it captures. `buf` is reused for the data (the previous
+    /// snapshot's buffer is already mapped: no page faults). Replaces an unfinished one.
+    pub fn begin_snapshot(&mut self, buf: BytesMut) {
+        let out = self.snapshot_header(buf);
+        self.snapshotting = Some(Box::new(SnapshotCursor {
+            out,
+            done_through: None,
+            before: BTreeMap::new(),
+        }));
+    }
+
+    /// Serializes up to `budget` more entries of the snapshot started by
+    /// [`Kv::begin_snapshot`]. Returns its data once complete (and forgets it); `None` while
+    /// entries remain, or if no snapshot was started.
+    pub fn snapshot_step(&mut self, budget: usize) -> Option<Bytes> {
+        let Kv {
+            data, snapshotting, ..
+        } = self;
+        let cur = snapshotting.as_mut()?;
+        let from = match &cur.done_through {
+            Some(done) => Bound::Excluded(done.as_str()),
+            None => Bound::Unbounded,
+        };
+        // Merge the live entries with the kept ones; a kept one wins (it is the older).
+        let mut live = data.range::<str, _>((from, Bound::Unbounded)).peekable();
+        let mut kept = cur
+            .before
+            .range::<str, _>((from, Bound::Unbounded))
+            .peekable();
+        let mut last: Option<&str> = None;
+        for _ in 0..budget {
+            let (key, entry) = match (live.peek(), kept.peek()) {
+                (None, None) => break,
+                (Some(&(lk, le)), Some(&(kk, ke))) => match lk.as_str().cmp(kk.as_str()) {
+                    std::cmp::Ordering::Less => {
+                        live.next();
+                        (lk, Some(le))
+                    }
+                    std::cmp::Ordering::Equal => {
+                        live.next();
+                        kept.next();
+                        (kk, ke.as_ref())
+                    }
+                    std::cmp::Ordering::Greater => {
+                        kept.next();
+                        (kk, ke.as_ref())
+                    }
+                },
+                (Some(&(lk, le)), None) => {
+                    live.next();
+                    (lk, Some(le))
+                }
+                (None, Some(&(kk, ke))) => {
+                    kept.next();
+                    (kk, ke.as_ref())
+                }
+            };
+            if let Some(e) = entry {
+                put_entry(&mut cur.out, key, e);
+            }
+            last = Some(key.as_str());
+        }
+        if live.peek().is_none() && kept.peek().is_none() {
+            return snapshotting.take().map(|cur| cur.out.freeze());
+        }
+        if let Some(last) = last.map(str::to_string) {
+            // Kept entries up to the cursor are serialized; drop them.
+            cur.before = cur.before.split_off(last.as_str());
+            cur.before.remove(&last);
+            cur.done_through = Some(last);
+        }
+        None
+    }
+
+    /// True while a snapshot started by [`Kv::begin_snapshot`] is unfinished.
+    pub fn is_snapshotting(&self) -> bool {
+        self.snapshotting.is_some()
+    }
+
+    /// The snapshot format up to the entry count, written into `b` (cleared first).
+    fn snapshot_header(&self, mut b: BytesMut) -> BytesMut {
         let size = self.data_bytes as usize
             + self.data.len() * 32
             + self.members.values().map(|u| 12 + u.len()).sum::<usize>()
             + self.removed.len() * 8
             + 32;
-        let mut b = BytesMut::with_capacity(size);
+        b.clear();
+        b.reserve(size);
         b.put_slice(SNAPSHOT_MAGIC);
         b.put_u64_le(self.revision);
         b.put_u32_le(self.members.len() as u32);
@@ -571,14 +697,7 @@ impl Kv {
             b.put_u64_le(*id);
         }
         b.put_u64_le(self.data.len() as u64);
-        for (k, e) in &self.data {
-            put_str(&mut b, k);
-            put_bytes(&mut b, &e.value);
-            b.put_u64_le(e.create_revision);
-            b.put_u64_le(e.mod_revision);
-            b.put_u64_le(e.version);
-        }
-        b.freeze()
+        b
     }
 
     /// Rebuilds the state from snapshot data; values share the snapshot's buffer.
@@ -626,6 +745,14 @@ impl Kv {
         }
         Ok(kv)
     }
+}
+
+fn put_entry(b: &mut BytesMut, key: &str, e: &Entry) {
+    put_str(b, key);
+    put_bytes(b, &e.value);
+    b.put_u64_le(e.create_revision);
+    b.put_u64_le(e.mod_revision);
+    b.put_u64_le(e.version);
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -961,6 +1088,52 @@ mod tests {
         let snap = kv.snapshot();
         for cut in 0..snap.len() {
             assert!(Kv::restore(snap.slice(..cut)).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// A snapshot serialized a slice at a time while keys are written, deleted, created and
+    /// re-created captures exactly the state at its start, whatever the interleaving.
+    #[test]
+    fn a_snapshot_taken_in_steps_captures_the_state_at_its_start() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..30 {
+            let mut kv = Kv::default();
+            for i in 0..200 {
+                if next(3) > 0 {
+                    put(&mut kv, &format!("k{:03}", i), &format!("v{i}"));
+                }
+            }
+            let expected = kv.snapshot();
+            kv.begin_snapshot(BytesMut::new());
+            let budget = 1 + next(40) as usize;
+            let data = loop {
+                // Between steps: writes and deletes anywhere, before or after the cursor.
+                for _ in 0..next(20) {
+                    let key = format!("k{:03}", next(220));
+                    let cmd = if next(3) == 0 {
+                        Command::Delete {
+                            key,
+                            condition: None,
+                        }
+                    } else {
+                        Command::put(key, b(&format!("new{round}")))
+                    };
+                    kv.apply(cmd, &mut Vec::new());
+                }
+                if let Some(data) = kv.snapshot_step(budget) {
+                    break data;
+                }
+            };
+            assert_eq!(data, expected, "round {round}, budget {budget}");
+            assert!(!kv.is_snapshotting());
+            let restored = Kv::restore(data).unwrap();
+            assert_eq!(restored.snapshot(), expected);
         }
     }
 }

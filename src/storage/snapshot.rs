@@ -113,8 +113,12 @@ impl SnapshotStore {
                 .and_then(|i| u64::from_str_radix(i, 16).ok())
                 .is_some_and(|i| i < index);
             if older {
-                fs::remove_file(&path)
-                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    // Another prune got there first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+                }
             }
         }
         Ok(())

@@ -25,8 +25,9 @@
 //!
 //! Segments are **preallocated**: a background thread fills the next segment with zeros and
 //! fsyncs it before it is needed, so appending overwrites blocks the file already owns and an
-//! fsync flushes data only — no file-size change, no filesystem journal commit (on ext4 this
-//! makes `fdatasync` about a third cheaper, more under load). etcd and PostgreSQL do the same.
+//! fsync flushes data only — no block allocation, no file-size change, no inode or journal
+//! update (on this machine's ext4, write + `fdatasync` of 4 KiB: 135 → 90 µs idle, 0.5 →
+//! 0.2 ms under load). etcd and PostgreSQL do the same.
 //! Hence the zero rules on replay: zeros after the last record end a segment cleanly, and a bad
 //! record in the last segment that contains a zero-filled sector is a torn write (pages of an
 //! unsynced write reach the disk in any order, leaving zero holes), not corruption — the test
@@ -355,17 +356,26 @@ impl Wal {
     /// Deletes segments whose entries all lie below `index` (they are covered by a snapshot).
     /// The newest segment is never deleted. Returns how many files were removed.
     pub fn compact(&mut self, index: u64) -> Result<usize> {
-        let mut removed = 0;
+        let paths = self.detach_compacted(index);
+        remove_segments(&self.dir, &paths)?;
+        Ok(paths.len())
+    }
+
+    /// Drops the segments [`Wal::compact`] would delete from the log and returns their paths,
+    /// for the caller to delete with [`remove_segments`] off the write path (unlinking a large
+    /// file can take milliseconds). Until then they are harmless: replay drops entries a
+    /// snapshot marker covers.
+    pub fn detach_compacted(&mut self, index: u64) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
         while self.segments.len() > 1 && self.segments[0].max_index < index {
-            let seg = self.segments.remove(0);
-            fs::remove_file(&seg.path)
-                .map_err(|e| Error::io(format!("removing {}", seg.path.display()), e))?;
-            removed += 1;
+            paths.push(self.segments.remove(0).path);
         }
-        if removed > 0 {
-            sync_dir(&self.dir)?;
-        }
-        Ok(removed)
+        paths
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Total bytes across all segments (for status and metrics).
@@ -411,6 +421,22 @@ fn prepare_spare(path: PathBuf, size: u64) -> mpsc::Receiver<std::io::Result<Pat
         tracing::warn!(error = %e, "could not start preallocating a WAL segment");
     }
     rx
+}
+
+/// Deletes detached segments, oldest first (a crash midway leaves a contiguous log), and
+/// makes that durable. A segment already gone is fine.
+pub fn remove_segments(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Makes a directory's entries (new or renamed files) durable.

@@ -90,8 +90,10 @@ pub enum Input {
     /// The log writer made more durable (or failed): look at what it reports.
     Persisted,
     /// A snapshot of this node's state, written in the background, is durable (or failed).
+    /// Its data comes back, to be reused as the next snapshot's buffer.
     SnapshotSaved {
         meta: SnapshotMetadata,
+        data: Bytes,
         compact_to: u64,
         result: std::result::Result<(), String>,
     },
@@ -157,6 +159,22 @@ pub struct NodeIo {
 }
 
 /// The raft thread's state.
+/// Where this node's own snapshot is: at most one is taken at a time.
+enum SnapshotStage {
+    Idle,
+    /// The state machine is being serialized, a slice per loop iteration; `snap` holds the
+    /// metadata (index, term, membership) it is taken at.
+    Serializing {
+        snap: Box<raft::eraftpb::Snapshot>,
+        compact_to: u64,
+    },
+    /// A thread is writing the file; `Input::SnapshotSaved` reports the end.
+    Saving,
+}
+
+/// Keys serialized per loop iteration while a snapshot is taken (well under a millisecond).
+const SNAPSHOT_STEP: usize = 2048;
+
 pub struct Node {
     cfg: NodeConfig,
     raw: RawNode<RaftStorage>,
@@ -169,8 +187,10 @@ pub struct Node {
     watch: Arc<WatchHub>,
     rx: flume::Receiver<Input>,
     tx: flume::Sender<Input>,
-    /// A snapshot is being written in the background (at most one at a time).
-    saving_snapshot: bool,
+    /// Where this node's own snapshot is (at most one at a time).
+    snapshot_stage: SnapshotStage,
+    /// The previous snapshot's buffer, reused for the next one.
+    snapshot_buf: bytes::BytesMut,
     incarnation: u64,
     next_seq: u64,
     proposals: HashMap<u64, Reply>,
@@ -240,7 +260,8 @@ impl Node {
             watch,
             rx,
             tx,
-            saving_snapshot: false,
+            snapshot_stage: SnapshotStage::Idle,
+            snapshot_buf: bytes::BytesMut::new(),
             incarnation,
             next_seq: 1,
             proposals: HashMap::new(),
@@ -262,7 +283,12 @@ impl Node {
         self.sync_peers();
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // While a snapshot is being serialized, look for inputs without sleeping.
+            let wait = if self.kv.is_snapshotting() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             let mut stop = false;
             match self.rx.recv_timeout(wait) {
                 Ok(input) => {
@@ -376,9 +402,15 @@ impl Node {
             Input::Persisted => {}
             Input::SnapshotSaved {
                 meta,
+                data,
                 compact_to,
                 result,
-            } => self.on_snapshot_saved(meta, compact_to, result)?,
+            } => {
+                if let Ok(buf) = data.try_into_mut() {
+                    self.snapshot_buf = buf;
+                }
+                self.on_snapshot_saved(meta, compact_to, result)?;
+            }
             Input::Shutdown => return Ok(true),
         }
         Ok(false)
@@ -639,38 +671,64 @@ impl Node {
         Ok(())
     }
 
-    /// Starts a snapshot of the state machine once `snapshot_count` entries were applied since
-    /// the last one (or raft needs a fresh one for a peer). Serializing happens here, at the
-    /// applied index; writing and fsyncing the file happen on a thread of their own, so the
-    /// loop keeps replicating meanwhile. [`Node::on_snapshot_saved`] finishes the job.
+    /// Takes a snapshot of the state machine once `snapshot_count` entries were applied since
+    /// the last one (or raft needs a fresh one for a peer), in two stages that never stall the
+    /// loop for long: the state as of the applied index is serialized [`SNAPSHOT_STEP`] keys
+    /// per loop iteration (the loop does not sleep meanwhile, and handles inputs between
+    /// steps; writes applied meanwhile do not change what is captured, see
+    /// [`Kv::begin_snapshot`]); then a thread of its own writes and fsyncs the file, and
+    /// [`Node::on_snapshot_saved`] finishes the job.
     fn maybe_snapshot(&mut self) -> Result<()> {
-        if self.saving_snapshot {
-            return Ok(());
+        match self.snapshot_stage {
+            SnapshotStage::Saving => return Ok(()),
+            SnapshotStage::Serializing { .. } if !self.kv.is_snapshotting() => {
+                // A snapshot from the leader replaced the state machine; start over later.
+                self.snapshot_stage = SnapshotStage::Idle;
+                return Ok(());
+            }
+            SnapshotStage::Serializing { .. } => {}
+            SnapshotStage::Idle => {
+                let store = self.raw.store();
+                let wanted = store.take_snapshot_request() && self.applied > store.snapshot_index();
+                if !wanted && self.applied < store.snapshot_index() + self.cfg.snapshot_count {
+                    return Ok(());
+                }
+                let index = self.applied;
+                let snap = store.snapshot_at(index, self.conf_state.clone(), Bytes::new())?;
+                self.kv
+                    .begin_snapshot(std::mem::take(&mut self.snapshot_buf));
+                self.snapshot_stage = SnapshotStage::Serializing {
+                    snap: Box::new(snap),
+                    compact_to: index.saturating_sub(self.cfg.catch_up_entries).max(1),
+                };
+            }
         }
-        let store = self.raw.store();
-        let wanted = store.take_snapshot_request() && self.applied > store.snapshot_index();
-        if !wanted && self.applied < store.snapshot_index() + self.cfg.snapshot_count {
+        let Some(data) = self.kv.snapshot_step(SNAPSHOT_STEP) else {
             return Ok(());
-        }
-        let index = self.applied;
-        let compact_to = index.saturating_sub(self.cfg.catch_up_entries).max(1);
-        let snap = store.snapshot_at(index, self.conf_state.clone(), self.kv.snapshot())?;
-        let snaps = store.snapshot_store();
+        };
+        let SnapshotStage::Serializing {
+            mut snap,
+            compact_to,
+        } = std::mem::replace(&mut self.snapshot_stage, SnapshotStage::Saving)
+        else {
+            return Ok(());
+        };
+        snap.data = data;
+        let snaps = self.raw.store().snapshot_store();
         let tx = self.tx.clone();
         std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
                 let result = snaps.save(&snap).map_err(|e| e.to_string());
-                let mut snap = snap;
                 // The node waits for this report before starting another snapshot.
                 let _ = tx.send(Input::SnapshotSaved {
                     meta: snap.take_metadata(),
+                    data: std::mem::take(&mut snap.data),
                     compact_to,
                     result,
                 });
             })
             .map_err(|e| Error::io("starting a snapshot writer", e))?;
-        self.saving_snapshot = true;
         Ok(())
     }
 
@@ -684,7 +742,7 @@ impl Node {
         compact_to: u64,
         result: std::result::Result<(), String>,
     ) -> Result<()> {
-        self.saving_snapshot = false;
+        self.snapshot_stage = SnapshotStage::Idle;
         if let Err(e) = result {
             return Err(Error::io("writing a snapshot", std::io::Error::other(e)));
         }
