@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncReadExt, BufReader};
@@ -268,24 +268,27 @@ impl Transport {
     }
 }
 
-/// Encodes messages as MESSAGES frames (cut at [`BATCH_BYTES`]), headers included.
-fn encode_messages(msgs: &[Message]) -> io::Result<BytesMut> {
-    let mut out = BytesMut::new();
+/// Encodes messages as MESSAGES frames (cut at [`BATCH_BYTES`]), headers included. Each
+/// message is encoded in place, not copied.
+fn encode_messages(msgs: &[Message]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
     let mut frame_start = None;
     for m in msgs {
         let start = match frame_start {
             Some(start) => start,
             None => {
                 let start = out.len();
-                out.put_bytes(0, 8); // length and CRC, filled in below
-                out.put_u8(MESSAGES);
+                out.extend_from_slice(&[0; 8]); // length and CRC, filled in below
+                out.push(MESSAGES);
                 frame_start = Some(start);
                 start
             }
         };
-        let bytes = m.write_to_bytes().map_err(io::Error::other)?;
-        out.put_u32_le(bytes.len() as u32);
-        out.put_slice(&bytes);
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        m.write_to_vec(&mut out).map_err(io::Error::other)?;
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
         if out.len() - start >= BATCH_BYTES {
             seal_frame(&mut out, start);
             frame_start = None;
@@ -298,7 +301,7 @@ fn encode_messages(msgs: &[Message]) -> io::Result<BytesMut> {
 }
 
 /// Fills in the length and CRC of the frame starting at `start` (it runs to the end of `out`).
-fn seal_frame(out: &mut BytesMut, start: usize) {
+fn seal_frame(out: &mut [u8], start: usize) {
     let payload = &out[start + 8..];
     let len = (payload.len() as u32).to_le_bytes();
     let crc = crc32c::crc32c(payload).to_le_bytes();

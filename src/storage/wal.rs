@@ -226,8 +226,16 @@ impl Wal {
     /// Buffers entries. An entry replaces any entry at its index or later on replay.
     pub fn append_entries(&mut self, entries: &[Entry]) -> Result<()> {
         for e in entries {
-            let bytes = e.write_to_bytes().map_err(Error::encode)?;
-            push_record(&mut self.buf, Kind::Entry, &bytes);
+            // Encoded in place, not copied.
+            let start = self.buf.len();
+            self.buf.extend_from_slice(&[0; HEADER]);
+            self.buf.push(Kind::Entry as u8);
+            e.write_to_vec(&mut self.buf).map_err(Error::encode)?;
+            let body = &self.buf[start + HEADER..];
+            let len = (body.len() as u32).to_le_bytes();
+            let crc = crc32c::crc32c(body).to_le_bytes();
+            self.buf[start..start + 4].copy_from_slice(&len);
+            self.buf[start + 4..start + HEADER].copy_from_slice(&crc);
         }
         if let (Some(last), Some(seg)) = (entries.last(), self.segments.last_mut()) {
             seg.max_index = seg.max_index.max(last.index);
