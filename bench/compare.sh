@@ -19,6 +19,8 @@
 #                                (coordinate peers), +21..+23 (etcd clients), +31..+33 (etcd peers)
 #   COORDINATE_BIN=path          a prebuilt server to measure instead of building this tree
 #   COORDINATE_LABEL=text        how BENCHMARKS.md names that binary (e.g. "commit abc1234")
+#   COORDINATE_ARGS="..."        extra flags for every coordinate node (e.g. "--snapshot-count
+#                                10000"); shown in the results [default: none, its defaults]
 #   OUT=BENCHMARKS.md            the file to update
 #   BENCH_TMPDIR=/tmp            parent of the run's temporary directory (data dirs, logs)
 #   KEEP=1                       keep the temporary directory (raw JSON results, logs)
@@ -38,6 +40,7 @@ VALUE_SIZE=${VALUE_SIZE:-100-256}
 PORT_BASE=${PORT_BASE:-14000}
 COORDINATE_BIN=${COORDINATE_BIN:-}
 COORDINATE_LABEL=${COORDINATE_LABEL:-}
+COORDINATE_ARGS=${COORDINATE_ARGS:-}
 OUT=${OUT:-BENCHMARKS.md}
 BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 KEEP=${KEEP:-0}
@@ -78,6 +81,9 @@ if [ -n "$COORDINATE_BIN" ]; then
 else
   COORDINATE_DESC="commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted changes')"
 fi
+if [ -n "$COORDINATE_ARGS" ]; then
+  COORDINATE_DESC="$COORDINATE_DESC, run with \`$COORDINATE_ARGS\`"
+fi
 
 # --- clusters --------------------------------------------------------------------------------
 for off in 1 2 3 11 12 13 21 22 23 31 32 33; do
@@ -96,8 +102,9 @@ log "CPU busy before starting the clusters (other load on this machine): $BACKGR
 
 log "starting 3 coordinate nodes and 3 etcd members in $WORK"
 for i in 1 2 3; do
+  # shellcheck disable=SC2086 # COORDINATE_ARGS is a list of flags
   "$WORK/bin/coordinate" --id "$i" --cluster "$C_CLUSTER" --port $((PORT_BASE + i)) \
-    --data-dir "$WORK/coordinate-$i" --log-level warn >"$WORK/coordinate-$i.log" 2>&1 &
+    --data-dir "$WORK/coordinate-$i" --log-level warn $COORDINATE_ARGS >"$WORK/coordinate-$i.log" 2>&1 &
   PID[coordinate-$i]=$!
   PIDS+=($!)
   etcd --name "e$i" --data-dir "$WORK/etcd-$i" \

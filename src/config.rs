@@ -33,8 +33,10 @@ pub struct Args {
     /// Where the WAL and snapshots live [default: coordinate-<id>].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Applied entries between snapshots (log compaction happens after each).
-    #[arg(long, default_value_t = 10_000)]
+    /// Applied entries between snapshots (log compaction happens after each). etcd's
+    /// default: a snapshot serializes the whole state, so taking one every 10,000 writes of a
+    /// 20 MB state cost 15% of write throughput and doubled p99 (see BENCHMARKS.md).
+    #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// Interface the client HTTP port binds to.
     #[arg(long, default_value = "127.0.0.1")]
@@ -68,7 +70,7 @@ pub struct Config {
     pub join: bool,
     /// Data directory (default `coordinate-<id>`).
     pub data_dir: PathBuf,
-    /// Applied entries between snapshots (default 10000).
+    /// Applied entries between snapshots (default 100000).
     pub snapshot_count: u64,
     /// Log filter (default `info`).
     pub log_level: String,
@@ -162,7 +164,7 @@ mod tests {
         assert_eq!(c.peer_listen, "127.0.0.1:12379");
         assert_eq!(c.client_listen, "127.0.0.1:12380");
         assert_eq!(c.data_dir, PathBuf::from("coordinate-1"));
-        assert_eq!(c.snapshot_count, 10_000);
+        assert_eq!(c.snapshot_count, 100_000);
         assert!(!c.join);
     }
 
