@@ -581,14 +581,9 @@ impl Kv {
         &self.members
     }
 
-    /// Serializes the whole state for a snapshot.
+    /// The whole state, serialized at once (a new cluster's bootstrap snapshot, tests).
     pub fn snapshot(&self) -> Bytes {
-        self.snapshot_into(BytesMut::new())
-    }
-
-    /// [`Kv::snapshot`], serialized into `b` (cleared first), all at once.
-    pub fn snapshot_into(&self, b: BytesMut) -> Bytes {
-        let mut b = self.snapshot_header(b);
+        let mut b = self.snapshot_header(BytesMut::new());
         for (k, e) in &self.data {
             put_entry(&mut b, k, e);
         }
@@ -597,10 +592,9 @@ impl Kv {
 
     /// Starts a snapshot of the current state that [`Kv::snapshot_step`] serializes a slice
     /// at a time, so a large state never stalls the caller (the raft loop) for long; writes in
-    /// between do not change what it captures. `buf` is reused for the data (the previous
-    /// snapshot's buffer is already mapped: no page faults). Replaces an unfinished one.
-    pub fn begin_snapshot(&mut self, buf: BytesMut) {
-        let out = self.snapshot_header(buf);
+    /// between do not change what it captures. Replaces an unfinished one.
+    pub fn begin_snapshot(&mut self) {
+        let out = self.snapshot_header(BytesMut::new());
         self.snapshotting = Some(Box::new(SnapshotCursor {
             out,
             done_through: None,
@@ -1110,7 +1104,7 @@ mod tests {
                 }
             }
             let expected = kv.snapshot();
-            kv.begin_snapshot(BytesMut::new());
+            kv.begin_snapshot();
             let budget = 1 + next(40) as usize;
             let data = loop {
                 // Between steps: writes and deletes anywhere, before or after the cursor.

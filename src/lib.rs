@@ -24,7 +24,8 @@
 //! ## Durability
 //! Entries and hard state reach the WAL and are fsynced before this node acknowledges,
 //! votes or counts itself in a quorum. Every `--snapshot-count` applied entries the map is
-//! written to a snapshot file ([`storage::snapshot`]) and the log before it compacted.
+//! serialized, a slice per loop iteration, as of one applied index, written to a snapshot file
+//! ([`storage::snapshot`]) by a helper thread, and the log before it compacted.
 //!
 //! ## Deliberately missing
 //! No TLS or authentication on either port yet; reads always go through ReadIndex (no leases);

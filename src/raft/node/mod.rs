@@ -90,10 +90,8 @@ pub enum Input {
     /// The log writer made more durable (or failed): look at what it reports.
     Persisted,
     /// A snapshot of this node's state, written in the background, is durable (or failed).
-    /// Its data comes back, to be reused as the next snapshot's buffer.
     SnapshotSaved {
         meta: SnapshotMetadata,
-        data: Bytes,
         compact_to: u64,
         result: std::result::Result<(), String>,
     },
@@ -189,8 +187,6 @@ pub struct Node {
     tx: flume::Sender<Input>,
     /// Where this node's own snapshot is (at most one at a time).
     snapshot_stage: SnapshotStage,
-    /// The previous snapshot's buffer, reused for the next one.
-    snapshot_buf: bytes::BytesMut,
     incarnation: u64,
     next_seq: u64,
     proposals: HashMap<u64, Reply>,
@@ -261,7 +257,6 @@ impl Node {
             rx,
             tx,
             snapshot_stage: SnapshotStage::Idle,
-            snapshot_buf: bytes::BytesMut::new(),
             incarnation,
             next_seq: 1,
             proposals: HashMap::new(),
@@ -402,15 +397,9 @@ impl Node {
             Input::Persisted => {}
             Input::SnapshotSaved {
                 meta,
-                data,
                 compact_to,
                 result,
-            } => {
-                if let Ok(buf) = data.try_into_mut() {
-                    self.snapshot_buf = buf;
-                }
-                self.on_snapshot_saved(meta, compact_to, result)?;
-            }
+            } => self.on_snapshot_saved(meta, compact_to, result)?,
             Input::Shutdown => return Ok(true),
         }
         Ok(false)
@@ -695,8 +684,7 @@ impl Node {
                 }
                 let index = self.applied;
                 let snap = store.snapshot_at(index, self.conf_state.clone(), Bytes::new())?;
-                self.kv
-                    .begin_snapshot(std::mem::take(&mut self.snapshot_buf));
+                self.kv.begin_snapshot();
                 self.snapshot_stage = SnapshotStage::Serializing {
                     snap: Box::new(snap),
                     compact_to: index.saturating_sub(self.cfg.catch_up_entries).max(1),
@@ -723,7 +711,6 @@ impl Node {
                 // The node waits for this report before starting another snapshot.
                 let _ = tx.send(Input::SnapshotSaved {
                     meta: snap.take_metadata(),
-                    data: std::mem::take(&mut snap.data),
                     compact_to,
                     result,
                 });
