@@ -622,30 +622,24 @@ impl Kv {
             .peekable();
         let mut last: Option<&str> = None;
         for _ in 0..budget {
-            let (key, entry) = match (live.peek(), kept.peek()) {
+            let live_first = match (live.peek(), kept.peek()) {
                 (None, None) => break,
-                (Some(&(lk, le)), Some(&(kk, ke))) => match lk.as_str().cmp(kk.as_str()) {
-                    std::cmp::Ordering::Less => {
-                        live.next();
-                        (lk, Some(le))
-                    }
-                    std::cmp::Ordering::Equal => {
-                        live.next();
-                        kept.next();
-                        (kk, ke.as_ref())
-                    }
-                    std::cmp::Ordering::Greater => {
-                        kept.next();
-                        (kk, ke.as_ref())
-                    }
-                },
-                (Some(&(lk, le)), None) => {
-                    live.next();
-                    (lk, Some(le))
+                (Some((lk, _)), Some((kk, _))) => lk.as_str() < kk.as_str(),
+                (next_live, _) => next_live.is_some(),
+            };
+            let (key, entry) = if live_first {
+                match live.next() {
+                    Some((k, e)) => (k, Some(e)),
+                    None => break,
                 }
-                (None, Some(&(kk, ke))) => {
-                    kept.next();
-                    (kk, ke.as_ref())
+            } else {
+                // The kept entry shadows a live one under the same key.
+                if live.peek().map(|(k, _)| *k) == kept.peek().map(|(k, _)| *k) {
+                    live.next();
+                }
+                match kept.next() {
+                    Some((k, e)) => (k, e.as_ref()),
+                    None => break,
                 }
             };
             if let Some(e) = entry {

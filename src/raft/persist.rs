@@ -203,7 +203,8 @@ impl Writer {
     fn process(&mut self, jobs: Vec<Job>) -> Result<()> {
         let mut number = None;
         let mut messages = Vec::new();
-        let mut compactions = Vec::new();
+        // Compactions only ever move forward: the furthest one covers the others.
+        let mut compaction: Option<(u64, u64)> = None;
         let mut barriers = Vec::new();
         for job in jobs {
             match job {
@@ -224,7 +225,10 @@ impl Writer {
                     marker,
                     discard_log,
                 } => self.wal.mark_snapshot(marker, discard_log),
-                Job::Compact { index, prune } => compactions.push((index, prune)),
+                Job::Compact { index, prune } => {
+                    let (i, p) = compaction.unwrap_or((index, prune));
+                    compaction = Some((i.max(index), p.max(prune)));
+                }
                 Job::Barrier(tx) => barriers.push(tx),
             }
         }
@@ -245,12 +249,7 @@ impl Writer {
             };
             let _ = self.wake.try_send(input);
         }
-        if let Some(prune) = compactions.iter().map(|&(_, prune)| prune).max() {
-            let index = compactions
-                .iter()
-                .map(|&(index, _)| index)
-                .max()
-                .unwrap_or(0);
+        if let Some((index, prune)) = compaction {
             self.compact(index, prune);
         }
         let bytes = self.wal.size_bytes();

@@ -133,6 +133,13 @@ impl Peer {
         Ok(())
     }
 
+    /// [`Peer::push`] of `msgs` as frames; adds them to `failed` if they could not be sent.
+    fn push_messages(&self, msgs: Vec<Message>, failed: &mut Vec<Message>) {
+        if !encode_messages(&msgs).is_ok_and(|frames| self.push(&frames).is_ok()) {
+            failed.extend(msgs);
+        }
+    }
+
     /// Queues a snapshot for the task; senders buffer until it has been streamed. Hands the
     /// message back if too many are queued.
     fn queue_snapshot(&self, m: Message) -> Option<Message> {
@@ -241,11 +248,7 @@ impl Transport {
                     // Whatever was batched for this peer goes before the snapshot.
                     if let Some(i) = batches.iter().position(|(p, _)| Arc::ptr_eq(p, peer)) {
                         let (p, batch) = batches.swap_remove(i);
-                        let sent =
-                            encode_messages(&batch).is_ok_and(|frames| p.push(&frames).is_ok());
-                        if !sent {
-                            failed.extend(batch);
-                        }
+                        p.push_messages(batch, &mut failed);
                     }
                     if let Some(m) = peer.queue_snapshot(m) {
                         failed.push(m);
@@ -259,10 +262,7 @@ impl Transport {
             }
         }
         for (peer, batch) in batches {
-            let sent = encode_messages(&batch).is_ok_and(|frames| peer.push(&frames).is_ok());
-            if !sent {
-                failed.extend(batch);
-            }
+            peer.push_messages(batch, &mut failed);
         }
         failed
     }

@@ -17,7 +17,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::error::{Error, Result};
-use crate::storage::wal::sync_dir;
+use crate::storage::wal::{remove_if_present, sync_dir};
 
 const MAGIC: &[u8; 8] = b"CSNAP001";
 /// Bytes written between flushes of a snapshot file.
@@ -113,12 +113,7 @@ impl SnapshotStore {
                 .and_then(|i| u64::from_str_radix(i, 16).ok())
                 .is_some_and(|i| i < index);
             if older {
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    // Another prune got there first.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
-                }
+                remove_if_present(&path)?;
             }
         }
         Ok(())

@@ -227,15 +227,9 @@ impl Wal {
     pub fn append_entries(&mut self, entries: &[Entry]) -> Result<()> {
         for e in entries {
             // Encoded in place, not copied.
-            let start = self.buf.len();
-            self.buf.extend_from_slice(&[0; HEADER]);
-            self.buf.push(Kind::Entry as u8);
-            e.write_to_vec(&mut self.buf).map_err(Error::encode)?;
-            let body = &self.buf[start + HEADER..];
-            let len = (body.len() as u32).to_le_bytes();
-            let crc = crc32c::crc32c(body).to_le_bytes();
-            self.buf[start..start + 4].copy_from_slice(&len);
-            self.buf[start + 4..start + HEADER].copy_from_slice(&crc);
+            encode_record(&mut self.buf, Kind::Entry, |buf| {
+                e.write_to_vec(buf).map_err(Error::encode)
+            })?;
         }
         if let (Some(last), Some(seg)) = (entries.last(), self.segments.last_mut()) {
             seg.max_index = seg.max_index.max(last.index);
@@ -438,13 +432,18 @@ pub fn remove_segments(dir: &Path, paths: &[PathBuf]) -> Result<()> {
         return Ok(());
     }
     for path in paths {
-        match fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
-        }
+        remove_if_present(path)?;
     }
     sync_dir(dir)
+}
+
+/// Deletes a file; one already gone (another deleter got there first) is fine.
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
 }
 
 /// Makes a directory's entries (new or renamed files) durable.
@@ -455,13 +454,33 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn push_record(buf: &mut Vec<u8>, kind: Kind, payload: &[u8]) {
-    let len = (payload.len() + 1) as u32;
-    let mut crc = crc32c::crc32c(&[kind as u8]);
-    crc = crc32c::crc32c_append(crc, payload);
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&crc.to_le_bytes());
+    let appended: Result<()> = encode_record(buf, kind, |buf| {
+        buf.extend_from_slice(payload);
+        Ok(())
+    });
+    debug_assert!(appended.is_ok());
+}
+
+/// Appends one record whose payload `write` appends to `buf`; the header (length, CRC) is
+/// filled in afterwards, so the payload is written in place. On error `buf` is left as it was.
+fn encode_record(
+    buf: &mut Vec<u8>,
+    kind: Kind,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
     buf.push(kind as u8);
-    buf.extend_from_slice(payload);
+    if let Err(e) = write(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let body = &buf[start + HEADER..];
+    let len = (body.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c(body).to_le_bytes();
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + HEADER].copy_from_slice(&crc);
+    Ok(())
 }
 
 /// Replays one segment into `rec`; returns the highest entry index it holds and where its

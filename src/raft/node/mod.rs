@@ -515,6 +515,10 @@ impl Node {
             let marker = self.raw.mut_store().install_snapshot(&snap)?;
             self.writer.snapshot(marker, true)?;
             self.kv = Kv::restore(snap.data.clone())?;
+            // A snapshot of the replaced state machine being serialized is moot.
+            if matches!(self.snapshot_stage, SnapshotStage::Serializing { .. }) {
+                self.snapshot_stage = SnapshotStage::Idle;
+            }
             self.watch.reset(self.kv.revision());
             self.conf_state = snap.get_metadata().get_conf_state().clone();
             self.applied = index;
@@ -670,11 +674,6 @@ impl Node {
     fn maybe_snapshot(&mut self) -> Result<()> {
         match self.snapshot_stage {
             SnapshotStage::Saving => return Ok(()),
-            SnapshotStage::Serializing { .. } if !self.kv.is_snapshotting() => {
-                // A snapshot from the leader replaced the state machine; start over later.
-                self.snapshot_stage = SnapshotStage::Idle;
-                return Ok(());
-            }
             SnapshotStage::Serializing { .. } => {}
             SnapshotStage::Idle => {
                 let store = self.raw.store();
