@@ -4,7 +4,8 @@
 //! This is raft-rs's asynchronous persistence. The raft thread keeps the new entries in its
 //! in-memory log, hands them here, and goes on taking proposals and acknowledgements while
 //! the disk works. The writer takes every job queued meanwhile, writes them with **one** write
-//! and **one** fsync (group commit across `Ready`s), and only then:
+//! and **one** fsync (group commit across `Ready`s) — no fsync when all they carry is a higher
+//! commit index (etcd's rule, see `needs_sync`) — and only then:
 //! 1. sends the messages that had to wait for persistence (votes, append acknowledgements) —
 //!    never before: a node acknowledges or votes only for what survives a crash;
 //! 2. applies WAL compaction and prunes snapshot files older than a durable marker (the files
@@ -201,6 +202,8 @@ impl Writer {
     /// One batch: buffer every job's records, one write + fsync, then everything that had to
     /// wait for it.
     fn process(&mut self, jobs: Vec<Job>) -> Result<()> {
+        // Whether the batch needs an fsync: see `needs_sync`.
+        let mut durable = false;
         let mut number = None;
         let mut messages = Vec::new();
         // Compactions only ever move forward: the furthest one covers the others.
@@ -214,8 +217,10 @@ impl Writer {
                     hard_state,
                     messages: m,
                 } => {
+                    durable |= !entries.is_empty();
                     self.wal.append_entries(&entries)?;
                     if let Some(hs) = hard_state {
+                        durable |= needs_sync(self.wal.hard_state(), &hs);
                         self.wal.set_hard_state(&hs)?;
                     }
                     number = Some(n);
@@ -224,20 +229,31 @@ impl Writer {
                 Job::Snapshot {
                     marker,
                     discard_log,
-                } => self.wal.mark_snapshot(marker, discard_log),
+                } => {
+                    durable = true;
+                    self.wal.mark_snapshot(marker, discard_log);
+                }
                 Job::Compact { index, prune } => {
+                    durable = true;
                     let (i, p) = compaction.unwrap_or((index, prune));
                     compaction = Some((i.max(index), p.max(prune)));
                 }
-                Job::Barrier(tx) => barriers.push(tx),
+                Job::Barrier(tx) => {
+                    durable = true;
+                    barriers.push(tx);
+                }
             }
         }
-        let started = Instant::now();
-        self.wal.sync()?;
-        METRICS
-            .fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-        // Durable now: acknowledge and vote.
+        if durable {
+            let started = Instant::now();
+            self.wal.sync()?;
+            METRICS
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+        } else {
+            self.wal.write()?;
+        }
+        // Durable now (what must be): acknowledge and vote.
         for m in self.transport.send(messages) {
             let input = if m.get_msg_type() == MessageType::MsgSnapshot {
                 Input::SnapshotSent {
@@ -285,5 +301,36 @@ impl Writer {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "could not start deleting compacted files");
         }
+    }
+}
+
+/// Whether a new hard state must be durable before anything that follows it: a new term or
+/// vote must (a node that forgets its vote could vote twice in a term), a commit index alone
+/// need not. A commit index lost in a crash is learned again from the leader, and every entry
+/// it covers was durable on a quorum before it was committed. This is etcd's rule
+/// (`raft.MustSync`); it saves the fsync that each commit-only `Ready` would otherwise cost
+/// (one per write on every node at low load).
+fn needs_sync(old: &HardState, new: &HardState) -> bool {
+    old.term != new.term || old.vote != new.vote
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_new_term_or_vote_needs_an_fsync() {
+        assert!(!needs_sync(&hs(2, 1, 5), &hs(2, 1, 9)));
+        assert!(needs_sync(&hs(2, 1, 5), &hs(3, 1, 5)));
+        assert!(needs_sync(&hs(2, 0, 5), &hs(2, 3, 5)));
     }
 }

@@ -1,5 +1,6 @@
-//! The write-ahead log: every Raft entry and hard-state change is made durable here before
-//! this node acknowledges or votes on anything.
+//! The write-ahead log: every Raft entry and hard-state change is written here, and made
+//! durable before this node acknowledges or votes on anything (a commit index alone may stay
+//! unsynced until the next fsync: see the log writer).
 //!
 //! # Layout
 //! The log is a directory of segment files named `<seq>.wal` (16 hex digits, increasing). Only
@@ -110,8 +111,9 @@ enum Spare {
     Ready(PathBuf),
 }
 
-/// An open write-ahead log. Records are buffered by the `append_*` calls and made durable by
-/// [`Wal::sync`], which issues one write and one fsync for everything buffered.
+/// An open write-ahead log. Records are buffered by the `append_*`/`set_*`/`mark_*` calls and
+/// made durable by [`Wal::sync`], which issues one write and one fsync for everything buffered;
+/// [`Wal::write`] writes them without the fsync.
 pub struct Wal {
     dir: PathBuf,
     segment_size: u64,
@@ -125,6 +127,8 @@ pub struct Wal {
     /// A spare segment being zero-filled, or ready to take.
     spare: Spare,
     buf: Vec<u8>,
+    /// Records were written after the last fsync.
+    unsynced: bool,
     hard_state: HardState,
     snapshot: Option<SnapshotMarker>,
 }
@@ -217,6 +221,7 @@ impl Wal {
             preallocated,
             spare: Spare::None,
             buf: Vec::new(),
+            unsynced: false,
             hard_state: rec.hard_state.clone(),
             snapshot: rec.snapshot,
         };
@@ -235,6 +240,11 @@ impl Wal {
             seg.max_index = seg.max_index.max(last.index);
         }
         Ok(())
+    }
+
+    /// The last hard state buffered (or recovered).
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
     }
 
     /// Buffers a new hard state (term, vote, commit).
@@ -263,11 +273,11 @@ impl Wal {
         !self.buf.is_empty()
     }
 
-    /// Writes every buffered record with one write and makes it durable with one fsync.
-    /// Afterwards: starts preparing the next segment once this one is a sixteenth full, and
-    /// rotates when this one is full — or as soon as a spare is ready if this one was not
-    /// preallocated (a new log's first segment), so a busy log soon writes into one.
-    pub fn sync(&mut self) -> Result<()> {
+    /// Writes every buffered record with one write, without waiting for the disk: for records
+    /// a crash may lose (a commit index that only moved forward, see the log writer). A later
+    /// [`Wal::sync`] makes them durable; until then they are an unsynced tail, which replay
+    /// treats as a torn write if it reached the disk only in part.
+    pub fn write(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -275,14 +285,30 @@ impl Wal {
         self.file
             .write_all_at(&self.buf, self.written)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("fsync {}", path.display()), e))?;
         self.written += self.buf.len() as u64;
         if let Some(seg) = self.segments.last_mut() {
             seg.bytes += self.buf.len() as u64;
         }
         self.buf.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Writes every buffered record with one write and makes it — and anything written before
+    /// it — durable with one fsync.
+    /// Afterwards: starts preparing the next segment once this one is a sixteenth full, and
+    /// rotates when this one is full — or as soon as a spare is ready if this one was not
+    /// preallocated (a new log's first segment), so a busy log soon writes into one.
+    pub fn sync(&mut self) -> Result<()> {
+        self.write()?;
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|e| {
+            let path = &self.segments[self.segments.len() - 1].path;
+            Error::io(format!("fsync {}", path.display()), e)
+        })?;
+        self.unsynced = false;
         if matches!(self.spare, Spare::None) && self.written >= self.segment_size / 16 {
             self.spare = Spare::Preparing(prepare_spare(self.dir.join(SPARE), self.segment_size));
         }
@@ -932,6 +958,35 @@ mod tests {
             assert!((3..9).contains(&n), "hole {hole:?}: {n} entries");
             assert_eq!(indexes(&rec)[..3], [(1, 1), (2, 1), (3, 1)]);
         }
+    }
+
+    /// A record written without an fsync (a commit index that moved forward) is replayed if it
+    /// reached the disk, and the log still opens, with the state before it, if it did not.
+    #[test]
+    fn an_unsynced_record_is_replayed_or_lost_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let synced_len = {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            wal.append_entries(&[entry(1, 1, "a"), entry(2, 1, "b")])
+                .unwrap();
+            wal.set_hard_state(&hs(1, 1, 1)).unwrap();
+            wal.sync().unwrap();
+            let len = fs::read(&path).unwrap().len();
+            wal.set_hard_state(&hs(1, 1, 2)).unwrap();
+            wal.write().unwrap();
+            len
+        };
+        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(rec.hard_state, hs(1, 1, 2));
+        // As if the unsynced write never reached the disk.
+        let mut raw = fs::read(&path).unwrap();
+        raw[synced_len..].fill(0);
+        raw.resize(8192, 0);
+        fs::write(&path, &raw).unwrap();
+        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(rec.hard_state, hs(1, 1, 1));
+        assert_eq!(indexes(&rec), vec![(1, 1), (2, 1)]);
     }
 
     #[test]
