@@ -502,7 +502,7 @@ impl Kv {
         });
         self.data_bytes += value.len() as u64;
         let key_len = key.len() as u64;
-        // One lookup: this runs on the raft thread for every write.
+        // One lookup: this runs on the raft loop for every write.
         match self.data.entry(key) {
             std::collections::btree_map::Entry::Occupied(mut o) => {
                 let e = o.get_mut();

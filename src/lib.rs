@@ -5,9 +5,9 @@
 //!
 //! ## A PUT, end to end
 //! 1. [`api`] decodes the key and value and calls [`raft::NodeHandle::propose`].
-//! 2. The handle queues an `Input::Propose` for the raft thread ([`raft::node`]) and awaits a
+//! 2. The handle queues an `Input::Propose` for the raft loop ([`raft::node`]) and awaits a
 //!    oneshot reply.
-//! 3. The raft thread batches every queued proposal into one raft append. On the leader the
+//! 3. The raft loop batches every queued proposal into one raft append. On the leader the
 //!    entries go to followers ([`raft::transport`]) while the log writer thread
 //!    ([`raft::persist`]) writes them to the WAL ([`storage::wal`]) with one fsync for
 //!    everything queued; a follower forwards proposals to the leader through raft itself.

@@ -30,7 +30,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A multi-threaded runtime even with one worker: the raft loop hands its rare blocking
+    // steps (installing a snapshot, waiting for the WAL at shutdown) to `block_in_place`.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.threads)
         .enable_all()
         .build()
     {

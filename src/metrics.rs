@@ -1,6 +1,6 @@
 //! Prometheus metrics: one registry for the process, exported as text on `GET /metrics`.
 //!
-//! The metric handles are process-wide statics (atomics inside), so the raft thread and the
+//! The metric handles are process-wide statics (atomics inside), so the raft loop and the
 //! HTTP handlers update them without locks or plumbing.
 
 use std::sync::LazyLock;

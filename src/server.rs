@@ -1,8 +1,8 @@
-//! Wires one node together — storage recovery, the raft thread, the peer transport and the
+//! Wires one node together — storage recovery, the raft loop, the peer transport and the
 //! HTTP API — and owns shutdown.
 //!
 //! Shutdown order (SIGTERM/SIGINT): stop accepting HTTP requests and let in-flight ones finish
-//! (they complete or time out), then tell the raft thread to stop, which syncs the WAL, then
+//! (they complete or time out), then tell the raft loop to stop, which syncs the WAL, then
 //! exit. The peer transport runs until the process ends.
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use crate::storage::wal::Wal;
 use crate::storage::RaftStorage;
 use crate::watch::WatchHub;
 
-/// Bound of the raft thread's input queue.
+/// Bound of the raft loop's input queue.
 const NODE_QUEUE: usize = 65_536;
 
 /// Runs a node until a shutdown signal; returns once everything is durable.
@@ -73,19 +73,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &raft_logger(),
     )
     .context("starting raft")?;
-    // The raft thread reports its end on `done`: normally after `Input::Shutdown`, or early if
+    // The raft loop reports its end on `done`: normally after `Input::Shutdown`, or early if
     // storage fails, in which case the node stops serving (fail-stop, like etcd on fsync errors).
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("raft".into())
-        .spawn(move || {
-            let result = node.run();
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "raft loop failed; stopping the node");
-            }
-            let _ = done_tx.send(result);
-        })
-        .context("spawning the raft thread")?;
+    tokio::spawn(async move {
+        let result = node.run().await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "raft loop failed; stopping the node");
+        }
+        let _ = done_tx.send(result);
+    });
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut done_rx = done_rx;
     let mut early_result = None;
@@ -127,14 +124,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
             Ok(Ok(Exit::Shutdown)) => Ok(()),
             Ok(Err(e)) => Err(e).context("raft loop failed"),
-            Err(_) => bail!("the raft thread panicked"),
+            Err(_) => bail!("the raft loop panicked"),
         };
     }
     tracing::info!("HTTP drained; stopping raft");
     let _ = tx.send_async(Input::Shutdown).await;
     match done_rx.await {
         Ok(result) => result.map(|_| ()).context("raft loop failed"),
-        Err(_) => bail!("the raft thread panicked"),
+        Err(_) => bail!("the raft loop panicked"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Watch: a bounded window of recent changes, and live fan-out of new ones.
 //!
-//! The raft thread publishes every applied change here, in revision order. A watcher that
+//! The raft loop publishes every applied change here, in revision order. A watcher that
 //! starts at revision `N` first gets the window's events from `N` on, then live ones, with no
 //! gap and no duplicate: the backlog is copied and the live subscription taken under the same
 //! lock that publishing holds. A start before the window (the events are gone) is refused with
@@ -87,7 +87,7 @@ impl WatchHub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes applied changes (called by the raft thread, in revision order).
+    /// Publishes applied changes (called by the raft loop, in revision order).
     pub fn publish(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;

@@ -1,5 +1,5 @@
 //! Raft: the node loop ([`node`]), the peer transport ([`transport`]), and the async
-//! [`NodeHandle`] through which HTTP handlers talk to the raft thread.
+//! [`NodeHandle`] through which HTTP handlers talk to the raft loop.
 
 pub mod logger;
 pub mod node;
@@ -36,7 +36,7 @@ pub enum RequestError {
     Rejected(Error),
 }
 
-/// A cloneable, async front for the raft thread.
+/// A cloneable, async front for the raft loop.
 #[derive(Clone)]
 pub struct NodeHandle {
     tx: flume::Sender<Input>,
@@ -80,7 +80,7 @@ impl NodeHandle {
         rx.await.map_err(|_| RequestError::Shutdown)
     }
 
-    /// Hands a write to the raft thread and waits for it to be applied, retrying while no
+    /// Hands a write to the raft loop and waits for it to be applied, retrying while no
     /// leader is known (or leadership is being moved) until the request timeout.
     async fn submit(&self, make: impl Fn(node::Reply) -> Input) -> Result<Outcome, RequestError> {
         let deadline = Instant::now() + self.timeout;

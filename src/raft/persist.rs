@@ -1,7 +1,7 @@
 //! The log writer: a thread that owns the WAL and makes each `Ready`'s entries and hard state
-//! durable, so the raft thread never waits for a disk.
+//! durable, so the raft loop never waits for a disk.
 //!
-//! This is raft-rs's asynchronous persistence. The raft thread keeps the new entries in its
+//! This is raft-rs's asynchronous persistence. The raft loop keeps the new entries in its
 //! in-memory log, hands them here, and goes on taking proposals and acknowledgements while
 //! the disk works. The writer takes every job queued meanwhile, writes them with **one** write
 //! and **one** fsync (group commit across `Ready`s) — no fsync when all they carry is a higher
@@ -10,13 +10,13 @@
 //!    never before: a node acknowledges or votes only for what survives a crash;
 //! 2. applies WAL compaction and prunes snapshot files older than a durable marker (the files
 //!    are deleted by a helper thread, so an unlink never delays an fsync);
-//! 3. publishes the highest persisted `Ready` number and wakes the raft thread, which tells
+//! 3. publishes the highest persisted `Ready` number and wakes the raft loop, which tells
 //!    raft-rs (`on_persist_ready`); raft-rs counts this node's own copy of an entry toward a
 //!    quorum, and applies entries, only once they are persisted here.
 //!
-//! Jobs are processed strictly in order, so the WAL sees exactly the sequence the raft thread
+//! Jobs are processed strictly in order, so the WAL sees exactly the sequence the raft loop
 //! produced (an overwritten suffix is replaced on replay; a snapshot marker comes after the
-//! snapshot file it names, which the raft thread wrote before queueing it).
+//! snapshot file it names, which the raft loop wrote before queueing it).
 //!
 //! A failed write or fsync is fatal: the writer records the error and stops, and the raft loop
 //! stops the node (like etcd, which panics on a failed fsync: retrying it is not safe).
@@ -60,7 +60,7 @@ struct Shared {
     failure: Mutex<Option<String>>,
 }
 
-/// The raft thread's handle on the writer.
+/// The raft loop's handle on the writer.
 pub struct LogWriter {
     jobs: mpsc::Sender<Job>,
     shared: Arc<Shared>,
@@ -68,7 +68,7 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Starts the writer thread. It sends persisted messages through `transport` and wakes the
-    /// raft thread through `wake`.
+    /// raft loop through `wake`.
     pub fn start(
         wal: Wal,
         snaps: SnapshotStore,
@@ -273,7 +273,7 @@ impl Writer {
         METRICS.wal_bytes.set(bytes as i64);
         if let Some(n) = number {
             self.shared.persisted.store(n, Ordering::Release);
-            // A full queue means the raft thread is busy and will look anyway.
+            // A full queue means the raft loop is busy and will look anyway.
             let _ = self.wake.try_send(Input::Persisted);
         }
         for tx in barriers {

@@ -4,7 +4,7 @@
 //! # Outbound
 //! The thread that produced a message writes it: [`Transport::send`] encodes the messages for a
 //! peer into one frame and writes it straight into that peer's socket with a non-blocking
-//! `try_write`, from the raft thread (appends, heartbeats) or the log writer (acknowledgements
+//! `try_write`, from the raft loop (appends, heartbeats) or the log writer (acknowledgements
 //! after an fsync). A message thus goes out without a hand-off to another thread: on a busy
 //! machine each hand-off means waiting for a core, and a request crosses the network up to four
 //! times. Nothing ever blocks the caller: what the socket does not take at once goes into the
@@ -63,7 +63,7 @@ const MESSAGES: u8 = 1;
 const SNAP_HEAD: u8 = 2;
 const SNAP_DATA: u8 = 3;
 
-/// Handle used by the raft thread and the log writer to send messages to peers.
+/// Handle used by the raft loop and the log writer to send messages to peers.
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,
@@ -664,7 +664,7 @@ mod tests {
     }
 
     /// More than a socket buffer holds, sent at once from a thread outside the runtime (as the
-    /// raft thread does): part is written directly, the rest by the peer's task, all in order.
+    /// raft loop does): part is written directly, the rest by the peer's task, all in order.
     #[test]
     fn a_burst_larger_than_the_socket_buffer_arrives_whole_and_in_order() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -1,7 +1,7 @@
 //! Durable raft state: the in-memory view of the log that raft-rs reads through the
 //! [`raft::Storage`] trait, backed by the write-ahead log and the snapshot files.
 //!
-//! `RaftStorage` is owned by the raft thread (inside `RawNode`), so nothing here is shared or
+//! `RaftStorage` is owned by the raft loop (inside `RawNode`), so nothing here is shared or
 //! locked. It holds the log in memory; the [`wal::Wal`] that makes it durable is owned by the
 //! log writer thread (`raft::persist`), which writes and fsyncs what each `Ready` hands it.
 //! Snapshot files are written before the WAL record that refers to them is queued: installed
@@ -138,7 +138,7 @@ impl RaftStorage {
     }
 
     /// A snapshot of this node's own state at applied `index`, not yet written: the caller
-    /// saves it (off the raft thread) and then reports it with [`RaftStorage::snapshot_saved`].
+    /// saves it (off the raft loop) and then reports it with [`RaftStorage::snapshot_saved`].
     pub fn snapshot_at(
         &self,
         index: u64,
@@ -322,7 +322,10 @@ impl raft::Storage for RaftStorage {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        self.snaps.load(meta.index, meta.term).map_err(|e| {
+        // Read from disk on the event loop's thread (rare: a peer far behind), so let the
+        // runtime move its other tasks elsewhere meanwhile.
+        let loaded = tokio::task::block_in_place(|| self.snaps.load(meta.index, meta.term));
+        loaded.map_err(|e| {
             tracing::error!(error = %e, "cannot load snapshot to send");
             raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
         })

@@ -1,10 +1,11 @@
-//! The raft node: one thread owns the `RawNode`, its storage and the state machine, and runs
+//! The raft node: one task owns the `RawNode`, its storage and the state machine, and runs
 //! the Ready loop. Everything else talks to it through one bounded channel of [`Input`]s and
 //! gets answers on oneshot channels.
 //!
 //! # The loop
-//! 1. Wait for input or the next tick; then drain everything already queued (group commit:
-//!    all proposals that arrived meanwhile go into one raft append).
+//! 1. Wait for input or the next tick, yield once so that every request handler that is ready
+//!    queues its request too, then drain everything queued (group commit: all proposals that
+//!    arrived meanwhile go into one raft append).
 //! 2. Proposals become one `MsgPropose` with many entries. Each entry's context carries
 //!    `(node id, incarnation, sequence)` so that when the entry is applied — on whichever node
 //!    proposed it — the waiting request is answered, and an entry replayed from an earlier run
@@ -65,7 +66,7 @@ pub enum Exit {
     Removed,
 }
 
-/// Everything the raft thread can be asked to do.
+/// Everything the raft loop can be asked to do.
 pub enum Input {
     /// Replicate and apply a state-machine command.
     Propose { data: Bytes, reply: Reply },
@@ -156,7 +157,7 @@ pub struct NodeIo {
     pub tx: flume::Sender<Input>,
 }
 
-/// The raft thread's state.
+/// The raft loop's state.
 /// Where this node's own snapshot is: at most one is taken at a time.
 enum SnapshotStage {
     Idle,
@@ -274,30 +275,25 @@ impl Node {
 
     /// Runs the loop until `Input::Shutdown` or this node's removal, then makes everything
     /// durable.
-    pub fn run(mut self) -> Result<Exit> {
+    ///
+    /// The loop is a task on the node's event loop, beside the HTTP handlers and peer readers
+    /// that feed it, so handing it a request is a task wake-up on the same thread, not a
+    /// thread wake-up. It never waits for the disk (the log writer thread does); the rare
+    /// steps that must — installing a leader's snapshot, stopping — run in `block_in_place`.
+    pub async fn run(mut self) -> Result<Exit> {
         self.sync_peers();
         let mut next_tick = Instant::now() + TICK;
         loop {
-            // While a snapshot is being serialized, look for inputs without sleeping.
-            let wait = if self.kv.is_snapshotting() {
-                Duration::ZERO
-            } else {
-                next_tick.saturating_duration_since(Instant::now())
-            };
             let mut stop = false;
-            match self.rx.recv_timeout(wait) {
-                Ok(input) => {
-                    stop |= self.handle(input)?;
-                    // Drain what is already queued, bounded so ticks are never starved.
-                    for _ in 0..8192 {
-                        match self.rx.try_recv() {
-                            Ok(input) => stop |= self.handle(input)?,
-                            Err(_) => break,
-                        }
+            if let Some(input) = next_input(&self.rx, self.kv.is_snapshotting(), next_tick).await {
+                stop |= self.handle(input)?;
+                // Drain what is already queued, bounded so ticks are never starved.
+                for _ in 0..8192 {
+                    match self.rx.try_recv() {
+                        Ok(input) => stop |= self.handle(input)?,
+                        Err(_) => break,
                     }
                 }
-                Err(flume::RecvTimeoutError::Timeout) => {}
-                Err(flume::RecvTimeoutError::Disconnected) => stop = true,
             }
             if Instant::now() >= next_tick {
                 next_tick += TICK;
@@ -313,8 +309,10 @@ impl Node {
             self.handle_ready()?;
             self.maybe_snapshot()?;
             if self.removal_is_final() {
-                self.writer.barrier()?;
-                self.raw.mut_store().mark_removed()?;
+                tokio::task::block_in_place(|| {
+                    self.writer.barrier()?;
+                    self.raw.mut_store().mark_removed()
+                })?;
                 tracing::warn!(
                     id = self.cfg.id,
                     "this node was removed from the cluster; shutting down"
@@ -325,7 +323,7 @@ impl Node {
                 break;
             }
         }
-        self.writer.barrier()?;
+        tokio::task::block_in_place(|| self.writer.barrier())?;
         tracing::info!(
             applied = self.applied,
             "raft loop stopped; state is durable"
@@ -512,9 +510,10 @@ impl Node {
             let snap = rd.snapshot().clone();
             let index = snap.get_metadata().index;
             // The file is durable before the marker that names it is queued.
-            let marker = self.raw.mut_store().install_snapshot(&snap)?;
+            let marker =
+                tokio::task::block_in_place(|| self.raw.mut_store().install_snapshot(&snap))?;
             self.writer.snapshot(marker, true)?;
-            self.kv = Kv::restore(snap.data.clone())?;
+            self.kv = tokio::task::block_in_place(|| Kv::restore(snap.data.clone()))?;
             // A snapshot of the replaced state machine being serialized is moot.
             if matches!(self.snapshot_stage, SnapshotStage::Serializing { .. }) {
                 self.snapshot_stage = SnapshotStage::Idle;
@@ -559,7 +558,7 @@ impl Node {
         if has_snapshot {
             // raft-rs counts a snapshot as applied only once it is persisted; installs are
             // rare, so wait for it here.
-            self.writer.barrier()?;
+            tokio::task::block_in_place(|| self.writer.barrier())?;
             self.on_persisted()?;
         }
         self.raw.advance_apply_to(self.applied);
@@ -773,6 +772,30 @@ impl Node {
             members: self.members(),
         }
     }
+}
+
+/// The node's next input, or `None` once `tick_at` has come. While a snapshot is being
+/// serialized (`busy`) it does not wait at all: the serialization goes on between inputs.
+///
+/// Woken by an input, it yields once before returning it: every request handler that is
+/// ready then runs and queues its request, so one Raft step takes them all (one append,
+/// one WAL write) rather than one step per request.
+async fn next_input(rx: &flume::Receiver<Input>, busy: bool, tick_at: Instant) -> Option<Input> {
+    // The node holds a sender itself, so the queue never disconnects; if it did, stop.
+    let received = if busy {
+        match rx.try_recv() {
+            Ok(input) => Some(input),
+            Err(flume::TryRecvError::Empty) => None,
+            Err(flume::TryRecvError::Disconnected) => Some(Input::Shutdown),
+        }
+    } else {
+        match tokio::time::timeout_at(tick_at.into(), rx.recv_async()).await {
+            Ok(received) => Some(received.unwrap_or(Input::Shutdown)),
+            Err(_elapsed) => None,
+        }
+    };
+    tokio::task::yield_now().await;
+    received
 }
 
 fn clone_error(e: &Error) -> Error {
