@@ -1,6 +1,6 @@
 # Reads `perf script -F comm,tid,ip,sym` output (one blank-line-separated stack per sample,
 # leaf first) and prints the share of samples per activity of a coordinate node, per thread
-# kind. Each sample goes to the first category below whose pattern appears anywhere in its
+# kind (the event loop: HTTP, peers and the raft loop; the log writer; helper threads). Each sample goes to the first category below whose pattern appears anywhere in its
 # stack, so the order is the priority (e.g. a malloc inside a snapshot counts as snapshot).
 BEGIN {
   n = 0
@@ -16,7 +16,7 @@ BEGIN {
 }
 function flush() {
   if (stack == "") return
-  kind = (comm == "raft") ? "raft thread" : "tokio workers"
+  kind = (comm ~ /^tokio/) ? "event loop" : (comm == "wal") ? "log writer" : "other threads"
   for (i = 1; i <= n; i++) if (stack ~ pat[i]) { count[kind, i]++; total[kind]++; all++; break }
   stack = ""
 }
@@ -25,11 +25,17 @@ function flush() {
 /^$/ { flush() }
 END {
   flush()
-  printf "%-45s %14s %14s %8s\n", "activity (share of the leader's samples)", "raft thread", "tokio workers", "total"
+  k[1] = "event loop"; k[2] = "log writer"; k[3] = "other threads"
+  printf "%-45s %12s %12s %12s %8s\n", "activity (share of the leader's samples)", k[1], k[2], k[3], "total"
   for (i = 1; i <= n; i++) {
-    r = count["raft thread", i] + 0; t = count["tokio workers", i] + 0
-    if (r + t == 0) continue
-    printf "%-45s %13.1f%% %13.1f%% %7.1f%%\n", cat[i], 100 * r / all, 100 * t / all, 100 * (r + t) / all
+    row = 0
+    for (j = 1; j <= 3; j++) row += count[k[j], i]
+    if (row == 0) continue
+    printf "%-45s", cat[i]
+    for (j = 1; j <= 3; j++) printf " %11.1f%%", 100 * count[k[j], i] / all
+    printf " %7.1f%%\n", 100 * row / all
   }
-  printf "%-45s %13.1f%% %13.1f%% %7.1f%%\n", "all", 100 * total["raft thread"] / all, 100 * total["tokio workers"] / all, 100
+  printf "%-45s", "all"
+  for (j = 1; j <= 3; j++) printf " %11.1f%%", 100 * total[k[j]] / all
+  printf " %7.1f%%\n", 100
 }
