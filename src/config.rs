@@ -55,7 +55,7 @@ pub struct Args {
     pub watch_window: usize,
     /// Threads running the node's event loop: HTTP, peer messages and the Raft loop (disk
     /// writes have a thread of their own). One keeps every hand-off between them on one
-    /// thread, which measured 25-30% faster than two on a 2-core machine (see BENCHMARKS.md).
+    /// thread, which measured 20-30% faster than two on a 2-core machine (see BENCHMARKS.md).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 }

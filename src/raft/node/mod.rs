@@ -157,7 +157,6 @@ pub struct NodeIo {
     pub tx: flume::Sender<Input>,
 }
 
-/// The raft loop's state.
 /// Where this node's own snapshot is: at most one is taken at a time.
 enum SnapshotStage {
     Idle,
