@@ -12,9 +12,10 @@ use common::{field, show, wait_until, Client, Cluster, WAIT_TIMEOUT};
 
 /// Every key written through every node is readable, with its value, from every node at
 /// once: reads are linearizable, so no waiting for replication is allowed or needed.
+/// (The nodes run two event-loop threads here; every other test runs the default one.)
 #[test]
 fn writes_on_any_node_are_immediately_readable_on_every_node() {
-    let (c, _) = Cluster::start_with_leader(3, &[]);
+    let (c, _) = Cluster::start_with_leader(3, &["--threads", "2"]);
     for id in c.ids() {
         c.put_ok(
             id,

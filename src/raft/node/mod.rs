@@ -803,3 +803,36 @@ fn clone_error(e: &Error) -> Error {
         other => Error::Invalid(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounds a call that must return at once, so a broken one fails instead of hanging.
+    async fn promptly<T>(f: impl std::future::Future<Output = T>) -> T {
+        match tokio::time::timeout(Duration::from_secs(60), f).await {
+            Ok(v) => v,
+            Err(_) => panic!("did not return"),
+        }
+    }
+
+    #[tokio::test]
+    async fn next_input_returns_what_is_queued_or_none_at_the_tick() {
+        let (tx, rx) = flume::bounded(4);
+        let far = Instant::now() + Duration::from_secs(3600);
+        tx.send(Input::Persisted).unwrap();
+        let got = promptly(next_input(&rx, false, far)).await;
+        assert!(matches!(got, Some(Input::Persisted)));
+        // Nothing queued: `None` once the tick is due.
+        assert!(next_input(&rx, false, Instant::now()).await.is_none());
+        // While a snapshot is being serialized it never waits for the tick.
+        assert!(promptly(next_input(&rx, true, far)).await.is_none());
+        tx.send(Input::Persisted).unwrap();
+        let got = promptly(next_input(&rx, true, far)).await;
+        assert!(matches!(got, Some(Input::Persisted)));
+        // A queue nobody can send to any more means stop.
+        drop(tx);
+        let got = promptly(next_input(&rx, false, far)).await;
+        assert!(matches!(got, Some(Input::Shutdown)));
+    }
+}
