@@ -317,15 +317,7 @@ fn needs_sync(old: &HardState, new: &HardState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
-        HardState {
-            term,
-            vote,
-            commit,
-            ..Default::default()
-        }
-    }
+    use crate::storage::wal::tests::hs;
 
     #[test]
     fn only_a_new_term_or_vote_needs_an_fsync() {

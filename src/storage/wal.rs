@@ -664,7 +664,7 @@ fn slice8(data: &[u8], at: usize) -> [u8; 8] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
@@ -676,7 +676,7 @@ mod tests {
         }
     }
 
-    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+    pub(crate) fn hs(term: u64, vote: u64, commit: u64) -> HardState {
         HardState {
             term,
             vote,
