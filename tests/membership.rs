@@ -297,3 +297,82 @@ fn concurrent_changes_are_applied_or_refused_as_pending() {
     added.sort_unstable();
     assert_eq!(listed, added);
 }
+
+/// etcd's strict reconfiguration check: phantom voters (URLs nobody serves) are accepted only
+/// while the members this node reaches still form a quorum afterwards; ids no node could be
+/// started with, and loosely spelled ids and URLs, are refused. Nothing changes on a refusal.
+#[test]
+fn phantom_voters_and_unstartable_ids_are_refused() {
+    let (mut c, _) = Cluster::start_with_leader(3, &[]);
+    c.put_ok(1, "before", b"phantoms");
+    let phantom = || format!("http://127.0.0.1:{}", common::free_port());
+    let strict: &[(&str, String, &str)] = &[
+        ("/18446744073709551615", phantom(), "not a node id"),
+        ("/4097", phantom(), "not a node id"),
+        ("/+4", phantom(), "not a node id"),
+        ("/04", phantom(), "not a node id"),
+        ("/4", "http://user@127.0.0.1:9".into(), "invalid peer URL"),
+        ("/4", "http://127.0.0.1:0".into(), "invalid peer URL"),
+        ("/4", "http://bad_host:9".into(), "invalid peer URL"),
+        ("/4", format!("{}/", c.peer_urls()[0]), "already used"),
+    ];
+    for (path, body, reason) in strict {
+        let (status, text) = c.request(1, "POST", path, body);
+        assert!(
+            (400..500).contains(&status) && text.contains(reason),
+            "POST {path} {body:?}: {status} {text}"
+        );
+    }
+    let big = r#"{"id":18446744073709551615,"peer_url":"http://127.0.0.1:9"}"#;
+    let (status, text) = c.request(1, "POST", "/v1/members", big);
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(c.members(1).len(), 3, "nothing changed");
+
+    // With node 3 down, nodes 1 and 2 are two of three: a fourth voter that does not run
+    // would leave two of four, no quorum.
+    c.kill(3);
+    assert!(
+        wait_until(WAIT_TIMEOUT, || c
+            .members(1)
+            .iter()
+            .any(|m| m["id"] == 3 && m["reachable"] == false)),
+        "node 1 never noticed that node 3 is down: {:?}",
+        c.members(1)
+    );
+    let (status, text) = c.request(1, "POST", "/4", &phantom());
+    assert_eq!(status, 409, "{text}");
+    assert!(
+        text.contains("reachable") && text.contains("quorum"),
+        "{text}"
+    );
+    // Removing a live member would leave node 1 with the dead node 3: refused too.
+    let (status, text) = c.request(1, "DELETE", "/2", "");
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(c.members(1).len(), 3, "nothing changed");
+
+    // Back to three live nodes: two phantoms fit (3 of 5 is a quorum), a third does not.
+    c.restart(3);
+    assert!(
+        wait_until(WAIT_TIMEOUT, || c
+            .members(1)
+            .iter()
+            .all(|m| m["reachable"] == true)),
+        "node 1 never reached node 3 again: {:?}",
+        c.members(1)
+    );
+    for id in [4, 5] {
+        let (status, text) = c.request(1, "POST", &format!("/{id}"), &phantom());
+        assert_eq!(status, 204, "phantom {id}: {text}");
+    }
+    let (status, text) = c.request(1, "POST", "/6", &phantom());
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("3 of 6"), "{text}");
+    assert_eq!(c.members(1).len(), 5);
+    // The cluster still has its leader and its data.
+    c.put_ok(2, "after", b"phantoms");
+    for id in 1..=3 {
+        c.assert_value(id, "before", b"phantoms");
+        c.assert_value(id, "after", b"phantoms");
+    }
+    c.check_alive();
+}

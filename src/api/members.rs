@@ -7,27 +7,20 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{bad_request, read_body, ApiError, ApiState};
-use crate::config::peer_addr;
+use crate::config::{canonical_peer_url, parse_node_id};
 use crate::raft::node::MemberChange;
 
 /// Largest body accepted where a peer URL or a small JSON document is expected.
 pub(crate) const MAX_SMALL_BODY: usize = 4096;
 
-/// Parses a node id: a positive integer.
+/// Parses a node id strictly (see [`parse_node_id`]).
 pub(crate) fn node_id(s: &str) -> Result<u64, ApiError> {
-    match s.parse::<u64>() {
-        Ok(0) | Err(_) => Err(bad_request(format!(
-            "{s:?} is not a node id (a positive integer)"
-        ))),
-        Ok(id) => Ok(id),
-    }
+    parse_node_id(s).map_err(bad_request)
 }
 
-/// Checks that `url` is an `http://host:port` peer URL.
-pub(crate) fn validate_peer_url(url: &str) -> Result<(), ApiError> {
-    peer_addr(url)
-        .map(|_| ())
-        .map_err(|e| bad_request(format!("invalid peer URL {url:?}: {e}")))
+/// Checks an `http://host:port` peer URL; returns the one spelling members are stored under.
+pub(crate) fn peer_url(url: &str) -> Result<String, ApiError> {
+    canonical_peer_url(url).map_err(|e| bad_request(format!("invalid peer URL {url:?}: {e}")))
 }
 
 pub(crate) async fn list(State(s): State<ApiState>) -> Result<Response, ApiError> {
@@ -54,13 +47,11 @@ pub(crate) async fn add(
         .map_err(ApiError::json)?;
     let m: NewMember = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("invalid JSON member: {e}")).json())?;
-    if m.id == 0 {
-        return Err(bad_request("node id 0 is not valid").json());
-    }
-    validate_peer_url(&m.peer_url).map_err(ApiError::json)?;
+    let id = node_id(&m.id.to_string()).map_err(ApiError::json)?;
+    let url = peer_url(&m.peer_url).map_err(ApiError::json)?;
     let change = MemberChange::Add {
-        id: m.id,
-        url: m.peer_url,
+        id,
+        url,
         learner: m.learner,
     };
     s.node

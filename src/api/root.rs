@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::members::{node_id, validate_peer_url, MAX_SMALL_BODY};
+use super::members::{node_id, peer_url, MAX_SMALL_BODY};
 use super::{bad_request, percent_decode, read_body, ApiError, ApiState};
 use crate::kv::{Command, Outcome};
 use crate::raft::node::{MemberChange, Query};
@@ -67,9 +67,8 @@ pub(crate) async fn handle(
             let body = read_body(&headers, body, MAX_SMALL_BODY).await?;
             let url = std::str::from_utf8(&body)
                 .map_err(|_| bad_request("the body must be the new node's peer URL"))?
-                .trim()
-                .to_string();
-            validate_peer_url(&url)?;
+                .trim();
+            let url = peer_url(url)?;
             let change = MemberChange::Add {
                 id,
                 url,

@@ -82,6 +82,8 @@ struct Peer {
     /// Wakes the task: the outbox has work, a write failed, or the peer was removed.
     wake: Notify,
     closed: AtomicBool,
+    /// The outbound connection is up (for strict reconfiguration checks).
+    connected: AtomicBool,
 }
 
 #[derive(Default)]
@@ -201,6 +203,7 @@ impl Transport {
             out: Mutex::new(Outbox::default()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
         });
         self.inner
             .runtime
@@ -223,6 +226,13 @@ impl Transport {
         for (id, addr) in wanted {
             self.add_peer(id, addr);
         }
+    }
+
+    /// True while the outbound connection to peer `id` is up.
+    pub fn is_connected(&self, id: u64) -> bool {
+        self.peers()
+            .get(&id)
+            .is_some_and(|p| p.connected.load(Ordering::Acquire))
     }
 
     fn peers(&self) -> MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
@@ -483,7 +493,9 @@ async fn run_peer(id: u64, peer: Arc<Peer>, node: flume::Sender<Input>) {
         tracing::info!(peer = id, addr = %peer.addr, "connected to peer");
         peer.outbox().broken = false;
         let stream = Arc::new(stream);
+        peer.connected.store(true, Ordering::Release);
         let result = serve_connection(id, &peer, &stream, &node).await;
+        peer.connected.store(false, Ordering::Release);
         peer.outbox().stream = None;
         if let Err(e) = result {
             tracing::warn!(peer = id, addr = %peer.addr, error = %e, "lost connection to peer");
@@ -501,7 +513,20 @@ async fn serve_connection(
 ) -> io::Result<()> {
     loop {
         flush(id, peer, stream, node).await?;
-        peer.wake.notified().await;
+        // Peers never write on a connection they accepted: readable means the peer closed it
+        // (or it broke), which an idle connection would otherwise notice only at its next write.
+        tokio::select! {
+            () = peer.wake.notified() => {}
+            ready = stream.readable() => {
+                ready?;
+                let mut probe = [0u8; 1];
+                match stream.try_read(&mut probe) {
+                    Ok(_) => return Err(io::Error::other("the peer closed the connection")),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         if peer.is_closed() {
             return Ok(());
         }

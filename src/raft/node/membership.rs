@@ -2,6 +2,12 @@
 //! applying committed changes (raft's configuration, the replicated member list, the
 //! transport's peers), and listing members.
 //!
+//! Like etcd's strict reconfiguration check (on by default there), a change that would leave
+//! fewer reachable voters than a quorum is refused up front: adding voters that nobody runs
+//! (a phantom URL, a typo) would otherwise cost the fault tolerance and then the leader, for
+//! good. "Reachable" is this node's view: itself, and the peers its transport holds an open
+//! connection to.
+//!
 //! Only one change is in flight at a time (raft-rs would silently turn a second one into an
 //! empty entry, so it is refused up front with the reason). Removing the leader first moves
 //! leadership away: a leader that commits its own removal keeps leading a configuration it is
@@ -11,7 +17,7 @@ use raft::eraftpb::{ConfChange, ConfChangeType, EntryType};
 use raft::{StateRole, Storage as _};
 
 use super::{Node, Reply};
-use crate::config::peer_addr;
+use crate::config::{canonical_peer_url, peer_addr, MAX_NODE_ID};
 use crate::error::{Error, Result};
 
 /// A learner within this many entries of the leader's commit index counts as caught up.
@@ -36,9 +42,47 @@ pub struct MemberInfo {
     /// `voter` or `learner`.
     pub role: &'static str,
     pub is_leader: bool,
+    /// Whether this node reaches it: itself, or a peer its transport holds a connection to.
+    pub reachable: bool,
     /// The leader's view of how far this member's log matches (only on the leader).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub match_index: Option<u64>,
+}
+
+/// Why a configuration would have no reachable quorum.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct QuorumShortfall {
+    pub voters: usize,
+    pub quorum: usize,
+    pub reachable: usize,
+    pub unreachable: Vec<u64>,
+}
+
+/// etcd's strict reconfiguration rule as a pure function: the voters of the configuration
+/// after a change, of which `reachable` says which this node can reach, must include a
+/// majority. A new voter that is not running yet counts as unreachable, so a cluster with one
+/// member down cannot add another voter until that member is back (etcd's
+/// `isReadyToAddVotingMember` / `isReadyToRemoveVotingMember`).
+pub(super) fn reachable_quorum(
+    voters_after: &[u64],
+    reachable: impl Fn(u64) -> bool,
+) -> std::result::Result<(), QuorumShortfall> {
+    let quorum = voters_after.len() / 2 + 1;
+    let unreachable: Vec<u64> = voters_after
+        .iter()
+        .copied()
+        .filter(|&v| !reachable(v))
+        .collect();
+    let count = voters_after.len() - unreachable.len();
+    if count >= quorum {
+        return Ok(());
+    }
+    Err(QuorumShortfall {
+        voters: voters_after.len(),
+        quorum,
+        reachable: count,
+        unreachable,
+    })
 }
 
 impl Node {
@@ -151,8 +195,22 @@ impl Node {
                 if *id == 0 {
                     return Err(Error::Invalid("node id 0 is not valid".into()));
                 }
+                if *id > MAX_NODE_ID {
+                    return Err(Error::Invalid(format!(
+                        "node id {id} is above {MAX_NODE_ID}: no node could be started with it"
+                    )));
+                }
+                if canonical_peer_url(url).as_ref() != Ok(url) {
+                    return Err(Error::Invalid(format!(
+                        "invalid peer URL {url:?}: expected http://host:port"
+                    )));
+                }
                 if is_member(*id) {
                     return Err(Error::Conflict(format!("node {id} is already a member")));
+                }
+                if !*learner {
+                    let after: Vec<u64> = voters.iter().copied().chain([*id]).collect();
+                    self.check_reachable_quorum(&after, &format!("adding voter {id}"))?;
                 }
                 if let Some((other, _)) = self.kv.members().iter().find(|(_, u)| *u == url) {
                     return Err(Error::Conflict(format!(
@@ -194,6 +252,8 @@ impl Node {
                     }
                     return Err(Error::LeaderMoving);
                 }
+                let after: Vec<u64> = voters.iter().copied().filter(|v| v != id).collect();
+                self.check_reachable_quorum(&after, &format!("removing node {id}"))?;
                 cc.set_change_type(ConfChangeType::RemoveNode);
                 cc.node_id = *id;
             }
@@ -218,11 +278,27 @@ impl Node {
                         "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
                     )));
                 }
+                let after: Vec<u64> = voters.iter().copied().chain([*id]).collect();
+                self.check_reachable_quorum(&after, &format!("promoting learner {id}"))?;
                 cc.set_change_type(ConfChangeType::AddNode);
                 cc.node_id = *id;
             }
         }
         Ok(cc)
+    }
+
+    /// Refuses a change after which the voters this node reaches would not be a quorum.
+    fn check_reachable_quorum(&self, voters_after: &[u64], what: &str) -> Result<()> {
+        let me = self.cfg.id;
+        reachable_quorum(voters_after, |v| v == me || self.transport.is_connected(v)).map_err(
+            |short| {
+                Error::Conflict(format!(
+                    "{what} would leave {} of {} voters reachable from node {me}, and a quorum \
+                     needs {}; unreachable: {:?} (start them, or remove them first)",
+                    short.reachable, short.voters, short.quorum, short.unreachable
+                ))
+            },
+        )
     }
 
     /// The voter other than `except` whose log matches the leader's furthest.
@@ -271,6 +347,7 @@ impl Node {
                     peer_url: self.kv.members().get(&id).cloned().unwrap_or_default(),
                     role,
                     is_leader: id == raft.leader_id,
+                    reachable: id == self.cfg.id || self.transport.is_connected(id),
                     match_index: if is_leader {
                         raft.prs().get(id).map(|p| p.matched)
                     } else {
@@ -281,5 +358,37 @@ impl Node {
         }
         out.sort_by_key(|m| m.id);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_needs_a_reachable_quorum_afterwards() {
+        let up = |v: u64| v <= 3;
+        // Three up: a fourth and a fifth voter may be added (3 of 5 is a quorum)...
+        assert_eq!(reachable_quorum(&[1, 2, 3, 4], up), Ok(()));
+        assert_eq!(reachable_quorum(&[1, 2, 3, 4, 5], up), Ok(()));
+        // ...a sixth that nobody runs would leave 3 of 6: no quorum.
+        let short = reachable_quorum(&[1, 2, 3, 4, 5, 6], up).unwrap_err();
+        assert_eq!(
+            short,
+            QuorumShortfall {
+                voters: 6,
+                quorum: 4,
+                reachable: 3,
+                unreachable: vec![4, 5, 6],
+            }
+        );
+        // With node 3 down, adding a voter to a three-node cluster is refused; removing the
+        // dead one is fine, removing a live one is not.
+        let two_up = |v: u64| v <= 2;
+        assert!(reachable_quorum(&[1, 2, 3, 4], two_up).is_err());
+        assert_eq!(reachable_quorum(&[1, 2], two_up), Ok(()));
+        assert!(reachable_quorum(&[1, 3], two_up).is_err());
+        // A lone voter always reaches itself.
+        assert_eq!(reachable_quorum(&[1], |v| v == 1), Ok(()));
     }
 }
