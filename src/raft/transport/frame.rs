@@ -39,10 +39,6 @@ pub const HELLO_FRAME: usize = HELLO_LEN;
 /// the limit bounds what decoding one message allocates (an `Entry` is ~100 bytes in memory
 /// and as little as 2 on the wire).
 pub const MAX_ENTRIES_PER_MESSAGE: usize = 1 << 18;
-/// The highest top-level field number of `eraftpb.Message` (raft-proto 0.7).
-const MESSAGE_LAST_FIELD: u64 = 16;
-/// The field number of `Message.entries`.
-const ENTRIES_FIELD: u64 = 7;
 
 pub const MESSAGES: u8 = 1;
 pub const SNAP_HEAD: u8 = 2;
@@ -224,25 +220,65 @@ impl Messages {
     }
 }
 
-/// Decodes one raft message after checking its top-level fields (known numbers only, at most
-/// [`MAX_ENTRIES_PER_MESSAGE`] entries).
+/// Decodes one raft message after checking its wire format against the schema this protocol
+/// version knows (no unknown fields at any depth, at most [`MAX_ENTRIES_PER_MESSAGE`] entries).
 pub fn decode_message(b: &Bytes) -> Result<Message, FrameError> {
-    if count_entries(b)? > MAX_ENTRIES_PER_MESSAGE {
+    let mut entries = 0;
+    check_fields(b, &MESSAGE, &mut entries)?;
+    if entries > MAX_ENTRIES_PER_MESSAGE {
         return Err(FrameError::TooManyEntries);
     }
     Message::parse_from_carllerche_bytes(b).map_err(|e| FrameError::Message(e.to_string()))
 }
 
-/// Walks the top-level protobuf fields of an encoded `Message` without decoding them: the
-/// number of `entries`, or an error for a malformed field or a field number this version does
-/// not know.
-fn count_entries(mut b: &[u8]) -> Result<usize, FrameError> {
+/// What decoding a frame of `len` bytes may allocate at most, payload included: the payload
+/// (copied once), plus one decoded message, whose biggest part is its entries (an `Entry`
+/// takes at least 2 bytes on the wire, and a vector may hold twice its length).
+pub fn decode_bound(len: usize) -> usize {
+    let entries = (len / 2 + 1).min(MAX_ENTRIES_PER_MESSAGE);
+    len + 2 * entries * std::mem::size_of::<raft::eraftpb::Entry>()
+        + 16 * len
+        + 4 * std::mem::size_of::<Message>()
+        + 4096
+}
+
+/// The fields of one protobuf message type that this version knows: field numbers
+/// `1..=last`, of which `nested` are messages themselves (checked too).
+struct Schema {
+    last: u64,
+    nested: &'static [(u64, &'static Schema)],
+}
+
+// eraftpb (raft-proto 0.7): Message, Entry, Snapshot, SnapshotMetadata, ConfState.
+static CONF_STATE: Schema = Schema {
+    last: 5,
+    nested: &[],
+};
+static SNAPSHOT_METADATA: Schema = Schema {
+    last: 3,
+    nested: &[(1, &CONF_STATE)],
+};
+static SNAPSHOT: Schema = Schema {
+    last: 2,
+    nested: &[(2, &SNAPSHOT_METADATA)],
+};
+static ENTRY: Schema = Schema {
+    last: 6,
+    nested: &[],
+};
+static MESSAGE: Schema = Schema {
+    last: 16,
+    nested: &[(7, &ENTRY), (9, &SNAPSHOT)],
+};
+
+/// Walks protobuf fields without decoding them, checking each against `schema`; counts the
+/// entries seen in `entries`. (The schema is not recursive, so neither is the depth.)
+fn check_fields(mut b: &[u8], schema: &Schema, entries: &mut usize) -> Result<(), FrameError> {
     let bad = |what: &str| FrameError::Message(what.to_string());
-    let mut entries = 0;
     while !b.is_empty() {
         let key = varint(&mut b).ok_or_else(|| bad("truncated field key"))?;
         let (field, wire) = (key >> 3, key & 7);
-        if field == 0 || field > MESSAGE_LAST_FIELD {
+        if field == 0 || field > schema.last {
             return Err(FrameError::Message(format!("unknown field {field}")));
         }
         let skip = match wire {
@@ -256,15 +292,21 @@ fn count_entries(mut b: &[u8]) -> Result<usize, FrameError> {
             5 => 4,
             w => return Err(FrameError::Message(format!("wire type {w}"))),
         };
-        if skip > b.len() {
-            return Err(bad("field cut short"));
+        let body = b.get(..skip).ok_or_else(|| bad("field cut short"))?;
+        if let Some((_, sub)) = schema.nested.iter().find(|(n, _)| *n == field) {
+            if wire != 2 {
+                return Err(FrameError::Message(format!(
+                    "field {field} is not a message"
+                )));
+            }
+            if std::ptr::eq(*sub, &ENTRY) {
+                *entries += 1;
+            }
+            check_fields(body, sub, entries)?;
         }
         b = &b[skip..];
-        if field == ENTRIES_FIELD {
-            entries += 1;
-        }
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// Reads a protobuf varint (at most 10 bytes).
@@ -427,12 +469,13 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_too_many_entries_are_refused() {
-        // Field 99, varint 1.
-        let unknown = Bytes::from_static(&[0x98, 0x06, 0x01]);
-        assert!(matches!(
-            decode_message(&unknown),
-            Err(FrameError::Message(_))
-        ));
+        // Field 99, varint 1; an entry holding field 7, varint 1.
+        for unknown in [&[0x98, 0x06, 0x01][..], &[0x3a, 0x02, 0x38, 0x01]] {
+            assert!(matches!(
+                decode_message(&Bytes::copy_from_slice(unknown)),
+                Err(FrameError::Message(_))
+            ));
+        }
         let many: Vec<u8> = std::iter::repeat_n([0x3a, 0x00], MAX_ENTRIES_PER_MESSAGE + 1)
             .flatten()
             .collect();
