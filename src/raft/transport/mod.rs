@@ -459,7 +459,14 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         let mut buf = [0u8; 16];
-        matches!(s.read(&mut buf), Ok(0) | Err(_))
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 
     fn send_raw(s: &mut std::net::TcpStream, m: Message) {
@@ -493,10 +500,12 @@ mod tests {
         assert!(closed(&mut real));
         // A newer connection of 2 replaces the older one.
         let mut old = raw(&addr, 2, 0x2222);
+        send_raw(&mut old, append(1, 5, 1));
+        assert_eq!(next_message(&rx).index, 5);
         let mut new = raw(&addr, 2, 0x2222);
         assert!(closed(&mut old));
-        send_raw(&mut new, append(1, 5, 1));
-        assert_eq!(next_message(&rx).index, 5);
+        send_raw(&mut new, append(1, 6, 1));
+        assert_eq!(next_message(&rx).index, 6);
         assert!(rx.try_recv().is_err(), "something else was delivered");
     }
 
@@ -515,5 +524,51 @@ mod tests {
         assert!(!t.is_connected(3));
         t.set_peers(HashMap::new());
         assert!(!t.is_connected(1));
+    }
+
+    fn snapshot_frames(m: &Message, announced: &[u8], sent: &[u8]) -> Vec<u8> {
+        let head = frame::snap_head_payload(m, announced).expect("head");
+        let mut out = frame::header(&[&head]).to_vec();
+        out.extend_from_slice(&head);
+        let mut data = vec![frame::SNAP_DATA];
+        data.extend_from_slice(sent);
+        out.extend_from_slice(&frame::header(&[&data]));
+        out.extend_from_slice(&data);
+        out
+    }
+
+    fn incoming_files(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir.join("snap-1"))
+            .expect("incoming dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A snapshot stream whose data does not match its announced checksum, or runs past its
+    /// announced length, is refused and leaves no file; a good one arrives whole.
+    #[test]
+    fn a_broken_snapshot_stream_is_refused_and_leaves_no_file() {
+        use std::io::Write;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let (addr, rx) = receiver(&rt, dir.path());
+        let m = snapshot(1, 5, 0);
+        for sent in [&b"0123456789"[..], b"abcdefghijk"] {
+            let mut s = raw(&addr, 2, 0x2222);
+            let _ = s.write_all(&snapshot_frames(&m, b"abcdefghij", sent));
+            assert!(closed(&mut s), "a bad stream of {sent:?} was not refused");
+        }
+        let mut s = raw(&addr, 2, 0x2222);
+        s.write_all(&snapshot_frames(&m, b"abcdefghij", b"abcdefghij"))
+            .expect("send");
+        let got = next_message(&rx);
+        assert_eq!(&got.get_snapshot().data[..], b"abcdefghij");
+        assert_eq!(got.get_snapshot().get_metadata().index, 5);
+        assert!(rx.try_recv().is_err(), "a bad snapshot was delivered");
+        assert!(
+            incoming_files(dir.path()).is_empty(),
+            "{:?}",
+            incoming_files(dir.path())
+        );
     }
 }

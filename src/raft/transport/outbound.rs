@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use raft::eraftpb::Message;
@@ -21,6 +21,8 @@ use super::frame::{self, SNAP_DATA};
 use super::{BATCH_BYTES, PEER_BUFFER, SNAPSHOT_CHUNK, SNAPSHOT_QUEUE};
 use crate::raft::node::Input;
 
+/// A connection the peer closes sooner than this after the hello counts as refused.
+const REFUSED_WITHIN: Duration = Duration::from_secs(1);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -164,6 +166,7 @@ async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
 pub(super) async fn run_peer(id: u64, peer: Arc<Peer>, node: flume::Sender<Input>, hello: Vec<u8>) {
     let mut backoff = Duration::from_millis(20);
     let mut was_connected = true;
+    let mut refused = false;
     while !peer.is_closed() {
         let stream = match connect(&peer.addr, &hello).await {
             Ok(s) => s,
@@ -178,25 +181,33 @@ pub(super) async fn run_peer(id: u64, peer: Arc<Peer>, node: flume::Sender<Input
                 continue;
             }
         };
-        backoff = Duration::from_millis(20);
-        if !was_connected {
+        if !was_connected && !refused {
             tracing::info!(peer = id, addr = %peer.addr, "connected to peer");
         }
         was_connected = true;
         peer.outbox().broken = false;
         peer.connected.store(!peer.is_closed(), Ordering::Release);
         let stream = Arc::new(stream);
+        let since = Instant::now();
         let result = serve_connection(id, &peer, &stream, &node).await;
         peer.connected.store(false, Ordering::Release);
         peer.outbox().stream = None;
-        if let Err(e) = result {
+        let Err(e) = result else { continue };
+        discard(id, &peer, &node);
+        if since.elapsed() < REFUSED_WITHIN {
+            // Hung up right after the hello: most likely the peer refuses this node (its log
+            // says why). Say so once, and keep backing off instead of hammering it.
+            if !refused {
+                tracing::warn!(peer = id, addr = %peer.addr, error = %e, "peer closes the connection right after the hello; it may refuse this node (see its log); retrying");
+                refused = true;
+            }
+        } else {
             tracing::warn!(peer = id, addr = %peer.addr, error = %e, "lost connection to peer");
-            was_connected = false;
-            discard(id, &peer, &node);
-            // A peer that refuses this node (a hello it does not accept) hangs up at once:
-            // do not hammer it.
-            tokio::time::sleep(backoff).await;
+            backoff = Duration::from_millis(20);
+            refused = false;
         }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
