@@ -232,8 +232,9 @@ pub fn decode_message(b: &Bytes) -> Result<Message, FrameError> {
 }
 
 /// What decoding a frame of `len` bytes may allocate at most, payload included: the payload
-/// (copied once), plus one decoded message, whose biggest part is its entries (an `Entry`
-/// takes at least 2 bytes on the wire, and a vector may hold twice its length).
+/// (copied once), plus one decoded message, whose biggest parts are its entries (an `Entry`
+/// takes at least 2 bytes on the wire) and its packed id lists (8 bytes in memory per byte on
+/// the wire), each in a vector that may hold twice its length.
 pub fn decode_bound(len: usize) -> usize {
     let entries = (len / 2 + 1).min(MAX_ENTRIES_PER_MESSAGE);
     len + 2 * entries * std::mem::size_of::<raft::eraftpb::Entry>()

@@ -156,6 +156,10 @@ impl Inbound {
         }
     }
 
+    pub(super) fn buffered_bytes(&self) -> usize {
+        INBOUND_BUFFER_BYTES.saturating_sub(self.budget.available_permits())
+    }
+
     fn live(&self) -> MutexGuard<'_, HashMap<u64, (u64, oneshot::Sender<()>)>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

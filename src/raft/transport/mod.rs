@@ -191,6 +191,12 @@ impl Transport {
         });
     }
 
+    /// Bytes of inbound frames held in memory right now (at most [`INBOUND_BUFFER_BYTES`]),
+    /// for a gauge.
+    pub fn inbound_buffered_bytes(&self) -> usize {
+        self.inner.inbound.buffered_bytes()
+    }
+
     fn peers(&self) -> MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
         self.inner.peers()
     }
@@ -296,13 +302,22 @@ mod tests {
         rt: &tokio::runtime::Runtime,
         dir: &std::path::Path,
     ) -> (String, flume::Receiver<Input>) {
+        let (addr, rx, _) = receiver_transport(rt, dir);
+        (addr, rx)
+    }
+
+    /// [`receiver`], and node 1's transport.
+    fn receiver_transport(
+        rt: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+    ) -> (String, flume::Receiver<Input>, Transport) {
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (tx, rx) = flume::unbounded();
         let peers = HashMap::from([(2, "127.0.0.1:9".to_string())]);
         let t = transport(1, 0x1111, dir, peers, tx, rt);
-        rt.spawn(serve(listener, t));
-        (addr, rx)
+        rt.spawn(serve(listener, t.clone()));
+        (addr, rx, t)
     }
 
     fn next_message(rx: &flume::Receiver<Input>) -> Message {
@@ -570,5 +585,39 @@ mod tests {
             "{:?}",
             incoming_files(dir.path())
         );
+    }
+
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A frame's size is taken from the shared budget once its header arrives (before the
+    /// body does), and given back when the connection ends.
+    #[test]
+    fn a_frame_holds_the_inbound_budget_only_while_it_is_read() {
+        use std::io::Write;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let (addr, _rx, t) = receiver_transport(&rt, dir.path());
+        assert_eq!(t.inbound_buffered_bytes(), 0);
+        let mut s = raw(&addr, 2, 0x2222);
+        let mut head = ((1u32 << 20).to_le_bytes()).to_vec();
+        head.extend_from_slice(&[0; 4]);
+        head.push(frame::MESSAGES);
+        s.write_all(&head).expect("header");
+        wait_for("the budget to be taken", || {
+            t.inbound_buffered_bytes() == 1 << 20
+        });
+        drop(s);
+        wait_for("the budget to be released", || {
+            t.inbound_buffered_bytes() == 0
+        });
     }
 }
