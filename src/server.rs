@@ -17,8 +17,9 @@ use crate::kv::Kv;
 use crate::raft::logger::raft_logger;
 use crate::raft::node::{Exit, Input, Node, NodeConfig, NodeIo, Recovered};
 use crate::raft::persist::LogWriter;
-use crate::raft::transport::{self, Transport};
+use crate::raft::transport::{self, Transport, TransportConfig};
 use crate::raft::NodeHandle;
+use crate::storage::identity;
 use crate::storage::wal::Wal;
 use crate::storage::RaftStorage;
 use crate::watch::WatchHub;
@@ -40,13 +41,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let watch = Arc::new(WatchHub::new(cfg.watch_window, recovered.kv.revision()));
     let (tx, rx) = flume::bounded(NODE_QUEUE);
+    let identity_dir = cfg.data_dir.clone();
+    let identity = tokio::task::spawn_blocking(move || identity::load_or_create(&identity_dir))
+        .await
+        .context("loading the data-dir identity panicked")?
+        .context("loading the data-dir identity")?;
     let transport = Transport::new(
-        cfg.id,
+        TransportConfig {
+            id: cfg.id,
+            identity,
+            known_peers: cfg.data_dir.join(identity::PEERS_FILE),
+            incoming_dir: cfg.data_dir.join("snap"),
+        },
         &cfg.peers,
         tx.clone(),
         tokio::runtime::Handle::current(),
-    );
-    tokio::spawn(transport::serve(peer, cfg.id, tx.clone()));
+    )
+    .context("starting the peer transport")?;
+    tokio::spawn(transport::serve(peer, transport.clone()));
     let writer = LogWriter::start(
         wal,
         recovered.storage.snapshot_store(),

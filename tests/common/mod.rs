@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 mod membership;
+pub mod peer;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -452,6 +453,17 @@ impl Cluster {
             .unwrap_or_else(|| panic!("kill: node {id} is not running"));
         let _ = child.kill();
         child.wait().expect("wait for killed node");
+    }
+
+    /// The pid of node `id`'s process, if it is running.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.node(id).child.as_ref().map(|c| c.id())
+    }
+
+    /// The log file of node `id`, as text so far.
+    pub fn log_text(&self, id: u64) -> String {
+        let bytes = std::fs::read(&self.node(id).log_path).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Panics if a node this cluster believes is running has exited.

@@ -98,6 +98,11 @@ impl Node {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let url = (!cc.context.is_empty())
                     .then(|| String::from_utf8_lossy(&cc.context).into_owned());
+                if self.kv.is_removed(id) {
+                    // Added back, normally with an empty data dir: trust the data-dir identity
+                    // it presents next (see `storage::identity`).
+                    self.transport.forget_identity(id);
+                }
                 self.kv.add_member(id, url);
                 if id == self.cfg.id {
                     // Added back after an earlier removal (replayed from an older snapshot).
