@@ -42,6 +42,10 @@ pub enum Error {
     /// Leadership is being moved away from a node about to be removed; try again shortly.
     #[error("leadership is moving to another node")]
     LeaderMoving,
+    /// A leader new in this term has not applied its predecessors' entries yet (raft-rs drops
+    /// a membership change proposed to it meanwhile); try again shortly.
+    #[error("a new leader is still applying the entries of earlier terms")]
+    LeaderSettling,
 }
 
 impl Error {

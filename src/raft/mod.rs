@@ -94,7 +94,7 @@ impl NodeHandle {
                 Err(_) => return Err(RequestError::Timeout),
                 Ok(Err(_)) => return Err(RequestError::Timeout),
                 Ok(Ok(Ok(outcome))) => return Ok(outcome),
-                Ok(Ok(Err(Error::NoLeader | Error::LeaderMoving))) => {
+                Ok(Ok(Err(Error::NoLeader | Error::LeaderMoving | Error::LeaderSettling))) => {
                     if Instant::now() + NO_LEADER_RETRY >= deadline {
                         return Err(RequestError::NoLeader);
                     }

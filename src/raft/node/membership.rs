@@ -186,6 +186,15 @@ impl Node {
         if leader == raft::INVALID_ID {
             return Err(Error::NoLeader);
         }
+        // A leader elected in this term turns a membership change into an empty entry — the
+        // request would never be answered — until it has applied the entries of earlier
+        // terms. Once this node has applied an entry of the current term, so has the leader: it
+        // applies an entry in the same step in which it first tells followers it is committed,
+        // before it looks at any new input. Refused as retryable: the handle tries again.
+        let raft = &self.raw.raft;
+        if raft.raft_log.term(self.applied).ok() != Some(raft.term) {
+            return Err(Error::LeaderSettling);
+        }
         if let Some(index) = self.pending_conf_change() {
             return Err(Error::Conflict(format!(
                 "another membership change (log index {index}) is not applied yet; retry once it is"
