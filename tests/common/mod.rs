@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 mod membership;
+pub mod peer;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
