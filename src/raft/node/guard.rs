@@ -192,6 +192,13 @@ pub fn check_peer_message(view: &PeerView, m: &Message) -> Result<(), Refusal> {
     if m.log_term > m.term || m.commit_term > m.term {
         return Err(Refusal::Range("log_term"));
     }
+    check_kind(view, m)
+}
+
+/// The rules of each kind of message.
+fn check_kind(view: &PeerView, m: &Message) -> Result<(), Refusal> {
+    use MessageType::*;
+    let kind = m.get_msg_type();
     match kind {
         MsgAppend => {
             check_one_leader(view, m)?;

@@ -703,8 +703,18 @@ mod hostile {
     }
 
     /// Node 1 of voters {1, 2, 3}, from the bootstrap snapshot (index 1, term 1) plus a few
-    /// entries, in the given role.
+    /// entries, in the given role; or (role 3) a `--join` node with no state yet.
     fn node(role: u8) -> RawNode<MemStorage> {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        if role == 3 {
+            let cfg = Config {
+                id: 1,
+                check_quorum: true,
+                pre_vote: true,
+                ..Default::default()
+            };
+            return RawNode::new(&cfg, MemStorage::new(), &logger).unwrap();
+        }
         let store = MemStorage::new();
         let mut snap = Snapshot::default();
         snap.mut_metadata().index = 1;
@@ -727,7 +737,6 @@ mod hostile {
             max_inflight_msgs: 4,
             ..Default::default()
         };
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut raw = RawNode::new(&cfg, store, &logger).unwrap();
         match role {
             // Follower of node 2.
@@ -796,7 +805,7 @@ mod hostile {
 
         #[test]
         fn no_hostile_message_panics_raft(
-            role in 0u8..3,
+            role in 0u8..4,
             specs in proptest::collection::vec(msg_spec(), 1..16),
         ) {
             let mut raw = node(role);
@@ -813,8 +822,8 @@ mod hostile {
                     is_leader,
                     voters: &voters,
                     learners: &learners,
-                    initialized: true,
-                    cluster_ids: &VOTERS,
+                    initialized: !voters.is_empty() || !learners.is_empty(),
+                    cluster_ids: &[1, 2, 3, 4],
                 };
                 let mut verdict = check_peer_message(&view, &m);
                 if verdict.is_ok() && m.get_msg_type() == MessageType::MsgPropose {
