@@ -14,8 +14,9 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, EntryType, Message, MessageType};
+use raft::eraftpb::{ConfChange, EntryType, Message, MessageType, Snapshot};
 use raft::StateRole;
 
 use super::guard::{check_peer_message, check_proposal_entry, PeerView, Refusal};
@@ -27,7 +28,22 @@ use crate::metrics::METRICS;
 pub(super) struct VerifiedSnapshot {
     pub(super) index: u64,
     pub(super) term: u64,
+    /// The data it was parsed from (shared, not copied).
+    pub(super) data: Bytes,
     pub(super) kv: Kv,
+}
+
+impl VerifiedSnapshot {
+    /// True if `snap` is the very snapshot this was parsed from (not merely one at the same
+    /// index: a second message may carry other data under the same metadata).
+    pub(super) fn is_of(&self, snap: &Snapshot) -> bool {
+        let meta = snap.get_metadata();
+        let same_buffer =
+            self.data.as_ptr() == snap.data.as_ptr() && self.data.len() == snap.data.len();
+        self.index == meta.index
+            && self.term == meta.term
+            && (same_buffer || self.data == snap.data)
+    }
 }
 
 impl Node {
@@ -38,15 +54,19 @@ impl Node {
             self.refused(&m, &refusal);
             return;
         }
-        let snapshot_index = (m.get_msg_type() == MessageType::MsgSnapshot)
-            .then(|| m.get_snapshot().get_metadata().index);
+        let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(error = %e, "raft rejected a peer message");
         }
-        if let Some(index) = snapshot_index {
-            // Keep the parsed state only if raft-rs is about to install this snapshot.
+        if is_snapshot {
+            // Keep the parsed state only for the snapshot raft-rs is about to install.
             let pending = self.raw.raft.raft_log.unstable_snapshot().as_ref();
-            if pending.map(|s| s.get_metadata().index) != Some(index) {
+            let keep = pending.is_some_and(|snap| {
+                self.verified_snapshot
+                    .as_ref()
+                    .is_some_and(|v| v.is_of(snap))
+            });
+            if !keep {
                 self.verified_snapshot = None;
             }
         }
@@ -103,6 +123,7 @@ impl Node {
         self.verified_snapshot = Some(VerifiedSnapshot {
             index: meta.index,
             term: meta.term,
+            data: snap.data.clone(),
             kv,
         });
         Ok(())

@@ -523,7 +523,7 @@ impl Node {
             // restored (`inbound`), so this parse is a fallback that cannot fail on a stepped
             // one, and if it ever did, nothing of it would have been written.
             let kv = match self.verified_snapshot.take() {
-                Some(v) if v.index == index && v.term == snap.get_metadata().term => v.kv,
+                Some(v) if v.is_of(&snap) => v.kv,
                 _ => tokio::task::block_in_place(|| Kv::restore(snap.data.clone()))?,
             };
             // The file is durable before the marker that names it is queued.
