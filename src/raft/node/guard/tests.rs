@@ -477,10 +477,10 @@ mod hostile {
 
     fn num() -> impl Strategy<Value = Num> {
         prop_oneof![
-            (-2i64..=3).prop_map(Num::Term),
-            (-3i64..=3).prop_map(Num::Last),
-            (-3i64..=3).prop_map(Num::Commit),
-            prop_oneof![
+            3 => (-2i64..=3).prop_map(Num::Term),
+            3 => (-3i64..=3).prop_map(Num::Last),
+            3 => (-3i64..=3).prop_map(Num::Commit),
+            2 => prop_oneof![
                 Just(0u64),
                 Just(1),
                 Just(MAX_TERM_JUMP),
@@ -492,6 +492,11 @@ mod hostile {
             ]
             .prop_map(Num::Abs),
         ]
+    }
+
+    /// A term reported for a log position: mostly at or below the node's term.
+    fn log_term() -> impl Strategy<Value = Num> {
+        prop_oneof![4 => (-3i64..=0).prop_map(Num::Term), 1 => num()]
     }
 
     fn resolve(n: &Num, term: u64, last: u64, commit: u64) -> u64 {
@@ -565,32 +570,46 @@ mod hostile {
     }
 
     fn snap_spec() -> impl Strategy<Value = SnapSpec> {
-        (num(), num(), ids(), ids(), ids()).prop_map(|(index, term, voters, learners, outgoing)| {
-            SnapSpec {
+        let plausible = (num(), log_term()).prop_map(|(index, term)| SnapSpec {
+            index,
+            term,
+            voters: VOTERS.to_vec(),
+            learners: Vec::new(),
+            outgoing: Vec::new(),
+        });
+        let random = (num(), num(), ids(), ids(), ids()).prop_map(
+            |(index, term, voters, learners, outgoing)| SnapSpec {
                 index,
                 term,
                 voters,
                 learners,
                 outgoing,
-            }
-        })
+            },
+        );
+        prop_oneof![plausible, random]
     }
 
     fn msg_spec() -> impl Strategy<Value = MsgSpec> {
+        // Any kind, with the leader's kinds (append, snapshot, heartbeat, timeout) and the
+        // forwarded ones (propose, read index) drawn more often.
+        let kind = prop_oneof![
+            1 => 0i32..19,
+            1 => proptest::sample::select(vec![2, 3, 7, 8, 14, 15, 16]),
+        ];
         let head = (
-            0i32..19,
-            prop_oneof![Just(0u64), 1u64..=4, Just(99), Just(u64::MAX)],
-            prop_oneof![4 => Just(1u64), 1 => Just(2u64)],
+            kind,
+            prop_oneof![1 => Just(0u64), 6 => 2u64..=4, 1 => Just(1), 1 => Just(99), 1 => Just(u64::MAX)],
+            prop_oneof![6 => Just(1u64), 1 => Just(2u64)],
+            num(),
+            log_term(),
             num(),
             num(),
-            num(),
-            num(),
-            num(),
+            log_term(),
         );
         let tail = (
             num(),
             any::<bool>(),
-            prop_oneof![4 => Just(0u64), 1 => any::<u64>()],
+            prop_oneof![8 => Just(0u64), 1 => any::<u64>()],
             proptest::collection::vec(entry_spec(), 0..4),
             any::<bool>(),
             proptest::option::of(snap_spec()),
@@ -632,6 +651,22 @@ mod hostile {
     }
 
     fn build(spec: &MsgSpec, raw: &RawNode<MemStorage>) -> Message {
+        let mut m = build_fields(spec, raw);
+        // Kinds raft-rs forwards carry no term: mostly send them so.
+        if spec.ticks > 0
+            && matches!(
+                m.get_msg_type(),
+                MessageType::MsgPropose | MessageType::MsgReadIndex
+            )
+        {
+            m.term = 0;
+            m.log_term = 0;
+            m.commit_term = 0;
+        }
+        m
+    }
+
+    fn build_fields(spec: &MsgSpec, raw: &RawNode<MemStorage>) -> Message {
         let r = &raw.raft;
         let (t, l, c) = (r.term, r.raft_log.last_index(), r.raft_log.committed);
         let at = |n: &Num| resolve(n, t, l, c);
@@ -801,7 +836,7 @@ mod hostile {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 768, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
         #[test]
         fn no_hostile_message_panics_raft(
