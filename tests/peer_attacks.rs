@@ -98,8 +98,18 @@ impl Setup {
         } else {
             identity_of(&self.c, from)
         };
-        let mut peer = RawPeer::connect(&peer_addr_of(&self.c, target), from, target, identity)
-            .unwrap_or_else(|e| self.c.fail(&format!("connect to node {target}: {e}")));
+        let mut peer =
+            match RawPeer::connect(&peer_addr_of(&self.c, target), from, target, identity) {
+                Ok(peer) => peer,
+                // A transport may refuse a stranger's connection outright: nothing is delivered.
+                Err(e) if from == STRANGER => {
+                    eprintln!("node {target} refused a connection from {from}: {e}");
+                    return;
+                }
+                Err(e) => self
+                    .c
+                    .fail(&format!("connect to node {target} as {from}: {e}")),
+            };
         // A node may hang up mid-way; what counts is what it did with the rest.
         let sent = send(&mut peer);
         let handled = wait_until(WAIT_TIMEOUT, || {
