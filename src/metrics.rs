@@ -33,6 +33,8 @@ pub struct Metrics {
     pub revision: IntGauge,
     /// Active watchers.
     pub watchers: IntGauge,
+    /// Peer messages dropped before raft saw them, by reason (see `raft::node::guard`).
+    pub peer_refused: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -61,6 +63,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         wal_bytes: IntGauge::new("wal_bytes", "Bytes in the write-ahead log")?,
         revision: IntGauge::new("revision", "Current store revision")?,
         watchers: IntGauge::new("watchers", "Active watchers")?,
+        peer_refused: IntCounterVec::new(
+            Opts::new(
+                "peer_messages_refused_total",
+                "Peer messages refused before raft saw them, by reason",
+            ),
+            &["reason"],
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.requests.clone()))?;
@@ -73,6 +82,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.wal_bytes.clone()))?;
     m.registry.register(Box::new(m.revision.clone()))?;
     m.registry.register(Box::new(m.watchers.clone()))?;
+    m.registry.register(Box::new(m.peer_refused.clone()))?;
     Ok(m)
 }
 

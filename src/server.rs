@@ -73,6 +73,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             snapshot_count: cfg.snapshot_count,
             catch_up_entries: (cfg.snapshot_count / 2).min(5_000),
             request_timeout: cfg.request_timeout,
+            max_value_size: cfg.max_value_size,
+            cluster_ids: cfg.peers.keys().copied().collect(),
         },
         recovered,
         NodeIo {

@@ -253,8 +253,15 @@ impl Node {
                     // leading a configuration it is not part of.
                     let transferee = if *id != self.cfg.id && voters.contains(&self.cfg.id) {
                         Some(self.cfg.id)
-                    } else {
+                    } else if *id == self.cfg.id {
                         self.best_transferee(*id)
+                    } else {
+                        // A follower can ask for leadership only for itself: raft-rs names the
+                        // transferee as the request's sender, and peers accept it only from
+                        // that node (see `guard`). A learner cannot take it.
+                        return Err(Error::Misdirected(format!(
+                            "node {id} leads: removing it needs leadership moved first, which only the leader or a voter can start; send this to the leader (node {id}) or a voter"
+                        )));
                     };
                     if let Some(t) = transferee {
                         tracing::info!(
@@ -313,6 +320,46 @@ impl Node {
                 ))
             },
         )
+    }
+
+    /// Checks a membership change that a follower forwarded to this leader as it would check
+    /// the request that produced it, made here: the follower checked it against its own view,
+    /// which may be stale, and the peer port is not authenticated. A removal of this leader is
+    /// refused outright: a follower moves leadership first and never forwards one, and checking
+    /// it here would start a leadership transfer.
+    pub(super) fn check_forwarded_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
+        let id = cc.node_id;
+        let change = match cc.get_change_type() {
+            ConfChangeType::AddNode if cc.context.is_empty() => MemberChange::Promote { id },
+            kind @ (ConfChangeType::AddNode | ConfChangeType::AddLearnerNode) => {
+                let url = std::str::from_utf8(&cc.context)
+                    .map_err(|_| Error::Invalid(format!("node {id}'s peer URL is not UTF-8")))?;
+                peer_addr(url).map_err(|e| Error::Invalid(format!("peer URL {url:?}: {e}")))?;
+                MemberChange::Add {
+                    id,
+                    url: url.to_string(),
+                    learner: kind == ConfChangeType::AddLearnerNode,
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                if id == self.cfg.id || id == self.raw.raft.leader_id {
+                    return Err(Error::Conflict(format!(
+                        "a forwarded removal of the leader (node {id})"
+                    )));
+                }
+                MemberChange::Remove { id }
+            }
+        };
+        let expected = self.check_change(&change)?;
+        if expected.get_change_type() != cc.get_change_type()
+            || expected.node_id != id
+            || expected.context != cc.context
+        {
+            return Err(Error::Invalid(format!(
+                "membership change for node {id} does not match the request it stands for"
+            )));
+        }
+        Ok(())
     }
 
     /// The voter other than `except` whose log matches the leader's furthest.

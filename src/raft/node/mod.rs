@@ -20,7 +20,9 @@
 //! Requests whose reply can no longer arrive (a proposal lost in a leader change, a read index
 //! never answered) are swept periodically; their callers time out with "outcome unknown".
 //!
-//! Read batching lives in [`reads`], membership changes in [`membership`].
+//! Read batching lives in [`reads`], membership changes in [`membership`]. What the node
+//! accepts from peers is decided in [`guard`] (pure rules) and [`inbound`] (the checks that need
+//! the state machine: received snapshots, forwarded proposals) before raft-rs sees a message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,6 +44,8 @@ use crate::raft::transport::Transport;
 use crate::storage::RaftStorage;
 use crate::watch::WatchHub;
 
+pub mod guard;
+mod inbound;
 mod membership;
 mod reads;
 
@@ -130,6 +134,11 @@ pub struct NodeConfig {
     pub catch_up_entries: u64,
     /// Requests older than this are abandoned (their callers have timed out).
     pub request_timeout: Duration,
+    /// Largest value a command may write (the HTTP limit), checked again on proposals that
+    /// followers forward to this leader.
+    pub max_value_size: usize,
+    /// The `--cluster` ids: the only peers heard while this node has no membership yet.
+    pub cluster_ids: Vec<u64>,
 }
 
 /// Where a write's outcome is sent once it is applied.
@@ -200,6 +209,10 @@ pub struct Node {
     ticks: u64,
     /// The tick at which this node applied its own removal (cleared if it is added back).
     removed_at: Option<u64>,
+    /// A received snapshot, parsed before it was stepped, for `handle_ready` to install.
+    verified_snapshot: Option<inbound::VerifiedSnapshot>,
+    /// Rate limit of the log lines about refused peer messages.
+    refusals: guard::RefusalLog,
 }
 
 impl Node {
@@ -269,6 +282,8 @@ impl Node {
             role: StateRole::Follower,
             ticks: 0,
             removed_at: None,
+            verified_snapshot: None,
+            refusals: guard::RefusalLog::default(),
         })
     }
 
@@ -369,11 +384,7 @@ impl Node {
                     let _ = reply.send(Ok(self.query(&query)));
                 }
             }
-            Input::Raft(m) => {
-                if let Err(e) = self.raw.step(*m) {
-                    tracing::debug!(error = %e, "raft rejected a peer message");
-                }
-            }
+            Input::Raft(m) => self.on_peer_message(*m),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::SnapshotSent { to, ok } => {
                 let status = if ok {
@@ -508,11 +519,18 @@ impl Node {
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             let index = snap.get_metadata().index;
+            // Parsed before anything is durable: a snapshot is stepped only once its data
+            // restored (`inbound`), so this parse is a fallback that cannot fail on a stepped
+            // one, and if it ever did, nothing of it would have been written.
+            let kv = match self.verified_snapshot.take() {
+                Some(v) if v.is_of(&snap) => v.kv,
+                _ => tokio::task::block_in_place(|| Kv::restore(snap.data.clone()))?,
+            };
             // The file is durable before the marker that names it is queued.
             let marker =
                 tokio::task::block_in_place(|| self.raw.mut_store().install_snapshot(&snap))?;
             self.writer.snapshot(marker, true)?;
-            self.kv = tokio::task::block_in_place(|| Kv::restore(snap.data.clone()))?;
+            self.kv = kv;
             // A snapshot of the replaced state machine being serialized is moot.
             if matches!(self.snapshot_stage, SnapshotStage::Serializing { .. }) {
                 self.snapshot_stage = SnapshotStage::Idle;
