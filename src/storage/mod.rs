@@ -11,6 +11,7 @@
 //! oldest entry still held and `prev_term` the term of the entry just before it, which raft needs
 //! to match a follower's log at the boundary.
 
+pub mod datadir;
 pub mod snapshot;
 pub mod wal;
 
