@@ -79,7 +79,11 @@ impl SnapshotStore {
             f.sync_all()?;
             fs::rename(&tmp, &path)
         };
-        write().map_err(|e| Error::io(format!("writing snapshot {}", path.display()), e))?;
+        if let Err(e) = write() {
+            // Best effort: a leftover temp file is removed on the next open anyway.
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(format!("writing snapshot {}", path.display()), e));
+        }
         sync_dir(&self.dir)
     }
 
