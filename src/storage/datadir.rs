@@ -131,8 +131,9 @@ pub fn check_segments(found: &[u64], head: Option<u64>) -> std::result::Result<(
     };
     match found.last() {
         None => Err(format!(
-            "the WAL holds no segment, but segment {head:016x}.wal was created: the log was \
-             deleted; acknowledged entries, the term and the vote would be lost"
+            "the newest WAL segment {head:016x}.wal is missing (the WAL holds no segment at \
+             all): the log was deleted; acknowledged entries, the term and the vote would be \
+             lost"
         )),
         Some(&newest) if newest < head => Err(format!(
             "the newest WAL segment {head:016x}.wal is missing (the newest found is \
