@@ -16,6 +16,7 @@
 pub mod datadir;
 pub mod snapshot;
 pub mod wal;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::path::Path;

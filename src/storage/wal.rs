@@ -70,7 +70,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
 
 use crate::error::{Error, Result};
-use crate::storage::datadir;
+use crate::storage::{datadir, wire};
 
 /// Largest record the log accepts; a bigger length field is treated as corruption.
 pub const MAX_RECORD: usize = 64 << 20;
@@ -729,11 +729,14 @@ fn replay_record(
     let payload = &body[1..];
     match Kind::from_u8(body[0]) {
         Some(Kind::Entry) => {
+            // Lengths are checked before protobuf sees them (see `storage::wire`).
+            wire::check(payload, &wire::FLAT).map_err(|why| format!("bad entry: {why}"))?;
             let e = Entry::parse_from_bytes(payload).map_err(|_| "bad entry".to_string())?;
             *max_index = (*max_index).max(e.index);
             apply_entry(rec, e)
         }
         Some(Kind::HardState) => {
+            wire::check(payload, &wire::FLAT).map_err(|why| format!("bad hard state: {why}"))?;
             rec.hard_state =
                 HardState::parse_from_bytes(payload).map_err(|_| "bad hard state".to_string())?;
             Ok(())
