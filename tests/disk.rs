@@ -1,4 +1,5 @@
-//! Disk accidents on real processes: a WAL that went backwards or was damaged makes the node
+//! Disk accidents on real processes: a WAL that went backwards or was damaged (also in the last
+//! batch before a clean stop) makes the node
 //! refuse to start, naming the file or the reason, while the rest of the cluster keeps every
 //! acknowledged key and goes on writing; a snapshot file that cannot be written is retried
 //! while the node serves; large writes trigger snapshots and compaction by bytes.
@@ -149,6 +150,17 @@ fn a_wal_that_went_backwards_or_was_damaged_is_refused() {
         // A sector in the middle of the log: dozens of later synced batches follow it.
         let start = (records[records.len() / 2] / SECTOR) * SECTOR;
         raw[start..start + SECTOR].fill(0);
+        fs::write(&newest, &raw).unwrap();
+        newest.display().to_string()
+    });
+
+    // The last batch before a clean stop: the stop sealed the log with a trailing sync point,
+    // so even this is known to have been durable.
+    damaged_node_refuses(&mut c, victim, &mut keys, "last-batch", |dir| {
+        let newest = segments(dir).pop().unwrap();
+        let mut raw = fs::read(&newest).unwrap();
+        let last = *entry_records(&raw).last().unwrap();
+        raw[last..last + HEADER].fill(0);
         fs::write(&newest, &raw).unwrap();
         newest.display().to_string()
     });
