@@ -1,7 +1,8 @@
 //! Disk accidents on real processes: a WAL that went backwards or was damaged (also in the last
 //! batch before a clean stop) makes the node refuse to start, naming the file or the reason,
-//! while the rest of the cluster keeps every acknowledged key and goes on writing; a snapshot file that cannot be written is retried
-//! while the node serves; large writes trigger snapshots and compaction by bytes.
+//! while the rest of the cluster keeps every acknowledged key and goes on writing; a snapshot
+//! file that cannot be written is retried while the node serves; large writes trigger
+//! snapshots and compaction by bytes.
 
 mod common;
 
