@@ -38,6 +38,12 @@ pub struct Args {
     /// 20 MB state cost 15% of write throughput and doubled p99 (see BENCHMARKS.md).
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Bytes of log since the last snapshot that trigger one too (or the state's size, if
+    /// larger), so the log held in memory and in the WAL is bounded by size, not only by
+    /// count: 100,000 entries of 1 MiB would be 100 GiB. 64 MiB: a snapshot at most every
+    /// 64 MiB of writes, each writing no more than the log it replaces.
+    #[arg(long, default_value_t = crate::raft::node::DEFAULT_SNAPSHOT_BYTES)]
+    pub snapshot_bytes: u64,
     /// Interface the client HTTP port binds to.
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_host: String,
@@ -77,6 +83,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Applied entries between snapshots (default 100000).
     pub snapshot_count: u64,
+    /// Log bytes between snapshots (default 64 MiB, or the state's size if larger).
+    pub snapshot_bytes: u64,
     /// Log filter (default `info`).
     pub log_level: String,
     /// Request deadline (default 5 s).
@@ -116,6 +124,9 @@ impl Config {
         if args.snapshot_count == 0 {
             return Err("invalid --snapshot-count 0: it must be at least 1".into());
         }
+        if args.snapshot_bytes == 0 {
+            return Err("invalid --snapshot-bytes 0: it must be at least 1".into());
+        }
         if args.threads == 0 {
             return Err("invalid --threads 0: it must be at least 1".into());
         }
@@ -133,6 +144,7 @@ impl Config {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(format!("coordinate-{}", args.id))),
             snapshot_count: args.snapshot_count,
+            snapshot_bytes: args.snapshot_bytes,
             log_level: args.log_level,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             max_value_size: args.max_value_size,
@@ -247,6 +259,7 @@ mod tests {
         assert_eq!(c.client_listen, "127.0.0.1:12380");
         assert_eq!(c.data_dir, PathBuf::from("coordinate-1"));
         assert_eq!(c.snapshot_count, 100_000);
+        assert_eq!(c.snapshot_bytes, 64 << 20);
         assert_eq!(c.threads, 1);
         assert!(!c.join);
     }
@@ -265,6 +278,9 @@ mod tests {
         assert!(parse(&["--cluster", "http://127.0.0.1:0"]).is_err());
         assert!(parse(&["--cluster", "http://bad_host:1"]).is_err());
         assert!(parse(&["--snapshot-count", "0"]).is_err());
+        assert!(parse(&["--snapshot-bytes", "0"])
+            .unwrap_err()
+            .contains("--snapshot-bytes"));
         assert!(parse(&["--threads", "0"])
             .unwrap_err()
             .contains("--threads"));

@@ -249,9 +249,13 @@ impl Command {
     }
 }
 
+/// The smallest encoded compare: key length, op, target tag, one byte of target.
+const MIN_COMPARE_BYTES: usize = 4 + 1 + 1 + 1;
+
 fn decode_txn(data: &mut Bytes) -> Option<Command> {
     let n = take_u32(data)? as usize;
-    let mut compares = Vec::with_capacity(n.min(1024));
+    // Reserved by what the data can hold, never by the count field alone.
+    let mut compares = Vec::with_capacity(n.min(data.remaining() / MIN_COMPARE_BYTES));
     for _ in 0..n {
         let key = take_string(data)?;
         let op = match take_u8(data)? {

@@ -15,7 +15,10 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::raft::logger::raft_logger;
-use crate::raft::node::{Exit, Input, Node, NodeConfig, NodeIo, Recovered};
+use crate::raft::node::{
+    Exit, Input, Node, NodeConfig, NodeIo, Recovered, CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
+    MAX_CATCH_UP_ENTRIES,
+};
 use crate::raft::persist::LogWriter;
 use crate::raft::transport::{self, Transport, TransportConfig};
 use crate::raft::NodeHandle;
@@ -71,7 +74,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         NodeConfig {
             id: cfg.id,
             snapshot_count: cfg.snapshot_count,
-            catch_up_entries: (cfg.snapshot_count / 2).min(5_000),
+            snapshot_bytes: cfg.snapshot_bytes,
+            catch_up_entries: (cfg.snapshot_count / 2).min(MAX_CATCH_UP_ENTRIES),
+            catch_up_bytes: cfg.snapshot_bytes / CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
             request_timeout: cfg.request_timeout,
             max_value_size: cfg.max_value_size,
             cluster_ids: cfg.peers.keys().copied().collect(),

@@ -9,11 +9,15 @@
 //!
 //! The in-memory log holds every entry after the newest compaction point; `first_index` is the
 //! oldest entry still held and `prev_term` the term of the entry just before it, which raft needs
-//! to match a follower's log at the boundary.
+//! to match a follower's log at the boundary. It also keeps a running byte count through each
+//! entry, so the bytes of any range of the log are known at once: the node snapshots and
+//! compacts by bytes as well as by entry count (see `raft::node`).
 
+pub mod datadir;
 pub mod identity;
 pub mod snapshot;
 pub mod wal;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -28,6 +32,15 @@ use wal::{SnapshotMarker, Wal};
 /// Written into the data directory when this node applies its own removal.
 const REMOVED_FILE: &str = "REMOVED";
 
+/// Bytes an in-memory entry is counted as beyond its data and context (the `Entry` itself,
+/// its queue slot and running count).
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// What an entry costs the in-memory log, in bytes.
+fn entry_bytes(e: &Entry) -> u64 {
+    (e.data.len() + e.context.len()) as u64 + ENTRY_OVERHEAD
+}
+
 /// The node's raft log, hard state and snapshots.
 pub struct RaftStorage {
     dir: std::path::PathBuf,
@@ -37,6 +50,10 @@ pub struct RaftStorage {
     first_index: u64,
     prev_term: u64,
     entries: VecDeque<Entry>,
+    /// Running byte count of the log through each entry of `entries` (same positions).
+    ends: VecDeque<u64>,
+    /// The running byte count just before `first_index`.
+    base: u64,
     snaps: SnapshotStore,
     /// Set when raft asked for a snapshot the newest file cannot serve (it predates the
     /// recipient's membership); the node loop then writes a fresh one.
@@ -64,7 +81,9 @@ impl RaftStorage {
             snapshot_meta: SnapshotMetadata::default(),
             first_index: 1,
             prev_term: 0,
-            entries: rec.entries.into(),
+            entries: VecDeque::new(),
+            ends: VecDeque::new(),
+            base: 0,
             snaps,
             snapshot_wanted: std::cell::Cell::new(false),
         };
@@ -77,6 +96,10 @@ impl RaftStorage {
             store.hard_state.commit = store.hard_state.commit.max(meta.index);
             store.hard_state.term = store.hard_state.term.max(meta.term);
         }
+        if let Some(first) = rec.entries.first() {
+            store.first_index = first.index;
+        }
+        store.push_entries(rec.entries);
         Ok((store, wal, snapshot))
     }
 
@@ -120,6 +143,8 @@ impl RaftStorage {
         self.first_index = meta.index + 1;
         self.prev_term = meta.term;
         self.entries.clear();
+        self.ends.clear();
+        self.base = 0;
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.hard_state.term = self.hard_state.term.max(meta.term);
         Ok(SnapshotMarker {
@@ -184,7 +209,11 @@ impl RaftStorage {
         }
         let prev_term = raft::Storage::term(self, compact_to - 1)?;
         let drop = ((compact_to - self.first_index) as usize).min(self.entries.len());
+        if drop > 0 {
+            self.base = self.ends[drop - 1];
+        }
         self.entries.drain(..drop);
+        self.ends.drain(..drop);
         self.first_index = compact_to;
         self.prev_term = prev_term;
         Ok(())
@@ -211,8 +240,66 @@ impl RaftStorage {
             )));
         }
         self.entries.truncate(keep);
-        self.entries.extend(entries.iter().cloned());
+        self.ends.truncate(keep);
+        self.push_entries(entries.iter().cloned());
         Ok(())
+    }
+
+    /// Appends entries at the end of the in-memory log, counting their bytes.
+    fn push_entries(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for e in entries {
+            let end = self.ends.back().copied().unwrap_or(self.base) + entry_bytes(&e);
+            self.ends.push_back(end);
+            self.entries.push_back(e);
+        }
+    }
+
+    /// The running byte count through entry `index` (clamped to the log held in memory).
+    fn end_at(&self, index: u64) -> u64 {
+        if index < self.first_index {
+            return self.base;
+        }
+        let at = (index - self.first_index) as usize;
+        self.ends
+            .get(at)
+            .or(self.ends.back())
+            .copied()
+            .unwrap_or(self.base)
+    }
+
+    /// Bytes of the in-memory entries after `after` up to and including `through`.
+    pub fn bytes_between(&self, after: u64, through: u64) -> u64 {
+        if through <= after {
+            return 0;
+        }
+        self.end_at(through).saturating_sub(self.end_at(after))
+    }
+
+    /// Bytes of every entry held in memory.
+    pub fn log_bytes(&self) -> u64 {
+        self.ends.back().copied().unwrap_or(self.base) - self.base
+    }
+
+    /// Where to compact after a snapshot at `index`: the oldest entry to keep so that at most
+    /// `max_entries` entries and `max_bytes` bytes of log stay behind the snapshot, for peers
+    /// that lag slightly to catch up by log rather than by snapshot (never below 1).
+    pub fn catch_up_start(&self, index: u64, max_entries: u64, max_bytes: u64) -> u64 {
+        let by_count = index.saturating_sub(max_entries).max(1);
+        let lo = by_count.max(self.first_index);
+        if lo > index {
+            return lo;
+        }
+        let through = self.end_at(index);
+        // The first kept entry `c` must satisfy end(index) - end(c - 1) <= max_bytes; `ends`
+        // only grows, so that holds from some position on.
+        let from = (lo - self.first_index) as usize;
+        let to = ((index - self.first_index + 1) as usize).min(self.ends.len());
+        let ok = |i: usize| {
+            let before = if i == 0 { self.base } else { self.ends[i - 1] };
+            through - before <= max_bytes
+        };
+        let first_ok = (from..to).find(|&i| ok(i)).unwrap_or(to);
+        self.first_index + first_ok as u64
     }
 
     /// Records a new hard state (the log writer makes it durable).
@@ -345,6 +432,46 @@ mod tests {
             data: vec![index as u8; 10].into(),
             ..Default::default()
         }
+    }
+
+    fn sized(index: u64, bytes: usize) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: vec![0u8; bytes].into(),
+            ..Default::default()
+        }
+    }
+
+    /// The byte counts follow appends, overwrites and compaction, and the catch-up window is
+    /// bounded by bytes as well as by count.
+    #[test]
+    fn the_log_counts_its_bytes_and_bounds_catch_up_by_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, mut wal, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        s.bootstrap(&mut wal, vec![1], bytes::Bytes::new()).unwrap();
+        let one = 1000 + ENTRY_OVERHEAD;
+        let ents: Vec<Entry> = (2..=11).map(|i| sized(i, 1000)).collect();
+        s.append(&ents).unwrap();
+        assert_eq!(s.log_bytes(), 10 * one);
+        assert_eq!(s.bytes_between(1, 11), 10 * one);
+        assert_eq!(s.bytes_between(5, 7), 2 * one);
+        assert_eq!(s.bytes_between(7, 7), 0);
+        // Overwriting a suffix replaces its bytes.
+        s.append(&[sized(10, 10)]).unwrap();
+        assert_eq!(s.log_bytes(), 8 * one + 10 + ENTRY_OVERHEAD);
+        // By count only: keep 4 entries behind index 9 (5..=9).
+        assert_eq!(s.catch_up_start(9, 4, u64::MAX), 5);
+        // By bytes: two and a half entries' worth keeps two (8..=9).
+        assert_eq!(s.catch_up_start(9, 4, 2 * one + one / 2), 8);
+        // Nothing fits: keep none.
+        assert_eq!(s.catch_up_start(9, 4, 10), 10);
+        s.compact(s.catch_up_start(9, 4, 2 * one + one / 2))
+            .unwrap();
+        assert_eq!(s.first_index(), 8);
+        assert_eq!(s.log_bytes(), 2 * one + 10 + ENTRY_OVERHEAD);
+        assert_eq!(s.bytes_between(0, 9), 2 * one);
+        assert_eq!(s.catch_up_start(9, 100, u64::MAX), 8);
     }
 
     #[test]

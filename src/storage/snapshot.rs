@@ -18,6 +18,7 @@ use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::error::{Error, Result};
 use crate::storage::wal::{remove_if_present, sync_dir};
+use crate::storage::wire;
 
 const MAGIC: &[u8; 8] = b"CSNAP001";
 /// Bytes written between flushes of a snapshot file.
@@ -79,7 +80,11 @@ impl SnapshotStore {
             f.sync_all()?;
             fs::rename(&tmp, &path)
         };
-        write().map_err(|e| Error::io(format!("writing snapshot {}", path.display()), e))?;
+        if let Err(e) = write() {
+            // Best effort: a leftover temp file is removed on the next open anyway.
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(format!("writing snapshot {}", path.display()), e));
+        }
         sync_dir(&self.dir)
     }
 
@@ -120,7 +125,9 @@ impl SnapshotStore {
     }
 }
 
-fn decode(raw: Vec<u8>) -> std::result::Result<Snapshot, (u64, &'static str)> {
+/// Decodes and verifies a snapshot file's bytes; an error names the offset and what is wrong.
+/// Allocates nothing by a length field: lengths are checked against the file first.
+pub fn decode(raw: Vec<u8>) -> std::result::Result<Snapshot, (u64, &'static str)> {
     if raw.len() < MAGIC.len() + 4 + 8 + 4 || &raw[..MAGIC.len()] != MAGIC {
         return Err((0, "not a snapshot file"));
     }
@@ -138,14 +145,17 @@ fn decode(raw: Vec<u8>) -> std::result::Result<Snapshot, (u64, &'static str)> {
     if pos + meta_len + 8 > body_len {
         return Err((pos as u64, "metadata length out of range"));
     }
-    let meta = SnapshotMetadata::parse_from_bytes(&raw[pos..pos + meta_len])
-        .map_err(|_| (pos as u64, "bad metadata"))?;
+    let meta_bytes = &raw[pos..pos + meta_len];
+    wire::check(meta_bytes, &wire::SNAPSHOT_METADATA).map_err(|why| (pos as u64, why))?;
+    let meta =
+        SnapshotMetadata::parse_from_bytes(meta_bytes).map_err(|_| (pos as u64, "bad metadata"))?;
     pos += meta_len;
     let mut len8 = [0; 8];
     len8.copy_from_slice(&raw[pos..pos + 8]);
     let data_len = u64::from_le_bytes(len8) as usize;
     pos += 8;
-    if pos + data_len != body_len {
+    // `pos <= body_len` here; subtracting cannot overflow where adding a length could.
+    if data_len != body_len - pos {
         return Err((pos as u64, "data length does not match the file"));
     }
     let mut snap = Snapshot::default();

@@ -11,18 +11,41 @@
 //! | len: u32 LE | crc32c: u32 LE | kind: u8 | payload: len-1 bytes |
 //! ```
 //! `len` counts `kind` + `payload`; the CRC (Castagnoli) covers the same bytes. Payloads are
-//! protobuf-encoded raft types, except the snapshot marker (index, term, flag as u64/u64/u8).
+//! protobuf-encoded raft types, except the snapshot marker (index, term, flag as u64/u64/u8)
+//! and the sync point (a u64 offset).
+//!
+//! # Sync points
+//! Each write batch that follows an fsync starts with a **sync point** record naming the
+//! offset up to which its segment was durable when the batch was written (17 bytes per batch;
+//! a batch that follows only an unsynced write, or nothing new, gets none). A sync point never
+//! names bytes of its own batch, so it can only vouch for data that had been fsynced — data
+//! that was acknowledged, and was whole once.
 //!
 //! # Recovery rules
+//! Before replay, the data directory's head record (see [`crate::storage::datadir`]) is
+//! checked: a missing `wal/` directory, a missing newest segment, or a gap between segments
+//! means the log went backwards, and opening fails naming what is missing.
+//!
 //! Records are replayed in order. An entry at index `i` replaces any entry at `i` or later (a
 //! leader overwrote an uncommitted suffix). A snapshot marker drops every entry at or below its
 //! index, or the whole log when the snapshot was installed from a leader. The last hard state
-//! wins. A record that runs past the end of the **last** segment is a torn write (the crash
-//! happened before its fsync, so it was never acknowledged): it is truncated away, and so is a
-//! bad record there that is followed only by zeros or holds a zero-filled sector. Anything else
-//! that does not check out — a CRC mismatch, a record cut short in an older segment, a length
-//! beyond the record limit — is corruption, and opening fails with the file and offset: starting
-//! on a log with a hole could silently lose acknowledged writes.
+//! wins. In the **last** segment, a bad record that looks like a torn write — it runs past the
+//! end of the file, or is followed only by zeros, or holds a zero-filled sector — is truncated
+//! away (the crash happened before its fsync, so it was never acknowledged), **unless** a valid
+//! sync point after it names an offset beyond it: then the bad bytes had been fsynced before a
+//! later batch was written, the damage came afterwards, and cutting there would drop
+//! acknowledged records, so opening fails naming the file and offset. Anything else that does
+//! not check out — a CRC mismatch followed by data, a record cut short in an older segment, a
+//! length beyond the record limit, a record that does not decode — is corruption, and opening
+//! fails with the file and offset: starting on a log with a hole could silently lose
+//! acknowledged writes.
+//!
+//! What replay cannot tell: damage to the newest fsynced batch(es) — those written after the
+//! last sync point, with no batch after them to vouch for them — looks exactly like a torn
+//! write and is cut off (a clean stop ends with [`Wal::seal`], a trailing sync point, so this
+//! window exists only after a crash); so is a segment zeroed or cut from some offset to its end (nothing
+//! follows to prove it was longer). Deleting the head record together with the newest segment
+//! is not seen either.
 //!
 //! Segments are **preallocated**: a background thread fills the next segment with zeros and
 //! fsyncs it before it is needed, so appending overwrites blocks the file already owns and an
@@ -48,6 +71,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
 
 use crate::error::{Error, Result};
+use crate::storage::{datadir, wire};
 
 /// Largest record the log accepts; a bigger length field is treated as corruption.
 pub const MAX_RECORD: usize = 64 << 20;
@@ -64,6 +88,9 @@ enum Kind {
     Entry = 1,
     HardState = 2,
     Snapshot = 3,
+    /// A sync point: everything in this segment before the offset it holds was durable
+    /// (fsynced) when the batch it starts was written.
+    Synced = 4,
 }
 
 impl Kind {
@@ -72,6 +99,7 @@ impl Kind {
             1 => Some(Kind::Entry),
             2 => Some(Kind::HardState),
             3 => Some(Kind::Snapshot),
+            4 => Some(Kind::Synced),
             _ => None,
         }
     }
@@ -131,33 +159,37 @@ pub struct Wal {
     unsynced: bool,
     hard_state: HardState,
     snapshot: Option<SnapshotMarker>,
+    /// The data directory's record of the newest segment (see [`datadir`]).
+    head: PathBuf,
+    /// Bytes of the current segment known durable (fsynced).
+    durable: u64,
+    /// The offset the current segment's last sync point names.
+    noted: u64,
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `dir` and replays it.
+    /// Opens (creating if needed) the log in `dir` and replays it. Refuses a log that went
+    /// backwards (its directory or newest segment deleted, a segment missing in between: see
+    /// [`datadir`]) or holds damaged records (see the recovery rules).
     pub fn open(dir: &Path, segment_size: u64) -> Result<(Wal, Recovered)> {
-        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let mut seqs = Vec::new();
-        for entry in
-            fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
-        {
-            let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name == SPARE {
-                // A spare being prepared when the process stopped; it holds nothing.
-                let path = dir.join(SPARE);
-                fs::remove_file(&path)
-                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-                continue;
-            }
-            if let Some(stem) = name.strip_suffix(".wal") {
-                if let Ok(seq) = u64::from_str_radix(stem, 16) {
-                    seqs.push(seq);
-                }
-            }
+        let head = datadir::head_path(dir);
+        let recorded = datadir::read_head(&head)?;
+        let missing = |reason: String| Error::Corrupt {
+            path: dir.to_path_buf(),
+            offset: 0,
+            reason,
+        };
+        if let (Some(newest), false) = (recorded, dir.exists()) {
+            return Err(missing(format!(
+                "the WAL directory is missing, but {} says segment {newest:016x}.wal was \
+                 created: the log was deleted; acknowledged entries, the term and the vote \
+                 would be lost",
+                head.display()
+            )));
         }
-        seqs.sort_unstable();
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let seqs = list_segments(dir)?;
+        datadir::check_segments(&seqs, recorded).map_err(missing)?;
 
         let mut rec = Recovered::default();
         let mut segments = Vec::new();
@@ -172,20 +204,7 @@ impl Wal {
                 bytes,
             });
         }
-
-        let snap_index = rec.snapshot.map_or(0, |s| s.index);
-        if let Some(first) = rec.entries.first() {
-            if first.index != snap_index + 1 {
-                return Err(Error::Corrupt {
-                    path: dir.to_path_buf(),
-                    offset: 0,
-                    reason: format!(
-                        "log resumes at entry {} but the snapshot covers only up to {snap_index}",
-                        first.index
-                    ),
-                });
-            }
-        }
+        check_resumes_after_snapshot(dir, &rec)?;
 
         let (file, written, preallocated) = match segments.last() {
             Some(last) => {
@@ -193,6 +212,11 @@ impl Wal {
                     .write(true)
                     .open(&last.path)
                     .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?;
+                // What replay read may still be only in the page cache (the process, not the
+                // machine, stopped): make it durable, so the sync points written from now on
+                // never vouch for bytes a power cut could still lose.
+                file.sync_data()
+                    .map_err(|e| Error::io(format!("fsync {}", last.path.display()), e))?;
                 let len = file
                     .metadata()
                     .map_err(|e| Error::io(format!("stat {}", last.path.display()), e))?
@@ -212,6 +236,10 @@ impl Wal {
                 (file, 0, false)
             }
         };
+        let newest = segments.last().map_or(1, |s| s.seq);
+        if recorded != Some(newest) {
+            datadir::write_head(&head, newest)?;
+        }
         let wal = Wal {
             dir: dir.to_path_buf(),
             segment_size,
@@ -224,12 +252,27 @@ impl Wal {
             unsynced: false,
             hard_state: rec.hard_state.clone(),
             snapshot: rec.snapshot,
+            head,
+            durable: written,
+            noted: 0,
         };
         Ok((wal, rec))
     }
 
+    /// Starts a write batch with a sync point if the segment became more durable since the
+    /// last one: replay uses it to tell a torn write from damaged acknowledged data.
+    fn note_sync_point(&mut self) {
+        if self.buf.is_empty() && self.durable > self.noted {
+            push_record(&mut self.buf, Kind::Synced, &self.durable.to_le_bytes());
+            self.noted = self.durable;
+        }
+    }
+
     /// Buffers entries. An entry replaces any entry at its index or later on replay.
     pub fn append_entries(&mut self, entries: &[Entry]) -> Result<()> {
+        if !entries.is_empty() {
+            self.note_sync_point();
+        }
         for e in entries {
             // Encoded in place, not copied.
             encode_record(&mut self.buf, Kind::Entry, |buf| {
@@ -250,6 +293,7 @@ impl Wal {
     /// Buffers a new hard state (term, vote, commit).
     pub fn set_hard_state(&mut self, hs: &HardState) -> Result<()> {
         let bytes = hs.write_to_bytes().map_err(Error::encode)?;
+        self.note_sync_point();
         push_record(&mut self.buf, Kind::HardState, &bytes);
         self.hard_state = hs.clone();
         Ok(())
@@ -264,6 +308,7 @@ impl Wal {
         payload.extend_from_slice(&marker.index.to_le_bytes());
         payload.extend_from_slice(&marker.term.to_le_bytes());
         payload.push(u8::from(discard_log));
+        self.note_sync_point();
         push_record(&mut self.buf, Kind::Snapshot, &payload);
         self.snapshot = Some(marker);
     }
@@ -309,11 +354,24 @@ impl Wal {
             Error::io(format!("fsync {}", path.display()), e)
         })?;
         self.unsynced = false;
+        self.durable = self.written;
         if matches!(self.spare, Spare::None) && self.written >= self.segment_size / 16 {
             self.spare = Spare::Preparing(prepare_spare(self.dir.join(SPARE), self.segment_size));
         }
         if self.written >= self.segment_size || (!self.preallocated && self.spare_ready()) {
             self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// [`Wal::sync`], then a trailing sync point vouching for everything written, made durable
+    /// too: damage to the last batch is then not mistaken for a torn write on the next open.
+    /// For rare moments (a clean stop, a barrier): it costs a second fsync.
+    pub fn seal(&mut self) -> Result<()> {
+        self.sync()?;
+        if self.durable > self.noted {
+            self.note_sync_point();
+            self.sync()?;
         }
         Ok(())
     }
@@ -359,6 +417,9 @@ impl Wal {
             }
         };
         sync_dir(&self.dir)?;
+        // Recorded before anything is written into it: a log missing this segment later is
+        // one that went backwards.
+        datadir::write_head(&self.head, seq)?;
         // The old segment's unused preallocated tail: zeros on replay either way, so no fsync.
         self.file
             .set_len(self.written)
@@ -366,6 +427,8 @@ impl Wal {
         self.file = file;
         self.preallocated = preallocated;
         self.written = 0;
+        self.durable = 0;
+        self.noted = 0;
         self.segments.push(Segment {
             seq,
             path,
@@ -414,6 +477,49 @@ impl Wal {
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.wal"))
+}
+
+/// The sequence numbers of the segments in `dir`, ascending; removes a leftover spare.
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    for entry in
+        fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
+    {
+        let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == SPARE {
+            // A spare being prepared when the process stopped; it holds nothing.
+            let path = dir.join(SPARE);
+            fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".wal") {
+            if let Ok(seq) = u64::from_str_radix(stem, 16) {
+                seqs.push(seq);
+            }
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The recovered entries must continue right after the snapshot (older segments deleted
+/// beyond what a snapshot covers would leave a hole).
+fn check_resumes_after_snapshot(dir: &Path, rec: &Recovered) -> Result<()> {
+    let snap_index = rec.snapshot.map_or(0, |s| s.index);
+    match rec.entries.first() {
+        Some(first) if first.index != snap_index + 1 => Err(Error::Corrupt {
+            path: dir.to_path_buf(),
+            offset: 0,
+            reason: format!(
+                "log resumes at entry {} but the snapshot covers only up to {snap_index}",
+                first.index
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn create_file(path: &Path) -> Result<File> {
@@ -509,90 +615,191 @@ fn encode_record(
     Ok(())
 }
 
-/// Replays one segment into `rec`; returns the highest entry index it holds and where its
-/// records end. Zeros after the last record end any segment (preallocation); in the last
-/// segment a torn tail is truncated; anywhere else a bad record is an error.
+/// Replays one segment file into `rec`; returns the highest entry index it holds and where
+/// its records end. A torn tail of the last segment is truncated away (see [`replay_records`]).
 fn replay_segment(path: &Path, is_last: bool, rec: &mut Recovered) -> Result<(u64, u64)> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let corrupt = |offset: usize, what: &str| Error::Corrupt {
+    let end = replay_records(&data, is_last, rec).map_err(|bad| Error::Corrupt {
         path: path.to_path_buf(),
+        offset: bad.offset,
+        reason: bad.reason,
+    })?;
+    if end.torn {
+        truncate_tail(path, end.end as usize)?;
+    }
+    Ok((end.max_index, end.end))
+}
+
+/// Where replaying a segment's bytes ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentEnd {
+    /// Highest entry index in the segment (0 if none).
+    pub max_index: u64,
+    /// Where its good records end.
+    pub end: u64,
+    /// True if bytes after `end` are a torn write to cut off (last segment only).
+    pub torn: bool,
+}
+
+/// A record that does not check out: where, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRecord {
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Replays one segment's bytes into `rec` (pure: no I/O, so it is tested on any bytes). Zeros
+/// after the last record end any segment (preallocation). In the last segment a bad record is
+/// a torn write only if it could be one: it runs past the end, is followed only by zeros, or
+/// holds a zero-filled sector — **and** no later sync point proves it had been made durable
+/// (see [`proof_of_sync_after`]). Anything else is an error naming the offset.
+pub fn replay_records(
+    data: &[u8],
+    is_last: bool,
+    rec: &mut Recovered,
+) -> std::result::Result<SegmentEnd, BadRecord> {
+    let corrupt = |offset: usize, reason: String| BadRecord {
         offset: offset as u64,
-        reason: what.to_string(),
+        reason,
     };
     let mut max_index = 0;
     let mut pos = 0;
+    let done = |pos: usize, max_index: u64, torn: bool| SegmentEnd {
+        max_index,
+        end: pos as u64,
+        torn,
+    };
     while pos < data.len() {
         // The unused part of a preallocated segment, or a file a crash left extended with
         // zeros where the last write should be.
         if data[pos..].iter().all(|&b| b == 0) {
-            return Ok((max_index, pos as u64));
+            return Ok(done(pos, max_index, false));
         }
-        let rest = data.len() - pos;
-        if rest < HEADER + 1 {
-            if is_last {
-                return torn_tail(path, pos, max_index);
+        let (torn_if_last, why) = match check_record(data, pos) {
+            Ok(len) => {
+                let body = &data[pos + HEADER..pos + HEADER + len];
+                replay_record(body, rec, &mut max_index).map_err(|why| corrupt(pos, why))?;
+                pos += HEADER + len;
+                continue;
             }
-            return Err(corrupt(pos, "record header cut short"));
+            Err(bad) => bad,
+        };
+        if !is_last || !torn_if_last {
+            return Err(corrupt(pos, why.to_string()));
         }
-        let len = u32::from_le_bytes(slice4(&data, pos)) as usize;
-        let crc = u32::from_le_bytes(slice4(&data, pos + 4));
-        if len == 0 || len > MAX_RECORD {
-            if is_last && has_zero_sector(&data, pos, pos + HEADER) {
-                return torn_tail(path, pos, max_index);
-            }
-            return Err(corrupt(pos, &format!("record length {len} out of range")));
+        if let Some((at, durable)) = proof_of_sync_after(data, pos) {
+            return Err(corrupt(
+                pos,
+                format!(
+                    "{why}, but the sync point at offset {at} shows the log up to offset \
+                     {durable} had been made durable: this is damaged acknowledged data, not \
+                     a torn write"
+                ),
+            ));
         }
-        if rest < HEADER + len {
-            if is_last {
-                return torn_tail(path, pos, max_index);
-            }
-            return Err(corrupt(pos, "record cut short"));
-        }
-        let end = pos + HEADER + len;
-        let body = &data[pos + HEADER..end];
-        if crc32c::crc32c(body) != crc {
-            // In the last segment, a bad record followed only by zeros, or with a hole of
-            // zeros in it, is a write that never completed; otherwise it is corruption.
-            if is_last && (data[end..].iter().all(|&b| b == 0) || has_zero_sector(&data, pos, end))
-            {
-                return torn_tail(path, pos, max_index);
-            }
-            return Err(corrupt(pos, "checksum mismatch"));
-        }
-        let payload = &body[1..];
-        match Kind::from_u8(body[0]) {
-            Some(Kind::Entry) => {
-                let e = Entry::parse_from_bytes(payload).map_err(|_| corrupt(pos, "bad entry"))?;
-                max_index = max_index.max(e.index);
-                apply_entry(rec, e).map_err(|why| corrupt(pos, &why))?;
-            }
-            Some(Kind::HardState) => {
-                rec.hard_state = HardState::parse_from_bytes(payload)
-                    .map_err(|_| corrupt(pos, "bad hard state"))?;
-            }
-            Some(Kind::Snapshot) => {
-                if payload.len() != 17 {
-                    return Err(corrupt(pos, "bad snapshot marker"));
-                }
-                let index = u64::from_le_bytes(slice8(payload, 0));
-                let term = u64::from_le_bytes(slice8(payload, 8));
-                if payload[16] == 1 {
-                    rec.entries.clear();
-                } else {
-                    rec.entries.retain(|e| e.index > index);
-                }
-                if rec.snapshot.is_none_or(|s| s.index <= index) {
-                    rec.snapshot = Some(SnapshotMarker { index, term });
-                }
-            }
-            None => return Err(corrupt(pos, &format!("unknown record kind {}", body[0]))),
-        }
-        pos += HEADER + len;
+        return Ok(done(pos, max_index, true));
     }
-    Ok((max_index, pos as u64))
+    Ok(done(pos, max_index, false))
+}
+
+/// Checks the record at `pos`: its length on success, else whether the damage looks like a
+/// torn write (in the last segment) and what is wrong.
+fn check_record(data: &[u8], pos: usize) -> std::result::Result<usize, (bool, &'static str)> {
+    let rest = data.len() - pos;
+    if rest < HEADER + 1 {
+        return Err((true, "record header cut short"));
+    }
+    let len = u32::from_le_bytes(slice4(data, pos)) as usize;
+    let crc = u32::from_le_bytes(slice4(data, pos + 4));
+    if len == 0 || len > MAX_RECORD {
+        return Err((
+            has_zero_sector(data, pos, pos + HEADER),
+            "record length out of range",
+        ));
+    }
+    if rest < HEADER + len {
+        return Err((true, "record cut short"));
+    }
+    let end = pos + HEADER + len;
+    if crc32c::crc32c(&data[pos + HEADER..end]) != crc {
+        // A bad record followed only by zeros, or with a hole of zeros in it, may be a write
+        // that never completed.
+        let torn = data[end..].iter().all(|&b| b == 0) || has_zero_sector(data, pos, end);
+        return Err((torn, "checksum mismatch"));
+    }
+    Ok(len)
+}
+
+/// Applies one checked record (`kind` + payload) to `rec`.
+fn replay_record(
+    body: &[u8],
+    rec: &mut Recovered,
+    max_index: &mut u64,
+) -> std::result::Result<(), String> {
+    let payload = &body[1..];
+    match Kind::from_u8(body[0]) {
+        Some(Kind::Entry) => {
+            // Lengths are checked before protobuf sees them (see `storage::wire`).
+            wire::check(payload, &wire::FLAT).map_err(|why| format!("bad entry: {why}"))?;
+            let e = Entry::parse_from_bytes(payload).map_err(|_| "bad entry".to_string())?;
+            *max_index = (*max_index).max(e.index);
+            apply_entry(rec, e)
+        }
+        Some(Kind::HardState) => {
+            wire::check(payload, &wire::FLAT).map_err(|why| format!("bad hard state: {why}"))?;
+            rec.hard_state =
+                HardState::parse_from_bytes(payload).map_err(|_| "bad hard state".to_string())?;
+            Ok(())
+        }
+        Some(Kind::Snapshot) => {
+            if payload.len() != 17 || payload[16] > 1 {
+                return Err("bad snapshot marker".into());
+            }
+            let index = u64::from_le_bytes(slice8(payload, 0));
+            let term = u64::from_le_bytes(slice8(payload, 8));
+            if payload[16] == 1 {
+                rec.entries.clear();
+            } else {
+                rec.entries.retain(|e| e.index > index);
+            }
+            if rec.snapshot.is_none_or(|s| s.index <= index) {
+                rec.snapshot = Some(SnapshotMarker { index, term });
+            }
+            Ok(())
+        }
+        // Only the torn-write test reads sync points (see `proof_of_sync_after`).
+        Some(Kind::Synced) if payload.len() == 8 => Ok(()),
+        Some(Kind::Synced) => Err("bad sync point".into()),
+        None => Err(format!("unknown record kind {}", body[0])),
+    }
+}
+
+/// A sync point record: header, kind, u64 offset.
+const SYNC_RECORD: usize = HEADER + 1 + 8;
+
+/// Looks past a bad region at `pos` for a valid sync point naming an offset beyond `pos`:
+/// proof that the bytes at `pos` had been fsynced before a later batch was written, so they
+/// were whole once and the damage came later (a torn write is never followed by such a record:
+/// a batch's sync point names only what was durable before it). Returns the record's offset
+/// and the offset it names. Sync points have a fixed length and kind, so scanning every byte is
+/// cheap; a false match needs a 32-bit length and a 32-bit CRC to agree by chance.
+fn proof_of_sync_after(data: &[u8], pos: usize) -> Option<(usize, u64)> {
+    let last = data.len().checked_sub(SYNC_RECORD)?;
+    ((pos + 1)..=last).find_map(|at| {
+        let len = u32::from_le_bytes(slice4(data, at)) as usize;
+        if len != 9 || data[at + HEADER] != Kind::Synced as u8 {
+            return None;
+        }
+        let body = &data[at + HEADER..at + SYNC_RECORD];
+        if crc32c::crc32c(body) != u32::from_le_bytes(slice4(data, at + 4)) {
+            return None;
+        }
+        let durable = u64::from_le_bytes(slice8(body, 1));
+        (durable > pos as u64 && durable <= at as u64).then_some((at, durable))
+    })
 }
 
 /// Whether `data[start..end]` has a piece that never reached the disk: split on disk-sector
@@ -632,12 +839,6 @@ fn apply_entry(rec: &mut Recovered, e: Entry) -> std::result::Result<(), String>
     }
     rec.entries.push(e);
     Ok(())
-}
-
-/// Cuts a torn write off the last segment; returns what `replay_segment` returns.
-fn torn_tail(path: &Path, pos: usize, max_index: u64) -> Result<(u64, u64)> {
-    truncate_tail(path, pos)?;
-    Ok((max_index, pos as u64))
 }
 
 fn truncate_tail(path: &Path, pos: usize) -> Result<()> {
@@ -685,6 +886,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// A log directory of its own: the head record goes beside it.
+    fn waldir(t: &tempfile::TempDir) -> PathBuf {
+        t.path().join("wal")
+    }
+
     fn indexes(rec: &Recovered) -> Vec<(u64, u64)> {
         rec.entries.iter().map(|e| (e.index, e.term)).collect()
     }
@@ -693,7 +899,7 @@ pub(crate) mod tests {
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (mut wal, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
             assert!(rec.entries.is_empty());
             wal.append_entries(&[entry(1, 1, "a"), entry(2, 1, "b")])
                 .unwrap();
@@ -705,7 +911,7 @@ pub(crate) mod tests {
             wal.set_hard_state(&hs(2, 3, 3)).unwrap();
             wal.sync().unwrap();
         }
-        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(indexes(&rec), vec![(1, 1), (2, 2), (3, 2)]);
         assert_eq!(&rec.entries[1].data[..], b"B");
         assert_eq!(rec.hard_state, hs(2, 3, 3));
@@ -716,12 +922,12 @@ pub(crate) mod tests {
     fn unsynced_records_are_not_written() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
             wal.append_entries(&[entry(1, 1, "a")]).unwrap();
             wal.sync().unwrap();
             wal.append_entries(&[entry(2, 1, "b")]).unwrap();
         }
-        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(indexes(&rec), vec![(1, 1)]);
     }
 
@@ -729,20 +935,20 @@ pub(crate) mod tests {
     fn snapshot_markers_drop_covered_entries() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
             let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1, "x")).collect();
             wal.append_entries(&ents).unwrap();
             wal.mark_snapshot(SnapshotMarker { index: 6, term: 1 }, false);
             wal.sync().unwrap();
         }
-        let (mut wal, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (mut wal, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 6, term: 1 }));
         assert_eq!(indexes(&rec), (7..=10).map(|i| (i, 1)).collect::<Vec<_>>());
         // An installed snapshot replaces the whole log, even entries beyond it.
         wal.mark_snapshot(SnapshotMarker { index: 8, term: 2 }, true);
         wal.sync().unwrap();
         drop(wal);
-        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 8, term: 2 }));
         assert!(rec.entries.is_empty());
     }
@@ -756,20 +962,21 @@ pub(crate) mod tests {
             .map(|i| entry(i, 1, &"v".repeat(i as usize * 3)))
             .collect();
         {
-            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
             for e in &all {
                 wal.append_entries(std::slice::from_ref(e)).unwrap();
                 wal.set_hard_state(&hs(1, 1, e.index)).unwrap();
                 wal.sync().unwrap();
             }
         }
-        let path = segment_path(dir.path(), 1);
+        let path = segment_path(&waldir(&dir), 1);
         let full = fs::read(&path).unwrap();
         for cut in 0..=full.len() {
             let case = tempfile::tempdir().unwrap();
-            fs::write(segment_path(case.path(), 1), &full[..cut]).unwrap();
+            fs::create_dir(waldir(&case)).unwrap();
+            fs::write(segment_path(&waldir(&case), 1), &full[..cut]).unwrap();
             let (mut wal, rec) =
-                Wal::open(case.path(), 1 << 20).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+                Wal::open(&waldir(&case), 1 << 20).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
             let n = rec.entries.len();
             assert_eq!(rec.entries, all[..n].to_vec(), "cut at {cut}");
             if cut == full.len() {
@@ -782,7 +989,7 @@ pub(crate) mod tests {
                 .unwrap();
             wal.sync().unwrap();
             drop(wal);
-            let (_, again) = Wal::open(case.path(), 1 << 20).unwrap();
+            let (_, again) = Wal::open(&waldir(&case), 1 << 20).unwrap();
             assert_eq!(again.entries.len(), n + 1, "cut at {cut}");
         }
     }
@@ -791,34 +998,59 @@ pub(crate) mod tests {
     fn a_zero_filled_tail_is_torn_not_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
             wal.append_entries(&[entry(1, 1, "a")]).unwrap();
             wal.sync().unwrap();
         }
-        let path = segment_path(dir.path(), 1);
+        let path = segment_path(&waldir(&dir), 1);
         let mut raw = fs::read(&path).unwrap();
         raw.extend_from_slice(&[0u8; 100]);
         fs::write(&path, &raw).unwrap();
-        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(indexes(&rec), vec![(1, 1)]);
+    }
+
+    /// Where each record in `raw` starts, with its kind byte.
+    fn records(raw: &[u8]) -> Vec<(usize, u8)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos + HEADER < raw.len() {
+            let len = u32::from_le_bytes(slice4(raw, pos)) as usize;
+            if len == 0 {
+                break;
+            }
+            out.push((pos, raw[pos + HEADER]));
+            pos += HEADER + len;
+        }
+        out
+    }
+
+    /// The offset of the `n`th entry record (0-based) in `raw`.
+    fn nth_entry(raw: &[u8], n: usize) -> usize {
+        records(raw)
+            .into_iter()
+            .filter(|&(_, kind)| kind == Kind::Entry as u8)
+            .nth(n)
+            .unwrap()
+            .0
     }
 
     #[test]
     fn corruption_in_the_middle_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
             for i in 1..=5 {
                 wal.append_entries(&[entry(i, 1, "payload")]).unwrap();
                 wal.sync().unwrap();
             }
         }
-        let path = segment_path(dir.path(), 1);
+        let path = segment_path(&waldir(&dir), 1);
         let mut raw = fs::read(&path).unwrap();
-        let record = raw.len() / 5;
-        raw[record + HEADER + 3] ^= 0x55; // inside the second record's payload
+        let record = nth_entry(&raw, 1);
+        raw[record + HEADER + 3] ^= 0x55; // inside the second entry's payload
         fs::write(&path, &raw).unwrap();
-        let err = Wal::open(dir.path(), 1 << 20)
+        let err = Wal::open(&waldir(&dir), 1 << 20)
             .err()
             .expect("must refuse")
             .to_string();
@@ -827,21 +1059,157 @@ pub(crate) mod tests {
         assert!(err.contains(&format!("offset {record}")), "{err}");
     }
 
+    /// A zero-filled block inside the last segment, with records of later fsync batches after
+    /// it, is damage to acknowledged data: a torn write cannot be followed by a sync point
+    /// vouching for it. Opening refuses, naming the file and the offset.
+    #[test]
+    fn a_zero_block_before_later_synced_batches_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
+            for i in 1..=8 {
+                wal.append_entries(&[entry(i, 1, &"z".repeat(700))])
+                    .unwrap();
+                wal.set_hard_state(&hs(1, 1, i)).unwrap();
+                wal.sync().unwrap();
+            }
+        }
+        let path = segment_path(&waldir(&dir), 1);
+        let synced = fs::read(&path).unwrap();
+        let third = nth_entry(&synced, 2);
+        let sector = (third / SECTOR + 1) * SECTOR;
+        for (hole, damaged_at) in [
+            (sector..sector + SECTOR, third),
+            (third..third + HEADER, third),
+        ] {
+            let mut raw = synced.clone();
+            raw[hole.clone()].fill(0);
+            raw.resize(1 << 16, 0);
+            fs::write(&path, &raw).unwrap();
+            let err = Wal::open(&waldir(&dir), 1 << 20)
+                .err()
+                .unwrap_or_else(|| panic!("hole {hole:?} must be refused"))
+                .to_string();
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(&format!("offset {damaged_at}")), "{err}");
+            assert!(err.contains("sync point"), "{err}");
+            // Nothing was cut off.
+            assert_eq!(fs::read(&path).unwrap(), raw);
+        }
+    }
+
+    /// A length field damaged to run past the end of the segment looked like a torn write;
+    /// with later synced batches after it, it is refused too.
+    #[test]
+    fn a_damaged_length_before_later_synced_batches_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(filled(&waldir(&dir), 1 << 20, 6));
+        let path = segment_path(&waldir(&dir), 1);
+        let mut raw = fs::read(&path).unwrap();
+        let second = nth_entry(&raw, 1);
+        raw[second..second + 4].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        fs::write(&path, &raw).unwrap();
+        let err = Wal::open(&waldir(&dir), 1 << 20)
+            .err()
+            .expect("must refuse");
+        assert!(err.to_string().contains("sync point"), "{err}");
+    }
+
+    /// The newest segment, the whole `wal/` directory, or a segment in between deleted: the
+    /// log went backwards, and opening refuses, naming what is missing.
+    #[test]
+    fn a_log_that_went_backwards_is_refused() {
+        let make = || {
+            let dir = tempfile::tempdir().unwrap();
+            let mut wal = filled(&waldir(&dir), 200, 30);
+            assert!(wal.segments.len() >= 4);
+            // Let the preallocating thread finish, so it does not write into the directory
+            // while the test deletes it.
+            while matches!(wal.spare, Spare::Preparing(_)) {
+                wal.poll_spare();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            drop(wal);
+            dir
+        };
+        let newest = |dir: &tempfile::TempDir| list_segments(&waldir(dir)).unwrap();
+
+        let dir = make();
+        let seqs = newest(&dir);
+        let last = *seqs.last().unwrap();
+        fs::remove_file(segment_path(&waldir(&dir), last)).unwrap();
+        let err = Wal::open(&waldir(&dir), 200).err().expect("must refuse");
+        assert!(
+            err.to_string()
+                .contains(&format!("{last:016x}.wal is missing")),
+            "{err}"
+        );
+
+        let dir = make();
+        fs::remove_dir_all(waldir(&dir)).unwrap();
+        let err = Wal::open(&waldir(&dir), 200).err().expect("must refuse");
+        assert!(
+            err.to_string().contains("WAL directory is missing"),
+            "{err}"
+        );
+        // And it did not create an empty log meanwhile.
+        assert!(!waldir(&dir).exists());
+
+        let dir = make();
+        let seqs = newest(&dir);
+        fs::remove_file(segment_path(&waldir(&dir), seqs[1])).unwrap();
+        let err = Wal::open(&waldir(&dir), 200).err().expect("must refuse");
+        assert!(
+            err.to_string()
+                .contains(&format!("{:016x}.wal is missing", seqs[1])),
+            "{err}"
+        );
+    }
+
+    /// A log written before the head record existed opens and gets one; a segment created
+    /// just before a crash, not yet recorded, is accepted and recorded.
+    #[test]
+    fn a_log_without_a_head_record_opens_and_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(filled(&waldir(&dir), 200, 30));
+        let head = datadir::head_path(&waldir(&dir));
+        let newest = *list_segments(&waldir(&dir)).unwrap().last().unwrap();
+        assert_eq!(datadir::read_head(&head).unwrap(), Some(newest));
+        fs::remove_file(&head).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 200).unwrap();
+        assert_eq!(rec.entries.len(), 30);
+        assert_eq!(datadir::read_head(&head).unwrap(), Some(newest));
+        // Stopped after creating the next segment, before recording it.
+        fs::write(segment_path(&waldir(&dir), newest + 1), b"").unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 200).unwrap();
+        assert_eq!(rec.entries.len(), 30);
+        assert_eq!(datadir::read_head(&head).unwrap(), Some(newest + 1));
+    }
+
+    #[test]
+    fn a_fresh_log_records_its_first_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
+        assert!(rec.entries.is_empty());
+        let head = datadir::head_path(&waldir(&dir));
+        assert_eq!(datadir::read_head(&head).unwrap(), Some(1));
+    }
+
     #[test]
     fn a_bad_record_in_an_older_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, _) = Wal::open(dir.path(), 64).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 64).unwrap();
             for i in 1..=10 {
                 wal.append_entries(&[entry(i, 1, "0123456789012345678901234567890123456789")])
                     .unwrap();
                 wal.sync().unwrap();
             }
         }
-        let first = segment_path(dir.path(), 1);
+        let first = segment_path(&waldir(&dir), 1);
         let raw = fs::read(&first).unwrap();
         fs::write(&first, &raw[..raw.len() - 3]).unwrap();
-        let err = Wal::open(dir.path(), 64)
+        let err = Wal::open(&waldir(&dir), 64)
             .err()
             .expect("must refuse")
             .to_string();
@@ -852,7 +1220,7 @@ pub(crate) mod tests {
     fn rotation_and_compaction_keep_state() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, _) = Wal::open(dir.path(), 200).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 200).unwrap();
             for i in 1..=30 {
                 wal.append_entries(&[entry(i, 1, "0123456789012345678901234567890123456789")])
                     .unwrap();
@@ -867,10 +1235,44 @@ pub(crate) mod tests {
             assert!(wal.segments.len() < before);
             assert!(wal.segments[0].max_index >= 15);
         }
-        let (_, rec) = Wal::open(dir.path(), 200).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 200).unwrap();
         assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 20, term: 1 }));
         assert_eq!(indexes(&rec), (21..=30).map(|i| (i, 1)).collect::<Vec<_>>());
         assert_eq!(rec.hard_state, hs(1, 1, 30));
+    }
+
+    /// After [`Wal::seal`] (a clean stop) even the last batch is vouched for: zeroing it is
+    /// refused; without the seal the same damage is cut off as a torn write.
+    #[test]
+    fn a_sealed_log_vouches_for_its_last_batch() {
+        for sealed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut wal = filled(&waldir(&dir), 1 << 20, 4);
+            wal.append_entries(&[entry(5, 1, &"q".repeat(900))])
+                .unwrap();
+            if sealed {
+                wal.seal().unwrap();
+            } else {
+                wal.sync().unwrap();
+            }
+            drop(wal);
+            let path = segment_path(&waldir(&dir), 1);
+            let mut raw = fs::read(&path).unwrap();
+            let last = nth_entry(&raw, 4);
+            let sector = (last / SECTOR + 1) * SECTOR;
+            raw[sector..sector + SECTOR].fill(0);
+            fs::write(&path, &raw).unwrap();
+            match Wal::open(&waldir(&dir), 1 << 20) {
+                Ok((_, rec)) => {
+                    assert!(!sealed, "a sealed log must refuse");
+                    assert_eq!(rec.entries.len(), 4);
+                }
+                Err(e) => {
+                    assert!(sealed, "unsealed: {e}");
+                    assert!(e.to_string().contains("sync point"), "{e}");
+                }
+            }
+        }
     }
 
     /// A log of `segment_size` holding entries 1..=n, each synced on its own.
@@ -889,7 +1291,7 @@ pub(crate) mod tests {
     fn a_busy_log_moves_into_preallocated_segments_and_reopens_where_it_ended() {
         let dir = tempfile::tempdir().unwrap();
         let size = 64 << 10;
-        let mut wal = filled(dir.path(), size, 100);
+        let mut wal = filled(&waldir(&dir), size, 100);
         // Past a sixteenth of the first segment a spare is being zero-filled; once it is ready
         // the next sync moves into it.
         let mut next = 101;
@@ -913,7 +1315,7 @@ pub(crate) mod tests {
         drop(wal);
 
         // Reopening continues after the last record, inside the zeros, keeping the file size.
-        let (mut wal, rec) = Wal::open(dir.path(), size).unwrap();
+        let (mut wal, rec) = Wal::open(&waldir(&dir), size).unwrap();
         assert_eq!(rec.entries.len() as u64, next);
         assert_eq!(&rec.entries.last().unwrap().data[..], b"after");
         assert!(wal.preallocated);
@@ -922,7 +1324,7 @@ pub(crate) mod tests {
         wal.sync().unwrap();
         drop(wal);
         assert_eq!(fs::metadata(&active).unwrap().len(), size);
-        let (_, rec) = Wal::open(dir.path(), size).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), size).unwrap();
         assert_eq!(rec.entries.len() as u64, next + 1);
         assert_eq!(&rec.entries.last().unwrap().data[..], b"reopened");
     }
@@ -933,8 +1335,8 @@ pub(crate) mod tests {
     #[test]
     fn a_torn_write_with_a_zero_hole_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
-        drop(filled(dir.path(), 1 << 20, 3));
-        let path = segment_path(dir.path(), 1);
+        drop(filled(&waldir(&dir), 1 << 20, 3));
+        let path = segment_path(&waldir(&dir), 1);
         let synced = fs::read(&path).unwrap();
         // The write that was in flight: six more records.
         let mut unsynced = Vec::new();
@@ -953,7 +1355,7 @@ pub(crate) mod tests {
             file.resize(8192, 0);
             fs::write(&path, &file).unwrap();
             let (_, rec) =
-                Wal::open(dir.path(), 1 << 20).unwrap_or_else(|e| panic!("hole {hole:?}: {e}"));
+                Wal::open(&waldir(&dir), 1 << 20).unwrap_or_else(|e| panic!("hole {hole:?}: {e}"));
             let n = rec.entries.len();
             assert!((3..9).contains(&n), "hole {hole:?}: {n} entries");
             assert_eq!(indexes(&rec)[..3], [(1, 1), (2, 1), (3, 1)]);
@@ -965,9 +1367,9 @@ pub(crate) mod tests {
     #[test]
     fn an_unsynced_record_is_replayed_or_lost_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let path = segment_path(dir.path(), 1);
+        let path = segment_path(&waldir(&dir), 1);
         let synced_len = {
-            let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (mut wal, _) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
             wal.append_entries(&[entry(1, 1, "a"), entry(2, 1, "b")])
                 .unwrap();
             wal.set_hard_state(&hs(1, 1, 1)).unwrap();
@@ -977,14 +1379,14 @@ pub(crate) mod tests {
             wal.write().unwrap();
             len
         };
-        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(rec.hard_state, hs(1, 1, 2));
         // As if the unsynced write never reached the disk.
         let mut raw = fs::read(&path).unwrap();
         raw[synced_len..].fill(0);
         raw.resize(8192, 0);
         fs::write(&path, &raw).unwrap();
-        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(rec.hard_state, hs(1, 1, 1));
         assert_eq!(indexes(&rec), vec![(1, 1), (2, 1)]);
     }
@@ -992,24 +1394,26 @@ pub(crate) mod tests {
     #[test]
     fn corruption_before_zeros_in_a_preallocated_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        drop(filled(dir.path(), 1 << 20, 5));
-        let path = segment_path(dir.path(), 1);
+        drop(filled(&waldir(&dir), 1 << 20, 5));
+        let path = segment_path(&waldir(&dir), 1);
         let mut raw = fs::read(&path).unwrap();
         let record = raw.len() / 5;
         raw[record + HEADER + 3] ^= 0x55; // the second record, with three good ones after it
         raw.resize(1 << 16, 0);
         fs::write(&path, &raw).unwrap();
-        let err = Wal::open(dir.path(), 1 << 20).err().expect("must refuse");
+        let err = Wal::open(&waldir(&dir), 1 << 20)
+            .err()
+            .expect("must refuse");
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
     }
 
     #[test]
     fn a_leftover_spare_is_removed() {
         let dir = tempfile::tempdir().unwrap();
-        drop(filled(dir.path(), 1 << 20, 2));
-        fs::write(dir.path().join(SPARE), [0u8; 4096]).unwrap();
-        let (_, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        drop(filled(&waldir(&dir), 1 << 20, 2));
+        fs::write(waldir(&dir).join(SPARE), [0u8; 4096]).unwrap();
+        let (_, rec) = Wal::open(&waldir(&dir), 1 << 20).unwrap();
         assert_eq!(rec.entries.len(), 2);
-        assert!(!dir.path().join(SPARE).exists());
+        assert!(!&waldir(&dir).join(SPARE).exists());
     }
 }

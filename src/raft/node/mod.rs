@@ -15,7 +15,9 @@
 //! 4. One `Ready`: send the leader's messages, install a snapshot if any, apply committed
 //!    entries, append entries and hard state to the WAL with **one fsync**, and only then send
 //!    the messages that must follow persistence (votes, append acks).
-//! 5. Every `snapshot_count` applied entries, snapshot the state machine and compact the log.
+//! 5. Every `snapshot_count` applied entries, or once the log since the last snapshot holds
+//!    more than `snapshot_bytes` (or the state's size, if larger), snapshot the state machine
+//!    and compact the log. A snapshot file that cannot be written is retried with backoff.
 //!
 //! Requests whose reply can no longer arrive (a proposal lost in a leader change, a read index
 //! never answered) are swept periodically; their callers time out with "outcome unknown".
@@ -126,12 +128,31 @@ pub struct NodeStatus {
     pub members: Vec<MemberInfo>,
 }
 
+/// Default of `--snapshot-bytes`: log bytes since the last snapshot that trigger a new one.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 64 << 20;
+/// At most this many entries are kept behind a snapshot for lagging peers.
+pub const MAX_CATCH_UP_ENTRIES: u64 = 5_000;
+/// The catch-up log kept behind a snapshot is at most this share of `snapshot_bytes` (16 MiB
+/// at the default), so the log held in memory stays within about 1.25 times the snapshot
+/// threshold.
+pub const CATCH_UP_SHARE_OF_SNAPSHOT_BYTES: u64 = 4;
+/// The first retry of a snapshot whose file could not be written, doubling up to
+/// [`SNAPSHOT_RETRY_MAX`].
+const SNAPSHOT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Settings of the node loop.
 pub struct NodeConfig {
     pub id: u64,
     pub snapshot_count: u64,
+    /// Log bytes since the last snapshot that trigger a new one (or the state machine's size,
+    /// if larger: a snapshot writes the whole state, so taking one per `snapshot_bytes` of log
+    /// keeps its cost at most about one byte written per byte logged).
+    pub snapshot_bytes: u64,
     /// Entries kept in the log behind a snapshot, so slightly lagging peers catch up by log.
     pub catch_up_entries: u64,
+    /// Bytes of log kept behind a snapshot at most (bounds `catch_up_entries` by size).
+    pub catch_up_bytes: u64,
     /// Requests older than this are abandoned (their callers have timed out).
     pub request_timeout: Duration,
     /// Largest value a command may write (the HTTP limit), checked again on proposals that
@@ -196,6 +217,8 @@ pub struct Node {
     tx: flume::Sender<Input>,
     /// Where this node's own snapshot is (at most one at a time).
     snapshot_stage: SnapshotStage,
+    /// Set while snapshot writes fail: when to try again.
+    snapshot_retry: Option<SnapshotBackoff>,
     incarnation: u64,
     next_seq: u64,
     proposals: HashMap<u64, Reply>,
@@ -270,6 +293,7 @@ impl Node {
             rx,
             tx,
             snapshot_stage: SnapshotStage::Idle,
+            snapshot_retry: None,
             incarnation,
             next_seq: 1,
             proposals: HashMap::new(),
@@ -680,29 +704,45 @@ impl Node {
         Ok(())
     }
 
-    /// Takes a snapshot of the state machine once `snapshot_count` entries were applied since
-    /// the last one (or raft needs a fresh one for a peer), in two stages that never stall the
-    /// loop for long: the state as of the applied index is serialized [`SNAPSHOT_STEP`] keys
-    /// per loop iteration (the loop does not sleep meanwhile, and handles inputs between
-    /// steps; writes applied meanwhile do not change what is captured, see
-    /// [`Kv::begin_snapshot`]); then a thread of its own writes and fsyncs the file, and
-    /// [`Node::on_snapshot_saved`] finishes the job.
+    /// Takes a snapshot of the state machine once [`snapshot_due`] says so (or raft needs a
+    /// fresh one for a peer), in two stages that never stall the loop for long: the state as
+    /// of the applied index is serialized [`SNAPSHOT_STEP`] keys per loop iteration (the loop
+    /// does not sleep meanwhile, and handles inputs between steps; writes applied meanwhile do
+    /// not change what is captured, see [`Kv::begin_snapshot`]); then a thread of its own
+    /// writes and fsyncs the file, and [`Node::on_snapshot_saved`] finishes the job. After a
+    /// failed write nothing starts before the backoff has passed.
     fn maybe_snapshot(&mut self) -> Result<()> {
         match self.snapshot_stage {
             SnapshotStage::Saving => return Ok(()),
             SnapshotStage::Serializing { .. } => {}
             SnapshotStage::Idle => {
+                if self
+                    .snapshot_retry
+                    .as_ref()
+                    .is_some_and(|b| Instant::now() < b.retry_at)
+                {
+                    return Ok(());
+                }
                 let store = self.raw.store();
-                let wanted = store.take_snapshot_request() && self.applied > store.snapshot_index();
-                if !wanted && self.applied < store.snapshot_index() + self.cfg.snapshot_count {
+                let snap_index = store.snapshot_index();
+                let wanted = store.take_snapshot_request() && self.applied > snap_index;
+                let due = snapshot_due(
+                    &self.cfg,
+                    self.applied.saturating_sub(snap_index),
+                    store.bytes_between(snap_index, self.applied),
+                    self.kv.data_bytes(),
+                );
+                if !wanted && !due {
                     return Ok(());
                 }
                 let index = self.applied;
                 let snap = store.snapshot_at(index, self.conf_state.clone(), Bytes::new())?;
+                let compact_to =
+                    store.catch_up_start(index, self.cfg.catch_up_entries, self.cfg.catch_up_bytes);
                 self.kv.begin_snapshot();
                 self.snapshot_stage = SnapshotStage::Serializing {
                     snap: Box::new(snap),
-                    compact_to: index.saturating_sub(self.cfg.catch_up_entries).max(1),
+                    compact_to,
                 };
             }
         }
@@ -717,9 +757,10 @@ impl Node {
             return Ok(());
         };
         snap.data = data;
+        let meta = snap.get_metadata().clone();
         let snaps = self.raw.store().snapshot_store();
         let tx = self.tx.clone();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
                 let result = snaps.save(&snap).map_err(|e| e.to_string());
@@ -729,15 +770,21 @@ impl Node {
                     compact_to,
                     result,
                 });
-            })
-            .map_err(|e| Error::io("starting a snapshot writer", e))?;
+            });
+        if let Err(e) = spawned {
+            // As if the write had failed (e.g. no threads left): retried later.
+            let result = Err(format!("starting a snapshot writer: {e}"));
+            self.on_snapshot_saved(meta, compact_to, result)?;
+        }
         Ok(())
     }
 
     /// A snapshot file is durable: serve it to peers, drop the log it covers from memory, and
     /// queue its WAL marker and the compaction of older segments and files (which happens only
     /// once the marker is durable). A snapshot installed from the leader meanwhile supersedes
-    /// it. A failed write stops the node, as a failed WAL write does.
+    /// it. A failed write does not stop the node: a snapshot only saves log space and replay
+    /// time, nothing is lost without one (the log it would compact stays, in the WAL and in
+    /// memory). It is retried with backoff, logged once at warn and again once it succeeds.
     fn on_snapshot_saved(
         &mut self,
         meta: SnapshotMetadata,
@@ -745,8 +792,33 @@ impl Node {
         result: std::result::Result<(), String>,
     ) -> Result<()> {
         self.snapshot_stage = SnapshotStage::Idle;
-        if let Err(e) = result {
-            return Err(Error::io("writing a snapshot", std::io::Error::other(e)));
+        if let Err(error) = result {
+            let backoff = SnapshotBackoff::after_failure(self.snapshot_retry.as_ref());
+            if backoff.failures == 1 {
+                tracing::warn!(
+                    index = meta.index,
+                    %error,
+                    retry_in = ?backoff.delay,
+                    "writing a snapshot failed; serving on, the log is kept, retrying with backoff"
+                );
+            } else {
+                tracing::debug!(
+                    index = meta.index,
+                    %error,
+                    failures = backoff.failures,
+                    retry_in = ?backoff.delay,
+                    "writing a snapshot failed again"
+                );
+            }
+            self.snapshot_retry = Some(backoff);
+            return Ok(());
+        }
+        if let Some(backoff) = self.snapshot_retry.take() {
+            tracing::info!(
+                index = meta.index,
+                failures = backoff.failures,
+                "snapshot written after failed attempts"
+            );
         }
         let index = meta.index;
         let Some(marker) = self.raw.mut_store().snapshot_saved(meta, compact_to)? else {
@@ -815,6 +887,43 @@ async fn next_input(rx: &flume::Receiver<Input>, busy: bool, tick_at: Instant) -
     received
 }
 
+/// Whether a snapshot is due: `entries` applied since the last one reach `snapshot_count`, or
+/// the `log_bytes` they hold reach `snapshot_bytes` or the state's size (`state_bytes`),
+/// whichever is larger — the bound on the log's memory, while a snapshot's cost (it writes the
+/// whole state) stays amortised over at least as many bytes of log as it writes.
+fn snapshot_due(cfg: &NodeConfig, entries: u64, log_bytes: u64, state_bytes: u64) -> bool {
+    entries > 0
+        && (entries >= cfg.snapshot_count || log_bytes >= cfg.snapshot_bytes.max(state_bytes))
+}
+
+/// The retry schedule of failing snapshot writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SnapshotBackoff {
+    /// Failed attempts in a row.
+    failures: u32,
+    /// The wait before the next attempt.
+    delay: Duration,
+    retry_at: Instant,
+}
+
+impl SnapshotBackoff {
+    /// After one more failure: 1 s, then doubling up to 60 s.
+    fn after_failure(prev: Option<&SnapshotBackoff>) -> SnapshotBackoff {
+        let (failures, delay) = match prev {
+            None => (1, SNAPSHOT_RETRY_FIRST),
+            Some(p) => (
+                p.failures.saturating_add(1),
+                (p.delay * 2).min(SNAPSHOT_RETRY_MAX),
+            ),
+        };
+        SnapshotBackoff {
+            failures,
+            delay,
+            retry_at: Instant::now() + delay,
+        }
+    }
+}
+
 fn clone_error(e: &Error) -> Error {
     match e {
         Error::NoLeader => Error::NoLeader,
@@ -832,6 +941,47 @@ mod tests {
             Ok(v) => v,
             Err(_) => panic!("did not return"),
         }
+    }
+
+    fn cfg(snapshot_count: u64, snapshot_bytes: u64) -> NodeConfig {
+        NodeConfig {
+            id: 1,
+            snapshot_count,
+            snapshot_bytes,
+            catch_up_entries: 0,
+            catch_up_bytes: 0,
+            request_timeout: Duration::from_secs(1),
+            max_value_size: 1 << 20,
+            cluster_ids: vec![1],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_due_by_count_or_by_bytes() {
+        let c = cfg(100, 1000);
+        assert!(!snapshot_due(&c, 0, 0, 0));
+        assert!(!snapshot_due(&c, 99, 999, 0));
+        assert!(snapshot_due(&c, 100, 0, 0));
+        assert!(snapshot_due(&c, 1, 1000, 0));
+        // A state larger than the threshold raises it: a snapshot per 1000 log bytes of a
+        // 5000-byte state would write five bytes per byte logged.
+        assert!(!snapshot_due(&c, 1, 4999, 5000));
+        assert!(snapshot_due(&c, 1, 5000, 5000));
+        // Nothing new since the last snapshot: never.
+        assert!(!snapshot_due(&c, 0, 1 << 40, 0));
+    }
+
+    #[test]
+    fn snapshot_retries_back_off_to_a_minute() {
+        let mut b = SnapshotBackoff::after_failure(None);
+        assert_eq!((b.failures, b.delay), (1, SNAPSHOT_RETRY_FIRST));
+        let mut delays = vec![b.delay.as_secs()];
+        for _ in 0..8 {
+            b = SnapshotBackoff::after_failure(Some(&b));
+            delays.push(b.delay.as_secs());
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(b.failures, 9);
     }
 
     #[tokio::test]

@@ -1,0 +1,511 @@
+//! Property tests of every decoder of bytes that come from the disk: WAL segments, snapshot
+//! files, the state machine's snapshot data and log commands. Fed random bytes and valid
+//! inputs with flipped bytes, truncations, zero blocks and huge length fields, each must
+//! return a clear error or a value — never panic — and allocate no more than a bound
+//! proportional to its input (measured by a counting allocator, per thread: the tests of one
+//! binary run on parallel threads).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use raft::eraftpb::{Entry, HardState, Snapshot};
+
+use coordinate::kv::{Command, Compare, CompareOp, CompareTarget, Kv, Precondition, TxnOp};
+use coordinate::storage::snapshot::{self, SnapshotStore};
+use coordinate::storage::wal::{self, Recovered, SnapshotMarker, Wal};
+
+// ---------------------------------------------------------------------------------------------
+// A counting allocator: bytes live on this thread while measuring, and their peak.
+// ---------------------------------------------------------------------------------------------
+
+struct Counting;
+
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = MEASURING.try_with(|m| {
+        if m.get() {
+            let _ = LIVE.try_with(|live| {
+                let now = live.get() + delta;
+                live.set(now);
+                let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+            });
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f`, returning its result and the peak bytes it had allocated at once on this thread.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LIVE.with(|l| l.set(0));
+    PEAK.with(|p| p.set(0));
+    MEASURING.with(|m| m.set(true));
+    let out = f();
+    MEASURING.with(|m| m.set(false));
+    (out, PEAK.with(|p| p.get()).max(0) as usize)
+}
+
+/// The allocation a decoder may make for `len` bytes of input: a constant share per byte
+/// (decoded structures are bigger than their encoding: an 11-byte WAL entry record becomes a
+/// 100-byte `Entry` in a doubling `Vec`) plus a fixed allowance (a B-tree's first node, error
+/// texts). A decoder that reserves by an unchecked length field blows far past it.
+fn bound(len: usize) -> usize {
+    48 * len + (64 << 10)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid inputs, made once by the real encoders.
+// ---------------------------------------------------------------------------------------------
+
+fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+    Entry {
+        index,
+        term,
+        data: data.to_vec().into(),
+        context: Bytes::from_static(b"ctx"),
+        ..Default::default()
+    }
+}
+
+/// A WAL segment holding entries, overwrites, hard states, snapshot markers and sync points.
+fn wal_segment() -> &'static [u8] {
+    static SEGMENT: OnceLock<Vec<u8>> = OnceLock::new();
+    SEGMENT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&wal_dir, 1 << 20).unwrap();
+        for i in 1..=12u64 {
+            wal.append_entries(&[entry(i, 1 + i / 5, &vec![i as u8; (i * 7) as usize])])
+                .unwrap();
+            wal.set_hard_state(&HardState {
+                term: 1 + i / 5,
+                vote: 1,
+                commit: i.saturating_sub(1),
+                ..Default::default()
+            })
+            .unwrap();
+            if i == 6 {
+                wal.mark_snapshot(SnapshotMarker { index: 4, term: 1 }, false);
+            }
+            if i % 3 == 0 {
+                wal.write().unwrap();
+            } else {
+                wal.sync().unwrap();
+            }
+        }
+        wal.append_entries(&[entry(10, 4, b"overwrite")]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        std::fs::read(wal_dir.join(format!("{:016x}.wal", 1))).unwrap()
+    })
+}
+
+fn snapshot_file() -> &'static [u8] {
+    static FILE: OnceLock<Vec<u8>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 77;
+        snap.mut_metadata().term = 5;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        snap.mut_metadata().mut_conf_state().learners = vec![4];
+        snap.data = kv_snapshot().to_vec().into();
+        store.save(&snap).unwrap();
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "snap"))
+            .unwrap();
+        std::fs::read(path).unwrap()
+    })
+}
+
+fn kv_snapshot() -> &'static [u8] {
+    static DATA: OnceLock<Vec<u8>> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let members: BTreeMap<u64, String> = (1..=3)
+            .map(|i| (i, format!("http://127.0.0.1:{}", 12379 + i)))
+            .collect();
+        let mut kv = Kv::with_members(members);
+        kv.remove_member(3);
+        let mut events = Vec::new();
+        for i in 0..20 {
+            kv.apply(
+                Command::put(format!("key/{i}"), vec![i as u8; i].into()),
+                &mut events,
+            );
+        }
+        kv.snapshot().to_vec()
+    })
+}
+
+fn commands() -> Vec<Bytes> {
+    vec![
+        Command::put("a".into(), Bytes::from_static(b"value")).encode(),
+        Command::Put {
+            key: "b".into(),
+            value: Bytes::from_static(b"v"),
+            condition: Some(Precondition::ModRevision(7)),
+        }
+        .encode(),
+        Command::Delete {
+            key: "c".into(),
+            condition: Some(Precondition::Present),
+        }
+        .encode(),
+        Command::DeletePrefix {
+            prefix: "d/".into(),
+        }
+        .encode(),
+        Command::Txn {
+            compares: vec![
+                Compare {
+                    key: "x".into(),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::Value(Bytes::from_static(b"1")),
+                },
+                Compare {
+                    key: "y".into(),
+                    op: CompareOp::Greater,
+                    target: CompareTarget::ModRevision(3),
+                },
+                Compare {
+                    key: "z".into(),
+                    op: CompareOp::Less,
+                    target: CompareTarget::Version(2),
+                },
+                Compare {
+                    key: "w".into(),
+                    op: CompareOp::NotEqual,
+                    target: CompareTarget::Exists(true),
+                },
+            ],
+            success: vec![TxnOp::Put {
+                key: "x".into(),
+                value: Bytes::from_static(b"2"),
+            }],
+            failure: vec![TxnOp::Delete { key: "y".into() }],
+        }
+        .encode(),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutations
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip {
+        at: usize,
+        mask: u8,
+    },
+    Truncate {
+        at: usize,
+    },
+    Zero {
+        at: usize,
+        len: usize,
+    },
+    /// A length-like field: 0, small, huge, all ones.
+    Length {
+        at: usize,
+        value: u64,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let lengths = prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(64 << 20),
+        Just((64 << 20) - 1),
+        Just(u32::MAX as u64),
+        Just(u64::MAX),
+        Just(1 << 40),
+        any::<u64>(),
+    ];
+    prop_oneof![
+        (any::<usize>(), 1..=255u8).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
+        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+        (any::<usize>(), 1..2048usize).prop_map(|(at, len)| Mutation::Zero { at, len }),
+        (any::<usize>(), lengths).prop_map(|(at, value)| Mutation::Length { at, value }),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..64))
+            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+    ]
+}
+
+fn mutate(mut data: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for m in mutations {
+        if data.is_empty() {
+            break;
+        }
+        let n = data.len();
+        match m {
+            Mutation::Flip { at, mask } => data[at % n] ^= mask,
+            Mutation::Truncate { at } => data.truncate(at % n),
+            Mutation::Zero { at, len } => {
+                let from = at % n;
+                let to = (from + len).min(n);
+                data[from..to].fill(0);
+            }
+            Mutation::Length { at, value } => {
+                let from = at % n;
+                let bytes = value.to_le_bytes();
+                // As a u32 or a u64 field, whichever fits.
+                let width = if value >> 32 == 0 { 4 } else { 8 };
+                let to = (from + width).min(n);
+                data[from..to].copy_from_slice(&bytes[..to - from]);
+            }
+            Mutation::Insert { at, bytes } => {
+                let at = at % (n + 1);
+                data.splice(at..at, bytes.iter().copied());
+            }
+        }
+    }
+    data
+}
+
+/// Recomputes each WAL record's CRC after a mutation, so the record decoders behind the CRC
+/// (protobuf entries, hard states, markers) see the damaged payloads too.
+fn fix_wal_crcs(mut data: Vec<u8>) -> Vec<u8> {
+    let mut pos = 0;
+    while pos + 8 < data.len() {
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 || pos + 8 + len > data.len() {
+            break;
+        }
+        let crc = crc32c::crc32c(&data[pos + 8..pos + 8 + len]);
+        data[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos += 8 + len;
+    }
+    data
+}
+
+/// Recomputes a snapshot file's trailing CRC.
+fn fix_snapshot_crc(mut data: Vec<u8>) -> Vec<u8> {
+    if data.len() >= 4 {
+        let body = data.len() - 4;
+        let crc = crc32c::crc32c(&data[..body]);
+        data[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+    data
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks, one per decoder
+// ---------------------------------------------------------------------------------------------
+
+fn check_wal(data: &[u8]) -> Result<(), TestCaseError> {
+    for is_last in [false, true] {
+        let (result, peak) = peak_of(|| {
+            let mut rec = Recovered::default();
+            wal::replay_records(data, is_last, &mut rec).map(|end| (end, rec))
+        });
+        prop_assert!(
+            peak <= bound(data.len()),
+            "WAL replay of {} bytes allocated {peak}",
+            data.len()
+        );
+        match result {
+            Ok((end, rec)) => {
+                prop_assert!(end.end as usize <= data.len());
+                prop_assert!(!end.torn || is_last, "a torn tail outside the last segment");
+                // Entries come out contiguous.
+                for pair in rec.entries.windows(2) {
+                    prop_assert_eq!(pair[1].index, pair[0].index + 1);
+                }
+            }
+            Err(bad) => {
+                prop_assert!(bad.offset as usize <= data.len());
+                prop_assert!(!bad.reason.is_empty());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_snapshot(data: &[u8]) -> Result<(), TestCaseError> {
+    let input = data.to_vec();
+    let (result, peak) = peak_of(move || snapshot::decode(input).map(|s| s.data.len()));
+    // The file's own buffer is moved in, not copied: only the decoding counts.
+    prop_assert!(
+        peak <= bound(data.len()),
+        "snapshot decode allocated {peak}"
+    );
+    if let Err((offset, reason)) = result {
+        prop_assert!(offset as usize <= data.len());
+        prop_assert!(!reason.is_empty());
+    }
+    Ok(())
+}
+
+fn check_kv(data: &[u8]) -> Result<(), TestCaseError> {
+    let input = Bytes::copy_from_slice(data);
+    let (result, peak) = peak_of(move || Kv::restore(input).map(|kv| kv.len()));
+    prop_assert!(peak <= bound(data.len()), "Kv::restore allocated {peak}");
+    if let Err(e) = result {
+        prop_assert!(e.to_string().contains("malformed snapshot data"), "{}", e);
+    }
+    Ok(())
+}
+
+fn check_command(data: &[u8]) -> Result<(), TestCaseError> {
+    let input = Bytes::copy_from_slice(data);
+    let (result, peak) = peak_of(move || Command::decode(input).map(|c| format!("{c:?}").len()));
+    // The Debug text of the result is built inside the measurement too: twice the input.
+    prop_assert!(
+        peak <= 2 * bound(data.len()),
+        "Command::decode allocated {peak}"
+    );
+    if let Err(e) = result {
+        prop_assert!(e.to_string().contains("malformed command"), "{}", e);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------------------------
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    #[test]
+    fn wal_replay_survives_random_bytes(data in prop::collection::vec(any::<u8>(), 0..4096)) {
+        check_wal(&data)?;
+        check_wal(&fix_wal_crcs(data))?;
+    }
+
+    #[test]
+    fn wal_replay_survives_damaged_segments(
+        mutations in prop::collection::vec(mutation(), 1..5),
+        recrc in any::<bool>(),
+    ) {
+        let mut data = mutate(wal_segment().to_vec(), &mutations);
+        if recrc {
+            data = fix_wal_crcs(data);
+        }
+        check_wal(&data)?;
+    }
+
+    #[test]
+    fn snapshot_decode_survives_random_and_damaged_files(
+        random in prop::collection::vec(any::<u8>(), 0..2048),
+        mutations in prop::collection::vec(mutation(), 1..5),
+        recrc in any::<bool>(),
+    ) {
+        check_snapshot(&random)?;
+        let mut data = mutate(snapshot_file().to_vec(), &mutations);
+        if recrc {
+            data = fix_snapshot_crc(data);
+        }
+        check_snapshot(&data)?;
+    }
+
+    #[test]
+    fn kv_restore_survives_random_and_damaged_data(
+        random in prop::collection::vec(any::<u8>(), 0..2048),
+        mutations in prop::collection::vec(mutation(), 1..5),
+    ) {
+        check_kv(&random)?;
+        let mut with_magic = b"KVS3".to_vec();
+        with_magic.extend_from_slice(&random);
+        check_kv(&with_magic)?;
+        check_kv(&mutate(kv_snapshot().to_vec(), &mutations))?;
+    }
+
+    #[test]
+    fn command_decode_survives_random_and_damaged_commands(
+        random in prop::collection::vec(any::<u8>(), 0..512),
+        which in 0..5usize,
+        mutations in prop::collection::vec(mutation(), 1..4),
+    ) {
+        check_command(&random)?;
+        let valid = commands()[which].to_vec();
+        check_command(&mutate(valid, &mutations))?;
+        // Every op byte with random bytes after it.
+        for op in 1..=4u8 {
+            let mut data = vec![op];
+            data.extend_from_slice(&random);
+            check_command(&data)?;
+        }
+    }
+}
+
+/// The valid inputs decode to what was encoded (the properties above are not vacuous).
+#[test]
+fn the_valid_inputs_decode() {
+    let mut rec = Recovered::default();
+    let end = wal::replay_records(wal_segment(), true, &mut rec).unwrap();
+    assert!(!end.torn);
+    let indexes: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, (5..=10).collect::<Vec<_>>());
+    assert_eq!(&rec.entries.last().unwrap().data[..], b"overwrite");
+    assert_eq!(rec.snapshot, Some(SnapshotMarker { index: 4, term: 1 }));
+
+    let snap = snapshot::decode(snapshot_file().to_vec()).unwrap();
+    assert_eq!(snap.get_metadata().index, 77);
+    assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+    let kv = Kv::restore(snap.data.clone()).unwrap();
+    assert_eq!(kv.len(), 20);
+    assert_eq!(Kv::restore(Bytes::from_static(kv_snapshot())).unwrap(), kv);
+
+    for c in commands() {
+        let decoded = Command::decode(c.clone()).unwrap();
+        assert_eq!(decoded.encode(), c);
+    }
+}
+
+/// A transaction header announcing four billion compares in five bytes must not reserve room
+/// for them (it used to reserve 1024 at once, ~70 KiB, before reading a single one).
+#[test]
+fn a_huge_compare_count_allocates_nothing_up_front() {
+    let mut data = vec![4u8];
+    data.extend_from_slice(&u32::MAX.to_le_bytes());
+    let (result, peak) = peak_of(|| Command::decode(Bytes::from(data)));
+    assert!(result.is_err());
+    assert!(peak < 4096, "allocated {peak} bytes for a 5-byte command");
+}
