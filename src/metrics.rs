@@ -33,6 +33,16 @@ pub struct Metrics {
     pub revision: IntGauge,
     /// Active watchers.
     pub watchers: IntGauge,
+    /// Watches refused because `--max-watchers` were open.
+    pub watchers_refused: IntCounter,
+    /// Open client connections.
+    pub client_connections: IntGauge,
+    /// Client connections refused because `--max-connections` were open.
+    pub connections_refused: IntCounter,
+    /// Failed accepts on the client port (e.g. out of file descriptors).
+    pub accept_errors: IntCounter,
+    /// Bytes of values and keys held in the watch history.
+    pub watch_history_bytes: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -61,6 +71,23 @@ fn build() -> Result<Metrics, prometheus::Error> {
         wal_bytes: IntGauge::new("wal_bytes", "Bytes in the write-ahead log")?,
         revision: IntGauge::new("revision", "Current store revision")?,
         watchers: IntGauge::new("watchers", "Active watchers")?,
+        watchers_refused: IntCounter::new(
+            "watchers_refused_total",
+            "Watches refused at the --max-watchers cap",
+        )?,
+        client_connections: IntGauge::new("client_connections", "Open client connections")?,
+        connections_refused: IntCounter::new(
+            "client_connections_refused_total",
+            "Client connections refused at the --max-connections cap",
+        )?,
+        accept_errors: IntCounter::new(
+            "client_accept_errors_total",
+            "Failed accepts on the client port",
+        )?,
+        watch_history_bytes: IntGauge::new(
+            "watch_history_bytes",
+            "Bytes held in the watch history",
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.requests.clone()))?;
@@ -73,6 +100,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.wal_bytes.clone()))?;
     m.registry.register(Box::new(m.revision.clone()))?;
     m.registry.register(Box::new(m.watchers.clone()))?;
+    m.registry.register(Box::new(m.watchers_refused.clone()))?;
+    m.registry
+        .register(Box::new(m.client_connections.clone()))?;
+    m.registry
+        .register(Box::new(m.connections_refused.clone()))?;
+    m.registry.register(Box::new(m.accept_errors.clone()))?;
+    m.registry
+        .register(Box::new(m.watch_history_bytes.clone()))?;
     Ok(m)
 }
 

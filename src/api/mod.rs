@@ -5,6 +5,7 @@
 //!   `/v1/txn`, and `/v1/watch/<key>` (Server-Sent Events).
 //! - `members`: `/v1/members` — list, add (voter or learner), promote, remove.
 //! - `ops`: `/health`, `/v1/status`, `/metrics`.
+//! - `serve`: the accept loop (connection cap, header and idle timeouts, graceful drain).
 //!
 //! Every error is a status code and a one-line reason (JSON under `/v1`, plain text on the
 //! root API). Writes that time out after reaching raft say "outcome unknown" (504); writes
@@ -14,6 +15,7 @@ mod kv;
 mod members;
 mod ops;
 mod root;
+pub mod serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
