@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
 use crate::kv::Event;
 use crate::metrics::METRICS;
@@ -38,6 +38,20 @@ use crate::metrics::METRICS;
 pub const BATCH_BYTES: usize = 256 * 1024;
 /// Bytes an event is counted for beyond its key and value (the struct, the `Arc`, the queue).
 const EVENT_OVERHEAD: usize = 64;
+
+/// Watchers rendering catch-up batches at once (see [`WatchHub::catch_up_turn`]).
+pub const CATCH_UP_TURNS: usize = 4;
+
+/// What [`WatchHub::fetch`] returns.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Whole revisions after the cursor (empty: nothing new yet).
+    pub events: Vec<Arc<Event>>,
+    /// The cursor after them.
+    pub cursor: u64,
+    /// No events follow them in the history (the watcher is live, not catching up).
+    pub caught_up: bool,
+}
 
 /// Why a watch cannot start where asked.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +89,7 @@ pub struct WatchHub {
     state: Mutex<State>,
     watchers: AtomicUsize,
     max_watchers: usize,
+    catch_up: Semaphore,
 }
 
 struct State {
@@ -169,6 +184,7 @@ impl WatchHub {
             }),
             watchers: AtomicUsize::new(0),
             max_watchers: limits.max_watchers,
+            catch_up: Semaphore::new(CATCH_UP_TURNS),
         }
     }
 
@@ -245,7 +261,7 @@ impl WatchHub {
 
     /// The events after `cursor`: whole revisions, at least one if any, stopping once
     /// [`BATCH_BYTES`] are taken; and the cursor after them. Empty: nothing new yet.
-    pub fn fetch(&self, cursor: u64) -> Result<(Vec<Arc<Event>>, u64), FetchError> {
+    pub fn fetch(&self, cursor: u64) -> Result<Batch, FetchError> {
         let s = self.lock();
         if s.signal.is_none() {
             return Err(FetchError::Closed);
@@ -264,8 +280,19 @@ impl WatchHub {
             bytes += event_bytes(e);
             out.push(e.clone());
         }
-        let next = cursor.max(s.first_seq) + out.len() as u64;
-        Ok((out, next.min(s.next_seq())))
+        let next = (cursor.max(s.first_seq) + out.len() as u64).min(s.next_seq());
+        Ok(Batch {
+            events: out,
+            cursor: next,
+            caught_up: next == s.next_seq(),
+        })
+    }
+
+    /// A turn to render a catch-up batch: at most [`CATCH_UP_TURNS`] watchers render old
+    /// events at once, so however many watchers start in the past, the other tasks on the
+    /// event loop (the raft loop among them) wait behind a few of them, not all.
+    pub async fn catch_up_turn(&self) -> Option<SemaphorePermit<'_>> {
+        self.catch_up.acquire().await.ok()
     }
 
     /// Ends every watch stream (graceful shutdown waits for open responses to finish).
@@ -316,20 +343,21 @@ mod tests {
         let hub = hub(100, 1 << 20, 10);
         hub.publish(vec![ev(1, "a"), ev(2, "b")]);
         let mut sub = hub.subscribe(2).unwrap();
-        let (batch, cursor) = hub.fetch(sub.cursor).unwrap();
-        assert_eq!(revisions(&batch), vec![2]);
-        assert_eq!(hub.fetch(cursor).unwrap().0.len(), 0);
+        let b = hub.fetch(sub.cursor).unwrap();
+        assert_eq!(revisions(&b.events), vec![2]);
+        assert!(b.caught_up);
+        let cursor = b.cursor;
+        assert_eq!(hub.fetch(cursor).unwrap().events.len(), 0);
         sub.wake.borrow_and_update();
         hub.publish(vec![ev(3, "c"), ev(4, "c"), ev(4, "d")]);
         assert!(sub.wake.has_changed().unwrap());
-        let (batch, _) = hub.fetch(cursor).unwrap();
-        assert_eq!(revisions(&batch), vec![3, 4, 4]);
+        assert_eq!(revisions(&hub.fetch(cursor).unwrap().events), vec![3, 4, 4]);
         // From 0 means "from now on".
         let now = hub.subscribe(0).unwrap();
         assert_eq!(now.start, 5);
-        assert!(hub.fetch(now.cursor).unwrap().0.is_empty());
+        assert!(hub.fetch(now.cursor).unwrap().events.is_empty());
         hub.publish(vec![ev(5, "d")]);
-        assert_eq!(revisions(&hub.fetch(now.cursor).unwrap().0), vec![5]);
+        assert_eq!(revisions(&hub.fetch(now.cursor).unwrap().events), vec![5]);
     }
 
     #[test]
@@ -343,14 +371,20 @@ mod tests {
             Some(WatchError::Compacted { oldest: 3 })
         );
         let sub = hub.subscribe(3).unwrap();
-        assert_eq!(revisions(&hub.fetch(sub.cursor).unwrap().0), vec![3, 4, 5]);
+        assert_eq!(
+            revisions(&hub.fetch(sub.cursor).unwrap().events),
+            vec![3, 4, 5]
+        );
         // A revision with several events is dropped whole.
         hub.publish(vec![ev(6, "x"), ev(6, "y")]);
         assert_eq!(hub.oldest(), 5);
         // The watcher that was at revision 3 is now behind.
         assert_eq!(hub.fetch(sub.cursor), Err(FetchError::Behind));
         let sub = hub.subscribe(5).unwrap();
-        assert_eq!(revisions(&hub.fetch(sub.cursor).unwrap().0), vec![5, 6, 6]);
+        assert_eq!(
+            revisions(&hub.fetch(sub.cursor).unwrap().events),
+            vec![5, 6, 6]
+        );
     }
 
     #[test]
@@ -375,7 +409,7 @@ mod tests {
         hub.publish(vec![huge]);
         assert_eq!(hub.oldest(), 11);
         let sub = hub.subscribe(11).unwrap();
-        assert_eq!(revisions(&hub.fetch(sub.cursor).unwrap().0), vec![11]);
+        assert_eq!(revisions(&hub.fetch(sub.cursor).unwrap().events), vec![11]);
     }
 
     #[test]
@@ -393,14 +427,15 @@ mod tests {
         let sub = hub.subscribe(1).unwrap();
         let (mut cursor, mut seen) = (sub.cursor, Vec::new());
         loop {
-            let (batch, next) = hub.fetch(cursor).unwrap();
-            if batch.is_empty() {
+            let b = hub.fetch(cursor).unwrap();
+            if b.events.is_empty() {
                 break;
             }
-            assert!(batch.len() <= 6, "a batch of {} events", batch.len());
-            assert_eq!(batch.len() % 3, 0, "a revision was split");
-            seen.extend(revisions(&batch));
-            cursor = next;
+            assert!(b.events.len() <= 6, "a batch of {} events", b.events.len());
+            assert_eq!(b.events.len() % 3, 0, "a revision was split");
+            assert_eq!(b.caught_up, seen.len() + b.events.len() == 30);
+            seen.extend(revisions(&b.events));
+            cursor = b.cursor;
         }
         assert_eq!(seen.len(), 30);
         assert!(seen.windows(2).all(|w| w[0] <= w[1]));
@@ -429,7 +464,10 @@ mod tests {
         assert_eq!(hub.fetch(sub.cursor), Err(FetchError::Behind));
         let mut after = hub.subscribe(0).unwrap();
         hub.publish(vec![ev(11, "b")]);
-        assert_eq!(revisions(&hub.fetch(after.cursor).unwrap().0), vec![11]);
+        assert_eq!(
+            revisions(&hub.fetch(after.cursor).unwrap().events),
+            vec![11]
+        );
         hub.close();
         assert_eq!(hub.fetch(after.cursor), Err(FetchError::Closed));
         after.wake.borrow_and_update();

@@ -580,8 +580,8 @@ fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
 }
 
 /// Bytes of events a watcher renders before it yields to the other tasks (the raft loop runs
-/// on the same threads): a hundred watchers catching up must not starve it.
-const WATCH_YIELD_BYTES: usize = 256 * 1024;
+/// on the same threads): watchers catching up must not starve it.
+const WATCH_YIELD_BYTES: usize = 64 * 1024;
 
 struct WatchState {
     hub: Arc<WatchHub>,
@@ -590,16 +590,13 @@ struct WatchState {
     base64: bool,
     /// The first revision to report: earlier events are skipped.
     start: u64,
-    /// Events fetched from the history and not yet delivered or filtered out: whole
-    /// revisions, at most about [`crate::watch::BATCH_BYTES`].
-    pending: VecDeque<Arc<Event>>,
+    /// Rendered events of the last batch not yet sent (about [`crate::watch::BATCH_BYTES`]).
+    pending: VecDeque<SseEvent>,
     /// Where the next fetch from the history starts.
     cursor: u64,
     wake: tokio::sync::watch::Receiver<u64>,
-    /// Where to resume if the stream is cut: every revision before it was fully handled.
+    /// Where to resume if the stream is cut: every revision before it was fully sent.
     next: u64,
-    /// Bytes rendered since this watcher last yielded.
-    since_yield: usize,
     done: bool,
     _slot: WatcherSlot,
 }
@@ -629,14 +626,25 @@ impl WatchState {
             .data(Value::Object(obj).to_string())
     }
 
-    /// Lets other tasks run now and then: every event counts against tokio's budget, and
-    /// every [`WATCH_YIELD_BYTES`] rendered yield outright.
-    async fn pace(&mut self, bytes: usize) {
-        tokio::task::consume_budget().await;
-        self.since_yield += bytes;
-        if self.since_yield >= WATCH_YIELD_BYTES {
-            self.since_yield = 0;
-            tokio::task::yield_now().await;
+    /// Renders a batch into `pending`, letting other tasks run now and then: every event
+    /// counts against tokio's budget, and every [`WATCH_YIELD_BYTES`] rendered yield outright.
+    async fn render_batch(&mut self, events: &[Arc<Event>]) {
+        let mut since_yield = 0;
+        for e in events {
+            tokio::task::consume_budget().await;
+            if !self.wanted(e) {
+                continue;
+            }
+            self.pending.push_back(self.render(e));
+            since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
+            if since_yield >= WATCH_YIELD_BYTES {
+                since_yield = 0;
+                tokio::task::yield_now().await;
+            }
+        }
+        if let Some(last) = events.last() {
+            // Batches hold whole revisions; the next fetch happens once all of this was sent.
+            self.next = self.next.max(last.revision + 1);
         }
     }
 
@@ -654,37 +662,29 @@ impl WatchState {
             if self.done {
                 return None;
             }
-            while let Some(e) = self.pending.pop_front() {
-                if self.pending.is_empty() {
-                    // Batches hold whole revisions: this one is fully handled.
-                    self.next = self.next.max(e.revision + 1);
-                }
-                let wanted = self.wanted(&e);
-                self.pace(if wanted {
-                    e.key.len() + e.value.as_ref().map_or(0, |v| v.len())
-                } else {
-                    0
-                })
-                .await;
-                if wanted {
-                    return Some(self.render(&e));
-                }
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(ev);
             }
             // Mark the signal seen before looking, so a publish after the look wakes us.
             self.wake.borrow_and_update();
-            match self.hub.fetch(self.cursor) {
-                Ok((batch, cursor)) if !batch.is_empty() => {
-                    self.pending.extend(batch);
-                    self.cursor = cursor;
-                }
-                Ok(_) => {
-                    if self.wake.changed().await.is_err() {
-                        return None;
-                    }
-                }
+            let batch = match self.hub.fetch(self.cursor) {
+                Ok(batch) => batch,
                 Err(FetchError::Behind) => return Some(self.cut_off()),
                 Err(FetchError::Closed) => return None,
+            };
+            if batch.events.is_empty() {
+                if self.wake.changed().await.is_err() {
+                    return None;
+                }
+                continue;
             }
+            let hub = self.hub.clone();
+            let _turn = match batch.caught_up {
+                true => None,
+                false => hub.catch_up_turn().await,
+            };
+            self.render_batch(&batch.events).await;
+            self.cursor = batch.cursor;
         }
     }
 }
@@ -733,7 +733,6 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
         cursor: sub.cursor,
         wake: sub.wake,
         next: sub.start,
-        since_yield: 0,
         done: false,
         _slot: sub.slot,
     };

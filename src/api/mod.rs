@@ -264,7 +264,12 @@ pub(crate) fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
-/// Reads a request body of at most `limit` bytes (413 above it).
+/// Time a client has to send a request's body once its headers arrived (408 after it): a
+/// client dribbling a body must not hold a handler and a connection slot forever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a request body of at most `limit` bytes (413 above it; 408 if it is not complete
+/// within [`BODY_READ_TIMEOUT`]).
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -283,7 +288,17 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    read.map_err(|e| {
         let over = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if over || e.to_string().contains("length limit") {

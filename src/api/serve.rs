@@ -21,7 +21,8 @@
 //!
 //! Shutdown: when `stop` turns true the listener is closed, every connection is told to shut
 //! down gracefully (in-flight requests finish, idle connections close at once; watch streams
-//! end because the watch hub is closed), and [`serve`] returns once every connection ended.
+//! end because the watch hub is closed), and [`serve`] returns once every connection ended —
+//! or was closed after [`DRAIN_TIMEOUT`] (a client that stopped reading its watch stream).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,9 @@ pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Bytes of a refused connection's request read (and dropped) before closing it.
 const REFUSAL_DRAIN_BYTES: usize = 16 * 1024;
+/// How long a connection may take to finish its response once shutdown began; then it is
+/// closed (a watch stream whose client stopped reading would otherwise hold shutdown forever).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// First pause after a failed accept.
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// Longest pause between accept attempts while they keep failing.
@@ -256,7 +260,13 @@ async fn serve_connection(
         result = conn.as_mut() => result,
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!("a client connection did not finish in time; closing it");
+                    Ok(())
+                }
+            }
         }
     };
     if let Err(e) = result {
