@@ -49,7 +49,7 @@ fn json_err(status: StatusCode, reason: impl Into<String>) -> ApiError {
 }
 
 /// The key after `/v1/kv/` (or `/v1/watch/`), percent-decoded.
-fn key_of(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
+pub(super) fn key_of(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
     let raw = uri
         .path()
         .strip_prefix(prefix)
@@ -102,7 +102,7 @@ fn encode_value(obj: &mut serde_json::Map<String, Value>, value: &[u8], base64: 
     }
 }
 
-fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
+pub(super) fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     let text = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
         headers
             .get(&name)
@@ -428,7 +428,7 @@ pub(crate) async fn delete(
 /// `POST /v1/txn` body.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TxnRequest {
+pub(super) struct TxnRequest {
     #[serde(default)]
     compare: Vec<TxnCompare>,
     #[serde(default)]
@@ -493,7 +493,7 @@ pub(crate) async fn txn(
     }
 }
 
-fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
+pub(super) fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
     let bad = |m: String| json_err(StatusCode::BAD_REQUEST, m);
     let base64 = match req.encoding.as_deref() {
         None | Some("utf8") => false,

@@ -14,6 +14,8 @@
 mod kv;
 mod members;
 mod ops;
+#[cfg(test)]
+mod proptests;
 mod root;
 pub mod serve;
 
@@ -318,8 +320,10 @@ pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, Api
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits exactly (`from_str_radix` alone would take "%+5").
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| bad_request("malformed percent-encoding"))?;
@@ -386,6 +390,8 @@ mod tests {
         assert!(percent_decode("bad%2", false).is_err());
         assert!(percent_decode("bad%zz", false).is_err());
         assert!(percent_decode("%ff", false).is_err());
+        assert!(percent_decode("%+5", false).is_err());
+        assert!(percent_decode("%-1", false).is_err());
     }
 
     #[test]
