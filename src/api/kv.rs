@@ -597,6 +597,8 @@ struct WatchState {
     wake: tokio::sync::watch::Receiver<u64>,
     /// Where to resume if the stream is cut: every revision before it was fully sent.
     next: u64,
+    /// Bytes rendered since this watcher last yielded.
+    since_yield: usize,
     done: bool,
     _slot: WatcherSlot,
 }
@@ -628,19 +630,20 @@ impl WatchState {
 
     /// Renders a batch into `pending`, letting other tasks run now and then: every event
     /// counts against tokio's budget, and every [`WATCH_YIELD_BYTES`] rendered yield outright.
+    /// Both waits come before rendering, never between rendering and sending: a watcher whose
+    /// client stopped reading then holds no rendered event of its own beyond the batch.
     async fn render_batch(&mut self, events: &[Arc<Event>]) {
-        let mut since_yield = 0;
         for e in events {
             tokio::task::consume_budget().await;
             if !self.wanted(e) {
                 continue;
             }
-            self.pending.push_back(self.render(e));
-            since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
-            if since_yield >= WATCH_YIELD_BYTES {
-                since_yield = 0;
+            if self.since_yield >= WATCH_YIELD_BYTES {
+                self.since_yield = 0;
                 tokio::task::yield_now().await;
             }
+            self.pending.push_back(self.render(e));
+            self.since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
         }
         if let Some(last) = events.last() {
             // Batches hold whole revisions; the next fetch happens once all of this was sent.
@@ -733,6 +736,7 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
         cursor: sub.cursor,
         wake: sub.wake,
         next: sub.start,
+        since_yield: 0,
         done: false,
         _slot: sub.slot,
     };

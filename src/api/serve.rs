@@ -253,6 +253,11 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // Copy each body chunk into one flat write buffer instead of queueing the chunk
+        // itself: a stalled watch stream then holds a tight copy of one event, not the
+        // over-allocated buffer it was rendered into (measured: 2.3 vs 4.7 MiB per stalled
+        // watcher on 1 MiB values). axum::serve got the same through hyper-util's `Rewind`.
+        .writev(false)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
