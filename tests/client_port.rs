@@ -13,6 +13,8 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, tail, wait_until, Client, Cluster, BIN, REQUEST_TIMEOUT, WAIT_TIMEOUT};
@@ -396,14 +398,17 @@ fn watchers_beyond_the_cap_are_refused() {
 #[test]
 fn hundreds_of_watchers_from_revision_one_do_not_stall_writes() {
     let (mut c, leader) = Cluster::start_with_leader(3, &[]);
-    let keys = 1000;
-    let value = vec![b'v'; 1024];
+    // Enough history that catching up takes a while: on the code before the fix, 400
+    // watches from revision 1 over 20000 changes stalled writes for 8.7 s (release build).
+    let keys = 20_000;
+    let writers = 8;
+    let value = vec![b'v'; 100];
     let client = c.client();
     std::thread::scope(|scope| {
-        for t in 0..4 {
+        for t in 0..writers {
             let (client, value) = (client.clone(), value.clone());
             scope.spawn(move || {
-                for i in (t..keys).step_by(4) {
+                for i in (t..keys).step_by(writers) {
                     assert_eq!(
                         client.put(leader, &format!("w/{i}"), &value).ok(),
                         Some(204)
@@ -414,20 +419,34 @@ fn hundreds_of_watchers_from_revision_one_do_not_stall_writes() {
     });
     let a = addr(&c, leader);
     let watchers = 400;
-    let mut stalled = Vec::new();
-    let mut reading = Vec::new();
-    for i in 0..watchers {
-        let (s, status) = open_watch(&a, "/v1/watch/w/?prefix=true&from_revision=1");
-        assert!(status.starts_with("HTTP/1.1 200"), "watch {i}: {status}");
-        if i % 4 == 0 {
-            reading.push(s);
-        } else {
-            stalled.push(s); // never read
-        }
-    }
-    // Catching-up readers: a few threads drain a quarter of the watches.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // A writer writes all along, while the watches open and catch up. Each write must be
+    // acknowledged: one stalled for the request timeout would be 503/504.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (client.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut done = 0u64;
+            while !stop.load(Ordering::Relaxed) || done < 100 {
+                match client.put(leader, &format!("live/{done}"), b"x") {
+                    Ok(204) => done += 1,
+                    other => return Err(format!("write {done} with watchers open: {other:?}")),
+                }
+            }
+            Ok(done)
+        })
+    };
+    // Open every watch before reading any answer, as a flood of clients would.
+    let request = "GET /v1/watch/w/?prefix=true&from_revision=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut socks: Vec<TcpStream> = (0..watchers)
+        .map(|_| {
+            let mut s = connect(&a);
+            s.write_all(request.as_bytes()).expect("send watch request");
+            s
+        })
+        .collect();
+    // A quarter is read (catching up), the rest never (stalled).
+    let reading: Vec<TcpStream> = (0..watchers / 4).map(|_| socks.pop().unwrap()).collect();
+    let received = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = reading
         .chunks(25)
         .map(|chunk| {
@@ -438,11 +457,11 @@ fn hundreds_of_watchers_from_revision_one_do_not_stall_writes() {
                 for s in &socks {
                     s.set_nonblocking(true).unwrap();
                 }
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let mut any = false;
                     for mut s in &socks {
                         if let Ok(n) = s.read(&mut buf) {
-                            received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                            received.fetch_add(n, Ordering::Relaxed);
                             any |= n > 0;
                         }
                     }
@@ -453,31 +472,24 @@ fn hundreds_of_watchers_from_revision_one_do_not_stall_writes() {
             })
         })
         .collect();
-    // Every write must be acknowledged: one stalled for the request timeout would be 503/504.
-    for i in 0..200 {
-        match client.put(leader, &format!("live/{i}"), b"x") {
-            Ok(204) => {}
-            other => c.fail(&format!(
-                "write {i} with {watchers} watchers open: {other:?}"
-            )),
-        }
-    }
-    c.check_alive();
-    let watching = metric(&client, leader, "coordinate_watchers ");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Every watch is being served, and the readers are catching up (1 MB each is 5000 events).
+    let served = wait_until(WAIT_TIMEOUT, || {
+        metric(&client, leader, "coordinate_watchers ") == Some(watchers as f64)
+            && received.load(Ordering::Relaxed) > 25 * 1_000_000
+    });
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
     for r in readers {
         r.join().unwrap();
     }
-    assert!(
-        received.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "the catching-up watchers got nothing"
-    );
-    assert_eq!(watching, Some(watchers as f64));
-    drop(stalled);
+    let writes = writes.unwrap_or_else(|e| c.fail(&e));
+    assert!(served, "the watches were not all served and caught up");
+    c.check_alive();
+    drop(socks);
     drop(reading);
     c.wait_caught_up();
     for id in c.ids() {
-        c.assert_value(id, "live/199", b"x");
+        c.assert_value(id, &format!("live/{}", writes - 1), b"x");
         c.assert_value(id, &format!("w/{}", keys - 1), &value);
     }
     c.check_alive();
