@@ -1,7 +1,8 @@
 //! The client port under attack, on real processes: more idle connections than the cap
 //! (refused with a 503, the node stays up and serves once they close), a slowloris client and
 //! an idle keep-alive connection (both closed by the server), idle sockets by the hundred on a
-//! node with a small open-file limit while snapshots are written, watchers beyond the cap,
+//! node with a small open-file limit while snapshots are written, accepts failing for want of
+//! descriptors (survived), a watcher that stopped reading at shutdown, watchers beyond the cap,
 //! hundreds of watchers from revision 1 (stalled or catching up) while a writer writes, and a
 //! prefix listing larger than a page's byte budget.
 
@@ -541,4 +542,67 @@ fn a_prefix_listing_stops_at_its_byte_budget_and_pages_cover_everything_once() {
     want.extend((0..5).map(|i| format!("big/small-{i}")));
     assert_eq!(seen, want, "every key exactly once, in order");
     c.check_alive();
+}
+
+#[test]
+fn failed_accepts_are_survived_and_the_node_serves_again() {
+    // An explicit cap above what 128 descriptors allow: accepting runs out of descriptors.
+    let mut node = SmallNode::start(
+        128,
+        &[
+            "--max-connections",
+            "1000",
+            "--client-header-timeout-ms",
+            "600000",
+        ],
+    );
+    let a = node.addr();
+    // More than the descriptors, fewer than the descriptors plus the listen backlog (128).
+    let sockets: Vec<TcpStream> = (0..180).map(|_| connect(&a)).collect();
+    // The node has run out of descriptors: a new connection gets no answer (it waits in the
+    // listen backlog) while the old ones stay open.
+    let mut probe = connect(&a);
+    probe
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send probe");
+    probe
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("set read timeout");
+    let mut b = [0u8; 1];
+    let starved = matches!(probe.read(&mut b), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+    node.assert_alive();
+    drop(probe);
+    drop(sockets);
+    assert!(
+        wait_until(WAIT_TIMEOUT, || matches!(
+            node.client.get(1, "health"),
+            Ok((200, _))
+        )),
+        "the node did not serve again once the sockets closed"
+    );
+    node.put_ok("after", b"1");
+    let (status, body) = node.client.get(1, "after").expect("GET");
+    assert_eq!((status, body), (200, b"1".to_vec()));
+    let errors = metric(&node.client, 1, "coordinate_client_accept_errors_total");
+    assert!(
+        !starved || errors.is_some_and(|n| n > 0.0),
+        "the node was starved of descriptors but counted no accept error: {errors:?}"
+    );
+    assert!(starved, "180 sockets did not exhaust 128 descriptors");
+    node.assert_alive();
+}
+
+#[test]
+fn a_watcher_that_stopped_reading_does_not_hold_up_shutdown() {
+    let (mut c, _) = Cluster::start_with_leader(1, &[]);
+    let value = vec![b'v'; 64 * 1024];
+    for i in 0..100 {
+        c.put_ok(1, &format!("s/{i}"), &value);
+    }
+    // 6.4 MB of events, more than the socket buffers take: the stream blocks mid-response.
+    let (stalled, status) = open_watch(&addr(&c, 1), "/v1/watch/s/?prefix=true&from_revision=1");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let exit = c.stop(1);
+    assert!(exit.success(), "{exit}");
+    drop(stalled);
 }
