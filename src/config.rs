@@ -59,6 +59,23 @@ pub struct Args {
     /// Recent changes kept for watches that start in the past (older starts get 410).
     #[arg(long, default_value_t = 100_000)]
     pub watch_window: usize,
+    /// Bytes of keys and values the watch history keeps, whatever --watch-window says: the
+    /// window is the smaller of the two. A watcher starting or falling behind past it gets
+    /// 410 / an error event telling it where to resume.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub watch_window_bytes: usize,
+    /// Open watches at most; more are refused with 503 (each holds at most one event in
+    /// memory of its own, up to --max-value-size).
+    #[arg(long, default_value_t = 1000)]
+    pub max_watchers: usize,
+    /// Open client connections at most; more get a 503 and are closed [default: the
+    /// open-file limit minus 256, between 64 and 10000].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, in milliseconds; also how long an idle
+    /// keep-alive connection stays open. Responses (watch streams) are not limited by it.
+    #[arg(long, default_value_t = 30_000)]
+    pub client_header_timeout_ms: u64,
     /// Threads running the node's event loop: HTTP, peer messages and the Raft loop (disk
     /// writes have a thread of their own). One keeps every hand-off between them on one
     /// thread, which measured 20-30% faster than two on a 2-core machine (see BENCHMARKS.md).
@@ -95,6 +112,14 @@ pub struct Config {
     pub wal_segment_size: u64,
     /// Events kept for watches starting in the past (default 100000).
     pub watch_window: usize,
+    /// Bytes the watch history keeps at most (default 64 MiB).
+    pub watch_window_bytes: usize,
+    /// Open watches at most (default 1000).
+    pub max_watchers: usize,
+    /// Open client connections at most (default: derived from the open-file limit).
+    pub max_connections: Option<usize>,
+    /// Header-read and keep-alive idle timeout of client connections (default 30 s).
+    pub client_header_timeout: Duration,
     /// Event-loop threads (default 1).
     pub threads: usize,
 }
@@ -133,6 +158,21 @@ impl Config {
         if args.request_timeout_ms == 0 {
             return Err("invalid --request-timeout-ms 0: it must be at least 1".into());
         }
+        if args.max_watchers == 0 {
+            return Err("invalid --max-watchers 0: it must be at least 1".into());
+        }
+        if args.watch_window_bytes == 0 {
+            return Err("invalid --watch-window-bytes 0: it must be at least 1".into());
+        }
+        let max_conns = crate::api::serve::MAX_CONNECTIONS_LIMIT;
+        if let Some(n) = args.max_connections.filter(|&n| n == 0 || n > max_conns) {
+            return Err(format!(
+                "invalid --max-connections {n}: it must be between 1 and {max_conns}"
+            ));
+        }
+        if args.client_header_timeout_ms == 0 {
+            return Err("invalid --client-header-timeout-ms 0: it must be at least 1".into());
+        }
         let peer_listen = peers[&args.id].clone();
         Ok(Config {
             id: args.id,
@@ -150,6 +190,10 @@ impl Config {
             max_value_size: args.max_value_size,
             wal_segment_size: 64 << 20,
             watch_window: args.watch_window,
+            watch_window_bytes: args.watch_window_bytes,
+            max_watchers: args.max_watchers,
+            max_connections: args.max_connections,
+            client_header_timeout: Duration::from_millis(args.client_header_timeout_ms),
             threads: args.threads,
         })
     }
@@ -261,6 +305,9 @@ mod tests {
         assert_eq!(c.snapshot_count, 100_000);
         assert_eq!(c.snapshot_bytes, 64 << 20);
         assert_eq!(c.threads, 1);
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.max_watchers, 1000);
+        assert_eq!(c.client_header_timeout, Duration::from_secs(30));
         assert!(!c.join);
     }
 
@@ -281,6 +328,12 @@ mod tests {
         assert!(parse(&["--snapshot-bytes", "0"])
             .unwrap_err()
             .contains("--snapshot-bytes"));
+        assert!(parse(&["--max-connections", "0"])
+            .unwrap_err()
+            .contains("--max-connections"));
+        assert!(parse(&["--max-watchers", "0"]).is_err());
+        assert!(parse(&["--client-header-timeout-ms", "0"]).is_err());
+        assert!(parse(&["--watch-window-bytes", "0"]).is_err());
         assert!(parse(&["--threads", "0"])
             .unwrap_err()
             .contains("--threads"));

@@ -30,6 +30,12 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Idle client sockets must not starve the WAL and snapshots of descriptors: raise the
+    // soft limit to the hard one (the client port also caps its connections below it).
+    match coordinate::api::serve::raise_fd_limit() {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
     // A multi-threaded runtime even with one worker: the raft loop hands its rare blocking
     // steps (installing a snapshot, waiting for the WAL at shutdown) to `block_in_place`.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -35,6 +35,16 @@ pub struct Metrics {
     pub watchers: IntGauge,
     /// Peer messages dropped before raft saw them, by reason (see `raft::node::guard`).
     pub peer_refused: IntCounterVec,
+    /// Watches refused because `--max-watchers` were open.
+    pub watchers_refused: IntCounter,
+    /// Open client connections.
+    pub client_connections: IntGauge,
+    /// Client connections refused because `--max-connections` were open.
+    pub connections_refused: IntCounter,
+    /// Failed accepts on the client port (e.g. out of file descriptors).
+    pub accept_errors: IntCounter,
+    /// Bytes of values and keys held in the watch history.
+    pub watch_history_bytes: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -70,6 +80,23 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ),
             &["reason"],
         )?,
+        watchers_refused: IntCounter::new(
+            "watchers_refused_total",
+            "Watches refused at the --max-watchers cap",
+        )?,
+        client_connections: IntGauge::new("client_connections", "Open client connections")?,
+        connections_refused: IntCounter::new(
+            "client_connections_refused_total",
+            "Client connections refused at the --max-connections cap",
+        )?,
+        accept_errors: IntCounter::new(
+            "client_accept_errors_total",
+            "Failed accepts on the client port",
+        )?,
+        watch_history_bytes: IntGauge::new(
+            "watch_history_bytes",
+            "Bytes held in the watch history",
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.requests.clone()))?;
@@ -83,6 +110,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.revision.clone()))?;
     m.registry.register(Box::new(m.watchers.clone()))?;
     m.registry.register(Box::new(m.peer_refused.clone()))?;
+    m.registry.register(Box::new(m.watchers_refused.clone()))?;
+    m.registry
+        .register(Box::new(m.client_connections.clone()))?;
+    m.registry
+        .register(Box::new(m.connections_refused.clone()))?;
+    m.registry.register(Box::new(m.accept_errors.clone()))?;
+    m.registry
+        .register(Box::new(m.watch_history_bytes.clone()))?;
     Ok(m)
 }
 

@@ -25,7 +25,7 @@ use crate::raft::NodeHandle;
 use crate::storage::identity;
 use crate::storage::wal::Wal;
 use crate::storage::RaftStorage;
-use crate::watch::WatchHub;
+use crate::watch::{WatchHub, WatchLimits};
 
 /// Bound of the raft loop's input queue.
 const NODE_QUEUE: usize = 65_536;
@@ -42,7 +42,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (recovered, wal) = recover(&cfg).await?;
 
-    let watch = Arc::new(WatchHub::new(cfg.watch_window, recovered.kv.revision()));
+    let watch_limits = WatchLimits {
+        window: cfg.watch_window,
+        window_bytes: cfg.watch_window_bytes,
+        max_watchers: cfg.max_watchers,
+    };
+    let watch = Arc::new(WatchHub::new(watch_limits, recovered.kv.revision()));
     let (tx, rx) = flume::bounded(NODE_QUEUE);
     let identity_dir = cfg.data_dir.clone();
     let identity = tokio::task::spawn_blocking(move || identity::load_or_create(&identity_dir))
@@ -102,7 +107,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         let _ = done_tx.send(result);
     });
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut done_rx = done_rx;
     let mut early_result = None;
 
@@ -119,10 +124,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         data_dir = %cfg.data_dir.display(),
         "serving"
     );
-    let serve = axum::serve(client, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let server = tokio::spawn(async move { serve.await });
+    let fd_limit = api::serve::fd_limit();
+    let limits = api::serve::ServeLimits {
+        max_connections: api::serve::connection_cap(cfg.max_connections, fd_limit),
+        header_timeout: cfg.client_header_timeout,
+    };
+    if (limits.max_connections as u64).saturating_add(api::serve::FD_RESERVE) > fd_limit {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            fd_limit,
+            "--max-connections leaves fewer than {} descriptors for the WAL, snapshots and peers",
+            api::serve::FD_RESERVE
+        );
+    }
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        "client port limits"
+    );
+    let server = tokio::spawn(api::serve::serve(client, app, limits, stop_rx));
     tokio::select! {
         () = shutdown_signal() => tracing::info!("shutdown requested"),
         result = &mut done_rx => early_result = Some(result),
@@ -130,10 +150,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     // Open watch streams never finish by themselves; end them so the drain completes.
     watch.close();
-    server
-        .await
-        .context("the HTTP server panicked")?
-        .context("serving HTTP")?;
+    server.await.context("the HTTP server panicked")?;
 
     if let Some(result) = early_result {
         return match result {

@@ -1,89 +1,195 @@
-//! Watch: a bounded window of recent changes, and live fan-out of new ones.
+//! Watch: one byte-bounded history of recent changes, read by every watcher through a cursor.
 //!
-//! The raft loop publishes every applied change here, in revision order. A watcher that
-//! starts at revision `N` first gets the window's events from `N` on, then live ones, with no
-//! gap and no duplicate: the backlog is copied and the live subscription taken under the same
-//! lock that publishing holds. A start before the window (the events are gone) is refused with
-//! the oldest revision still available — like etcd's "compacted" error — and the client can
-//! re-read the keys and watch from there.
+//! The raft loop publishes every applied change here, in revision order, and bumps a wake-up
+//! signal (a `tokio::sync::watch` of the newest revision). Each event gets a sequence number;
+//! a watcher is a cursor into that sequence. A watcher that starts at revision `N` gets its
+//! cursor at the first event of revision `>= N` and then reads forward, whole revisions at a
+//! time, at most [`BATCH_BYTES`] per read; when it reaches the end it waits for the signal.
+//! Catching up and following live are the same code path, so there is no gap and no duplicate
+//! between them.
 //!
-//! Memory is bounded twice: the window keeps at most `window` events, and each watcher's live
-//! queue holds at most [`LIVE_QUEUE`] events; a watcher that falls further behind is cut off
-//! (told where to resume) instead of growing memory.
+//! **Memory.** The history is the only copy of the events: it holds at most `window` events
+//! and at most `window_bytes` bytes of keys and values (the older revisions go first, whole),
+//! but always the newest revision. A watcher holds only the batch it is sending (shared with
+//! the history while the history still has it), so its own memory is about one batch, never
+//! the distance it lags behind; the number of watchers is capped ([`WatchLimits::max_watchers`]).
+//! Before, each watcher had its own broadcast queue of 8192 revisions, and 100 stalled watchers
+//! on 1 MiB values grew a node by 840 MiB.
+//!
+//! **Falling behind.** A watcher whose cursor is older than the history (it read too slowly,
+//! or a snapshot from the leader replaced the state and its history) is told where to resume —
+//! the first revision it did not fully get — and its stream ends, like etcd's "compacted". A
+//! start before the history is refused with the oldest revision still available.
+//!
+//! Why not a broadcast ring of values: a ring is bounded by count, and every slot pins a value
+//! until overwritten, whether anyone still needs it or not. One history read by cursors holds
+//! each value once, bounded by bytes, and the signal carries no data.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
 use crate::kv::Event;
+use crate::metrics::METRICS;
 
-/// Events a watcher may lag behind live publishing before it is cut off.
-pub const LIVE_QUEUE: usize = 8192;
+/// Bytes of events a watcher takes from the history at once (at least one whole revision).
+pub const BATCH_BYTES: usize = 256 * 1024;
+/// Bytes an event is counted for beyond its key and value (the struct, the `Arc`, the queue).
+const EVENT_OVERHEAD: usize = 64;
+
+/// Watchers rendering catch-up batches at once (see [`WatchHub::catch_up_turn`]).
+pub const CATCH_UP_TURNS: usize = 4;
+
+/// What [`WatchHub::fetch`] returns.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Whole revisions after the cursor (empty: nothing new yet).
+    pub events: Vec<Arc<Event>>,
+    /// The cursor after them.
+    pub cursor: u64,
+    /// No events follow them in the history (the watcher is live, not catching up).
+    pub caught_up: bool,
+}
 
 /// Why a watch cannot start where asked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WatchError {
-    /// The start is before the window; `oldest` is the oldest revision available now.
+    /// The start is before the history; `oldest` is the oldest revision available now.
     Compacted { oldest: u64 },
+    /// `--max-watchers` watches are open.
+    TooMany { limit: usize },
     /// The node is shutting down.
     Closed,
 }
 
-/// The event window and the live channel.
+/// Why a watcher cannot read on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FetchError {
+    /// Events after the cursor are gone from the history.
+    Behind,
+    /// The node is shutting down: streams end.
+    Closed,
+}
+
+/// Bounds of the hub.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchLimits {
+    /// Events kept at most (`--watch-window`).
+    pub window: usize,
+    /// Bytes of keys and values kept at most (`--watch-window-bytes`).
+    pub window_bytes: usize,
+    /// Open watches at most (`--max-watchers`).
+    pub max_watchers: usize,
+}
+
+/// The history and the wake-up signal.
 pub struct WatchHub {
     state: Mutex<State>,
+    watchers: AtomicUsize,
+    max_watchers: usize,
+    catch_up: Semaphore,
 }
 
 struct State {
     window: usize,
+    window_bytes: usize,
     history: VecDeque<Arc<Event>>,
+    /// Bytes counted for the events in `history`.
+    bytes: usize,
+    /// Sequence number of `history[0]` (or of the next event, if it is empty).
+    first_seq: u64,
     /// Events of revisions up to and including this one are no longer all held.
     compacted: u64,
     /// The newest revision published.
     current: u64,
-    /// `None` once closed for shutdown: every live stream then ends.
-    live: Option<broadcast::Sender<Revision>>,
+    /// `None` once closed for shutdown: every stream then ends.
+    signal: Option<watch::Sender<u64>>,
 }
 
-/// All events of one revision, delivered live as one item: a watcher that falls behind loses
-/// whole revisions, never part of one, so where to resume is exact.
-pub type Revision = Arc<[Arc<Event>]>;
-
-/// A started watch: the backlog to send first, then the live receiver.
+/// A started watch.
 pub struct Subscription {
     /// The first revision this watch reports (the requested one, or the next one for "now").
     pub start: u64,
-    pub backlog: Vec<Arc<Event>>,
-    pub live: broadcast::Receiver<Revision>,
+    /// Where to read from: pass it to [`WatchHub::fetch`].
+    pub cursor: u64,
+    /// Changes when new events are published; errors once the hub is closed.
+    pub wake: watch::Receiver<u64>,
+    /// Counts this watch against `max_watchers` until dropped.
+    pub slot: WatcherSlot,
+}
+
+/// One watch's place under the cap; frees it when dropped.
+pub struct WatcherSlot {
+    hub: Arc<WatchHub>,
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.hub.watchers.fetch_sub(1, Ordering::Relaxed);
+        METRICS.watchers.dec();
+    }
+}
+
+/// The bytes an event is counted for in the history.
+fn event_bytes(e: &Event) -> usize {
+    e.key.len() + e.value.as_ref().map_or(0, |v| v.len()) + EVENT_OVERHEAD
 }
 
 impl State {
-    fn send(&self, group: Vec<Arc<Event>>) {
-        if let (Some(live), false) = (&self.live, group.is_empty()) {
-            // No receivers is fine: nobody is watching.
-            let _ = live.send(group.into());
+    fn next_seq(&self) -> u64 {
+        self.first_seq + self.history.len() as u64
+    }
+
+    fn over(&self) -> bool {
+        self.history.len() > self.window || self.bytes > self.window_bytes
+    }
+
+    /// Drops the oldest revisions, whole, while over a bound; never the newest revision.
+    fn trim(&mut self) {
+        while self.over() {
+            let (Some(front), Some(back)) = (self.history.front(), self.history.back()) else {
+                return;
+            };
+            if front.revision == back.revision {
+                return;
+            }
+            let cut = front.revision;
+            while self.history.front().is_some_and(|e| e.revision == cut) {
+                if let Some(old) = self.history.pop_front() {
+                    self.bytes -= event_bytes(&old);
+                    self.first_seq += 1;
+                }
+            }
+            self.compacted = cut;
         }
     }
 }
 
 impl WatchHub {
     /// A hub whose history starts after `revision` (the state it was restored from).
-    pub fn new(window: usize, revision: u64) -> WatchHub {
-        let (live, _) = broadcast::channel(LIVE_QUEUE);
+    pub fn new(limits: WatchLimits, revision: u64) -> WatchHub {
+        let (signal, _) = watch::channel(revision);
         WatchHub {
             state: Mutex::new(State {
-                window: window.max(1),
+                window: limits.window.max(1),
+                window_bytes: limits.window_bytes.max(1),
                 history: VecDeque::new(),
+                bytes: 0,
+                first_seq: 0,
                 compacted: revision,
                 current: revision,
-                live: Some(live),
+                signal: Some(signal),
             }),
+            watchers: AtomicUsize::new(0),
+            max_watchers: limits.max_watchers,
+            catch_up: Semaphore::new(CATCH_UP_TURNS),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Publishing never panics while holding the lock; a poisoned state is still coherent.
+        // Nothing panics while holding the lock; a poisoned state is still coherent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -93,41 +199,39 @@ impl WatchHub {
             return;
         }
         let mut s = self.lock();
-        let mut group: Vec<Arc<Event>> = Vec::new();
         for e in events {
-            let e = Arc::new(e);
-            if group.first().is_some_and(|g| g.revision != e.revision) {
-                s.send(std::mem::take(&mut group));
-            }
             s.current = e.revision;
-            s.history.push_back(e.clone());
-            group.push(e);
+            s.bytes += event_bytes(&e);
+            s.history.push_back(Arc::new(e));
         }
-        s.send(group);
-        while s.history.len() > s.window {
-            if let Some(old) = s.history.pop_front() {
-                s.compacted = old.revision;
-            }
-        }
-        // Never keep part of a revision: drop the rest of the one just cut.
-        let compacted = s.compacted;
-        while s.history.front().is_some_and(|e| e.revision <= compacted) {
-            s.history.pop_front();
+        s.trim();
+        METRICS.watch_history_bytes.set(s.bytes as i64);
+        let current = s.current;
+        if let Some(signal) = &s.signal {
+            signal.send_replace(current);
         }
     }
 
-    /// The whole state was replaced (a snapshot from the leader): history before it is gone.
+    /// The whole state was replaced (a snapshot from the leader): history before it is gone,
+    /// and every open watcher is behind (it may have missed what the snapshot covers).
     pub fn reset(&self, revision: u64) {
         let mut s = self.lock();
+        // Skip one sequence number: every open cursor is now before the history.
+        s.first_seq = s.next_seq() + 1;
         s.history.clear();
+        s.bytes = 0;
         s.compacted = revision;
         s.current = revision;
+        METRICS.watch_history_bytes.set(0);
+        if let Some(signal) = &s.signal {
+            signal.send_replace(revision);
+        }
     }
 
     /// Starts a watch at `from` (0: only future changes). Events before `from` are skipped.
-    pub fn subscribe(&self, from: u64) -> Result<Subscription, WatchError> {
+    pub fn subscribe(self: &Arc<Self>, from: u64) -> Result<Subscription, WatchError> {
         let s = self.lock();
-        let Some(live) = &s.live else {
+        let Some(signal) = &s.signal else {
             return Err(WatchError::Closed);
         };
         let from = if from == 0 { s.current + 1 } else { from };
@@ -136,27 +240,74 @@ impl WatchHub {
                 oldest: s.compacted + 1,
             });
         }
-        let backlog = s
-            .history
-            .iter()
-            .filter(|e| e.revision >= from)
-            .cloned()
-            .collect();
+        let taken = self.watchers.fetch_add(1, Ordering::Relaxed);
+        let slot = WatcherSlot { hub: self.clone() };
+        METRICS.watchers.inc();
+        if taken >= self.max_watchers {
+            drop(slot);
+            METRICS.watchers_refused.inc();
+            return Err(WatchError::TooMany {
+                limit: self.max_watchers,
+            });
+        }
+        let skip = s.history.partition_point(|e| e.revision < from);
         Ok(Subscription {
             start: from,
-            backlog,
-            live: live.subscribe(),
+            cursor: s.first_seq + skip as u64,
+            wake: signal.subscribe(),
+            slot,
         })
+    }
+
+    /// The events after `cursor`: whole revisions, at least one if any, stopping once
+    /// [`BATCH_BYTES`] are taken; and the cursor after them. Empty: nothing new yet.
+    pub fn fetch(&self, cursor: u64) -> Result<Batch, FetchError> {
+        let s = self.lock();
+        if s.signal.is_none() {
+            return Err(FetchError::Closed);
+        }
+        if cursor < s.first_seq {
+            return Err(FetchError::Behind);
+        }
+        let start = usize::try_from(cursor - s.first_seq).unwrap_or(usize::MAX);
+        let mut out: Vec<Arc<Event>> = Vec::new();
+        let mut bytes = 0;
+        for e in s.history.iter().skip(start) {
+            let boundary = out.last().is_some_and(|l| l.revision != e.revision);
+            if boundary && bytes >= BATCH_BYTES {
+                break;
+            }
+            bytes += event_bytes(e);
+            out.push(e.clone());
+        }
+        let next = (cursor.max(s.first_seq) + out.len() as u64).min(s.next_seq());
+        Ok(Batch {
+            events: out,
+            cursor: next,
+            caught_up: next == s.next_seq(),
+        })
+    }
+
+    /// A turn to render a catch-up batch: at most [`CATCH_UP_TURNS`] watchers render old
+    /// events at once, so however many watchers start in the past, the other tasks on the
+    /// event loop (the raft loop among them) wait behind a few of them, not all.
+    pub async fn catch_up_turn(&self) -> Option<SemaphorePermit<'_>> {
+        self.catch_up.acquire().await.ok()
     }
 
     /// Ends every watch stream (graceful shutdown waits for open responses to finish).
     pub fn close(&self) {
-        self.lock().live = None;
+        self.lock().signal = None;
     }
 
     /// The oldest revision a watch can start from.
     pub fn oldest(&self) -> u64 {
         self.lock().compacted + 1
+    }
+
+    /// Bytes held in the history.
+    pub fn history_bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -172,29 +323,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn backlog_then_live_without_gaps() {
-        let hub = WatchHub::new(100, 0);
-        hub.publish(vec![ev(1, "a"), ev(2, "b")]);
-        let mut sub = hub.subscribe(2).unwrap();
-        assert_eq!(sub.backlog.len(), 1);
-        assert_eq!(sub.backlog[0].revision, 2);
-        hub.publish(vec![ev(3, "c"), ev(4, "c"), ev(4, "d")]);
-        let r3 = sub.live.try_recv().unwrap();
-        assert_eq!((r3.len(), r3[0].revision), (1, 3));
-        let r4 = sub.live.try_recv().unwrap();
-        assert_eq!((r4.len(), r4[1].key.as_str()), (2, "d"));
-        // From 0 means "from now on".
-        let mut now = hub.subscribe(0).unwrap();
-        assert!(now.backlog.is_empty());
-        assert_eq!(now.start, 5);
-        hub.publish(vec![ev(5, "d")]);
-        assert_eq!(now.live.try_recv().unwrap()[0].revision, 5);
+    fn hub(window: usize, window_bytes: usize, max_watchers: usize) -> Arc<WatchHub> {
+        Arc::new(WatchHub::new(
+            WatchLimits {
+                window,
+                window_bytes,
+                max_watchers,
+            },
+            0,
+        ))
+    }
+
+    fn revisions(events: &[Arc<Event>]) -> Vec<u64> {
+        events.iter().map(|e| e.revision).collect()
     }
 
     #[test]
-    fn window_is_bounded_and_reports_the_oldest() {
-        let hub = WatchHub::new(3, 0);
+    fn history_then_live_without_gaps() {
+        let hub = hub(100, 1 << 20, 10);
+        hub.publish(vec![ev(1, "a"), ev(2, "b")]);
+        let mut sub = hub.subscribe(2).unwrap();
+        let b = hub.fetch(sub.cursor).unwrap();
+        assert_eq!(revisions(&b.events), vec![2]);
+        assert!(b.caught_up);
+        let cursor = b.cursor;
+        assert_eq!(hub.fetch(cursor).unwrap().events.len(), 0);
+        sub.wake.borrow_and_update();
+        hub.publish(vec![ev(3, "c"), ev(4, "c"), ev(4, "d")]);
+        assert!(sub.wake.has_changed().unwrap());
+        assert_eq!(revisions(&hub.fetch(cursor).unwrap().events), vec![3, 4, 4]);
+        // From 0 means "from now on".
+        let now = hub.subscribe(0).unwrap();
+        assert_eq!(now.start, 5);
+        assert!(hub.fetch(now.cursor).unwrap().events.is_empty());
+        hub.publish(vec![ev(5, "d")]);
+        assert_eq!(revisions(&hub.fetch(now.cursor).unwrap().events), vec![5]);
+    }
+
+    #[test]
+    fn window_is_bounded_by_count_and_reports_the_oldest() {
+        let hub = hub(3, 1 << 20, 10);
         for r in 1..=5 {
             hub.publish(vec![ev(r, "k")]);
         }
@@ -202,21 +370,121 @@ mod tests {
             hub.subscribe(2).err(),
             Some(WatchError::Compacted { oldest: 3 })
         );
-        assert_eq!(hub.subscribe(3).unwrap().backlog.len(), 3);
+        let sub = hub.subscribe(3).unwrap();
+        assert_eq!(
+            revisions(&hub.fetch(sub.cursor).unwrap().events),
+            vec![3, 4, 5]
+        );
         // A revision with several events is dropped whole.
         hub.publish(vec![ev(6, "x"), ev(6, "y")]);
         assert_eq!(hub.oldest(), 5);
+        // The watcher that was at revision 3 is now behind.
+        assert_eq!(hub.fetch(sub.cursor), Err(FetchError::Behind));
         let sub = hub.subscribe(5).unwrap();
-        let revs: Vec<u64> = sub.backlog.iter().map(|e| e.revision).collect();
-        assert_eq!(revs, vec![5, 6, 6]);
+        assert_eq!(
+            revisions(&hub.fetch(sub.cursor).unwrap().events),
+            vec![5, 6, 6]
+        );
+    }
+
+    #[test]
+    fn window_is_bounded_by_bytes_but_keeps_the_newest_revision() {
+        let big = |r: u64| Event {
+            revision: r,
+            key: "k".into(),
+            value: Some(bytes::Bytes::from(vec![0u8; 1000])),
+        };
+        let hub = hub(1000, 2500, 10);
+        for r in 1..=10 {
+            hub.publish(vec![big(r)]);
+        }
+        assert!(hub.history_bytes() <= 2500);
+        assert_eq!(hub.oldest(), 9);
+        // One revision bigger than the whole budget is still kept.
+        let huge = Event {
+            revision: 11,
+            key: "k".into(),
+            value: Some(bytes::Bytes::from(vec![0u8; 10_000])),
+        };
+        hub.publish(vec![huge]);
+        assert_eq!(hub.oldest(), 11);
+        let sub = hub.subscribe(11).unwrap();
+        assert_eq!(revisions(&hub.fetch(sub.cursor).unwrap().events), vec![11]);
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_bytes_and_never_splits_a_revision() {
+        let hub = hub(100_000, 1 << 30, 10);
+        let value = bytes::Bytes::from(vec![0u8; BATCH_BYTES / 4]);
+        for r in 1..=10 {
+            let e = |k: &str| Event {
+                revision: r,
+                key: k.into(),
+                value: Some(value.clone()),
+            };
+            hub.publish(vec![e("a"), e("b"), e("c")]);
+        }
+        let sub = hub.subscribe(1).unwrap();
+        let (mut cursor, mut seen) = (sub.cursor, Vec::new());
+        loop {
+            let b = hub.fetch(cursor).unwrap();
+            if b.events.is_empty() {
+                break;
+            }
+            assert!(b.events.len() <= 6, "a batch of {} events", b.events.len());
+            assert_eq!(b.events.len() % 3, 0, "a revision was split");
+            assert_eq!(b.caught_up, seen.len() + b.events.len() == 30);
+            seen.extend(revisions(&b.events));
+            cursor = b.cursor;
+        }
+        assert_eq!(seen.len(), 30);
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn watchers_are_capped_and_slots_come_back() {
+        let hub = hub(10, 1 << 20, 2);
+        let a = hub.subscribe(0).unwrap();
+        let _b = hub.subscribe(0).unwrap();
+        assert_eq!(
+            hub.subscribe(0).err(),
+            Some(WatchError::TooMany { limit: 2 })
+        );
+        drop(a);
+        assert!(hub.subscribe(0).is_ok());
+    }
+
+    #[test]
+    fn reset_puts_open_watchers_behind_and_close_ends_them() {
+        let hub = hub(10, 1 << 20, 10);
+        hub.publish(vec![ev(1, "a")]);
+        let sub = hub.subscribe(0).unwrap();
         hub.reset(10);
         assert_eq!(hub.oldest(), 11);
-        let mut sub = hub.subscribe(0).unwrap();
+        assert_eq!(hub.fetch(sub.cursor), Err(FetchError::Behind));
+        let mut after = hub.subscribe(0).unwrap();
+        hub.publish(vec![ev(11, "b")]);
+        assert_eq!(
+            revisions(&hub.fetch(after.cursor).unwrap().events),
+            vec![11]
+        );
         hub.close();
-        assert!(matches!(
-            sub.live.try_recv(),
-            Err(broadcast::error::TryRecvError::Closed)
-        ));
+        assert_eq!(hub.fetch(after.cursor), Err(FetchError::Closed));
+        after.wake.borrow_and_update();
+        assert!(after.wake.changed().now_or_never_is_err());
         assert_eq!(hub.subscribe(0).err(), Some(WatchError::Closed));
+    }
+
+    /// `changed()` of a closed channel resolves at once with an error.
+    trait NowOrNever {
+        fn now_or_never_is_err(self) -> bool;
+    }
+
+    impl<F: std::future::Future<Output = Result<(), watch::error::RecvError>>> NowOrNever for F {
+        fn now_or_never_is_err(self) -> bool {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let mut fut = std::pin::pin!(self);
+            matches!(fut.as_mut().poll(&mut cx), std::task::Poll::Ready(Err(_)))
+        }
     }
 }

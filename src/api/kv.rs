@@ -23,18 +23,22 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
 
 use super::{flag, header_value, percent_decode, query_params, read_body};
 use super::{ApiError, ApiState};
 use crate::kv::{Command, Compare, CompareOp, CompareTarget, Event, Outcome, Precondition, TxnOp};
-use crate::metrics::METRICS;
 use crate::raft::node::Query;
-use crate::watch::{Revision, WatchError};
+use crate::watch::{FetchError, WatchError, WatchHub, WatcherSlot};
 
 /// Default and largest page of a prefix read.
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
+/// Bytes of keys and values at which a page of a prefix read stops (with `more: true`;
+/// a page always holds at least one key). The JSON answer is at most about 4/3 of it (base64)
+/// or 6 times (a value of control characters, escaped), plus per-key fields.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+/// Bytes of JSON written to the connection at a time by a prefix read.
+const LIST_CHUNK: usize = 64 * 1024;
 /// Largest `/v1/txn` body.
 const MAX_TXN_BODY: usize = 8 << 20;
 /// Header carrying the store revision.
@@ -45,7 +49,7 @@ fn json_err(status: StatusCode, reason: impl Into<String>) -> ApiError {
 }
 
 /// The key after `/v1/kv/` (or `/v1/watch/`), percent-decoded.
-fn key_of(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
+pub(super) fn key_of(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
     let raw = uri
         .path()
         .strip_prefix(prefix)
@@ -98,7 +102,7 @@ fn encode_value(obj: &mut serde_json::Map<String, Value>, value: &[u8], base64: 
     }
 }
 
-fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
+pub(super) fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     let text = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
         headers
             .get(&name)
@@ -216,27 +220,106 @@ async fn list(
         prefix,
         start_after: p.get("start_after").cloned(),
         limit,
+        max_bytes: MAX_PAGE_BYTES,
     };
     let read = s
         .node
         .read(query, lin)
         .await
         .map_err(|e| ApiError::from(e).json())?;
-    let kvs: Vec<Value> = read
-        .kvs
-        .iter()
-        .map(|(k, e)| {
-            let mut obj = serde_json::Map::new();
-            obj.insert("key".into(), Value::String(k.clone()));
-            encode_value(&mut obj, &e.value, base64);
-            obj.insert("create_revision".into(), e.create_revision.into());
-            obj.insert("mod_revision".into(), e.mod_revision.into());
-            obj.insert("version".into(), e.version.into());
-            Value::Object(obj)
-        })
-        .collect();
-    let body = json!({ "kvs": kvs, "more": read.more, "revision": read.revision });
-    Ok(with_revision(Json(body).into_response(), read.revision))
+    let revision = read.revision;
+    let page = ListBody {
+        kvs: read.kvs.into_iter(),
+        more: read.more,
+        revision,
+        base64,
+        started: false,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(page, |mut page| async move {
+        let chunk = page.next_chunk()?;
+        Some((Ok::<Bytes, Infallible>(chunk), page))
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(with_revision(resp, revision))
+}
+
+/// One listed key, as JSON. Fields in alphabetical order: the same bytes as the
+/// `serde_json::Map` this replaced, so the documented answers did not change.
+#[derive(serde::Serialize)]
+struct ListedKey<'a> {
+    create_revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+    key: &'a str,
+    mod_revision: u64,
+    value: std::borrow::Cow<'a, str>,
+    version: u64,
+}
+
+impl<'a> ListedKey<'a> {
+    fn new(key: &'a str, e: &'a crate::kv::Entry, base64: bool) -> ListedKey<'a> {
+        let (value, encoding) = match (base64, std::str::from_utf8(&e.value)) {
+            (false, Ok(text)) => (std::borrow::Cow::Borrowed(text), None),
+            (force, _) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&e.value);
+                (encoded.into(), (!force).then_some("base64"))
+            }
+        };
+        ListedKey {
+            create_revision: e.create_revision,
+            encoding,
+            key,
+            mod_revision: e.mod_revision,
+            value,
+            version: e.version,
+        }
+    }
+}
+
+/// A prefix listing's JSON body, written in chunks of about [`LIST_CHUNK`] bytes as the
+/// connection takes them, instead of one document built in memory (a listing of 50 MiB
+/// of values built a 300 MiB `serde_json::Value` tree before).
+struct ListBody {
+    kvs: std::vec::IntoIter<(String, crate::kv::Entry)>,
+    more: bool,
+    revision: u64,
+    base64: bool,
+    started: bool,
+    done: bool,
+}
+
+impl ListBody {
+    /// The next chunk of the body; `None` after the last.
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(LIST_CHUNK);
+        if !self.started {
+            buf.extend_from_slice(b"{\"kvs\":[");
+        }
+        for (key, entry) in self.kvs.by_ref() {
+            if std::mem::replace(&mut self.started, true) {
+                buf.push(b',');
+            }
+            // Serializing plain strings and numbers into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut buf, &ListedKey::new(&key, &entry, self.base64));
+            if buf.len() >= LIST_CHUNK {
+                return Some(buf.into());
+            }
+        }
+        self.started = true;
+        self.done = true;
+        let tail = json!({ "more": self.more, "revision": self.revision }).to_string();
+        buf.extend_from_slice(b"],");
+        buf.extend_from_slice(tail.trim_start_matches('{').as_bytes());
+        Some(buf.into())
+    }
 }
 
 pub(crate) async fn put(
@@ -345,7 +428,7 @@ pub(crate) async fn delete(
 /// `POST /v1/txn` body.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TxnRequest {
+pub(super) struct TxnRequest {
     #[serde(default)]
     compare: Vec<TxnCompare>,
     #[serde(default)]
@@ -410,7 +493,7 @@ pub(crate) async fn txn(
     }
 }
 
-fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
+pub(super) fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
     let bad = |m: String| json_err(StatusCode::BAD_REQUEST, m);
     let base64 = match req.encoding.as_deref() {
         None | Some("utf8") => false,
@@ -496,35 +579,28 @@ fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
     })
 }
 
-/// Counts a watcher for its lifetime.
-struct WatcherGuard;
-
-impl WatcherGuard {
-    fn new() -> WatcherGuard {
-        METRICS.watchers.inc();
-        WatcherGuard
-    }
-}
-
-impl Drop for WatcherGuard {
-    fn drop(&mut self) {
-        METRICS.watchers.dec();
-    }
-}
+/// Bytes of events a watcher renders before it yields to the other tasks (the raft loop runs
+/// on the same threads): watchers catching up must not starve it.
+const WATCH_YIELD_BYTES: usize = 64 * 1024;
 
 struct WatchState {
+    hub: Arc<WatchHub>,
     key: String,
     prefix: bool,
     base64: bool,
-    /// The first revision to report: earlier events (live ones too) are skipped.
+    /// The first revision to report: earlier events are skipped.
     start: u64,
-    /// Events taken (from the backlog or live) and not yet delivered or filtered out.
-    pending: VecDeque<Arc<Event>>,
-    live: broadcast::Receiver<Revision>,
-    /// Where to resume if the stream is cut: every revision before it was fully handled.
+    /// Rendered events of the last batch not yet sent (about [`crate::watch::BATCH_BYTES`]).
+    pending: VecDeque<SseEvent>,
+    /// Where the next fetch from the history starts.
+    cursor: u64,
+    wake: tokio::sync::watch::Receiver<u64>,
+    /// Where to resume if the stream is cut: every revision before it was fully sent.
     next: u64,
+    /// Bytes rendered since this watcher last yielded.
+    since_yield: usize,
     done: bool,
-    _guard: WatcherGuard,
+    _slot: WatcherSlot,
 }
 
 impl WatchState {
@@ -552,37 +628,66 @@ impl WatchState {
             .data(Value::Object(obj).to_string())
     }
 
+    /// Renders a batch into `pending`, letting other tasks run now and then: every event
+    /// counts against tokio's budget, and every [`WATCH_YIELD_BYTES`] rendered yield outright.
+    /// Both waits come before rendering, never between rendering and sending: a watcher whose
+    /// client stopped reading then holds no rendered event of its own beyond the batch.
+    async fn render_batch(&mut self, events: &[Arc<Event>]) {
+        for e in events {
+            tokio::task::consume_budget().await;
+            if !self.wanted(e) {
+                continue;
+            }
+            if self.since_yield >= WATCH_YIELD_BYTES {
+                self.since_yield = 0;
+                tokio::task::yield_now().await;
+            }
+            self.pending.push_back(self.render(e));
+            self.since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
+        }
+        if let Some(last) = events.last() {
+            // Batches hold whole revisions; the next fetch happens once all of this was sent.
+            self.next = self.next.max(last.revision + 1);
+        }
+    }
+
+    fn cut_off(&mut self) -> SseEvent {
+        self.done = true;
+        let data = json!({
+            "error": "this watcher fell too far behind and was cut off",
+            "resume_from_revision": self.next,
+        });
+        SseEvent::default().event("error").data(data.to_string())
+    }
+
     async fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             if self.done {
                 return None;
             }
-            while let Some(e) = self.pending.pop_front() {
-                if self
-                    .pending
-                    .front()
-                    .is_none_or(|n| n.revision != e.revision)
-                {
-                    // The last event of its revision: that revision is fully handled.
-                    self.next = self.next.max(e.revision + 1);
-                }
-                if self.wanted(&e) {
-                    return Some(self.render(&e));
-                }
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(ev);
             }
-            // Live revisions all come after the backlog: both were taken under the hub's lock.
-            match self.live.recv().await {
-                Ok(revision) => self.pending.extend(revision.iter().cloned()),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.done = true;
-                    let data = json!({
-                        "error": "this watcher fell too far behind and was cut off",
-                        "resume_from_revision": self.next,
-                    });
-                    return Some(SseEvent::default().event("error").data(data.to_string()));
+            // Mark the signal seen before looking, so a publish after the look wakes us.
+            self.wake.borrow_and_update();
+            let batch = match self.hub.fetch(self.cursor) {
+                Ok(batch) => batch,
+                Err(FetchError::Behind) => return Some(self.cut_off()),
+                Err(FetchError::Closed) => return None,
+            };
+            if batch.events.is_empty() {
+                if self.wake.changed().await.is_err() {
+                    return None;
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                continue;
             }
+            let hub = self.hub.clone();
+            let _turn = match batch.caught_up {
+                true => None,
+                false => hub.catch_up_turn().await,
+            };
+            self.render_batch(&batch.events).await;
+            self.cursor = batch.cursor;
         }
     }
 }
@@ -613,20 +718,27 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
             format!("revision {from} is no longer available to watch; the oldest is {oldest}"),
         )
         .with(json!({ "oldest_revision": oldest })),
+        WatchError::TooMany { limit } => json_err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many watchers: the limit of {limit} (--max-watchers) is reached; try again later"),
+        ),
         WatchError::Closed => {
             json_err(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down")
         }
     })?;
     let state = WatchState {
+        hub: s.watch.clone(),
         key,
         prefix,
         base64,
         start: sub.start,
-        pending: sub.backlog.into(),
-        live: sub.live,
+        pending: VecDeque::new(),
+        cursor: sub.cursor,
+        wake: sub.wake,
         next: sub.start,
+        since_yield: 0,
         done: false,
-        _guard: WatcherGuard::new(),
+        _slot: sub.slot,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         st.next_event()

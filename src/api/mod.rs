@@ -5,6 +5,7 @@
 //!   `/v1/txn`, and `/v1/watch/<key>` (Server-Sent Events).
 //! - `members`: `/v1/members` — list, add (voter or learner), promote, remove.
 //! - `ops`: `/health`, `/v1/status`, `/metrics`.
+//! - `serve`: the accept loop (connection cap, header and idle timeouts, graceful drain).
 //!
 //! Every error is a status code and a one-line reason (JSON under `/v1`, plain text on the
 //! root API). Writes that time out after reaching raft say "outcome unknown" (504); writes
@@ -13,7 +14,10 @@
 mod kv;
 mod members;
 mod ops;
+#[cfg(test)]
+mod proptests;
 mod root;
+pub mod serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -262,7 +266,12 @@ pub(crate) fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
-/// Reads a request body of at most `limit` bytes (413 above it).
+/// Time a client has to send a request's body once its headers arrived (408 after it): a
+/// client dribbling a body must not hold a handler and a connection slot forever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a request body of at most `limit` bytes (413 above it; 408 if it is not complete
+/// within [`BODY_READ_TIMEOUT`]).
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -281,7 +290,17 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    read.map_err(|e| {
         let over = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if over || e.to_string().contains("length limit") {
@@ -301,8 +320,10 @@ pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, Api
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits exactly (`from_str_radix` alone would take "%+5").
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| bad_request("malformed percent-encoding"))?;
@@ -369,6 +390,8 @@ mod tests {
         assert!(percent_decode("bad%2", false).is_err());
         assert!(percent_decode("bad%zz", false).is_err());
         assert!(percent_decode("%ff", false).is_err());
+        assert!(percent_decode("%+5", false).is_err());
+        assert!(percent_decode("%-1", false).is_err());
     }
 
     #[test]

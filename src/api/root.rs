@@ -19,14 +19,10 @@ fn membership_hint(e: ApiError) -> ApiError {
     ))
 }
 
-pub(crate) async fn handle(
-    State(s): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let raw = uri.path().strip_prefix('/').unwrap_or(uri.path());
+/// The key named by a root-API path: percent-decoded, not empty, not an operator endpoint
+/// (a `PUT` there is `400`, anything else `404`).
+pub(super) fn root_key(path: &str, method: &Method) -> Result<String, ApiError> {
+    let raw = path.strip_prefix('/').unwrap_or(path);
     if raw.is_empty() {
         return Err(bad_request("missing key: use /<key>"));
     }
@@ -44,6 +40,17 @@ pub(crate) async fn handle(
             err
         });
     }
+    Ok(key)
+}
+
+pub(crate) async fn handle(
+    State(s): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = root_key(uri.path(), &method)?;
     match method {
         Method::PUT => {
             let value = read_body(&headers, body, s.max_value_size).await?;

@@ -18,11 +18,13 @@ pub(super) type PendingRead = (Query, oneshot::Sender<Result<ReadResult>>);
 pub enum Query {
     /// One key.
     Get(String),
-    /// Keys with a prefix, in order, after `start_after`, at most `limit`.
+    /// Keys with a prefix, in order, after `start_after`, at most `limit`, and no more keys
+    /// once their keys and values reach `max_bytes` (always at least one key).
     Range {
         prefix: String,
         start_after: Option<String>,
         limit: usize,
+        max_bytes: usize,
     },
 }
 
@@ -31,7 +33,7 @@ pub enum Query {
 pub struct ReadResult {
     pub revision: u64,
     pub kvs: Vec<(String, kv::Entry)>,
-    /// A range stopped at its limit with more keys after it.
+    /// A range stopped at its limit (of keys or bytes) with more keys after it.
     pub more: bool,
 }
 
@@ -120,15 +122,13 @@ impl Node {
                 prefix,
                 start_after,
                 limit,
+                max_bytes,
             } => {
-                let mut kvs: Vec<(String, kv::Entry)> = self
-                    .kv
-                    .range_from(prefix, start_after.as_deref())
-                    .take(limit.saturating_add(1))
-                    .map(|(k, e)| (k.clone(), e.clone()))
-                    .collect();
-                let more = kvs.len() > *limit;
-                kvs.truncate(*limit);
+                let (kvs, more) = take_page(
+                    self.kv.range_from(prefix, start_after.as_deref()),
+                    *limit,
+                    *max_bytes,
+                );
                 ReadResult {
                     revision,
                     kvs,
@@ -136,5 +136,73 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// The bytes a key counts for in a page's budget: its key and its value.
+fn entry_bytes(key: &str, entry: &kv::Entry) -> usize {
+    key.len().saturating_add(entry.value.len())
+}
+
+/// One page of a range: keys in order until `limit` keys, or until the keys and values taken
+/// reach `max_bytes` — but always at least one key, so a page makes progress whatever the
+/// size of a value. `more` is true if keys follow the page. Values are `Bytes`, so a page
+/// shares them with the state machine instead of copying.
+pub(super) fn take_page<'a>(
+    mut range: impl Iterator<Item = (&'a String, &'a kv::Entry)>,
+    limit: usize,
+    max_bytes: usize,
+) -> (Vec<(String, kv::Entry)>, bool) {
+    let mut kvs = Vec::new();
+    let mut bytes = 0usize;
+    for (k, e) in range.by_ref() {
+        if kvs.len() >= limit || (!kvs.is_empty() && bytes >= max_bytes) {
+            return (kvs, true);
+        }
+        bytes = bytes.saturating_add(entry_bytes(k, e));
+        kvs.push((k.clone(), e.clone()));
+    }
+    (kvs, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(sizes: &[usize]) -> Vec<(String, kv::Entry)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let e = kv::Entry {
+                    value: bytes::Bytes::from(vec![b'v'; n]),
+                    create_revision: 1,
+                    mod_revision: 1,
+                    version: 1,
+                };
+                (format!("k{i}"), e)
+            })
+            .collect()
+    }
+
+    fn page(all: &[(String, kv::Entry)], limit: usize, max_bytes: usize) -> (usize, bool) {
+        let (kvs, more) = take_page(all.iter().map(|(k, e)| (k, e)), limit, max_bytes);
+        (kvs.len(), more)
+    }
+
+    #[test]
+    fn a_page_stops_at_its_key_limit_or_byte_budget() {
+        let all = entries(&[10, 10, 10, 10]);
+        assert_eq!(page(&all, 10, 1000), (4, false));
+        assert_eq!(page(&all, 4, 1000), (4, false));
+        assert_eq!(page(&all, 3, 1000), (3, true));
+        // Each entry is 12 bytes ("k0" + 10): the budget is reached after the second.
+        assert_eq!(page(&all, 10, 24), (2, true));
+        assert_eq!(page(&all, 10, 25), (3, true));
+        // A value above the budget still makes a page of one.
+        let big = entries(&[100, 1]);
+        assert_eq!(page(&big, 10, 5), (1, true));
+        assert_eq!(page(&big, 10, 0), (1, true));
+        assert_eq!(page(&[], 10, 0), (0, false));
     }
 }
