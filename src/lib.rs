@@ -23,9 +23,16 @@
 //!
 //! ## Durability
 //! Entries and hard state reach the WAL and are fsynced before this node acknowledges,
-//! votes or counts itself in a quorum. Every `--snapshot-count` applied entries the map is
-//! serialized, a slice per loop iteration, as of one applied index, written to a snapshot file
+//! votes or counts itself in a quorum. Every `--snapshot-count` applied entries (or
+//! `--snapshot-bytes` of log, so the log is bounded by size too) the map is serialized, a slice per loop iteration, as of one applied index, written to a snapshot file
 //! ([`storage::snapshot`]) by a helper thread, and the log before it compacted.
+//!
+//! ## Hostile input
+//! Every input is bounded and checked before it can do harm: peer connections identify
+//! themselves once ([`raft::transport`]), raft messages no honest peer can send are refused
+//! before raft-rs sees them (`raft::node::guard`), received snapshots are verified before they
+//! are durable, and a data dir whose durable state went backwards refuses to start
+//! ([`storage::datadir`]). docs/SECURITY.md says what still gets through.
 //!
 //! ## Deliberately missing
 //! No TLS or authentication on either port yet; reads always go through ReadIndex (no leases);
