@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::kv::{Command, Kv, Outcome};
 use crate::metrics::METRICS;
 use crate::raft::persist::LogWriter;
-use crate::raft::transport::Transport;
+use crate::raft::transport::{InboundShare, Transport};
 use crate::storage::RaftStorage;
 use crate::watch::WatchHub;
 
@@ -82,8 +82,9 @@ pub enum Input {
         linearizable: bool,
         reply: oneshot::Sender<Result<ReadResult>>,
     },
-    /// A message from a peer.
-    Raft(Box<Message>),
+    /// A message from a peer, with the share of the transport's inbound budget it holds until
+    /// it has been stepped.
+    Raft(Box<Message>, InboundShare),
     /// The transport could not deliver to this peer.
     Unreachable(u64),
     /// The transport finished (or failed) sending a snapshot.
@@ -408,7 +409,8 @@ impl Node {
                     let _ = reply.send(Ok(self.query(&query)));
                 }
             }
-            Input::Raft(m) => self.on_peer_message(*m),
+            // The budget share is released once the message has been stepped.
+            Input::Raft(m, _share) => self.on_peer_message(*m),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::SnapshotSent { to, ok } => {
                 let status = if ok {

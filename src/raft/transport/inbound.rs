@@ -385,8 +385,12 @@ impl Session {
         reader: &mut R,
         t: &Arc<Inner>,
     ) -> Result<(), Refusal> {
-        // Each frame's permit is held until its messages were handed over.
-        while let Some((frame, _permit)) = read_frame(reader, &t.inbound.budget, MAX_FRAME).await? {
+        // Each frame's permit is held until the node has stepped every message in it (the
+        // messages travel with a share of it), so the node's queue is inside the budget too.
+        while let Some((frame, permit)) = read_frame(reader, &t.inbound.budget, MAX_FRAME).await? {
+            let share = InboundShare {
+                _permit: Some(Arc::new(permit)),
+            };
             match frame {
                 Frame::Hello(_) => return Err(Refusal::SecondHello),
                 Frame::Messages(msgs) => {
@@ -396,7 +400,7 @@ impl Session {
                         if m.get_msg_type() == MessageType::MsgSnapshot {
                             return Err(Refusal::InlineSnapshot);
                         }
-                        deliver(t, m).await?;
+                        deliver(t, m, share.clone()).await?;
                     }
                 }
                 Frame::SnapHead {
@@ -433,7 +437,8 @@ impl Session {
                         bytes = m.get_snapshot().data.len(),
                         "received snapshot"
                     );
-                    deliver(t, m).await?;
+                    // Read back from its file: outside the budget (bounded by MAX_SNAPSHOT).
+                    deliver(t, m, InboundShare::default()).await?;
                 }
             }
         }
@@ -452,9 +457,23 @@ impl Session {
     }
 }
 
-async fn deliver(t: &Inner, m: Message) -> Result<(), Refusal> {
+/// A message's share of the inbound budget: the frame it came in stays counted until the node
+/// has stepped (and dropped) every message of it.
+#[derive(Clone, Default)]
+pub struct InboundShare {
+    /// Released when the last message of its frame is dropped.
+    _permit: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl std::fmt::Debug for InboundShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InboundShare")
+    }
+}
+
+async fn deliver(t: &Inner, m: Message, share: InboundShare) -> Result<(), Refusal> {
     t.node
-        .send_async(Input::Raft(Box::new(m)))
+        .send_async(Input::Raft(Box::new(m), share))
         .await
         .map_err(|_| Refusal::NodeStopped)
 }

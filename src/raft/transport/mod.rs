@@ -35,6 +35,7 @@
 pub mod frame;
 mod inbound;
 mod outbound;
+pub use inbound::InboundShare;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -323,7 +324,7 @@ mod tests {
     fn next_message(rx: &flume::Receiver<Input>) -> Message {
         loop {
             match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Input::Raft(m)) => return *m,
+                Ok(Input::Raft(m, _)) => return *m,
                 Ok(_) => continue,
                 Err(e) => panic!("no message: {e}"),
             }
@@ -343,7 +344,7 @@ mod tests {
         let mut first = None;
         for _ in 0..200 {
             if t.send(vec![append(1, 0, 10)]).is_empty() {
-                if let Ok(Input::Raft(m)) = rx.recv_timeout(Duration::from_millis(50)) {
+                if let Ok(Input::Raft(m, _)) = rx.recv_timeout(Duration::from_millis(50)) {
                     first = Some(m);
                     break;
                 }
@@ -376,7 +377,7 @@ mod tests {
             if t.send(vec![append(1, 0, 10)]).is_empty()
                 && matches!(
                     rx.recv_timeout(Duration::from_millis(50)),
-                    Ok(Input::Raft(_))
+                    Ok(Input::Raft(_, _))
                 )
             {
                 break;
@@ -445,7 +446,7 @@ mod tests {
         let mut delivered = false;
         for i in 2..400 {
             assert!(t.send(vec![append(1, i, 10)]).is_empty());
-            if let Ok(Input::Raft(m)) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Ok(Input::Raft(m, _)) = rx.recv_timeout(Duration::from_millis(50)) {
                 assert!(m.index >= 2);
                 delivered = true;
                 break;
@@ -600,6 +601,39 @@ mod tests {
 
     /// A frame's size is taken from the shared budget once its header arrives (before the
     /// body does), and given back when the connection ends.
+    #[test]
+    fn a_delivered_message_holds_its_frames_budget_until_the_node_drops_it() {
+        use std::io::Write;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let (addr, rx, t) = receiver_transport(&rt, dir.path());
+        let mut s = raw(&addr, 2, 0x2222);
+        let frames = frame::encode_messages(&[append(1, 7, 4096), append(1, 8, 4096)], 1 << 20)
+            .expect("encode");
+        s.write_all(&frames).expect("frame");
+        let first = loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(input @ Input::Raft(..)) => break input,
+                Ok(_) => continue,
+                Err(e) => panic!("no message: {e}"),
+            }
+        };
+        // Both messages are queued for the node: the frame is still counted.
+        let held = t.inbound_buffered_bytes();
+        assert!(held > 8192, "{held} bytes counted");
+        drop(first);
+        assert_eq!(
+            t.inbound_buffered_bytes(),
+            held,
+            "the second message still holds it"
+        );
+        let second = next_message(&rx);
+        assert_eq!(second.index, 8);
+        wait_for("the budget to be released", || {
+            t.inbound_buffered_bytes() == 0
+        });
+    }
+
     #[test]
     fn a_frame_holds_the_inbound_budget_only_while_it_is_read() {
         use std::io::Write;
