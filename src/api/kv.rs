@@ -590,8 +590,15 @@ struct WatchState {
     base64: bool,
     /// The first revision to report: earlier events are skipped.
     start: u64,
-    /// Rendered events of the last batch not yet sent (about [`crate::watch::BATCH_BYTES`]).
-    pending: VecDeque<SseEvent>,
+    /// Events of the last batch not yet sent, rendered one at a time as the client takes
+    /// them: a watcher whose client stopped reading holds no rendered event but the one its
+    /// connection is writing (the events themselves are shared with the history).
+    pending: VecDeque<Arc<Event>>,
+    /// Whether the last batch reached the end of the history (else it is catch-up work).
+    caught_up: bool,
+    /// The revision after the last batch: every revision before it is sent once `pending`
+    /// is empty.
+    batch_end: u64,
     /// Where the next fetch from the history starts.
     cursor: u64,
     wake: tokio::sync::watch::Receiver<u64>,
@@ -628,27 +635,24 @@ impl WatchState {
             .data(Value::Object(obj).to_string())
     }
 
-    /// Renders a batch into `pending`, letting other tasks run now and then: every event
-    /// counts against tokio's budget, and every [`WATCH_YIELD_BYTES`] rendered yield outright.
-    /// Both waits come before rendering, never between rendering and sending: a watcher whose
-    /// client stopped reading then holds no rendered event of its own beyond the batch.
-    async fn render_batch(&mut self, events: &[Arc<Event>]) {
-        for e in events {
-            tokio::task::consume_budget().await;
-            if !self.wanted(e) {
-                continue;
-            }
-            if self.since_yield >= WATCH_YIELD_BYTES {
-                self.since_yield = 0;
-                tokio::task::yield_now().await;
-            }
-            self.pending.push_back(self.render(e));
-            self.since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
+    /// Renders the next pending event, letting other tasks run now and then: every event
+    /// counts against tokio's budget, every [`WATCH_YIELD_BYTES`] rendered yield outright, and
+    /// catch-up work waits for one of the hub's turns. Every wait comes before rendering,
+    /// never between rendering and sending.
+    async fn render_next(&mut self) -> Option<SseEvent> {
+        let e = self.pending.pop_front()?;
+        tokio::task::consume_budget().await;
+        if self.since_yield >= WATCH_YIELD_BYTES {
+            self.since_yield = 0;
+            tokio::task::yield_now().await;
         }
-        if let Some(last) = events.last() {
-            // Batches hold whole revisions; the next fetch happens once all of this was sent.
-            self.next = self.next.max(last.revision + 1);
-        }
+        let hub = self.hub.clone();
+        let _turn = match self.caught_up {
+            true => None,
+            false => hub.catch_up_turn().await,
+        };
+        self.since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
+        Some(self.render(&e))
     }
 
     fn cut_off(&mut self) -> SseEvent {
@@ -665,9 +669,11 @@ impl WatchState {
             if self.done {
                 return None;
             }
-            if let Some(ev) = self.pending.pop_front() {
+            if let Some(ev) = self.render_next().await {
                 return Some(ev);
             }
+            // Batches hold whole revisions: all of the last one is sent.
+            self.next = self.next.max(self.batch_end);
             // Mark the signal seen before looking, so a publish after the look wakes us.
             self.wake.borrow_and_update();
             let batch = match self.hub.fetch(self.cursor) {
@@ -681,12 +687,12 @@ impl WatchState {
                 }
                 continue;
             }
-            let hub = self.hub.clone();
-            let _turn = match batch.caught_up {
-                true => None,
-                false => hub.catch_up_turn().await,
-            };
-            self.render_batch(&batch.events).await;
+            if let Some(last) = batch.events.last() {
+                self.batch_end = last.revision + 1;
+            }
+            self.caught_up = batch.caught_up;
+            let wanted = batch.events.into_iter().filter(|e| self.wanted(e));
+            self.pending = wanted.collect();
             self.cursor = batch.cursor;
         }
     }
@@ -733,6 +739,8 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
         base64,
         start: sub.start,
         pending: VecDeque::new(),
+        caught_up: true,
+        batch_end: sub.start,
         cursor: sub.cursor,
         wake: sub.wake,
         next: sub.start,
