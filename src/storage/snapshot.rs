@@ -146,7 +146,7 @@ pub fn decode(raw: Vec<u8>) -> std::result::Result<Snapshot, (u64, &'static str)
         return Err((pos as u64, "metadata length out of range"));
     }
     let meta_bytes = &raw[pos..pos + meta_len];
-    wire::check(meta_bytes, &wire::SNAPSHOT_METADATA).map_err(|why| (pos as u64, why))?;
+    wire::check(meta_bytes, &wire::SNAPSHOT_METADATA).map_err(|why| (pos as u64, why.reason()))?;
     let meta =
         SnapshotMetadata::parse_from_bytes(meta_bytes).map_err(|_| (pos as u64, "bad metadata"))?;
     pos += meta_len;

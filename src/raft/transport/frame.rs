@@ -22,6 +22,8 @@ use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
+use crate::storage::wire::{self, Shape};
+
 /// Version of this protocol, sent in the hello.
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Bytes of a frame header (length and CRC).
@@ -224,7 +226,8 @@ impl Messages {
 /// version knows (no unknown fields at any depth, at most [`MAX_ENTRIES_PER_MESSAGE`] entries).
 pub fn decode_message(b: &Bytes) -> Result<Message, FrameError> {
     let mut entries = 0;
-    check_fields(b, &MESSAGE, &mut entries)?;
+    let count = &mut |s: &Shape| entries += usize::from(std::ptr::eq(s, &ENTRY));
+    wire::check_with(b, &MESSAGE, count).map_err(|e| FrameError::Message(e.to_string()))?;
     if entries > MAX_ENTRIES_PER_MESSAGE {
         return Err(FrameError::TooManyEntries);
     }
@@ -243,86 +246,29 @@ pub fn decode_bound(len: usize) -> usize {
         + 4096
 }
 
-/// The fields of one protobuf message type that this version knows: field numbers
-/// `1..=last`, of which `nested` are messages themselves (checked too).
-struct Schema {
-    last: u64,
-    nested: &'static [(u64, &'static Schema)],
-}
-
-// eraftpb (raft-proto 0.7): Message, Entry, Snapshot, SnapshotMetadata, ConfState.
-static CONF_STATE: Schema = Schema {
+// eraftpb (raft-proto 0.7) as this protocol version knows it: Message, Entry, Snapshot,
+// SnapshotMetadata, ConfState (no field beyond `last`; the schema is not recursive, so neither
+// is the depth of the check).
+static CONF_STATE: Shape = Shape {
     last: 5,
     nested: &[],
 };
-static SNAPSHOT_METADATA: Schema = Schema {
+static SNAPSHOT_METADATA: Shape = Shape {
     last: 3,
     nested: &[(1, &CONF_STATE)],
 };
-static SNAPSHOT: Schema = Schema {
+static SNAPSHOT: Shape = Shape {
     last: 2,
     nested: &[(2, &SNAPSHOT_METADATA)],
 };
-static ENTRY: Schema = Schema {
+static ENTRY: Shape = Shape {
     last: 6,
     nested: &[],
 };
-static MESSAGE: Schema = Schema {
+static MESSAGE: Shape = Shape {
     last: 16,
     nested: &[(7, &ENTRY), (9, &SNAPSHOT)],
 };
-
-/// Walks protobuf fields without decoding them, checking each against `schema`; counts the
-/// entries seen in `entries`. (The schema is not recursive, so neither is the depth.)
-fn check_fields(mut b: &[u8], schema: &Schema, entries: &mut usize) -> Result<(), FrameError> {
-    let bad = |what: &str| FrameError::Message(what.to_string());
-    while !b.is_empty() {
-        let key = varint(&mut b).ok_or_else(|| bad("truncated field key"))?;
-        let (field, wire) = (key >> 3, key & 7);
-        if field == 0 || field > schema.last {
-            return Err(FrameError::Message(format!("unknown field {field}")));
-        }
-        let skip = match wire {
-            0 => {
-                varint(&mut b).ok_or_else(|| bad("truncated varint"))?;
-                0
-            }
-            1 => 8,
-            2 => usize::try_from(varint(&mut b).ok_or_else(|| bad("truncated length"))?)
-                .map_err(|_| bad("length out of range"))?,
-            5 => 4,
-            w => return Err(FrameError::Message(format!("wire type {w}"))),
-        };
-        let body = b.get(..skip).ok_or_else(|| bad("field cut short"))?;
-        if let Some((_, sub)) = schema.nested.iter().find(|(n, _)| *n == field) {
-            if wire != 2 {
-                return Err(FrameError::Message(format!(
-                    "field {field} is not a message"
-                )));
-            }
-            if std::ptr::eq(*sub, &ENTRY) {
-                *entries += 1;
-            }
-            check_fields(body, sub, entries)?;
-        }
-        b = &b[skip..];
-    }
-    Ok(())
-}
-
-/// Reads a protobuf varint (at most 10 bytes).
-fn varint(b: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let byte = *b.get(i)?;
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            *b = &b[i + 1..];
-            return Some(v);
-        }
-    }
-    None
-}
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
