@@ -124,24 +124,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         data_dir = %cfg.data_dir.display(),
         "serving"
     );
-    let fd_limit = api::serve::fd_limit();
-    let limits = api::serve::ServeLimits {
-        max_connections: api::serve::connection_cap(cfg.max_connections, fd_limit),
-        header_timeout: cfg.client_header_timeout,
-    };
-    if (limits.max_connections as u64).saturating_add(api::serve::FD_RESERVE) > fd_limit {
-        tracing::warn!(
-            max_connections = limits.max_connections,
-            fd_limit,
-            "--max-connections leaves fewer than {} descriptors for the WAL, snapshots and peers",
-            api::serve::FD_RESERVE
-        );
-    }
-    tracing::info!(
-        max_connections = limits.max_connections,
-        header_timeout = ?limits.header_timeout,
-        "client port limits"
-    );
+    let limits =
+        api::serve::ServeLimits::from_flags(cfg.max_connections, cfg.client_header_timeout);
     let server = tokio::spawn(api::serve::serve(client, app, limits, stop_rx));
     tokio::select! {
         () = shutdown_signal() => tracing::info!("shutdown requested"),

@@ -73,6 +73,32 @@ pub struct ServeLimits {
     pub header_timeout: Duration,
 }
 
+impl ServeLimits {
+    /// The limits the flags ask for: the connection cap derived from the open-file limit
+    /// unless set. Logs them, and warns when the cap leaves too few descriptors for the WAL,
+    /// snapshots and peers.
+    pub fn from_flags(max_connections: Option<usize>, header_timeout: Duration) -> ServeLimits {
+        let fd_limit = fd_limit();
+        let limits = ServeLimits {
+            max_connections: connection_cap(max_connections, fd_limit),
+            header_timeout,
+        };
+        if (limits.max_connections as u64).saturating_add(FD_RESERVE) > fd_limit {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                fd_limit,
+                "--max-connections leaves fewer than {FD_RESERVE} descriptors for the WAL, snapshots and peers"
+            );
+        }
+        tracing::info!(
+            max_connections = limits.max_connections,
+            header_timeout = ?limits.header_timeout,
+            "client port limits"
+        );
+        limits
+    }
+}
+
 /// The connection cap: the configured one, or one derived from the open-file limit.
 ///
 /// ```
