@@ -1,7 +1,7 @@
 //! The `coordinate` binary: flags → [`Config`] → run until a signal.
 
 use clap::Parser;
-use coordinate::config::{Args, Config};
+use coordinate_server::config::{Args, Config};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: requests allocate and free many small buffers across
@@ -32,7 +32,7 @@ fn main() -> std::process::ExitCode {
         .init();
     // Idle client sockets must not starve the WAL and snapshots of descriptors: raise the
     // soft limit to the hard one (the client port also caps its connections below it).
-    match coordinate::api::serve::raise_fd_limit() {
+    match coordinate_server::api::serve::raise_fd_limit() {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(coordinate::server::run(cfg)) {
+    match runtime.block_on(coordinate_server::server::run(cfg)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coordinate: {e:#}");

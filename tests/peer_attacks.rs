@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::peer::{identity_of, peer_addr_of, RawPeer};
 use common::{field, wait_until, Cluster, WAIT_TIMEOUT};
-use coordinate::kv::{Command, Kv};
+use coordinate_server::kv::{Command, Kv};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, Snapshot};
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::peer::{frame, identity_of, peer_addr_of, RawPeer, MESSAGES, SNAP_DATA};
 use common::{field, wait_until, Cluster, WAIT_TIMEOUT};
-use coordinate::kv::{Command, Kv};
+use coordinate_server::kv::{Command, Kv};
 use raft::eraftpb::{Entry, Message, MessageType};
 
 /// The key every forged write tries to create.

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::failover::Endpoints;
 use super::http::{next_chunk, read_rest, Failure, Request};
 use super::{output, sse, Exit, Failed, Out};
-use crate::client::key_path;
+use coordinate_client::key_path;
 
 /// Where the watch stands: which events were printed, so a new stream can skip them.
 #[derive(Debug, Default)]

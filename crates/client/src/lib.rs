@@ -139,7 +139,7 @@ impl Connection {
 /// The root-API path of a key, percent-encoding everything but unreserved characters and `/`.
 ///
 /// ```
-/// use coordinate::client::key_path;
+/// use coordinate_client::key_path;
 /// assert_eq!(key_path("config/db"), "/config/db");
 /// assert_eq!(key_path("a b?"), "/a%20b%3F");
 /// ```

@@ -102,7 +102,7 @@ impl ServeLimits {
 /// The connection cap: the configured one, or one derived from the open-file limit.
 ///
 /// ```
-/// use coordinate::api::serve::connection_cap;
+/// use coordinate_server::api::serve::connection_cap;
 /// assert_eq!(connection_cap(Some(10), 1024), 10);
 /// assert_eq!(connection_cap(None, 1024), 768);
 /// assert_eq!(connection_cap(None, 100), 64);

@@ -39,11 +39,7 @@
 //! the state machine lives in memory (bounded by RAM, like etcd's working set).
 
 pub mod api;
-pub mod bench;
-pub mod check;
-pub mod client;
 pub mod config;
-pub mod ctl;
 pub mod error;
 pub mod kv;
 pub mod metrics;

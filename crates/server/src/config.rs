@@ -208,7 +208,7 @@ pub const MAX_NODE_ID: u64 = 4096;
 /// between 1 and [`MAX_NODE_ID`].
 ///
 /// ```
-/// use coordinate::config::parse_node_id;
+/// use coordinate_server::config::parse_node_id;
 /// assert_eq!(parse_node_id("4"), Ok(4));
 /// assert!(parse_node_id("+4").is_err());
 /// assert!(parse_node_id("04").is_err());
@@ -229,7 +229,7 @@ pub fn parse_node_id(s: &str) -> Result<u64, String> {
 /// query or fragment, a port from 1 to 65535, and a host that is an IP address or a DNS name.
 ///
 /// ```
-/// use coordinate::config::peer_addr;
+/// use coordinate_server::config::peer_addr;
 /// assert_eq!(peer_addr("http://127.0.0.1:12379").as_deref(), Ok("127.0.0.1:12379"));
 /// assert_eq!(peer_addr("http://[::1]:12379/").as_deref(), Ok("[::1]:12379"));
 /// assert!(peer_addr("127.0.0.1:12379").is_err());

@@ -29,6 +29,7 @@
 //! which needs a server that has the `/v1/kv` API (older servers answer 404 and every such read
 //! is counted as an error).
 
+pub mod cli;
 pub mod report;
 pub mod workload;
 
@@ -40,7 +41,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tokio::time::Instant;
 
-use crate::client::{ClientError, Connection};
+use coordinate_client::{ClientError, Connection};
 use report::{PreloadReport, Report, RunInfo, Stats};
 use workload::{Outcome, Plan, Rng, SizeRange};
 

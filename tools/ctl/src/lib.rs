@@ -22,6 +22,7 @@
 //! `0` success; `1` the cluster refused (not found, precondition failed, conflict, bad
 //! request: its reason is printed); `2` usage error; `3` unavailable or outcome unknown.
 
+pub mod cli;
 pub mod failover;
 pub mod http;
 pub mod output;
@@ -36,7 +37,7 @@ use hyper::header::{HeaderValue, IF_MATCH, IF_NONE_MATCH};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::client::key_path;
+use coordinate_client::key_path;
 use failover::{CallError, Endpoints};
 use http::{Reply, Request};
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
 use super::{ReadMode, Target, Workload};
-use crate::client::{key_path, Response};
+use coordinate_client::{key_path, Response};
 
 /// A small, fast, seedable generator (SplitMix64): the load must not wait on a lock or a
 /// syscall for randomness, and runs with the same seed send the same keys.

@@ -1,0 +1,462 @@
+//! `coordinatectl`: flags → a [`ctl::Command`] → run against the endpoints → exit code.
+//! Everything but the flags lives in the crate root.
+//!
+//! Exit codes: 0 success, 1 refused by the cluster (not found, precondition failed, ...),
+//! 2 usage error, 3 unavailable or outcome unknown.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use crate as ctl;
+use crate::{http::parse_endpoint, Command, Condition, Exit, Options};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+
+/// A client for coordinate's HTTP API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "coordinatectl",
+    version,
+    about,
+    max_term_width = 100,
+    args_override_self = true
+)]
+struct Cli {
+    /// Comma-separated client endpoints (host:port), tried in order until one can serve the
+    /// request.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:12380",
+        action = clap::ArgAction::Set
+    )]
+    endpoints: Vec<String>,
+    /// Print the server's JSON instead of human output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for each answer (the server's own request timeout is 5 s).
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
+    timeout: f64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Print a key's value (linearizable unless --serializable).
+    Get {
+        key: String,
+        /// Read this node's state without a quorum round: fast, possibly stale.
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Write a value (`-` reads it from stdin).
+    Put {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Only if the key's mod_revision is REV.
+        #[arg(long, value_name = "REV", conflicts_with = "if_absent")]
+        if_match: Option<u64>,
+        /// Only if the key does not exist.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Delete a key, or every key under a prefix.
+    Del {
+        key: String,
+        /// Delete every key starting with KEY.
+        #[arg(long, conflicts_with = "if_match")]
+        prefix: bool,
+        /// Only if the key's mod_revision is REV.
+        #[arg(long, value_name = "REV")]
+        if_match: Option<u64>,
+    },
+    /// List the keys starting with a prefix (all keys without one), in key order.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// List at most N keys.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Keys fetched per request (each page is one read).
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        page_size: usize,
+        /// Read without a quorum round: fast, possibly stale.
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Print changes to a key (or a prefix) as they happen, until interrupted.
+    Watch {
+        key: String,
+        /// Watch every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this revision (earlier changes still in the server's window are
+        /// replayed) instead of now.
+        #[arg(long, value_name = "N")]
+        from_revision: Option<u64>,
+    },
+    /// List the cluster's members.
+    Members,
+    /// Change the membership.
+    Member {
+        #[command(subcommand)]
+        action: MemberCmd,
+    },
+    /// This node's view: role, leader, term, indexes, revision, members.
+    Status {
+        /// Ask every endpoint, one row each.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check every endpoint's /health; exit 0 only if all are healthy.
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
+enum MemberCmd {
+    /// Add a node (then start it with --join).
+    Add {
+        id: u64,
+        /// The new node's peer URL (http://host:port).
+        peer_url: String,
+        /// Add it as a non-voting learner (promote it once it has caught up).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node; it shuts itself down once it applies its removal.
+    Remove { id: u64 },
+    /// Make a caught-up learner a voter.
+    Promote { id: u64 },
+}
+
+/// Validated options and command; `Err` is a usage error. `stdin` supplies `put <key> -`.
+fn resolve(
+    cli: Cli,
+    stdin: impl FnOnce() -> std::io::Result<Vec<u8>>,
+) -> Result<(Options, Command), String> {
+    let endpoints = cli
+        .endpoints
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| parse_endpoint(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
+        return Err("--endpoints: give at least one host:port".into());
+    }
+    if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
+        return Err(format!(
+            "--timeout {}: expected a positive number of seconds",
+            cli.timeout
+        ));
+    }
+    let options = Options {
+        endpoints,
+        json: cli.json,
+        timeout: Duration::from_secs_f64(cli.timeout),
+    };
+    let non_empty = |key: String| {
+        if key.is_empty() {
+            Err("the key must not be empty".to_string())
+        } else {
+            Ok(key)
+        }
+    };
+    let positive = |id: u64| {
+        if id == 0 {
+            Err("node ids start at 1".to_string())
+        } else {
+            Ok(id)
+        }
+    };
+    let command = match cli.cmd {
+        Cmd::Get { key, serializable } => Command::Get {
+            key: non_empty(key)?,
+            serializable,
+        },
+        Cmd::Put {
+            key,
+            value,
+            if_match,
+            if_absent,
+        } => {
+            let value = if value == "-" {
+                Bytes::from(stdin().map_err(|e| format!("reading the value from stdin: {e}"))?)
+            } else {
+                Bytes::from(value)
+            };
+            Command::Put {
+                key: non_empty(key)?,
+                value,
+                condition: condition(if_match, if_absent)?,
+            }
+        }
+        Cmd::Del {
+            key,
+            prefix,
+            if_match,
+        } => Command::Del {
+            // An empty prefix is every key: allowed, but only when asked for explicitly.
+            key: if prefix { key } else { non_empty(key)? },
+            prefix,
+            condition: condition(if_match, false)?,
+        },
+        Cmd::Ls {
+            prefix,
+            limit,
+            page_size,
+            serializable,
+        } => {
+            if limit == Some(0) {
+                return Err("--limit must be at least 1".into());
+            }
+            if !(1..=ctl::MAX_PAGE).contains(&page_size) {
+                return Err(format!("--page-size must be 1 to {}", ctl::MAX_PAGE));
+            }
+            Command::Ls {
+                prefix,
+                limit,
+                page_size,
+                serializable,
+            }
+        }
+        Cmd::Watch {
+            key,
+            prefix,
+            from_revision,
+        } => Command::Watch {
+            key: if prefix { key } else { non_empty(key)? },
+            prefix,
+            from_revision,
+        },
+        Cmd::Members => Command::Members,
+        Cmd::Member { action } => match action {
+            MemberCmd::Add {
+                id,
+                peer_url,
+                learner,
+            } => Command::MemberAdd {
+                id: positive(id)?,
+                peer_url,
+                learner,
+            },
+            MemberCmd::Remove { id } => Command::MemberRemove { id: positive(id)? },
+            MemberCmd::Promote { id } => Command::MemberPromote { id: positive(id)? },
+        },
+        Cmd::Status { all } => Command::Status { all },
+        Cmd::Health => Command::Health,
+    };
+    Ok((options, command))
+}
+
+fn condition(if_match: Option<u64>, if_absent: bool) -> Result<Condition, String> {
+    match (if_match, if_absent) {
+        (Some(0), _) => {
+            Err("--if-match: revisions start at 1 (use --if-absent for a new key)".into())
+        }
+        (Some(rev), false) => Ok(Condition::IfMatch(rev)),
+        (None, true) => Ok(Condition::IfAbsent),
+        (None, false) => Ok(Condition::Always),
+        (Some(_), true) => Err("use --if-match or --if-absent, not both".into()),
+    }
+}
+
+pub fn main() -> std::process::ExitCode {
+    // clap prints usage errors and exits 2 itself (0 for --help and --version).
+    let cli = Cli::parse();
+    let (options, command) = match resolve(cli, || {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map(|_| buf)
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("coordinatectl: {e}");
+            return std::process::ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    std::process::ExitCode::from(ctl::run(options, command) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<(Options, Command), String> {
+        let cli = Cli::try_parse_from(std::iter::once("coordinatectl").chain(args.iter().copied()))
+            .map_err(|e| format!("clap: {e}"))?;
+        resolve(cli, || Ok(b"from stdin".to_vec()))
+    }
+
+    fn command(args: &[&str]) -> Command {
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).1
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options() {
+        let (o, _) = parse(&["health"]).unwrap();
+        assert_eq!(o.endpoints, vec!["127.0.0.1:12380"]);
+        assert!(!o.json);
+        assert_eq!(o.timeout, Duration::from_secs(10));
+        // Global flags go before or after the subcommand; URLs are accepted.
+        let (o, _) = parse(&[
+            "get",
+            "k",
+            "--endpoints",
+            "http://127.0.0.1:1,127.0.0.1:2/",
+            "--json",
+            "--timeout",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(o.endpoints, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(o.json);
+        assert_eq!(o.timeout, Duration::from_millis(500));
+        // Given twice, the last one counts.
+        let (o, _) = parse(&["--endpoints", "a:1", "health", "--endpoints", "b:2,c:3"]).unwrap();
+        assert_eq!(o.endpoints, vec!["b:2", "c:3"]);
+        assert!(parse(&["--endpoints", "nohost", "health"]).is_err());
+        assert!(parse(&["--endpoints", ",", "health"]).is_err());
+        assert!(parse(&["--timeout", "0", "health"]).is_err());
+    }
+
+    #[test]
+    fn reads_and_writes() {
+        assert_eq!(
+            command(&["get", "a/b", "--serializable"]),
+            Command::Get {
+                key: "a/b".into(),
+                serializable: true
+            }
+        );
+        assert_eq!(
+            command(&["put", "k", "-v-"]),
+            Command::Put {
+                key: "k".into(),
+                value: Bytes::from("-v-"),
+                condition: Condition::Always
+            }
+        );
+        assert_eq!(
+            command(&["put", "k", "-", "--if-match", "7"]),
+            Command::Put {
+                key: "k".into(),
+                value: Bytes::from("from stdin"),
+                condition: Condition::IfMatch(7)
+            }
+        );
+        assert_eq!(
+            command(&["put", "k", "v", "--if-absent"]),
+            Command::Put {
+                key: "k".into(),
+                value: Bytes::from("v"),
+                condition: Condition::IfAbsent
+            }
+        );
+        assert_eq!(
+            command(&["del", "p/", "--prefix"]),
+            Command::Del {
+                key: "p/".into(),
+                prefix: true,
+                condition: Condition::Always
+            }
+        );
+        assert_eq!(
+            command(&["del", "k", "--if-match", "3"]),
+            Command::Del {
+                key: "k".into(),
+                prefix: false,
+                condition: Condition::IfMatch(3)
+            }
+        );
+    }
+
+    #[test]
+    fn listing_and_watching() {
+        assert_eq!(
+            command(&["ls"]),
+            Command::Ls {
+                prefix: "".into(),
+                limit: None,
+                page_size: 1000,
+                serializable: false
+            }
+        );
+        assert_eq!(
+            command(&["ls", "cfg/", "--limit", "5", "--page-size", "2"]),
+            Command::Ls {
+                prefix: "cfg/".into(),
+                limit: Some(5),
+                page_size: 2,
+                serializable: false
+            }
+        );
+        assert_eq!(
+            command(&["watch", "cfg/", "--prefix", "--from-revision", "4"]),
+            Command::Watch {
+                key: "cfg/".into(),
+                prefix: true,
+                from_revision: Some(4)
+            }
+        );
+    }
+
+    #[test]
+    fn membership_and_status() {
+        assert_eq!(command(&["members"]), Command::Members);
+        assert_eq!(
+            command(&["member", "add", "4", "http://127.0.0.1:42379", "--learner"]),
+            Command::MemberAdd {
+                id: 4,
+                peer_url: "http://127.0.0.1:42379".into(),
+                learner: true
+            }
+        );
+        assert_eq!(
+            command(&["member", "remove", "3"]),
+            Command::MemberRemove { id: 3 }
+        );
+        assert_eq!(
+            command(&["member", "promote", "4"]),
+            Command::MemberPromote { id: 4 }
+        );
+        assert_eq!(command(&["status"]), Command::Status { all: false });
+        assert_eq!(command(&["status", "--all"]), Command::Status { all: true });
+        assert_eq!(command(&["health"]), Command::Health);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["put", "k"][..],
+            &["put", "k", "v", "--if-match", "1", "--if-absent"],
+            &["put", "k", "v", "--if-match", "0"],
+            &["put", "k", "v", "--if-match", "x"],
+            &["put", "", "v"],
+            &["get"],
+            &["get", ""],
+            &["del", "k", "--prefix", "--if-match", "2"],
+            &["ls", "--limit", "0"],
+            &["ls", "--page-size", "0"],
+            &["watch", ""],
+            &["watch", "k", "--from-revision", "-1"],
+            &["member", "add", "0", "http://h:1"],
+            &["member", "add", "x", "http://h:1"],
+            &["member", "remove"],
+            &["frobnicate"],
+            &[],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should be a usage error");
+        }
+        // clap's own usage errors exit 2, like ours.
+        let err = Cli::try_parse_from(["coordinatectl", "put", "k"]).unwrap_err();
+        assert_eq!(err.exit_code(), Exit::Usage as i32);
+    }
+}
