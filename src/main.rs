@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(coordinate_server::server::run(cfg)) {
+    match runtime.block_on(coordinate_server::server::main(cfg)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coordinate: {e:#}");

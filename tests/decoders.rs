@@ -14,9 +14,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
+use coordinate_raft::storage::snapshot::{self, SnapshotStore};
+use coordinate_raft::storage::wal::{self, Recovered, SnapshotMarker, Wal};
 use coordinate_server::kv::{Command, Compare, CompareOp, CompareTarget, Kv, Precondition, TxnOp};
-use coordinate_server::storage::snapshot::{self, SnapshotStore};
-use coordinate_server::storage::wal::{self, Recovered, SnapshotMarker, Wal};
 
 // ---------------------------------------------------------------------------------------------
 // A counting allocator: bytes live on this thread while measuring, and their peak.

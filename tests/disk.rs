@@ -185,7 +185,7 @@ fn a_failed_snapshot_write_is_retried_while_the_node_serves() {
             "--snapshot-count",
             "20",
             "--log-level",
-            "info,coordinate_server::raft::node=debug",
+            "info,coordinate_raft::node=debug",
         ],
     );
     let mut keys = Vec::new();

@@ -1,4 +1,4 @@
-//! Property test of the peer frame decoder (`coordinate_server::raft::transport::frame`): valid
+//! Property test of the peer frame decoder (`coordinate_raft::transport::frame`): valid
 //! frames of every kind, then mutated (bytes flipped, cut short, lengths and kinds changed,
 //! garbage spliced in), and plain random bytes, never panic, never allocate beyond
 //! `frame::decode_bound` of the input, and fail with an error that says something.
@@ -9,7 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use coordinate_server::raft::transport::frame::{self, Frame, Hello, MAX_FRAME};
+use coordinate_raft::transport::frame::{self, Frame, Hello, MAX_FRAME};
 use proptest::prelude::*;
 use protobuf::ProtobufEnum;
 use raft::eraftpb::{Entry, Message, MessageType};

@@ -42,7 +42,7 @@ pub struct Args {
     /// larger), so the log held in memory and in the WAL is bounded by size, not only by
     /// count: 100,000 entries of 1 MiB would be 100 GiB. 64 MiB: a snapshot at most every
     /// 64 MiB of writes, each writing no more than the log it replaces.
-    #[arg(long, default_value_t = crate::raft::node::DEFAULT_SNAPSHOT_BYTES)]
+    #[arg(long, default_value_t = coordinate_raft::node::DEFAULT_SNAPSHOT_BYTES)]
     pub snapshot_bytes: u64,
     /// Interface the client HTTP port binds to.
     #[arg(long, default_value = "127.0.0.1")]
@@ -199,91 +199,7 @@ impl Config {
     }
 }
 
-/// The largest node id. `--id N` is an index into a `--cluster` list of at least N URLs, and
-/// Linux caps one command-line argument at 128 KiB (about 5,000 such URLs): a member with a
-/// larger id could never be started, so adding one would leave a phantom voter for good.
-pub const MAX_NODE_ID: u64 = 4096;
-
-/// Parses a node id strictly: decimal digits only (no sign, no leading zero, no spaces),
-/// between 1 and [`MAX_NODE_ID`].
-///
-/// ```
-/// use coordinate_server::config::parse_node_id;
-/// assert_eq!(parse_node_id("4"), Ok(4));
-/// assert!(parse_node_id("+4").is_err());
-/// assert!(parse_node_id("04").is_err());
-/// assert!(parse_node_id("0").is_err());
-/// assert!(parse_node_id("18446744073709551615").is_err());
-/// ```
-pub fn parse_node_id(s: &str) -> Result<u64, String> {
-    let canonical = !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
-    match s.parse::<u64>() {
-        Ok(id) if canonical && id <= MAX_NODE_ID => Ok(id),
-        _ => Err(format!(
-            "{s:?} is not a node id (a positive integer up to {MAX_NODE_ID})"
-        )),
-    }
-}
-
-/// Extracts `host:port` from an `http://host:port` peer URL. Strict: no user info, path,
-/// query or fragment, a port from 1 to 65535, and a host that is an IP address or a DNS name.
-///
-/// ```
-/// use coordinate_server::config::peer_addr;
-/// assert_eq!(peer_addr("http://127.0.0.1:12379").as_deref(), Ok("127.0.0.1:12379"));
-/// assert_eq!(peer_addr("http://[::1]:12379/").as_deref(), Ok("[::1]:12379"));
-/// assert!(peer_addr("127.0.0.1:12379").is_err());
-/// assert!(peer_addr("http://127.0.0.1").is_err());
-/// assert!(peer_addr("http://127.0.0.1:0").is_err());
-/// assert!(peer_addr("http://user@127.0.0.1:1").is_err());
-/// ```
-pub fn peer_addr(url: &str) -> Result<String, String> {
-    if url.contains(['@', '#', ' ']) || url.chars().any(|c| c.is_control()) {
-        return Err("a peer URL is http://host:port, without user info, spaces or fragment".into());
-    }
-    let uri: axum::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("the scheme must be http://".into());
-    }
-    let host = uri.host().filter(|h| !h.is_empty()).ok_or("missing host")?;
-    if !valid_host(host) {
-        return Err(format!("{host:?} is not an IP address or a DNS name"));
-    }
-    let port = uri.port_u16().ok_or("missing port")?;
-    if port == 0 {
-        return Err("port 0 is not a peer port".into());
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err("a peer URL has no path".into());
-    }
-    Ok(format!("{host}:{port}"))
-}
-
-/// The one spelling of a peer URL that members are stored and compared under
-/// (`http://host:port`, no trailing slash), so one address cannot be added twice.
-pub fn canonical_peer_url(url: &str) -> Result<String, String> {
-    peer_addr(url).map(|addr| format!("http://{addr}"))
-}
-
-/// An IPv4 or bracketed IPv6 literal, or a DNS name (letters, digits, `-` and `.`).
-fn valid_host(host: &str) -> bool {
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return inner.parse::<std::net::Ipv6Addr>().is_ok();
-    }
-    if host.parse::<std::net::Ipv4Addr>().is_ok() {
-        return true;
-    }
-    host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
+pub use coordinate_raft::peers::{canonical_peer_url, parse_node_id, peer_addr, MAX_NODE_ID};
 
 #[cfg(test)]
 mod tests {

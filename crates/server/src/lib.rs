@@ -43,7 +43,6 @@ pub mod config;
 pub mod error;
 pub mod kv;
 pub mod metrics;
-pub mod raft;
 pub mod server;
-pub mod storage;
+pub mod state;
 pub mod watch;

@@ -1,13 +1,15 @@
 //! Prometheus metrics: one registry for the process, exported as text on `GET /metrics`.
 //!
-//! The metric handles are process-wide statics (atomics inside), so the raft loop and the
-//! HTTP handlers update them without locks or plumbing.
+//! The metric handles are process-wide statics (atomics inside), so the handlers and the
+//! state machine update them without locks or plumbing. The replication layer's own metrics
+//! (`coordinate_raft::metrics`) are registered here too, under the same `coordinate_` prefix.
 
 use std::sync::LazyLock;
 
+use coordinate_raft::metrics::LATENCY_BUCKETS;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Everything this process exports.
@@ -17,24 +19,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// HTTP request latency by route, in seconds.
     pub request_seconds: HistogramVec,
-    /// Proposals handed to raft (writes and membership changes).
-    pub proposals: IntCounter,
-    /// Duration of each WAL fsync, in seconds.
-    pub fsync_seconds: Histogram,
-    /// Times this node saw the leader change.
-    pub leader_changes: IntCounter,
-    /// Highest applied log index.
-    pub applied_index: IntGauge,
-    /// Snapshots written by this node.
-    pub snapshots: IntCounter,
-    /// Bytes in the write-ahead log.
-    pub wal_bytes: IntGauge,
     /// Current store revision.
     pub revision: IntGauge,
     /// Active watchers.
     pub watchers: IntGauge,
-    /// Peer messages dropped before raft saw them, by reason (see `raft::node::guard`).
-    pub peer_refused: IntCounterVec,
     /// Watches refused because `--max-watchers` were open.
     pub watchers_refused: IntCounter,
     /// Open client connections.
@@ -49,10 +37,6 @@ pub struct Metrics {
 
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new_custom(Some("coordinate".into()), None)?;
-    let latency = vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        5.0, 10.0,
-    ];
     let m = Metrics {
         requests: IntCounterVec::new(
             Opts::new("http_requests_total", "HTTP requests by route and status"),
@@ -60,26 +44,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )?,
         request_seconds: HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
-                .buckets(latency.clone()),
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?,
-        proposals: IntCounter::new("proposals_total", "Proposals handed to raft")?,
-        fsync_seconds: Histogram::with_opts(
-            HistogramOpts::new("wal_fsync_duration_seconds", "WAL fsync latency").buckets(latency),
-        )?,
-        leader_changes: IntCounter::new("leader_changes_total", "Leader changes seen")?,
-        applied_index: IntGauge::new("applied_index", "Highest applied log index")?,
-        snapshots: IntCounter::new("snapshots_total", "Snapshots written")?,
-        wal_bytes: IntGauge::new("wal_bytes", "Bytes in the write-ahead log")?,
         revision: IntGauge::new("revision", "Current store revision")?,
         watchers: IntGauge::new("watchers", "Active watchers")?,
-        peer_refused: IntCounterVec::new(
-            Opts::new(
-                "peer_messages_refused_total",
-                "Peer messages refused before raft saw them, by reason",
-            ),
-            &["reason"],
-        )?,
         watchers_refused: IntCounter::new(
             "watchers_refused_total",
             "Watches refused at the --max-watchers cap",
@@ -101,15 +70,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     };
     m.registry.register(Box::new(m.requests.clone()))?;
     m.registry.register(Box::new(m.request_seconds.clone()))?;
-    m.registry.register(Box::new(m.proposals.clone()))?;
-    m.registry.register(Box::new(m.fsync_seconds.clone()))?;
-    m.registry.register(Box::new(m.leader_changes.clone()))?;
-    m.registry.register(Box::new(m.applied_index.clone()))?;
-    m.registry.register(Box::new(m.snapshots.clone()))?;
-    m.registry.register(Box::new(m.wal_bytes.clone()))?;
     m.registry.register(Box::new(m.revision.clone()))?;
     m.registry.register(Box::new(m.watchers.clone()))?;
-    m.registry.register(Box::new(m.peer_refused.clone()))?;
     m.registry.register(Box::new(m.watchers_refused.clone()))?;
     m.registry
         .register(Box::new(m.client_connections.clone()))?;
@@ -118,6 +80,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.accept_errors.clone()))?;
     m.registry
         .register(Box::new(m.watch_history_bytes.clone()))?;
+    coordinate_raft::metrics::METRICS.register(&m.registry)?;
     Ok(m)
 }
 
@@ -146,7 +109,9 @@ mod tests {
     #[test]
     fn renders_every_family() {
         METRICS.requests.with_label_values(&["kv_get", "200"]).inc();
-        METRICS.fsync_seconds.observe(0.001);
+        coordinate_raft::metrics::METRICS
+            .fsync_seconds
+            .observe(0.001);
         let text = METRICS.render();
         for name in [
             "coordinate_http_requests_total",

@@ -6,48 +6,100 @@
 //! exit. The peer transport runs until the process ends.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use coordinate_raft::logger::raft_logger;
+use coordinate_raft::node::{
+    Exit, Node, NodeConfig, NodeIo, Recovered, CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
+    MAX_CATCH_UP_ENTRIES,
+};
+use coordinate_raft::persist::LogWriter;
+use coordinate_raft::storage::identity;
+use coordinate_raft::storage::wal::Wal;
+use coordinate_raft::storage::RaftStorage;
+use coordinate_raft::transport::{self, Transport, TransportConfig};
+use coordinate_raft::NodeHandle;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::kv::Kv;
-use crate::raft::logger::raft_logger;
-use crate::raft::node::{
-    Exit, Input, Node, NodeConfig, NodeIo, Recovered, CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
-    MAX_CATCH_UP_ENTRIES,
-};
-use crate::raft::persist::LogWriter;
-use crate::raft::transport::{self, Transport, TransportConfig};
-use crate::raft::NodeHandle;
-use crate::storage::identity;
-use crate::storage::wal::Wal;
-use crate::storage::RaftStorage;
+use crate::state::Store;
 use crate::watch::{WatchHub, WatchLimits};
 
 /// Bound of the raft loop's input queue.
 const NODE_QUEUE: usize = 65_536;
 
-/// Runs a node until a shutdown signal; returns once everything is durable.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    // Bind both ports first so a port in use fails fast, before touching the data dir.
-    let client = TcpListener::bind(&cfg.client_listen)
-        .await
-        .with_context(|| format!("cannot listen for clients on {}", cfg.client_listen))?;
-    let peer = TcpListener::bind(&cfg.peer_listen)
-        .await
-        .with_context(|| format!("cannot listen for peers on {}", cfg.peer_listen))?;
+/// The node's two bound ports.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub peer: TcpListener,
+}
 
+impl Listeners {
+    /// Binds the configured addresses (port 0 picks a free port; read it back with
+    /// [`Listeners::client_addr`] and [`Listeners::peer_addr`]).
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        let client = TcpListener::bind(&cfg.client_listen)
+            .await
+            .with_context(|| format!("cannot listen for clients on {}", cfg.client_listen))?;
+        let peer = TcpListener::bind(&cfg.peer_listen)
+            .await
+            .with_context(|| format!("cannot listen for peers on {}", cfg.peer_listen))?;
+        Ok(Listeners { client, peer })
+    }
+
+    pub fn client_addr(&self) -> std::io::Result<SocketAddr> {
+        self.client.local_addr()
+    }
+
+    pub fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.peer.local_addr()
+    }
+}
+
+/// The binary's entry: binds both ports (so a port in use fails fast, before the data dir is
+/// touched), then runs the node until SIGTERM or SIGINT.
+pub async fn main(cfg: Config) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&cfg).await?;
+    run(cfg, listeners, shutdown_signal()).await
+}
+
+/// Runs a node on bound `listeners` until `shutdown` resolves (or the node stops by itself:
+/// removed from the cluster, or failed); returns once everything is durable. Tests start a
+/// node in-process with it, on `:0` ports.
+pub async fn run(
+    mut cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // A peer port bound as `:0` is known only now; this node's own entry names it.
+    let peer_addr = listeners.peer_addr().context("reading the peer address")?;
+    if let Some(own) = cfg.peers.get_mut(&cfg.id) {
+        if own.ends_with(":0") {
+            *own = peer_addr.to_string();
+        }
+    }
     let (recovered, wal) = recover(&cfg).await?;
-
     let watch_limits = WatchLimits {
         window: cfg.watch_window,
         window_bytes: cfg.watch_window_bytes,
         max_watchers: cfg.max_watchers,
     };
-    let watch = Arc::new(WatchHub::new(watch_limits, recovered.kv.revision()));
+    let Recovered {
+        storage,
+        state: kv,
+        applied,
+    } = recovered;
+    let watch = Arc::new(WatchHub::new(watch_limits, kv.revision()));
+    let recovered = Recovered {
+        storage,
+        state: Store::new(kv, watch.clone(), cfg.max_value_size),
+        applied,
+    };
     let (tx, rx) = flume::bounded(NODE_QUEUE);
     let identity_dir = cfg.data_dir.clone();
     let identity = tokio::task::spawn_blocking(move || identity::load_or_create(&identity_dir))
@@ -66,7 +118,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     )
     .context("starting the peer transport")?;
-    tokio::spawn(transport::serve(peer, transport.clone()));
+    tokio::spawn(transport::serve(listeners.peer, transport.clone()));
     let writer = LogWriter::start(
         wal,
         recovered.storage.snapshot_store(),
@@ -83,21 +135,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             catch_up_entries: (cfg.snapshot_count / 2).min(MAX_CATCH_UP_ENTRIES),
             catch_up_bytes: cfg.snapshot_bytes / CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
             request_timeout: cfg.request_timeout,
-            max_value_size: cfg.max_value_size,
             cluster_ids: cfg.peers.keys().copied().collect(),
         },
         recovered,
         NodeIo {
             transport,
             writer,
-            watch: watch.clone(),
             rx,
             tx: tx.clone(),
         },
         &raft_logger(),
     )
     .context("starting raft")?;
-    // The raft loop reports its end on `done`: normally after `Input::Shutdown`, or early if
+    // The raft loop reports its end on `done`: normally after a shutdown request, or early if
     // storage fails, in which case the node stops serving (fail-stop, like etcd on fsync errors).
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -111,9 +161,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut done_rx = done_rx;
     let mut early_result = None;
 
-    let handle = NodeHandle::new(tx.clone(), cfg.request_timeout);
+    let handle = NodeHandle::new(tx, cfg.request_timeout);
     let app = api::router(ApiState {
-        node: handle,
+        node: handle.clone(),
         watch: watch.clone(),
         max_value_size: cfg.max_value_size,
     });
@@ -126,9 +176,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let limits =
         api::serve::ServeLimits::from_flags(cfg.max_connections, cfg.client_header_timeout);
-    let server = tokio::spawn(api::serve::serve(client, app, limits, stop_rx));
+    let server = tokio::spawn(api::serve::serve(listeners.client, app, limits, stop_rx));
     tokio::select! {
-        () = shutdown_signal() => tracing::info!("shutdown requested"),
+        () = shutdown => tracing::info!("shutdown requested"),
         result = &mut done_rx => early_result = Some(result),
     }
     let _ = stop_tx.send(true);
@@ -148,7 +198,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         };
     }
     tracing::info!("HTTP drained; stopping raft");
-    let _ = tx.send_async(Input::Shutdown).await;
+    handle.shutdown().await;
     match done_rx.await {
         Ok(result) => result.map(|_| ()).context("raft loop failed"),
         Err(_) => bail!("the raft loop panicked"),
@@ -157,9 +207,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Opens the data directory: the recovered storage, state machine and applied index. A fresh
 /// founding member bootstraps the cluster's first state; a fresh `--join` node starts empty.
-async fn recover(cfg: &Config) -> anyhow::Result<(Recovered, Wal)> {
+async fn recover(cfg: &Config) -> anyhow::Result<(Recovered<Kv>, Wal)> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(Recovered, Wal)> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(Recovered<Kv>, Wal)> {
         let (mut storage, mut wal, snapshot) =
             RaftStorage::open(&cfg.data_dir, cfg.wal_segment_size).with_context(|| {
                 format!(
@@ -173,7 +223,7 @@ async fn recover(cfg: &Config) -> anyhow::Result<(Recovered, Wal)> {
             tracing::info!(index, keys = kv.len(), "recovered from snapshot");
             let recovered = Recovered {
                 storage,
-                kv,
+                state: kv,
                 applied: index,
             };
             return Ok((recovered, wal));
@@ -182,7 +232,7 @@ async fn recover(cfg: &Config) -> anyhow::Result<(Recovered, Wal)> {
             tracing::info!("no local state; waiting for the leader to add this node (--join)");
             let recovered = Recovered {
                 storage,
-                kv: Kv::default(),
+                state: Kv::default(),
                 applied: 0,
             };
             return Ok((recovered, wal));
@@ -200,7 +250,7 @@ async fn recover(cfg: &Config) -> anyhow::Result<(Recovered, Wal)> {
         tracing::info!(?voters, "bootstrapped a new cluster");
         let recovered = Recovered {
             storage,
-            kv,
+            state: kv,
             applied: 1,
         };
         Ok((recovered, wal))

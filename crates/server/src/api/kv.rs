@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use super::{flag, header_value, percent_decode, query_params, read_body};
 use super::{ApiError, ApiState};
 use crate::kv::{Command, Compare, CompareOp, CompareTarget, Event, Outcome, Precondition, TxnOp};
-use crate::raft::node::Query;
+use crate::state::Query;
 use crate::watch::{FetchError, WatchError, WatchHub, WatcherSlot};
 
 /// Default and largest page of a prefix read.
@@ -349,6 +349,7 @@ pub(crate) async fn put(
         .propose(cmd.encode())
         .await
         .map_err(|e| ApiError::from(e).json())?
+        .map_err(|e| ApiError::from(e).json())?
     {
         Outcome::Done { revision, .. } => {
             let mut resp = Json(json!({ "revision": revision })).into_response();
@@ -400,6 +401,7 @@ pub(crate) async fn delete(
         .node
         .propose(cmd.encode())
         .await
+        .map_err(|e| ApiError::from(e).json())?
         .map_err(|e| ApiError::from(e).json())?
     {
         Outcome::Done { revision, changed } if prefix => {
@@ -480,6 +482,7 @@ pub(crate) async fn txn(
         .node
         .propose(cmd.encode())
         .await
+        .map_err(|e| ApiError::from(e).json())?
         .map_err(|e| ApiError::from(e).json())?
     {
         Outcome::Txn {

@@ -8,7 +8,7 @@ use axum::Json;
 
 use super::{bad_request, read_body, ApiError, ApiState};
 use crate::config::{canonical_peer_url, parse_node_id};
-use crate::raft::node::MemberChange;
+use coordinate_raft::node::MemberChange;
 
 /// Largest body accepted where a peer URL or a small JSON document is expected.
 pub(crate) const MAX_SMALL_BODY: usize = 4096;

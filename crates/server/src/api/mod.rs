@@ -31,15 +31,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::error::Error;
+use coordinate_raft::{NodeHandle, Rejection, RequestError};
+
 use crate::metrics::METRICS;
-use crate::raft::{NodeHandle, RequestError};
+use crate::state::Store;
 use crate::watch::WatchHub;
 
 /// What every handler needs.
 #[derive(Clone)]
 pub struct ApiState {
-    pub node: NodeHandle,
+    pub node: NodeHandle<Store>,
     pub watch: Arc<WatchHub>,
     pub max_value_size: usize,
 }
@@ -252,13 +253,20 @@ impl From<RequestError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            RequestError::Rejected(Error::Conflict(_)) => StatusCode::CONFLICT,
-            RequestError::Rejected(Error::NotFound(_)) => StatusCode::NOT_FOUND,
-            RequestError::Rejected(Error::Misdirected(_)) => StatusCode::MISDIRECTED_REQUEST,
-            RequestError::Rejected(Error::Invalid(_)) => StatusCode::BAD_REQUEST,
-            RequestError::Rejected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestError::Rejected(Rejection::Conflict(_)) => StatusCode::CONFLICT,
+            RequestError::Rejected(Rejection::NotFound(_)) => StatusCode::NOT_FOUND,
+            RequestError::Rejected(Rejection::Misdirected(_)) => StatusCode::MISDIRECTED_REQUEST,
+            RequestError::Rejected(Rejection::Invalid(_)) => StatusCode::BAD_REQUEST,
+            RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+/// A command the state machine could not decode: the request was malformed.
+impl From<crate::error::Error> for ApiError {
+    fn from(e: crate::error::Error) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
     }
 }
 

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use super::members::{node_id, peer_url, MAX_SMALL_BODY};
 use super::{bad_request, percent_decode, read_body, ApiError, ApiState};
 use crate::kv::{Command, Outcome};
-use crate::raft::node::{MemberChange, Query};
+use crate::state::Query;
+use coordinate_raft::node::MemberChange;
 
 fn membership_hint(e: ApiError) -> ApiError {
     bad_request(format!(
@@ -54,7 +55,7 @@ pub(crate) async fn handle(
     match method {
         Method::PUT => {
             let value = read_body(&headers, body, s.max_value_size).await?;
-            match s.node.propose(Command::put(key, value).encode()).await? {
+            match s.node.propose(Command::put(key, value).encode()).await?? {
                 Outcome::Done { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
                 other => Err(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

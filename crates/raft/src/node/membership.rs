@@ -16,9 +16,13 @@
 use raft::eraftpb::{ConfChange, ConfChangeType, EntryType};
 use raft::{StateRole, Storage as _};
 
-use super::{Node, Reply};
-use crate::config::{canonical_peer_url, peer_addr, MAX_NODE_ID};
-use crate::error::{Error, Result};
+use std::sync::Arc;
+
+use super::{Node, Pending};
+use crate::error::Error;
+use crate::handle::{Declined, Rejection, Reply};
+use crate::peers::{canonical_peer_url, peer_addr, MAX_NODE_ID};
+use crate::state_machine::StateMachine;
 
 /// A learner within this many entries of the leader's commit index counts as caught up.
 pub const LEARNER_CATCH_UP_SLACK: u64 = 100;
@@ -85,32 +89,33 @@ pub(super) fn reachable_quorum(
     })
 }
 
-impl Node {
+impl<S: StateMachine> Node<S> {
     /// Applies a committed membership change. A change raft refuses is refused identically on
     /// every node, so it is reported, not fatal.
-    pub(super) fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
-        let cs = self
-            .raw
-            .apply_conf_change(cc)
-            .map_err(|e| Error::Conflict(format!("membership change refused: {e}")))?;
+    pub(super) fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<(), Declined> {
+        let cs = self.raw.apply_conf_change(cc).map_err(|e| {
+            Declined::Rejected(Rejection::Conflict(format!(
+                "membership change refused: {e}"
+            )))
+        })?;
         let id = cc.node_id;
         match cc.get_change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let url = (!cc.context.is_empty())
                     .then(|| String::from_utf8_lossy(&cc.context).into_owned());
-                if self.kv.is_removed(id) {
+                if self.sm.is_removed(id) {
                     // Added back, normally with an empty data dir: trust the data-dir identity
                     // it presents next (see `storage::identity`).
                     self.transport.forget_identity(id);
                 }
-                self.kv.add_member(id, url);
+                self.sm.add_member(id, url);
                 if id == self.cfg.id {
                     // Added back after an earlier removal (replayed from an older snapshot).
                     self.removed_at = None;
                 }
             }
             ConfChangeType::RemoveNode => {
-                self.kv.remove_member(id);
+                self.sm.remove_member(id);
                 if id == self.cfg.id {
                     tracing::info!(
                         "this node's removal is applied; stopping unless it is added back"
@@ -135,11 +140,11 @@ impl Node {
     /// Points the transport at the replicated member list (the flags' list until this node
     /// has one: a `--join` node before its first snapshot).
     pub(super) fn sync_peers(&self) {
-        if self.kv.members().is_empty() {
+        if self.sm.members().is_empty() {
             return;
         }
         let peers = self
-            .kv
+            .sm
             .members()
             .iter()
             .filter(|(&id, _)| id != self.cfg.id)
@@ -155,7 +160,7 @@ impl Node {
     }
 
     /// Validates a change against this node's view and proposes it.
-    pub(super) fn change_members(&mut self, change: MemberChange, reply: Reply) {
+    pub(super) fn change_members(&mut self, change: MemberChange, reply: Reply<()>) {
         let cc = match self.check_change(&change) {
             Ok(cc) => cc,
             Err(e) => {
@@ -170,21 +175,21 @@ impl Node {
         let ctx = self.proposal_context(seq).to_vec();
         match self.raw.propose_conf_change(ctx, cc) {
             Ok(()) => {
-                self.proposals.insert(seq, reply);
+                self.proposals.insert(seq, Pending::Membership(reply));
             }
             Err(raft::Error::ProposalDropped) => {
-                let _ = reply.send(Err(Error::NoLeader));
+                let _ = reply.send(Err(Declined::NoLeader));
             }
             Err(e) => {
-                let _ = reply.send(Err(Error::Raft(e)));
+                let _ = reply.send(Err(Declined::Internal(Arc::new(Error::Raft(e)))));
             }
         }
     }
 
-    pub(super) fn check_change(&mut self, change: &MemberChange) -> Result<ConfChange> {
+    pub(super) fn check_change(&mut self, change: &MemberChange) -> Result<ConfChange, Declined> {
         let leader = self.raw.raft.leader_id;
         if leader == raft::INVALID_ID {
-            return Err(Error::NoLeader);
+            return Err(Declined::NoLeader);
         }
         // A leader elected in this term turns a membership change into an empty entry — the
         // request would never be answered — until it has applied the entries of earlier
@@ -193,12 +198,12 @@ impl Node {
         // before it looks at any new input. Refused as retryable: the handle tries again.
         let raft = &self.raw.raft;
         if raft.raft_log.term(self.applied).ok() != Some(raft.term) {
-            return Err(Error::LeaderSettling);
+            return Err(Declined::LeaderSettling);
         }
         if let Some(index) = self.pending_conf_change() {
-            return Err(Error::Conflict(format!(
+            return Err(Declined::Rejected(Rejection::Conflict(format!(
                 "another membership change (log index {index}) is not applied yet; retry once it is"
-            )));
+            ))));
         }
         let voters = &self.conf_state.voters;
         let learners = &self.conf_state.learners;
@@ -207,29 +212,33 @@ impl Node {
         match change {
             MemberChange::Add { id, url, learner } => {
                 if *id == 0 {
-                    return Err(Error::Invalid("node id 0 is not valid".into()));
+                    return Err(Declined::Rejected(Rejection::Invalid(
+                        "node id 0 is not valid".into(),
+                    )));
                 }
                 if *id > MAX_NODE_ID {
-                    return Err(Error::Invalid(format!(
+                    return Err(Declined::Rejected(Rejection::Invalid(format!(
                         "node id {id} is above {MAX_NODE_ID}: no node could be started with it"
-                    )));
+                    ))));
                 }
                 if canonical_peer_url(url).as_ref() != Ok(url) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Declined::Rejected(Rejection::Invalid(format!(
                         "invalid peer URL {url:?}: expected http://host:port"
-                    )));
+                    ))));
                 }
                 if is_member(*id) {
-                    return Err(Error::Conflict(format!("node {id} is already a member")));
+                    return Err(Declined::Rejected(Rejection::Conflict(format!(
+                        "node {id} is already a member"
+                    ))));
                 }
                 if !*learner {
                     let after: Vec<u64> = voters.iter().copied().chain([*id]).collect();
                     self.check_reachable_quorum(&after, &format!("adding voter {id}"))?;
                 }
-                if let Some((other, _)) = self.kv.members().iter().find(|(_, u)| *u == url) {
-                    return Err(Error::Conflict(format!(
+                if let Some((other, _)) = self.sm.members().iter().find(|(_, u)| *u == url) {
+                    return Err(Declined::Rejected(Rejection::Conflict(format!(
                         "peer URL {url} is already used by node {other}"
-                    )));
+                    ))));
                 }
                 cc.set_change_type(if *learner {
                     ConfChangeType::AddLearnerNode
@@ -241,12 +250,14 @@ impl Node {
             }
             MemberChange::Remove { id } => {
                 if !is_member(*id) {
-                    return Err(Error::NotFound(format!("node {id} is not a member")));
+                    return Err(Declined::Rejected(Rejection::NotFound(format!(
+                        "node {id} is not a member"
+                    ))));
                 }
                 if voters.len() == 1 && voters[0] == *id {
-                    return Err(Error::Conflict(format!(
+                    return Err(Declined::Rejected(Rejection::Conflict(format!(
                         "node {id} is the last voter; removing it would leave no cluster"
-                    )));
+                    ))));
                 }
                 if *id == leader {
                     // Move leadership first: a leader that commits its own removal keeps
@@ -259,9 +270,9 @@ impl Node {
                         // A follower can ask for leadership only for itself: raft-rs names the
                         // transferee as the request's sender, and peers accept it only from
                         // that node (see `guard`). A learner cannot take it.
-                        return Err(Error::Misdirected(format!(
+                        return Err(Declined::Rejected(Rejection::Misdirected(format!(
                             "node {id} leads: removing it needs leadership moved first, which only the leader or a voter can start; send this to the leader (node {id}) or a voter"
-                        )));
+                        ))));
                     };
                     if let Some(t) = transferee {
                         tracing::info!(
@@ -271,7 +282,7 @@ impl Node {
                         );
                         self.raw.transfer_leader(t);
                     }
-                    return Err(Error::LeaderMoving);
+                    return Err(Declined::LeaderMoving);
                 }
                 let after: Vec<u64> = voters.iter().copied().filter(|v| v != id).collect();
                 self.check_reachable_quorum(&after, &format!("removing node {id}"))?;
@@ -280,24 +291,28 @@ impl Node {
             }
             MemberChange::Promote { id } => {
                 if voters.contains(id) {
-                    return Err(Error::Conflict(format!("node {id} is already a voter")));
+                    return Err(Declined::Rejected(Rejection::Conflict(format!(
+                        "node {id} is already a voter"
+                    ))));
                 }
                 if !learners.contains(id) {
-                    return Err(Error::NotFound(format!("node {id} is not a learner")));
+                    return Err(Declined::Rejected(Rejection::NotFound(format!(
+                        "node {id} is not a learner"
+                    ))));
                 }
                 if self.raw.raft.state != StateRole::Leader {
-                    return Err(Error::Misdirected(format!(
+                    return Err(Declined::Rejected(Rejection::Misdirected(format!(
                         "only the leader can tell whether learner {id} has caught up; send this to the leader (node {leader})"
-                    )));
+                    ))));
                 }
                 let matched = self.raw.raft.prs().get(*id).map_or(0, |p| p.matched);
                 let commit = self.raw.raft.raft_log.committed;
                 // A learner that never replicated anything is not caught up, however young
                 // the log is: promoting it could cost the quorum.
                 if matched == 0 || matched + LEARNER_CATCH_UP_SLACK < commit {
-                    return Err(Error::Conflict(format!(
+                    return Err(Declined::Rejected(Rejection::Conflict(format!(
                         "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
-                    )));
+                    ))));
                 }
                 let after: Vec<u64> = voters.iter().copied().chain([*id]).collect();
                 self.check_reachable_quorum(&after, &format!("promoting learner {id}"))?;
@@ -309,15 +324,15 @@ impl Node {
     }
 
     /// Refuses a change after which the voters this node reaches would not be a quorum.
-    fn check_reachable_quorum(&self, voters_after: &[u64], what: &str) -> Result<()> {
+    fn check_reachable_quorum(&self, voters_after: &[u64], what: &str) -> Result<(), Declined> {
         let me = self.cfg.id;
         reachable_quorum(voters_after, |v| v == me || self.transport.is_connected(v)).map_err(
             |short| {
-                Error::Conflict(format!(
+                Declined::Rejected(Rejection::Conflict(format!(
                     "{what} would leave {} of {} voters reachable from node {me}, and a quorum \
                      needs {}; unreachable: {:?} (start them, or remove them first)",
                     short.reachable, short.voters, short.quorum, short.unreachable
-                ))
+                )))
             },
         )
     }
@@ -327,14 +342,17 @@ impl Node {
     /// which may be stale, and the peer port is not authenticated. A removal of this leader is
     /// refused outright: a follower moves leadership first and never forwards one, and checking
     /// it here would start a leadership transfer.
-    pub(super) fn check_forwarded_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
+    pub(super) fn check_forwarded_conf_change(&mut self, cc: &ConfChange) -> Result<(), Declined> {
         let id = cc.node_id;
         let change = match cc.get_change_type() {
             ConfChangeType::AddNode if cc.context.is_empty() => MemberChange::Promote { id },
             kind @ (ConfChangeType::AddNode | ConfChangeType::AddLearnerNode) => {
                 // `check_change` refuses a URL not in its canonical `http://host:port` form.
-                let url = std::str::from_utf8(&cc.context)
-                    .map_err(|_| Error::Invalid(format!("node {id}'s peer URL is not UTF-8")))?;
+                let url = std::str::from_utf8(&cc.context).map_err(|_| {
+                    Declined::Rejected(Rejection::Invalid(format!(
+                        "node {id}'s peer URL is not UTF-8"
+                    )))
+                })?;
                 MemberChange::Add {
                     id,
                     url: url.to_string(),
@@ -343,9 +361,9 @@ impl Node {
             }
             ConfChangeType::RemoveNode => {
                 if id == self.cfg.id || id == self.raw.raft.leader_id {
-                    return Err(Error::Conflict(format!(
+                    return Err(Declined::Rejected(Rejection::Conflict(format!(
                         "a forwarded removal of the leader (node {id})"
-                    )));
+                    ))));
                 }
                 MemberChange::Remove { id }
             }
@@ -355,9 +373,9 @@ impl Node {
             || expected.node_id != id
             || expected.context != cc.context
         {
-            return Err(Error::Invalid(format!(
+            return Err(Declined::Rejected(Rejection::Invalid(format!(
                 "membership change for node {id} does not match the request it stands for"
-            )));
+            ))));
         }
         Ok(())
     }
@@ -405,7 +423,7 @@ impl Node {
             for &id in list {
                 out.push(MemberInfo {
                     id,
-                    peer_url: self.kv.members().get(&id).cloned().unwrap_or_default(),
+                    peer_url: self.sm.members().get(&id).cloned().unwrap_or_default(),
                     role,
                     is_leader: id == raft.leader_id,
                     reachable: id == self.cfg.id || self.transport.is_connected(id),

@@ -44,13 +44,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use raft::eraftpb::{Message, MessageType};
 
 use crate::error::{Error, Result};
-use crate::raft::node::Input;
 use crate::storage::identity::KnownPeers;
 pub use frame::{MAX_FRAME, MAX_SNAPSHOT};
 pub use inbound::{
     serve, FRAME_TIMEOUT, HELLO_TIMEOUT, INBOUND_BUFFER_BYTES, MAX_PEER_CONNECTIONS,
 };
 use outbound::Peer;
+
+/// What the transport reports to the raft loop.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A message from a peer, with the share of the inbound budget it holds until it has been
+    /// stepped.
+    Message(Box<Message>, InboundShare),
+    /// Messages to this peer could not be delivered.
+    Unreachable(u64),
+    /// Sending a snapshot to `to` finished (or failed).
+    SnapshotSent { to: u64, ok: bool },
+}
+
+/// The raft loop's input queue, as the transport sees it: anything a [`TransportEvent`]
+/// converts into. (The transport never names the node's input type.)
+pub trait NodeQueue: From<TransportEvent> + Send + 'static {}
+impl<T: From<TransportEvent> + Send + 'static> NodeQueue for T {}
 
 /// Size of one snapshot data frame.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -75,32 +91,39 @@ pub struct TransportConfig {
 }
 
 /// Handle used by the raft loop and the log writer to send messages to peers.
-#[derive(Clone)]
-pub struct Transport {
-    inner: Arc<Inner>,
+pub struct Transport<E> {
+    inner: Arc<Inner<E>>,
 }
 
-struct Inner {
+impl<E> Clone for Transport<E> {
+    fn clone(&self) -> Self {
+        Transport {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<E> {
     id: u64,
     identity: u64,
     runtime: tokio::runtime::Handle,
-    node: flume::Sender<Input>,
+    node: flume::Sender<E>,
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
     known: Arc<KnownPeers>,
     incoming_dir: PathBuf,
     inbound: inbound::Inbound,
 }
 
-impl Transport {
+impl<E: NodeQueue> Transport<E> {
     /// Creates the transport and starts a connection task for each peer (`id → host:port`;
     /// this node's own entry is skipped). Fails if the known-peers file is malformed or the
     /// incoming-snapshot directory cannot be prepared.
     pub fn new(
         cfg: TransportConfig,
         peers: &HashMap<u64, String>,
-        node: flume::Sender<Input>,
+        node: flume::Sender<E>,
         runtime: tokio::runtime::Handle,
-    ) -> Result<Transport> {
+    ) -> Result<Transport<E>> {
         let known = Arc::new(KnownPeers::load(&cfg.known_peers)?);
         inbound::prepare_incoming_dir(&cfg.incoming_dir)
             .map_err(|e| Error::io(format!("preparing {}", cfg.incoming_dir.display()), e))?;
@@ -240,7 +263,7 @@ impl Transport {
     }
 }
 
-impl Inner {
+impl<E: NodeQueue> Inner<E> {
     fn peers(&self) -> MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
         // The map is only touched briefly; a poisoned lock still holds a usable map.
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
@@ -285,9 +308,9 @@ mod tests {
         identity: u64,
         dir: &std::path::Path,
         peers: HashMap<u64, String>,
-        node: flume::Sender<Input>,
+        node: flume::Sender<TransportEvent>,
         rt: &tokio::runtime::Runtime,
-    ) -> Transport {
+    ) -> Transport<TransportEvent> {
         let cfg = TransportConfig {
             id,
             identity,
@@ -302,7 +325,7 @@ mod tests {
     fn receiver(
         rt: &tokio::runtime::Runtime,
         dir: &std::path::Path,
-    ) -> (String, flume::Receiver<Input>) {
+    ) -> (String, flume::Receiver<TransportEvent>) {
         let (addr, rx, _) = receiver_transport(rt, dir);
         (addr, rx)
     }
@@ -311,7 +334,11 @@ mod tests {
     fn receiver_transport(
         rt: &tokio::runtime::Runtime,
         dir: &std::path::Path,
-    ) -> (String, flume::Receiver<Input>, Transport) {
+    ) -> (
+        String,
+        flume::Receiver<TransportEvent>,
+        Transport<TransportEvent>,
+    ) {
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (tx, rx) = flume::unbounded();
@@ -321,10 +348,10 @@ mod tests {
         (addr, rx, t)
     }
 
-    fn next_message(rx: &flume::Receiver<Input>) -> Message {
+    fn next_message(rx: &flume::Receiver<TransportEvent>) -> Message {
         loop {
             match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Input::Raft(m, _)) => return *m,
+                Ok(TransportEvent::Message(m, _)) => return *m,
                 Ok(_) => continue,
                 Err(e) => panic!("no message: {e}"),
             }
@@ -344,7 +371,9 @@ mod tests {
         let mut first = None;
         for _ in 0..200 {
             if t.send(vec![append(1, 0, 10)]).is_empty() {
-                if let Ok(Input::Raft(m, _)) = rx.recv_timeout(Duration::from_millis(50)) {
+                if let Ok(TransportEvent::Message(m, _)) =
+                    rx.recv_timeout(Duration::from_millis(50))
+                {
                     first = Some(m);
                     break;
                 }
@@ -377,7 +406,7 @@ mod tests {
             if t.send(vec![append(1, 0, 10)]).is_empty()
                 && matches!(
                     rx.recv_timeout(Duration::from_millis(50)),
-                    Ok(Input::Raft(_, _))
+                    Ok(TransportEvent::Message(_, _))
                 )
             {
                 break;
@@ -399,7 +428,7 @@ mod tests {
         }
         let sent = loop {
             match reports.recv_timeout(Duration::from_secs(10)) {
-                Ok(Input::SnapshotSent { to: 1, ok }) => break ok,
+                Ok(TransportEvent::SnapshotSent { to: 1, ok }) => break ok,
                 Ok(_) => continue,
                 Err(e) => panic!("no snapshot report: {e}"),
             }
@@ -430,7 +459,7 @@ mod tests {
         assert!(t.send(vec![append(1, 1, 10)]).is_empty());
         let unreachable = loop {
             match reports.recv_timeout(Duration::from_secs(10)) {
-                Ok(Input::Unreachable(id)) => break id,
+                Ok(TransportEvent::Unreachable(id)) => break id,
                 Ok(_) => continue,
                 Err(e) => panic!("no report: {e}"),
             }
@@ -446,7 +475,7 @@ mod tests {
         let mut delivered = false;
         for i in 2..400 {
             assert!(t.send(vec![append(1, i, 10)]).is_empty());
-            if let Ok(Input::Raft(m, _)) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Ok(TransportEvent::Message(m, _)) = rx.recv_timeout(Duration::from_millis(50)) {
                 assert!(m.index >= 2);
                 delivered = true;
                 break;
@@ -613,7 +642,7 @@ mod tests {
         s.write_all(&frames).expect("frame");
         let first = loop {
             match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(input @ Input::Raft(..)) => break input,
+                Ok(input @ TransportEvent::Message(..)) => break input,
                 Ok(_) => continue,
                 Err(e) => panic!("no message: {e}"),
             }

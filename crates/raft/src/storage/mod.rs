@@ -226,14 +226,14 @@ impl RaftStorage {
             return Ok(());
         };
         if first.index < self.first_index {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "append at {} before the first index {}",
                 first.index, self.first_index
             )));
         }
         let keep = (first.index - self.first_index) as usize;
         if keep > self.entries.len() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "append at {} leaves a gap after {}",
                 first.index,
                 self.last_index()

@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::frame::{self, SNAP_DATA};
+use super::{NodeQueue, TransportEvent};
 use super::{BATCH_BYTES, PEER_BUFFER, SNAPSHOT_CHUNK, SNAPSHOT_QUEUE};
-use crate::raft::node::Input;
 
 /// A connection the peer closes sooner than this after the hello counts as refused.
 const REFUSED_WITHIN: Duration = Duration::from_secs(1);
@@ -163,7 +163,12 @@ async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
 
 /// The peer's task: connects, says hello, flushes the outbox, streams snapshots, reconnects
 /// after errors, until the peer is removed. `hello` is the encoded HELLO frame.
-pub(super) async fn run_peer(id: u64, peer: Arc<Peer>, node: flume::Sender<Input>, hello: Vec<u8>) {
+pub(super) async fn run_peer<E: NodeQueue>(
+    id: u64,
+    peer: Arc<Peer>,
+    node: flume::Sender<E>,
+    hello: Vec<u8>,
+) {
     let mut backoff = Duration::from_millis(20);
     let mut was_connected = true;
     let mut refused = false;
@@ -220,11 +225,11 @@ async fn connect(addr: &str, hello: &[u8]) -> io::Result<TcpStream> {
 }
 
 /// Serves one connection until it fails, the peer hangs up, or the peer is removed.
-async fn serve_connection(
+async fn serve_connection<E: NodeQueue>(
     id: u64,
     peer: &Peer,
     stream: &Arc<TcpStream>,
-    node: &flume::Sender<Input>,
+    node: &flume::Sender<E>,
 ) -> io::Result<()> {
     loop {
         flush(id, peer, stream, node).await?;
@@ -259,11 +264,11 @@ fn check_hung_up(stream: &TcpStream) -> io::Result<()> {
 /// Writes everything queued in the outbox — frames and snapshots, in order — waiting for the
 /// socket as needed, then lets senders write directly again. Senders append to the outbox
 /// meanwhile (it is not empty, or the connection is not published), so order holds.
-async fn flush(
+async fn flush<E: NodeQueue>(
     id: u64,
     peer: &Peer,
     stream: &Arc<TcpStream>,
-    node: &flume::Sender<Input>,
+    node: &flume::Sender<E>,
 ) -> io::Result<()> {
     loop {
         let snapshot = {
@@ -290,7 +295,7 @@ async fn flush(
                 let sent = write_snapshot(stream, &m).await;
                 report(
                     node,
-                    Input::SnapshotSent {
+                    TransportEvent::SnapshotSent {
                         to: id,
                         ok: sent.is_ok(),
                     },
@@ -303,7 +308,7 @@ async fn flush(
 }
 
 /// Drops what was queued for an unreachable peer, telling raft.
-fn discard(id: u64, peer: &Peer, node: &flume::Sender<Input>) {
+fn discard<E: NodeQueue>(id: u64, peer: &Peer, node: &flume::Sender<E>) {
     let (dropped, snapshots) = {
         let mut out = peer.outbox();
         let dropped = !out.pending.is_empty() || out.broken;
@@ -312,17 +317,17 @@ fn discard(id: u64, peer: &Peer, node: &flume::Sender<Input>) {
         (dropped, std::mem::take(&mut out.snapshots))
     };
     if dropped {
-        report(node, Input::Unreachable(id));
+        report(node, TransportEvent::Unreachable(id));
     }
     for _ in snapshots {
-        report(node, Input::SnapshotSent { to: id, ok: false });
+        report(node, TransportEvent::SnapshotSent { to: id, ok: false });
     }
 }
 
-fn report(node: &flume::Sender<Input>, input: Input) {
+fn report<E: NodeQueue>(node: &flume::Sender<E>, event: TransportEvent) {
     // Best effort: if the node's queue is full the report is dropped; raft copes with both
     // lost messages and missed reports.
-    let _ = node.try_send(input);
+    let _ = node.try_send(E::from(event));
 }
 
 async fn write_frame(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<()> {

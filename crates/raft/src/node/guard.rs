@@ -35,8 +35,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 
-use crate::kv::{Command, TxnOp};
-
 /// Largest term accepted from a peer. A node's term only grows by one per election round
 /// (pre-vote keeps a partitioned node from raising it alone), and a round takes at least an
 /// election timeout (one second here): a century of back-to-back elections stays below 2^32.
@@ -400,51 +398,22 @@ pub fn proposer(context: &[u8]) -> Option<u64> {
 }
 
 /// One entry of a proposal forwarded by peer `from`: proposed by `from` itself (its context
-/// names it), and, for a command, exactly what the HTTP API would have accepted — a command that
-/// decodes, with no value over `max_value`. Membership changes need the node's state and are
-/// checked by `Node::check_forwarded_conf_change`; joint changes are never proposed here.
-pub fn check_proposal_entry(e: &Entry, from: u64, max_value: usize) -> Result<(), Refusal> {
+/// names it), and, for a command, one `check_command` accepts — what this node's own front-end
+/// would have proposed (the state machine decides). Membership changes need the node's state
+/// and are checked by `Node::check_forwarded_conf_change`; joint changes are never proposed.
+pub fn check_proposal_entry<E: std::fmt::Display>(
+    e: &Entry,
+    from: u64,
+    check_command: impl Fn(&Bytes) -> Result<(), E>,
+) -> Result<(), Refusal> {
     let bad = |why: String| Err(Refusal::Proposal(why));
     if proposer(&e.context) != Some(from) {
         return bad(format!("the context does not name node {from} as proposer"));
     }
     match e.get_entry_type() {
-        EntryType::EntryNormal => {
-            let cmd = match Command::decode(e.data.clone()) {
-                Ok(cmd) => cmd,
-                Err(err) => return bad(err.to_string()),
-            };
-            match largest_value(&cmd) {
-                n if n > max_value => bad(format!("a value of {n} bytes exceeds {max_value}")),
-                _ => Ok(()),
-            }
-        }
+        EntryType::EntryNormal => check_command(&e.data).or_else(|err| bad(err.to_string())),
         EntryType::EntryConfChange => Ok(()),
         EntryType::EntryConfChangeV2 => bad("joint membership changes are not supported".into()),
-    }
-}
-
-/// The largest value a command writes or compares.
-fn largest_value(cmd: &Command) -> usize {
-    let len = |v: &Bytes| v.len();
-    match cmd {
-        Command::Put { value, .. } => len(value),
-        Command::Delete { .. } | Command::DeletePrefix { .. } => 0,
-        Command::Txn {
-            compares,
-            success,
-            failure,
-        } => {
-            let compared = compares.iter().map(|c| match &c.target {
-                crate::kv::CompareTarget::Value(v) => len(v),
-                _ => 0,
-            });
-            let written = success.iter().chain(failure).map(|op| match op {
-                TxnOp::Put { value, .. } => len(value),
-                TxnOp::Delete { .. } => 0,
-            });
-            compared.chain(written).max().unwrap_or(0)
-        }
     }
 }
 

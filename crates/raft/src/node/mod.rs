@@ -39,12 +39,12 @@ use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::kv::{Command, Kv, Outcome};
+use crate::handle::{Declined, Reply};
 use crate::metrics::METRICS;
-use crate::raft::persist::LogWriter;
-use crate::raft::transport::{InboundShare, Transport};
+use crate::persist::{LogEvent, LogWriter};
+use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
-use crate::watch::WatchHub;
+use crate::transport::{Transport, TransportEvent};
 
 pub mod guard;
 mod inbound;
@@ -53,7 +53,6 @@ mod reads;
 
 pub use membership::{MemberChange, MemberInfo, LEARNER_CATCH_UP_SLACK};
 use reads::{PendingRead, ReadBatch};
-pub use reads::{Query, ReadResult};
 
 /// How often raft ticks.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -72,44 +71,58 @@ pub enum Exit {
     Removed,
 }
 
-/// Everything the raft loop can be asked to do.
-pub enum Input {
+/// Everything the raft loop can be asked to do, or be told.
+pub enum Input<S: StateMachine> {
     /// Replicate and apply a state-machine command.
-    Propose { data: Bytes, reply: Reply },
-    /// Read keys: linearizably (ReadIndex, then wait for apply) or from local state.
-    Read {
-        query: Query,
-        linearizable: bool,
-        reply: oneshot::Sender<Result<ReadResult>>,
+    Propose {
+        data: Bytes,
+        reply: Reply<S::Output>,
     },
-    /// A message from a peer, with the share of the transport's inbound budget it holds until
-    /// it has been stepped.
-    Raft(Box<Message>, InboundShare),
-    /// The transport could not deliver to this peer.
-    Unreachable(u64),
-    /// The transport finished (or failed) sending a snapshot.
-    SnapshotSent { to: u64, ok: bool },
+    /// Read: linearizably (ReadIndex, then wait for apply) or from local state.
+    Read {
+        query: S::Query,
+        linearizable: bool,
+        reply: oneshot::Sender<S::Read>,
+    },
+    /// What the peer transport received or failed to send.
+    Transport(TransportEvent),
+    /// What the log writer made durable, or that it failed.
+    Log(LogEvent),
     /// Change the membership; answered once the change is applied here.
-    ChangeMembers { change: MemberChange, reply: Reply },
+    ChangeMembers {
+        change: MemberChange,
+        reply: Reply<()>,
+    },
     /// List the members.
     Members(oneshot::Sender<Vec<MemberInfo>>),
     /// Report the node's status.
-    Status(oneshot::Sender<NodeStatus>),
-    /// The log writer made more durable (or failed): look at what it reports.
-    Persisted,
+    Status(oneshot::Sender<NodeStatus<S::Status>>),
     /// A snapshot of this node's state, written in the background, is durable (or failed).
     SnapshotSaved {
         meta: SnapshotMetadata,
         compact_to: u64,
-        result: std::result::Result<(), String>,
+        result: Result<()>,
     },
     /// Sync and stop the loop.
     Shutdown,
 }
 
-/// A point-in-time view of the node, for `/v1/status`.
+impl<S: StateMachine> From<TransportEvent> for Input<S> {
+    fn from(e: TransportEvent) -> Self {
+        Input::Transport(e)
+    }
+}
+
+impl<S: StateMachine> From<LogEvent> for Input<S> {
+    fn from(e: LogEvent) -> Self {
+        Input::Log(e)
+    }
+}
+
+/// A point-in-time view of the node, for `/v1/status`; `state` is what the state machine
+/// reports, flattened into the same object.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct NodeStatus {
+pub struct NodeStatus<T> {
     pub id: u64,
     pub role: &'static str,
     pub leader: u64,
@@ -119,11 +132,8 @@ pub struct NodeStatus {
     pub snapshot_index: u64,
     pub first_index: u64,
     pub last_index: u64,
-    pub keys: usize,
-    /// Bytes of keys and values held.
-    pub data_bytes: u64,
-    /// The store revision.
-    pub revision: u64,
+    #[serde(flatten)]
+    pub state: T,
     pub wal_bytes: u64,
     pub voters: Vec<u64>,
     pub members: Vec<MemberInfo>,
@@ -156,36 +166,54 @@ pub struct NodeConfig {
     pub catch_up_bytes: u64,
     /// Requests older than this are abandoned (their callers have timed out).
     pub request_timeout: Duration,
-    /// Largest value a command may write (the HTTP limit), checked again on proposals that
-    /// followers forward to this leader.
-    pub max_value_size: usize,
     /// The `--cluster` ids: the only peers heard while this node has no membership yet.
     pub cluster_ids: Vec<u64>,
 }
 
-/// Where a write's outcome is sent once it is applied.
-pub type Reply = oneshot::Sender<Result<Outcome>>;
+/// A proposal waiting to be applied: a command, or a membership change.
+enum Pending<S: StateMachine> {
+    Command(Reply<S::Output>),
+    Membership(Reply<()>),
+}
+
+impl<S: StateMachine> Pending<S> {
+    fn decline(self, why: Declined) {
+        match self {
+            Pending::Command(reply) => {
+                let _ = reply.send(Err(why));
+            }
+            Pending::Membership(reply) => {
+                let _ = reply.send(Err(why));
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Pending::Command(reply) => reply.is_closed(),
+            Pending::Membership(reply) => reply.is_closed(),
+        }
+    }
+}
 
 /// What recovery hands the node: durable raft state, the state machine rebuilt from the
 /// newest snapshot, and the index that snapshot covers.
-pub struct Recovered {
+pub struct Recovered<S> {
     pub storage: RaftStorage,
-    pub kv: Kv,
+    pub state: S,
     pub applied: u64,
 }
 
 /// The node's connections to the rest of the process.
-pub struct NodeIo {
+pub struct NodeIo<S: StateMachine> {
     /// Sends raft messages to peers.
-    pub transport: Transport,
+    pub transport: Transport<Input<S>>,
     /// Makes entries and hard state durable.
     pub writer: LogWriter,
-    /// Receives applied changes for watchers.
-    pub watch: Arc<WatchHub>,
     /// The node's input queue.
-    pub rx: flume::Receiver<Input>,
+    pub rx: flume::Receiver<Input<S>>,
     /// The same queue's sending side, for the node's own background work (snapshot saves).
-    pub tx: flume::Sender<Input>,
+    pub tx: flume::Sender<Input<S>>,
 }
 
 /// Where this node's own snapshot is: at most one is taken at a time.
@@ -204,28 +232,27 @@ enum SnapshotStage {
 /// Keys serialized per loop iteration while a snapshot is taken (well under a millisecond).
 const SNAPSHOT_STEP: usize = 2048;
 
-pub struct Node {
+pub struct Node<S: StateMachine> {
     cfg: NodeConfig,
     raw: RawNode<RaftStorage>,
-    kv: Kv,
+    sm: S,
     conf_state: ConfState,
-    transport: Transport,
+    transport: Transport<Input<S>>,
     writer: LogWriter,
     /// The highest `Ready` number reported persisted to raft-rs.
     persisted: u64,
-    watch: Arc<WatchHub>,
-    rx: flume::Receiver<Input>,
-    tx: flume::Sender<Input>,
+    rx: flume::Receiver<Input<S>>,
+    tx: flume::Sender<Input<S>>,
     /// Where this node's own snapshot is (at most one at a time).
     snapshot_stage: SnapshotStage,
     /// Set while snapshot writes fail: when to try again.
     snapshot_retry: Option<SnapshotBackoff>,
     incarnation: u64,
     next_seq: u64,
-    proposals: HashMap<u64, Reply>,
+    proposals: HashMap<u64, Pending<S>>,
     queued_proposals: Vec<Entry>,
-    queued_reads: Vec<PendingRead>,
-    read_batches: BTreeMap<u64, ReadBatch>,
+    queued_reads: Vec<PendingRead<S>>,
+    read_batches: BTreeMap<u64, ReadBatch<S>>,
     next_read_ctx: u64,
     applied: u64,
     leader: u64,
@@ -234,31 +261,30 @@ pub struct Node {
     /// The tick at which this node applied its own removal (cleared if it is added back).
     removed_at: Option<u64>,
     /// A received snapshot, parsed before it was stepped, for `handle_ready` to install.
-    verified_snapshot: Option<inbound::VerifiedSnapshot>,
+    verified_snapshot: Option<inbound::VerifiedSnapshot<S>>,
     /// Rate limit of the log lines about refused peer messages.
     refusals: guard::RefusalLog,
 }
 
-impl Node {
+impl<S: StateMachine> Node<S> {
     /// Builds the node over recovered storage and state machine.
     pub fn new(
         cfg: NodeConfig,
-        state: Recovered,
-        io: NodeIo,
+        recovered: Recovered<S>,
+        io: NodeIo<S>,
         logger: &slog::Logger,
-    ) -> Result<Node> {
+    ) -> Result<Node<S>> {
         let NodeIo {
             transport,
             writer,
-            watch,
             rx,
             tx,
         } = io;
         let Recovered {
             storage,
-            kv,
+            state: sm,
             applied,
-        } = state;
+        } = recovered;
         let conf_state = storage.initial_state()?.conf_state;
         let raft_cfg = raft::Config {
             id: cfg.id,
@@ -285,12 +311,11 @@ impl Node {
         Ok(Node {
             cfg,
             raw,
-            kv,
+            sm,
             conf_state,
             transport,
             writer,
             persisted: 0,
-            watch,
             rx,
             tx,
             snapshot_stage: SnapshotStage::Idle,
@@ -324,7 +349,7 @@ impl Node {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let mut stop = false;
-            if let Some(input) = next_input(&self.rx, self.kv.is_snapshotting(), next_tick).await {
+            if let Some(input) = next_input(&self.rx, self.sm.is_snapshotting(), next_tick).await {
                 stop |= self.handle(input)?;
                 // Drain what is already queued, bounded so ticks are never starved.
                 for _ in 0..8192 {
@@ -382,11 +407,11 @@ impl Node {
     }
 
     /// Handles one input; returns true on shutdown.
-    fn handle(&mut self, input: Input) -> Result<bool> {
+    fn handle(&mut self, input: Input<S>) -> Result<bool> {
         match input {
             Input::Propose { data, reply } => {
                 if self.leader == 0 && self.raw.raft.leader_id == raft::INVALID_ID {
-                    let _ = reply.send(Err(Error::NoLeader));
+                    let _ = reply.send(Err(Declined::NoLeader));
                     return Ok(false);
                 }
                 let seq = self.next_seq;
@@ -396,7 +421,7 @@ impl Node {
                     context: self.proposal_context(seq),
                     ..Default::default()
                 });
-                self.proposals.insert(seq, reply);
+                self.proposals.insert(seq, Pending::Command(reply));
             }
             Input::Read {
                 query,
@@ -406,20 +431,10 @@ impl Node {
                 if linearizable {
                     self.queued_reads.push((query, reply));
                 } else {
-                    let _ = reply.send(Ok(self.query(&query)));
+                    let _ = reply.send(self.sm.query(&query));
                 }
             }
-            // The budget share is released once the message has been stepped.
-            Input::Raft(m, _share) => self.on_peer_message(*m),
-            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
-            Input::SnapshotSent { to, ok } => {
-                let status = if ok {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                };
-                self.raw.report_snapshot(to, status);
-            }
+            Input::Transport(event) => self.on_transport_event(event),
             Input::ChangeMembers { change, reply } => self.change_members(change, reply),
             Input::Members(reply) => {
                 let _ = reply.send(self.members());
@@ -427,8 +442,8 @@ impl Node {
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            // Looked at on every turn of the loop; this only wakes it.
-            Input::Persisted => {}
+            // The writer's state is looked at on every turn of the loop; this only wakes it.
+            Input::Log(LogEvent::Persisted | LogEvent::Failed) => {}
             Input::SnapshotSaved {
                 meta,
                 compact_to,
@@ -437,6 +452,22 @@ impl Node {
             Input::Shutdown => return Ok(true),
         }
         Ok(false)
+    }
+
+    fn on_transport_event(&mut self, event: TransportEvent) {
+        match event {
+            // The budget share is released once the message has been stepped.
+            TransportEvent::Message(m, _share) => self.on_peer_message(*m),
+            TransportEvent::Unreachable(peer) => self.raw.report_unreachable(peer),
+            TransportEvent::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+        }
     }
 
     fn proposal_context(&self, seq: u64) -> Bytes {
@@ -476,14 +507,17 @@ impl Node {
         m.from = self.cfg.id;
         m.set_entries(entries.into());
         if let Err(e) = self.raw.step(m) {
-            let err = match e {
-                raft::Error::ProposalDropped => Error::NoLeader,
-                other => Error::Raft(other),
+            tracing::debug!(error = %e, count = seqs.len(), "proposals dropped");
+            let internal = match e {
+                raft::Error::ProposalDropped => None,
+                other => Some(Arc::new(Error::Raft(other))),
             };
-            tracing::debug!(error = %err, count = seqs.len(), "proposals dropped");
             for seq in seqs {
-                if let Some(reply) = self.proposals.remove(&seq) {
-                    let _ = reply.send(Err(clone_error(&err)));
+                if let Some(pending) = self.proposals.remove(&seq) {
+                    pending.decline(match &internal {
+                        None => Declined::NoLeader,
+                        Some(e) => Declined::Internal(e.clone()),
+                    });
                 }
             }
         }
@@ -514,7 +548,7 @@ impl Node {
             self.raw.read_index(self.read_context(ctx));
         }
         if self.ticks.is_multiple_of(10) {
-            self.proposals.retain(|_, reply| !reply.is_closed());
+            self.proposals.retain(|_, pending| !pending.is_closed());
         }
     }
 
@@ -548,28 +582,24 @@ impl Node {
             // Parsed before anything is durable: a snapshot is stepped only once its data
             // restored (`inbound`), so this parse is a fallback that cannot fail on a stepped
             // one, and if it ever did, nothing of it would have been written.
-            let kv = match self.verified_snapshot.take() {
-                Some(v) if v.is_of(&snap) => v.kv,
-                _ => tokio::task::block_in_place(|| Kv::restore(snap.data.clone()))?,
+            let state = match self.verified_snapshot.take() {
+                Some(v) if v.is_of(&snap) => v.state,
+                _ => tokio::task::block_in_place(|| self.sm.parse_snapshot(snap.data.clone()))
+                    .map_err(|e| Error::Snapshot(Box::new(e)))?,
             };
             // The file is durable before the marker that names it is queued.
             let marker =
                 tokio::task::block_in_place(|| self.raw.mut_store().install_snapshot(&snap))?;
             self.writer.snapshot(marker, true)?;
-            self.kv = kv;
+            self.sm.install(state);
             // A snapshot of the replaced state machine being serialized is moot.
             if matches!(self.snapshot_stage, SnapshotStage::Serializing { .. }) {
                 self.snapshot_stage = SnapshotStage::Idle;
             }
-            self.watch.reset(self.kv.revision());
             self.conf_state = snap.get_metadata().get_conf_state().clone();
             self.applied = index;
             self.sync_peers();
-            tracing::info!(
-                index,
-                keys = self.kv.len(),
-                "installed snapshot from leader"
-            );
+            tracing::info!(index, "installed snapshot from leader");
         }
 
         // Only entries this node has persisted are ever handed out as committed.
@@ -616,10 +646,7 @@ impl Node {
             self.persisted = persisted;
         }
         match self.writer.failure() {
-            Some(e) => Err(Error::io(
-                "the write-ahead log failed",
-                std::io::Error::other(e),
-            )),
+            Some(e) => Err(Error::LogWriter(e)),
             None => Ok(()),
         }
     }
@@ -646,49 +673,35 @@ impl Node {
         }
     }
 
+    /// Applies committed entries in log order and answers the requests this node proposed;
+    /// then tells the state machine the batch is done and serves the reads now possible.
     fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut events = Vec::new();
         for e in entries {
             if e.index <= self.applied {
                 continue;
             }
             match e.get_entry_type() {
+                // An empty entry is the one a new leader appends to commit its term.
+                EntryType::EntryNormal if e.data.is_empty() => {}
                 EntryType::EntryNormal => {
-                    if !e.data.is_empty() {
-                        let result = Command::decode(e.data.clone())
-                            .map(|cmd| self.kv.apply(cmd, &mut events));
-                        if let Err(err) = &result {
-                            tracing::warn!(index = e.index, error = %err, "skipping a malformed command");
+                    let output = self.sm.apply(e.index, &e.data);
+                    match self.take_pending(&e.context) {
+                        Some(Pending::Command(reply)) => {
+                            let _ = reply.send(Ok(output));
                         }
-                        if let Some(reply) = self
-                            .own_proposal(&e.context)
-                            .and_then(|s| self.proposals.remove(&s))
-                        {
-                            let _ = reply.send(result);
+                        // A membership change and a command never share a context.
+                        Some(Pending::Membership(reply)) => {
+                            let _ = reply.send(Err(Declined::Internal(Arc::new(Error::Internal(
+                                format!("entry {} is not a membership change", e.index),
+                            )))));
                         }
+                        None => {}
                     }
                 }
-                EntryType::EntryConfChange => {
-                    let result = ConfChange::parse_from_bytes(&e.data)
-                        .map_err(|err| Error::Invalid(format!("conf change at {}: {err}", e.index)))
-                        .and_then(|cc| self.apply_conf_change(&cc))
-                        .map(|()| Outcome::Done {
-                            revision: self.kv.revision(),
-                            changed: 1,
-                        });
-                    if let Err(err) = &result {
-                        tracing::warn!(index = e.index, error = %err, "membership change not applied");
-                    }
-                    if let Some(reply) = self
-                        .own_proposal(&e.context)
-                        .and_then(|s| self.proposals.remove(&s))
-                    {
-                        let _ = reply.send(result);
-                    }
-                }
+                EntryType::EntryConfChange => self.apply_conf_change_entry(&e),
                 EntryType::EntryConfChangeV2 => {
                     // Never proposed by this version; skipped identically on every node.
                     tracing::warn!(
@@ -699,11 +712,43 @@ impl Node {
             }
             self.applied = e.index;
         }
-        self.watch.publish(events);
+        self.sm.applied(self.applied);
         METRICS.applied_index.set(self.applied as i64);
-        METRICS.revision.set(self.kv.revision() as i64);
         self.serve_reads();
         Ok(())
+    }
+
+    /// The request waiting for the entry with this context, if this node proposed it.
+    fn take_pending(&mut self, context: &[u8]) -> Option<Pending<S>> {
+        self.own_proposal(context)
+            .and_then(|seq| self.proposals.remove(&seq))
+    }
+
+    /// Applies a membership change entry and answers its proposer.
+    fn apply_conf_change_entry(&mut self, e: &Entry) {
+        let result = ConfChange::parse_from_bytes(&e.data)
+            .map_err(|err| {
+                Declined::Internal(Arc::new(Error::Internal(format!(
+                    "membership change at {} does not decode: {err}",
+                    e.index
+                ))))
+            })
+            .and_then(|cc| self.apply_conf_change(&cc));
+        if let Err(err) = &result {
+            tracing::warn!(index = e.index, error = ?err, "membership change not applied");
+        }
+        match self.take_pending(&e.context) {
+            Some(Pending::Membership(reply)) => {
+                let _ = reply.send(result);
+            }
+            Some(Pending::Command(reply)) => {
+                let _ = reply.send(Err(Declined::Internal(Arc::new(Error::Internal(format!(
+                    "entry {} is a membership change, not a command",
+                    e.index
+                ))))));
+            }
+            None => {}
+        }
     }
 
     /// Takes a snapshot of the state machine once [`snapshot_due`] says so (or raft needs a
@@ -732,7 +777,7 @@ impl Node {
                     &self.cfg,
                     self.applied.saturating_sub(snap_index),
                     store.bytes_between(snap_index, self.applied),
-                    self.kv.data_bytes(),
+                    self.sm.data_bytes(),
                 );
                 if !wanted && !due {
                     return Ok(());
@@ -741,14 +786,14 @@ impl Node {
                 let snap = store.snapshot_at(index, self.conf_state.clone(), Bytes::new())?;
                 let compact_to =
                     store.catch_up_start(index, self.cfg.catch_up_entries, self.cfg.catch_up_bytes);
-                self.kv.begin_snapshot();
+                self.sm.begin_snapshot();
                 self.snapshot_stage = SnapshotStage::Serializing {
                     snap: Box::new(snap),
                     compact_to,
                 };
             }
         }
-        let Some(data) = self.kv.snapshot_step(SNAPSHOT_STEP) else {
+        let Some(data) = self.sm.snapshot_step(SNAPSHOT_STEP) else {
             return Ok(());
         };
         let SnapshotStage::Serializing {
@@ -765,7 +810,7 @@ impl Node {
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
-                let result = snaps.save(&snap).map_err(|e| e.to_string());
+                let result = snaps.save(&snap);
                 // The node waits for this report before starting another snapshot.
                 let _ = tx.send(Input::SnapshotSaved {
                     meta: snap.take_metadata(),
@@ -775,7 +820,7 @@ impl Node {
             });
         if let Err(e) = spawned {
             // As if the write had failed (e.g. no threads left): retried later.
-            let result = Err(format!("starting a snapshot writer: {e}"));
+            let result = Err(Error::io("starting a snapshot writer", e));
             self.on_snapshot_saved(meta, compact_to, result)?;
         }
         Ok(())
@@ -791,7 +836,7 @@ impl Node {
         &mut self,
         meta: SnapshotMetadata,
         compact_to: u64,
-        result: std::result::Result<(), String>,
+        result: Result<()>,
     ) -> Result<()> {
         self.snapshot_stage = SnapshotStage::Idle;
         if let Err(error) = result {
@@ -833,7 +878,7 @@ impl Node {
         Ok(())
     }
 
-    fn status(&self) -> NodeStatus {
+    fn status(&self) -> NodeStatus<S::Status> {
         let raft = &self.raw.raft;
         let store = self.raw.store();
         NodeStatus {
@@ -851,9 +896,7 @@ impl Node {
             snapshot_index: store.snapshot_index(),
             first_index: store.first_index(),
             last_index: store.last_index(),
-            keys: self.kv.len(),
-            data_bytes: self.kv.data_bytes(),
-            revision: self.kv.revision(),
+            state: self.sm.status(),
             wal_bytes: self.writer.wal_bytes(),
             voters: {
                 let mut v = self.conf_state.voters.clone();
@@ -871,7 +914,11 @@ impl Node {
 /// Woken by an input, it yields once before returning it: every request handler that is
 /// ready then runs and queues its request, so one Raft step takes them all (one append,
 /// one WAL write) rather than one step per request.
-async fn next_input(rx: &flume::Receiver<Input>, busy: bool, tick_at: Instant) -> Option<Input> {
+async fn next_input<S: StateMachine>(
+    rx: &flume::Receiver<Input<S>>,
+    busy: bool,
+    tick_at: Instant,
+) -> Option<Input<S>> {
     // The node holds a sender itself, so the queue never disconnects; if it did, stop.
     let received = if busy {
         match rx.try_recv() {
@@ -926,16 +973,10 @@ impl SnapshotBackoff {
     }
 }
 
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::NoLeader => Error::NoLeader,
-        other => Error::Invalid(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_machine::testing::Counter;
 
     /// Bounds a call that must return at once, so a broken one fails instead of hanging.
     async fn promptly<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -953,7 +994,6 @@ mod tests {
             catch_up_entries: 0,
             catch_up_bytes: 0,
             request_timeout: Duration::from_secs(1),
-            max_value_size: 1 << 20,
             cluster_ids: vec![1],
         }
     }
@@ -988,18 +1028,18 @@ mod tests {
 
     #[tokio::test]
     async fn next_input_returns_what_is_queued_or_none_at_the_tick() {
-        let (tx, rx) = flume::bounded(4);
+        let (tx, rx) = flume::bounded::<Input<Counter>>(4);
         let far = Instant::now() + Duration::from_secs(3600);
-        tx.send(Input::Persisted).unwrap();
+        tx.send(Input::Log(LogEvent::Persisted)).unwrap();
         let got = promptly(next_input(&rx, false, far)).await;
-        assert!(matches!(got, Some(Input::Persisted)));
+        assert!(matches!(got, Some(Input::Log(LogEvent::Persisted))));
         // Nothing queued: `None` once the tick is due.
         assert!(next_input(&rx, false, Instant::now()).await.is_none());
         // While a snapshot is being serialized it never waits for the tick.
         assert!(promptly(next_input(&rx, true, far)).await.is_none());
-        tx.send(Input::Persisted).unwrap();
+        tx.send(Input::Log(LogEvent::Persisted)).unwrap();
         let got = promptly(next_input(&rx, true, far)).await;
-        assert!(matches!(got, Some(Input::Persisted)));
+        assert!(matches!(got, Some(Input::Log(LogEvent::Persisted))));
         // A queue nobody can send to any more means stop.
         drop(tx);
         let got = promptly(next_input(&rx, false, far)).await;

@@ -21,19 +21,19 @@ use raft::StateRole;
 
 use super::guard::{check_peer_message, check_proposal_entry, PeerView, Refusal};
 use super::Node;
-use crate::kv::Kv;
 use crate::metrics::METRICS;
+use crate::state_machine::StateMachine;
 
 /// A received snapshot whose data parsed: what `handle_ready` installs if raft-rs takes it.
-pub(super) struct VerifiedSnapshot {
+pub(super) struct VerifiedSnapshot<S: StateMachine> {
     pub(super) index: u64,
     pub(super) term: u64,
     /// The data it was parsed from (shared, not copied).
     pub(super) data: Bytes,
-    pub(super) kv: Kv,
+    pub(super) state: S::Snapshot,
 }
 
-impl VerifiedSnapshot {
+impl<S: StateMachine> VerifiedSnapshot<S> {
     /// True if `snap` is the very snapshot this was parsed from (not merely one at the same
     /// index: a second message may carry other data under the same metadata).
     pub(super) fn is_of(&self, snap: &Snapshot) -> bool {
@@ -46,7 +46,7 @@ impl VerifiedSnapshot {
     }
 }
 
-impl Node {
+impl<S: StateMachine> Node<S> {
     /// Checks a peer message and steps it, or drops it with a (rate-limited) log line.
     pub(super) fn on_peer_message(&mut self, m: Message) {
         let verdict = self.check_inbound(&m);
@@ -107,14 +107,15 @@ impl Node {
             return Ok(());
         }
         let data = snap.data.clone();
-        let kv = tokio::task::block_in_place(|| Kv::restore(data))
+        let state = tokio::task::block_in_place(|| self.sm.parse_snapshot(data))
             .map_err(|e| Refusal::Snapshot(e.to_string()))?;
+        let members = S::snapshot_members(&state);
         let cs = meta.get_conf_state();
         if let Some(id) = cs
             .voters
             .iter()
             .chain(&cs.learners)
-            .find(|id| !kv.members().contains_key(id))
+            .find(|id| !members.contains_key(id))
         {
             return Err(Refusal::Snapshot(format!(
                 "member {id} of its membership is missing from its member list"
@@ -124,7 +125,7 @@ impl Node {
             index: meta.index,
             term: meta.term,
             data: snap.data.clone(),
-            kv,
+            state,
         });
         Ok(())
     }
@@ -135,7 +136,7 @@ impl Node {
     fn check_forwarded_proposal(&mut self, m: &Message) -> Result<(), Refusal> {
         let mut conf_changes = 0;
         for e in m.entries.iter() {
-            check_proposal_entry(e, m.from, self.cfg.max_value_size)?;
+            check_proposal_entry(e, m.from, |command| self.sm.check_proposal(command))?;
             if e.get_entry_type() != EntryType::EntryConfChange {
                 continue;
             }

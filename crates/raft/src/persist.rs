@@ -30,10 +30,9 @@ use raft::eraftpb::{Entry, HardState, Message, MessageType};
 
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
-use crate::raft::node::Input;
-use crate::raft::transport::Transport;
 use crate::storage::snapshot::SnapshotStore;
 use crate::storage::wal::{remove_segments, SnapshotMarker, Wal};
+use crate::transport::{NodeQueue, Transport, TransportEvent};
 
 enum Job {
     /// A `Ready`'s entries, hard state and the messages that must follow them.
@@ -51,13 +50,26 @@ enum Job {
     /// After the next sync: delete WAL segments below `index`, snapshot files below `prune`.
     Compact { index: u64, prune: u64 },
     /// Answered once everything queued before it is durable.
-    Barrier(mpsc::Sender<Result<(), String>>),
+    Barrier(mpsc::Sender<Result<(), Arc<Error>>>),
 }
+
+/// What the log writer tells the raft loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogEvent {
+    /// More is durable: see [`LogWriter::persisted`].
+    Persisted,
+    /// A write or fsync failed and the writer stopped: see [`LogWriter::failure`].
+    Failed,
+}
+
+/// The raft loop's input queue, as the log writer sees it.
+pub trait WriterQueue: NodeQueue + From<LogEvent> {}
+impl<T: NodeQueue + From<LogEvent>> WriterQueue for T {}
 
 struct Shared {
     persisted: AtomicU64,
     wal_bytes: AtomicU64,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Arc<Error>>>,
 }
 
 /// The raft loop's handle on the writer.
@@ -69,11 +81,11 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the writer thread. It sends persisted messages through `transport` and wakes the
     /// raft loop through `wake`.
-    pub fn start(
+    pub fn start<E: WriterQueue>(
         wal: Wal,
         snaps: SnapshotStore,
-        transport: Transport,
-        wake: flume::Sender<Input>,
+        transport: Transport<E>,
+        wake: flume::Sender<E>,
     ) -> Result<LogWriter> {
         let shared = Arc::new(Shared {
             persisted: AtomicU64::new(0),
@@ -100,10 +112,13 @@ impl LogWriter {
     }
 
     fn stopped(&self) -> Error {
-        Error::io(
-            "the log writer stopped",
-            std::io::Error::other(self.failure().unwrap_or_else(|| "unknown cause".into())),
-        )
+        match self.failure() {
+            Some(e) => Error::LogWriter(e),
+            None => Error::io(
+                "the log writer stopped",
+                std::io::Error::other("it exited without a recorded failure"),
+            ),
+        }
     }
 
     /// Queues a `Ready`'s entries and hard state; `messages` are sent once they are durable.
@@ -141,7 +156,7 @@ impl LogWriter {
         self.push(Job::Barrier(tx))?;
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::io("the log writer failed", std::io::Error::other(e))),
+            Ok(Err(e)) => Err(Error::LogWriter(e)),
             Err(_) => Err(self.stopped()),
         }
     }
@@ -152,7 +167,7 @@ impl LogWriter {
     }
 
     /// Why the writer stopped, if it did.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<Arc<Error>> {
         self.shared
             .failure
             .lock()
@@ -166,34 +181,35 @@ impl LogWriter {
     }
 }
 
-struct Writer {
+struct Writer<E> {
     wal: Wal,
     snaps: SnapshotStore,
-    transport: Transport,
-    wake: flume::Sender<Input>,
+    transport: Transport<E>,
+    wake: flume::Sender<E>,
     shared: Arc<Shared>,
 }
 
-impl Writer {
+impl<E: WriterQueue> Writer<E> {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         while let Ok(first) = rx.recv() {
             let mut jobs = vec![first];
             jobs.extend(rx.try_iter());
             if let Err(e) = self.process(jobs) {
-                let reason = e.to_string();
-                tracing::error!(error = %reason, "the log writer failed; stopping the node");
+                tracing::error!(error = %e, "the log writer failed; stopping the node");
+                let e = Arc::new(e);
                 *self
                     .shared
                     .failure
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                 // Fail whatever waits, now and later.
                 for job in rx.try_iter() {
                     if let Job::Barrier(tx) = job {
-                        let _ = tx.send(Err(reason.clone()));
+                        let _ = tx.send(Err(e.clone()));
                     }
                 }
-                let _ = self.wake.try_send(Input::Persisted);
+                // If the queue is full the loop is busy and checks `failure` on its next turn.
+                let _ = self.wake.try_send(E::from(LogEvent::Failed));
                 return;
             }
         }
@@ -260,15 +276,15 @@ impl Writer {
         }
         // Durable now (what must be): acknowledge and vote.
         for m in self.transport.send(messages) {
-            let input = if m.get_msg_type() == MessageType::MsgSnapshot {
-                Input::SnapshotSent {
+            let event = if m.get_msg_type() == MessageType::MsgSnapshot {
+                TransportEvent::SnapshotSent {
                     to: m.to,
                     ok: false,
                 }
             } else {
-                Input::Unreachable(m.to)
+                TransportEvent::Unreachable(m.to)
             };
-            let _ = self.wake.try_send(input);
+            let _ = self.wake.try_send(E::from(event));
         }
         if let Some((index, prune)) = compaction {
             self.compact(index, prune);
@@ -279,7 +295,7 @@ impl Writer {
         if let Some(n) = number {
             self.shared.persisted.store(n, Ordering::Release);
             // A full queue means the raft loop is busy and will look anyway.
-            let _ = self.wake.try_send(Input::Persisted);
+            let _ = self.wake.try_send(E::from(LogEvent::Persisted));
         }
         for tx in barriers {
             let _ = tx.send(Ok(()));

@@ -45,8 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::frame::{self, Frame, FrameError, Hello, HEADER_LEN, HELLO_FRAME, MAX_FRAME};
-use super::{Inner, Transport};
-use crate::raft::node::Input;
+use super::{Inner, NodeQueue, Transport, TransportEvent};
 use crate::storage::identity::Verdict;
 
 /// Bytes of frames all inbound connections together may hold in memory.
@@ -214,10 +213,10 @@ impl Inbound {
 }
 
 /// One open connection, counted against [`MAX_PEER_CONNECTIONS`] until dropped.
-struct Slot(Arc<Inner>);
+struct Slot<E>(Arc<Inner<E>>);
 
-impl Slot {
-    fn take(t: &Arc<Inner>) -> Option<Slot> {
+impl<E> Slot<E> {
+    fn take(t: &Arc<Inner<E>>) -> Option<Slot<E>> {
         let open = &t.inbound.open;
         let mut n = open.load(Ordering::Relaxed);
         loop {
@@ -232,14 +231,14 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl<E> Drop for Slot<E> {
     fn drop(&mut self) {
         self.0.inbound.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Accepts peer connections and feeds their messages to the node. Never returns.
-pub async fn serve(listener: TcpListener, transport: Transport) {
+pub async fn serve<E: NodeQueue>(listener: TcpListener, transport: Transport<E>) {
     let t = transport.inner;
     loop {
         match listener.accept().await {
@@ -274,7 +273,7 @@ pub async fn serve(listener: TcpListener, transport: Transport) {
 }
 
 /// Serves one connection: the hello, then its frames, until it ends or breaks a rule.
-async fn connection(stream: TcpStream, t: &Arc<Inner>) -> Result<(), Refusal> {
+async fn connection<E: NodeQueue>(stream: TcpStream, t: &Arc<Inner<E>>) -> Result<(), Refusal> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
     let first = tokio::time::timeout(
@@ -304,7 +303,7 @@ async fn connection(stream: TcpStream, t: &Arc<Inner>) -> Result<(), Refusal> {
 }
 
 /// Checks a hello against rule 2 (see the module doc), remembering a new peer's identity.
-async fn admit(t: &Arc<Inner>, h: &Hello) -> Result<(), Refusal> {
+async fn admit<E: NodeQueue>(t: &Arc<Inner<E>>, h: &Hello) -> Result<(), Refusal> {
     if h.to != t.id {
         return Err(Refusal::WrongNode {
             to: h.to,
@@ -380,10 +379,10 @@ struct Session {
 }
 
 impl Session {
-    async fn run<R: AsyncRead + Unpin>(
+    async fn run<R: AsyncRead + Unpin, E: NodeQueue>(
         &mut self,
         reader: &mut R,
-        t: &Arc<Inner>,
+        t: &Arc<Inner<E>>,
     ) -> Result<(), Refusal> {
         // Each frame's permit is held until the node has stepped every message in it (the
         // messages travel with a share of it), so the node's queue is inside the budget too.
@@ -445,7 +444,7 @@ impl Session {
         Ok(())
     }
 
-    fn check_addressed(&self, t: &Inner, m: &Message) -> Result<(), Refusal> {
+    fn check_addressed<E>(&self, t: &Inner<E>, m: &Message) -> Result<(), Refusal> {
         if m.from != self.peer || m.to != t.id {
             return Err(Refusal::Misaddressed {
                 from: m.from,
@@ -471,9 +470,13 @@ impl std::fmt::Debug for InboundShare {
     }
 }
 
-async fn deliver(t: &Inner, m: Message, share: InboundShare) -> Result<(), Refusal> {
+async fn deliver<E: NodeQueue>(
+    t: &Inner<E>,
+    m: Message,
+    share: InboundShare,
+) -> Result<(), Refusal> {
     t.node
-        .send_async(Input::Raft(Box::new(m), share))
+        .send_async(E::from(TransportEvent::Message(Box::new(m), share)))
         .await
         .map_err(|_| Refusal::NodeStopped)
 }

@@ -1,0 +1,365 @@
+//! [`Store`]: the key-value state machine as the raft crate drives it — [`Kv`] plus what the
+//! node must not know about: decoding log commands, publishing applied changes to watchers,
+//! the size limits a forwarded proposal is checked against, and the read queries.
+//!
+//! Everything here runs on the raft loop's task, in log order (see
+//! `coordinate_raft::state_machine` for the contract).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use coordinate_raft::StateMachine;
+
+use crate::error::{Error, Result};
+use crate::kv::{self, Command, CompareTarget, Event, Kv, Outcome, TxnOp};
+use crate::metrics::METRICS;
+use crate::watch::WatchHub;
+
+/// What a read asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// One key.
+    Get(String),
+    /// Keys with a prefix, in order, after `start_after`, at most `limit`, and no more keys
+    /// once their keys and values reach `max_bytes` (always at least one key).
+    Range {
+        prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+        max_bytes: usize,
+    },
+}
+
+/// What a read returns: matching keys and the store revision they were read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    pub revision: u64,
+    pub kvs: Vec<(String, kv::Entry)>,
+    /// A range stopped at its limit (of keys or bytes) with more keys after it.
+    pub more: bool,
+}
+
+/// What the store adds to the node's status.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoreStatus {
+    pub keys: usize,
+    /// Bytes of keys and values held.
+    pub data_bytes: u64,
+    /// The store revision.
+    pub revision: u64,
+}
+
+/// The replicated key-value store.
+pub struct Store {
+    kv: Kv,
+    watch: Arc<WatchHub>,
+    /// Changes applied in the current batch, published to watchers at its end.
+    events: Vec<Event>,
+    /// Largest value a command may write or compare (the HTTP limit).
+    max_value_size: usize,
+}
+
+impl Store {
+    pub fn new(kv: Kv, watch: Arc<WatchHub>, max_value_size: usize) -> Store {
+        Store {
+            kv,
+            watch,
+            events: Vec::new(),
+            max_value_size,
+        }
+    }
+
+    /// Answers a read from the current state.
+    fn read(&self, query: &Query) -> ReadResult {
+        let revision = self.kv.revision();
+        match query {
+            Query::Get(key) => ReadResult {
+                revision,
+                kvs: self
+                    .kv
+                    .get(key)
+                    .map(|e| (key.clone(), e.clone()))
+                    .into_iter()
+                    .collect(),
+                more: false,
+            },
+            Query::Range {
+                prefix,
+                start_after,
+                limit,
+                max_bytes,
+            } => {
+                let (kvs, more) = take_page(
+                    self.kv.range_from(prefix, start_after.as_deref()),
+                    *limit,
+                    *max_bytes,
+                );
+                ReadResult {
+                    revision,
+                    kvs,
+                    more,
+                }
+            }
+        }
+    }
+}
+
+impl StateMachine for Store {
+    /// A command that does not decode is rejected identically on every replica.
+    type Output = Result<Outcome>;
+    type Query = Query;
+    type Read = ReadResult;
+    type Status = StoreStatus;
+    type Snapshot = Kv;
+    type Error = Error;
+
+    fn apply(&mut self, index: u64, command: &Bytes) -> Result<Outcome> {
+        let result =
+            Command::decode(command.clone()).map(|cmd| self.kv.apply(cmd, &mut self.events));
+        if let Err(err) = &result {
+            tracing::warn!(index, error = %err, "skipping a malformed command");
+        }
+        result
+    }
+
+    fn applied(&mut self, _index: u64) {
+        self.watch.publish(std::mem::take(&mut self.events));
+        METRICS.revision.set(self.kv.revision() as i64);
+    }
+
+    fn query(&self, query: &Query) -> ReadResult {
+        self.read(query)
+    }
+
+    fn check_proposal(&self, command: &Bytes) -> Result<()> {
+        let cmd = Command::decode(command.clone())?;
+        match largest_value(&cmd) {
+            n if n > self.max_value_size => Err(Error::Invalid(format!(
+                "a value of {n} bytes exceeds {}",
+                self.max_value_size
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn members(&self) -> &BTreeMap<u64, String> {
+        self.kv.members()
+    }
+
+    fn add_member(&mut self, id: u64, url: Option<String>) {
+        self.kv.add_member(id, url);
+    }
+
+    fn remove_member(&mut self, id: u64) {
+        self.kv.remove_member(id);
+    }
+
+    fn is_removed(&self, id: u64) -> bool {
+        self.kv.is_removed(id)
+    }
+
+    fn data_bytes(&self) -> u64 {
+        self.kv.data_bytes()
+    }
+
+    fn begin_snapshot(&mut self) {
+        self.kv.begin_snapshot();
+    }
+
+    fn snapshot_step(&mut self, budget: usize) -> Option<Bytes> {
+        self.kv.snapshot_step(budget)
+    }
+
+    fn is_snapshotting(&self) -> bool {
+        self.kv.is_snapshotting()
+    }
+
+    fn parse_snapshot(&self, data: Bytes) -> Result<Kv> {
+        Kv::restore(data)
+    }
+
+    fn snapshot_members(snapshot: &Kv) -> &BTreeMap<u64, String> {
+        snapshot.members()
+    }
+
+    fn install(&mut self, snapshot: Kv) {
+        self.kv = snapshot;
+        // Watchers cannot be told what the snapshot skipped: they resume from its revision.
+        self.watch.reset(self.kv.revision());
+        METRICS.revision.set(self.kv.revision() as i64);
+        tracing::info!(
+            keys = self.kv.len(),
+            revision = self.kv.revision(),
+            "state machine restored from a snapshot"
+        );
+    }
+
+    fn status(&self) -> StoreStatus {
+        StoreStatus {
+            keys: self.kv.len(),
+            data_bytes: self.kv.data_bytes(),
+            revision: self.kv.revision(),
+        }
+    }
+}
+
+/// The largest value a command writes or compares.
+fn largest_value(cmd: &Command) -> usize {
+    let len = |v: &Bytes| v.len();
+    match cmd {
+        Command::Put { value, .. } => len(value),
+        Command::Delete { .. } | Command::DeletePrefix { .. } => 0,
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        } => {
+            let compared = compares.iter().map(|c| match &c.target {
+                CompareTarget::Value(v) => len(v),
+                _ => 0,
+            });
+            let written = success.iter().chain(failure).map(|op| match op {
+                TxnOp::Put { value, .. } => len(value),
+                TxnOp::Delete { .. } => 0,
+            });
+            compared.chain(written).max().unwrap_or(0)
+        }
+    }
+}
+
+/// The bytes a key counts for in a page's budget: its key and its value.
+fn entry_bytes(key: &str, entry: &kv::Entry) -> usize {
+    key.len().saturating_add(entry.value.len())
+}
+
+/// One page of a range: keys in order until `limit` keys, or until the keys and values taken
+/// reach `max_bytes` — but always at least one key, so a page makes progress whatever the
+/// size of a value. `more` is true if keys follow the page. Values are `Bytes`, so a page
+/// shares them with the state machine instead of copying.
+fn take_page<'a>(
+    mut range: impl Iterator<Item = (&'a String, &'a kv::Entry)>,
+    limit: usize,
+    max_bytes: usize,
+) -> (Vec<(String, kv::Entry)>, bool) {
+    let mut kvs = Vec::new();
+    let mut bytes = 0usize;
+    for (k, e) in range.by_ref() {
+        if kvs.len() >= limit || (!kvs.is_empty() && bytes >= max_bytes) {
+            return (kvs, true);
+        }
+        bytes = bytes.saturating_add(entry_bytes(k, e));
+        kvs.push((k.clone(), e.clone()));
+    }
+    (kvs, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{Compare, CompareOp};
+    use crate::watch::WatchLimits;
+
+    fn store(max_value_size: usize) -> Store {
+        let limits = WatchLimits {
+            window: 16,
+            window_bytes: 1 << 20,
+            max_watchers: 4,
+        };
+        Store::new(
+            Kv::default(),
+            Arc::new(WatchHub::new(limits, 0)),
+            max_value_size,
+        )
+    }
+
+    #[test]
+    fn forwarded_commands_are_what_the_api_accepts() {
+        let s = store(10);
+        let check = |cmd: &Command| s.check_proposal(&cmd.encode());
+        assert_eq!(
+            check(&Command::put("k".into(), Bytes::from_static(b"v"))),
+            Ok(())
+        );
+        // Too large a value, in a put, a transaction's write or its compare.
+        let big = Bytes::from(vec![0u8; 11]);
+        assert!(check(&Command::put("k".into(), big.clone())).is_err());
+        let txn = |compares, success| Command::Txn {
+            compares,
+            success,
+            failure: Vec::new(),
+        };
+        let write = txn(
+            Vec::new(),
+            vec![TxnOp::Put {
+                key: "k".into(),
+                value: big.clone(),
+            }],
+        );
+        assert!(check(&write).is_err());
+        let compare = txn(
+            vec![Compare {
+                key: "k".into(),
+                op: CompareOp::Equal,
+                target: CompareTarget::Value(big),
+            }],
+            Vec::new(),
+        );
+        assert!(check(&compare).is_err());
+        // Not a command; empty.
+        assert!(s.check_proposal(&Bytes::from_static(&[9, 9, 9])).is_err());
+        assert!(s.check_proposal(&Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn a_malformed_command_fails_in_its_output_and_changes_nothing() {
+        let mut s = store(10);
+        assert!(s.apply(1, &Bytes::from_static(&[9, 9, 9])).is_err());
+        let put = Command::put("k".into(), Bytes::from_static(b"v")).encode();
+        assert!(matches!(
+            s.apply(2, &put),
+            Ok(Outcome::Done { revision: 1, .. })
+        ));
+        s.applied(2);
+        assert_eq!(s.status().revision, 1);
+        let read = s.query(&Query::Get("k".into()));
+        assert_eq!(read.kvs.len(), 1);
+    }
+
+    fn entries(sizes: &[usize]) -> Vec<(String, kv::Entry)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let e = kv::Entry {
+                    value: bytes::Bytes::from(vec![b'v'; n]),
+                    create_revision: 1,
+                    mod_revision: 1,
+                    version: 1,
+                };
+                (format!("k{i}"), e)
+            })
+            .collect()
+    }
+
+    fn page(all: &[(String, kv::Entry)], limit: usize, max_bytes: usize) -> (usize, bool) {
+        let (kvs, more) = take_page(all.iter().map(|(k, e)| (k, e)), limit, max_bytes);
+        (kvs.len(), more)
+    }
+
+    #[test]
+    fn a_page_stops_at_its_key_limit_or_byte_budget() {
+        let all = entries(&[10, 10, 10, 10]);
+        assert_eq!(page(&all, 10, 1000), (4, false));
+        assert_eq!(page(&all, 4, 1000), (4, false));
+        assert_eq!(page(&all, 3, 1000), (3, true));
+        // Each entry is 12 bytes ("k0" + 10): the budget is reached after the second.
+        assert_eq!(page(&all, 10, 24), (2, true));
+        assert_eq!(page(&all, 10, 25), (3, true));
+        // A value above the budget still makes a page of one.
+        let big = entries(&[100, 1]);
+        assert_eq!(page(&big, 10, 5), (1, true));
+        assert_eq!(page(&big, 10, 0), (1, true));
+        assert_eq!(page(&[], 10, 0), (0, false));
+    }
+}
