@@ -4,12 +4,12 @@
 //! and an in-memory ordered map as its state machine, and serves an HTTP API.
 //!
 //! ## A PUT, end to end
-//! 1. [`api`] decodes the key and value and calls [`raft::NodeHandle::propose`].
-//! 2. The handle queues an `Input::Propose` for the raft loop ([`raft::node`]) and awaits a
+//! 1. [`api`] decodes the key and value and calls [`coordinate_raft::NodeHandle::propose`].
+//! 2. The handle queues an `Input::Propose` for the raft loop (`coordinate_raft::node`) and awaits a
 //!    oneshot reply.
 //! 3. The raft loop batches every queued proposal into one raft append. On the leader the
-//!    entries go to followers ([`raft::transport`]) while the log writer thread
-//!    ([`raft::persist`]) writes them to the WAL ([`storage::wal`]) with one fsync for
+//!    entries go to followers (`coordinate_raft::transport`) while the log writer thread
+//!    (`coordinate_raft::persist`) writes them to the WAL (`coordinate_raft::storage::wal`) with one fsync for
 //!    everything queued; a follower forwards proposals to the leader through raft itself.
 //! 4. Once a quorum has the entries durably, they are committed; every node applies them to
 //!    [`kv`] in log order. The node that proposed an entry recognises it by the context it
@@ -25,14 +25,14 @@
 //! Entries and hard state reach the WAL and are fsynced before this node acknowledges,
 //! votes or counts itself in a quorum. Every `--snapshot-count` applied entries (or
 //! `--snapshot-bytes` of log, so the log is bounded by size too) the map is serialized, a slice per loop iteration, as of one applied index, written to a snapshot file
-//! ([`storage::snapshot`]) by a helper thread, and the log before it compacted.
+//! (`coordinate_raft::storage::snapshot`) by a helper thread, and the log before it compacted.
 //!
 //! ## Hostile input
 //! Every input is bounded and checked before it can do harm: peer connections identify
-//! themselves once ([`raft::transport`]), raft messages no honest peer can send are refused
-//! before raft-rs sees them (`raft::node::guard`), received snapshots are verified before they
+//! themselves once (`coordinate_raft::transport`), raft messages no honest peer can send are refused
+//! before raft-rs sees them (`coordinate_raft::node::guard`), received snapshots are verified before they
 //! are durable, and a data dir whose durable state went backwards refuses to start
-//! ([`storage::datadir`]). docs/SECURITY.md says what still gets through.
+//! (`coordinate_raft::storage::datadir`). docs/SECURITY.md says what still gets through.
 //!
 //! ## Deliberately missing
 //! No TLS or authentication on either port yet; reads always go through ReadIndex (no leases);

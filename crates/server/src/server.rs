@@ -23,6 +23,7 @@ use coordinate_raft::storage::RaftStorage;
 use coordinate_raft::transport::{self, Transport, TransportConfig};
 use coordinate_raft::NodeHandle;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -84,6 +85,71 @@ pub async fn run(
         }
     }
     let (recovered, wal) = recover(&cfg).await?;
+    let Running {
+        handle,
+        watch,
+        mut done,
+    } = start_node(&cfg, recovered, wal, listeners.peer).await?;
+
+    let app = api::router(ApiState {
+        node: handle.clone(),
+        watch: watch.clone(),
+        max_value_size: cfg.max_value_size,
+    });
+    tracing::info!(
+        id = cfg.id,
+        client = %listeners.client.local_addr().map_or(cfg.client_listen.clone(), |a| a.to_string()),
+        peer = %peer_addr,
+        data_dir = %cfg.data_dir.display(),
+        "serving"
+    );
+    let limits =
+        api::serve::ServeLimits::from_flags(cfg.max_connections, cfg.client_header_timeout);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(api::serve::serve(listeners.client, app, limits, stop_rx));
+    let mut early_result = None;
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested"),
+        result = &mut done => early_result = Some(result),
+    }
+    let _ = stop_tx.send(true);
+    // Open watch streams never finish by themselves; end them so the drain completes.
+    watch.close();
+    server.await.context("the HTTP server panicked")?;
+
+    let result = match early_result {
+        Some(result) => result,
+        None => {
+            tracing::info!("HTTP drained; stopping raft");
+            handle.shutdown().await;
+            done.await
+        }
+    };
+    match result {
+        Ok(Ok(Exit::Removed)) => {
+            tracing::info!("removed from the cluster; exiting");
+            Ok(())
+        }
+        Ok(Ok(Exit::Shutdown)) => Ok(()),
+        Ok(Err(e)) => Err(e).context("raft loop failed"),
+        Err(_) => bail!("the raft loop panicked"),
+    }
+}
+
+/// A started node: its handle, its watch hub, and where the raft loop reports its end.
+struct Running {
+    handle: NodeHandle<Store>,
+    watch: Arc<WatchHub>,
+    done: oneshot::Receiver<coordinate_raft::Result<Exit>>,
+}
+
+/// Starts the peer transport, the log writer and the raft loop over recovered state.
+async fn start_node(
+    cfg: &Config,
+    recovered: Recovered<Kv>,
+    wal: Wal,
+    peer_listener: TcpListener,
+) -> anyhow::Result<Running> {
     let watch_limits = WatchLimits {
         window: cfg.watch_window,
         window_bytes: cfg.watch_window_bytes,
@@ -118,7 +184,7 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     )
     .context("starting the peer transport")?;
-    tokio::spawn(transport::serve(listeners.peer, transport.clone()));
+    tokio::spawn(transport::serve(peer_listener, transport.clone()));
     let writer = LogWriter::start(
         wal,
         recovered.storage.snapshot_store(),
@@ -126,17 +192,8 @@ pub async fn run(
         tx.clone(),
     )
     .context("starting the log writer")?;
-
     let node = Node::new(
-        NodeConfig {
-            id: cfg.id,
-            snapshot_count: cfg.snapshot_count,
-            snapshot_bytes: cfg.snapshot_bytes,
-            catch_up_entries: (cfg.snapshot_count / 2).min(MAX_CATCH_UP_ENTRIES),
-            catch_up_bytes: cfg.snapshot_bytes / CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
-            request_timeout: cfg.request_timeout,
-            cluster_ids: cfg.peers.keys().copied().collect(),
-        },
+        node_config(cfg),
         recovered,
         NodeIo {
             transport,
@@ -149,7 +206,7 @@ pub async fn run(
     .context("starting raft")?;
     // The raft loop reports its end on `done`: normally after a shutdown request, or early if
     // storage fails, in which case the node stops serving (fail-stop, like etcd on fsync errors).
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done) = oneshot::channel();
     tokio::spawn(async move {
         let result = node.run().await;
         if let Err(e) = &result {
@@ -157,51 +214,23 @@ pub async fn run(
         }
         let _ = done_tx.send(result);
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut done_rx = done_rx;
-    let mut early_result = None;
+    Ok(Running {
+        handle: NodeHandle::new(tx, cfg.request_timeout),
+        watch,
+        done,
+    })
+}
 
-    let handle = NodeHandle::new(tx, cfg.request_timeout);
-    let app = api::router(ApiState {
-        node: handle.clone(),
-        watch: watch.clone(),
-        max_value_size: cfg.max_value_size,
-    });
-    tracing::info!(
-        id = cfg.id,
-        client = %cfg.client_listen,
-        peer = %cfg.peer_listen,
-        data_dir = %cfg.data_dir.display(),
-        "serving"
-    );
-    let limits =
-        api::serve::ServeLimits::from_flags(cfg.max_connections, cfg.client_header_timeout);
-    let server = tokio::spawn(api::serve::serve(listeners.client, app, limits, stop_rx));
-    tokio::select! {
-        () = shutdown => tracing::info!("shutdown requested"),
-        result = &mut done_rx => early_result = Some(result),
-    }
-    let _ = stop_tx.send(true);
-    // Open watch streams never finish by themselves; end them so the drain completes.
-    watch.close();
-    server.await.context("the HTTP server panicked")?;
-
-    if let Some(result) = early_result {
-        return match result {
-            Ok(Ok(Exit::Removed)) => {
-                tracing::info!("removed from the cluster; exiting");
-                Ok(())
-            }
-            Ok(Ok(Exit::Shutdown)) => Ok(()),
-            Ok(Err(e)) => Err(e).context("raft loop failed"),
-            Err(_) => bail!("the raft loop panicked"),
-        };
-    }
-    tracing::info!("HTTP drained; stopping raft");
-    handle.shutdown().await;
-    match done_rx.await {
-        Ok(result) => result.map(|_| ()).context("raft loop failed"),
-        Err(_) => bail!("the raft loop panicked"),
+/// The raft loop's settings, from the flags.
+fn node_config(cfg: &Config) -> NodeConfig {
+    NodeConfig {
+        id: cfg.id,
+        snapshot_count: cfg.snapshot_count,
+        snapshot_bytes: cfg.snapshot_bytes,
+        catch_up_entries: (cfg.snapshot_count / 2).min(MAX_CATCH_UP_ENTRIES),
+        catch_up_bytes: cfg.snapshot_bytes / CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
+        request_timeout: cfg.request_timeout,
+        cluster_ids: cfg.peers.keys().copied().collect(),
     }
 }
 

@@ -205,121 +205,139 @@ impl<S: StateMachine> Node<S> {
                 "another membership change (log index {index}) is not applied yet; retry once it is"
             ))));
         }
+        match change {
+            MemberChange::Add { id, url, learner } => self.check_add(*id, url, *learner),
+            MemberChange::Remove { id } => self.check_remove(*id, leader),
+            MemberChange::Promote { id } => self.check_promote(*id, leader),
+        }
+    }
+
+    fn is_member(&self, id: u64) -> bool {
+        self.conf_state.voters.contains(&id) || self.conf_state.learners.contains(&id)
+    }
+
+    /// Adding `id` at `url`, as a voter or a learner.
+    fn check_add(&mut self, id: u64, url: &String, learner: bool) -> Result<ConfChange, Declined> {
+        let voters = &self.conf_state.voters;
+        let mut cc = ConfChange::default();
+        if id == 0 {
+            return Err(Declined::Rejected(Rejection::Invalid(
+                "node id 0 is not valid".into(),
+            )));
+        }
+        if id > MAX_NODE_ID {
+            return Err(Declined::Rejected(Rejection::Invalid(format!(
+                "node id {id} is above {MAX_NODE_ID}: no node could be started with it"
+            ))));
+        }
+        if canonical_peer_url(url).as_ref() != Ok(url) {
+            return Err(Declined::Rejected(Rejection::Invalid(format!(
+                "invalid peer URL {url:?}: expected http://host:port"
+            ))));
+        }
+        if self.is_member(id) {
+            return Err(Declined::Rejected(Rejection::Conflict(format!(
+                "node {id} is already a member"
+            ))));
+        }
+        if !learner {
+            let after: Vec<u64> = voters.iter().copied().chain([id]).collect();
+            self.check_reachable_quorum(&after, &format!("adding voter {id}"))?;
+        }
+        if let Some((other, _)) = self.sm.members().iter().find(|(_, u)| *u == url) {
+            return Err(Declined::Rejected(Rejection::Conflict(format!(
+                "peer URL {url} is already used by node {other}"
+            ))));
+        }
+        cc.set_change_type(if learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        });
+        cc.node_id = id;
+        cc.context = url.clone().into_bytes().into();
+        Ok(cc)
+    }
+
+    /// Removing `id`; the leader's removal first moves leadership away.
+    fn check_remove(&mut self, id: u64, leader: u64) -> Result<ConfChange, Declined> {
+        let voters = &self.conf_state.voters;
+        let mut cc = ConfChange::default();
+        if !self.is_member(id) {
+            return Err(Declined::Rejected(Rejection::NotFound(format!(
+                "node {id} is not a member"
+            ))));
+        }
+        if voters.len() == 1 && voters[0] == id {
+            return Err(Declined::Rejected(Rejection::Conflict(format!(
+                "node {id} is the last voter; removing it would leave no cluster"
+            ))));
+        }
+        if id == leader {
+            // Move leadership first: a leader that commits its own removal keeps
+            // leading a configuration it is not part of.
+            let transferee = if id != self.cfg.id && voters.contains(&self.cfg.id) {
+                Some(self.cfg.id)
+            } else if id == self.cfg.id {
+                self.best_transferee(id)
+            } else {
+                // A follower can ask for leadership only for itself: raft-rs names the
+                // transferee as the request's sender, and peers accept it only from
+                // that node (see `guard`). A learner cannot take it.
+                return Err(Declined::Rejected(Rejection::Misdirected(format!(
+                    "node {id} leads: removing it needs leadership moved first, which only the leader or a voter can start; send this to the leader (node {id}) or a voter"
+                ))));
+            };
+            if let Some(t) = transferee {
+                tracing::info!(
+                    from = id,
+                    to = t,
+                    "moving leadership before removing the leader"
+                );
+                self.raw.transfer_leader(t);
+            }
+            return Err(Declined::LeaderMoving);
+        }
+        let after: Vec<u64> = voters.iter().copied().filter(|&v| v != id).collect();
+        self.check_reachable_quorum(&after, &format!("removing node {id}"))?;
+        cc.set_change_type(ConfChangeType::RemoveNode);
+        cc.node_id = id;
+        Ok(cc)
+    }
+
+    /// Promoting learner `id`, once the leader sees it caught up.
+    fn check_promote(&mut self, id: u64, leader: u64) -> Result<ConfChange, Declined> {
         let voters = &self.conf_state.voters;
         let learners = &self.conf_state.learners;
-        let is_member = |id: u64| voters.contains(&id) || learners.contains(&id);
         let mut cc = ConfChange::default();
-        match change {
-            MemberChange::Add { id, url, learner } => {
-                if *id == 0 {
-                    return Err(Declined::Rejected(Rejection::Invalid(
-                        "node id 0 is not valid".into(),
-                    )));
-                }
-                if *id > MAX_NODE_ID {
-                    return Err(Declined::Rejected(Rejection::Invalid(format!(
-                        "node id {id} is above {MAX_NODE_ID}: no node could be started with it"
-                    ))));
-                }
-                if canonical_peer_url(url).as_ref() != Ok(url) {
-                    return Err(Declined::Rejected(Rejection::Invalid(format!(
-                        "invalid peer URL {url:?}: expected http://host:port"
-                    ))));
-                }
-                if is_member(*id) {
-                    return Err(Declined::Rejected(Rejection::Conflict(format!(
-                        "node {id} is already a member"
-                    ))));
-                }
-                if !*learner {
-                    let after: Vec<u64> = voters.iter().copied().chain([*id]).collect();
-                    self.check_reachable_quorum(&after, &format!("adding voter {id}"))?;
-                }
-                if let Some((other, _)) = self.sm.members().iter().find(|(_, u)| *u == url) {
-                    return Err(Declined::Rejected(Rejection::Conflict(format!(
-                        "peer URL {url} is already used by node {other}"
-                    ))));
-                }
-                cc.set_change_type(if *learner {
-                    ConfChangeType::AddLearnerNode
-                } else {
-                    ConfChangeType::AddNode
-                });
-                cc.node_id = *id;
-                cc.context = url.clone().into_bytes().into();
-            }
-            MemberChange::Remove { id } => {
-                if !is_member(*id) {
-                    return Err(Declined::Rejected(Rejection::NotFound(format!(
-                        "node {id} is not a member"
-                    ))));
-                }
-                if voters.len() == 1 && voters[0] == *id {
-                    return Err(Declined::Rejected(Rejection::Conflict(format!(
-                        "node {id} is the last voter; removing it would leave no cluster"
-                    ))));
-                }
-                if *id == leader {
-                    // Move leadership first: a leader that commits its own removal keeps
-                    // leading a configuration it is not part of.
-                    let transferee = if *id != self.cfg.id && voters.contains(&self.cfg.id) {
-                        Some(self.cfg.id)
-                    } else if *id == self.cfg.id {
-                        self.best_transferee(*id)
-                    } else {
-                        // A follower can ask for leadership only for itself: raft-rs names the
-                        // transferee as the request's sender, and peers accept it only from
-                        // that node (see `guard`). A learner cannot take it.
-                        return Err(Declined::Rejected(Rejection::Misdirected(format!(
-                            "node {id} leads: removing it needs leadership moved first, which only the leader or a voter can start; send this to the leader (node {id}) or a voter"
-                        ))));
-                    };
-                    if let Some(t) = transferee {
-                        tracing::info!(
-                            from = id,
-                            to = t,
-                            "moving leadership before removing the leader"
-                        );
-                        self.raw.transfer_leader(t);
-                    }
-                    return Err(Declined::LeaderMoving);
-                }
-                let after: Vec<u64> = voters.iter().copied().filter(|v| v != id).collect();
-                self.check_reachable_quorum(&after, &format!("removing node {id}"))?;
-                cc.set_change_type(ConfChangeType::RemoveNode);
-                cc.node_id = *id;
-            }
-            MemberChange::Promote { id } => {
-                if voters.contains(id) {
-                    return Err(Declined::Rejected(Rejection::Conflict(format!(
-                        "node {id} is already a voter"
-                    ))));
-                }
-                if !learners.contains(id) {
-                    return Err(Declined::Rejected(Rejection::NotFound(format!(
-                        "node {id} is not a learner"
-                    ))));
-                }
-                if self.raw.raft.state != StateRole::Leader {
-                    return Err(Declined::Rejected(Rejection::Misdirected(format!(
-                        "only the leader can tell whether learner {id} has caught up; send this to the leader (node {leader})"
-                    ))));
-                }
-                let matched = self.raw.raft.prs().get(*id).map_or(0, |p| p.matched);
-                let commit = self.raw.raft.raft_log.committed;
-                // A learner that never replicated anything is not caught up, however young
-                // the log is: promoting it could cost the quorum.
-                if matched == 0 || matched + LEARNER_CATCH_UP_SLACK < commit {
-                    return Err(Declined::Rejected(Rejection::Conflict(format!(
-                        "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
-                    ))));
-                }
-                let after: Vec<u64> = voters.iter().copied().chain([*id]).collect();
-                self.check_reachable_quorum(&after, &format!("promoting learner {id}"))?;
-                cc.set_change_type(ConfChangeType::AddNode);
-                cc.node_id = *id;
-            }
+        if voters.contains(&id) {
+            return Err(Declined::Rejected(Rejection::Conflict(format!(
+                "node {id} is already a voter"
+            ))));
         }
+        if !learners.contains(&id) {
+            return Err(Declined::Rejected(Rejection::NotFound(format!(
+                "node {id} is not a learner"
+            ))));
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Declined::Rejected(Rejection::Misdirected(format!(
+                "only the leader can tell whether learner {id} has caught up; send this to the leader (node {leader})"
+            ))));
+        }
+        let matched = self.raw.raft.prs().get(id).map_or(0, |p| p.matched);
+        let commit = self.raw.raft.raft_log.committed;
+        // A learner that never replicated anything is not caught up, however young
+        // the log is: promoting it could cost the quorum.
+        if matched == 0 || matched + LEARNER_CATCH_UP_SLACK < commit {
+            return Err(Declined::Rejected(Rejection::Conflict(format!(
+                "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
+            ))));
+        }
+        let after: Vec<u64> = voters.iter().copied().chain([id]).collect();
+        self.check_reachable_quorum(&after, &format!("promoting learner {id}"))?;
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = id;
         Ok(cc)
     }
 
