@@ -482,11 +482,35 @@ fn violates(members: &[Member], budget: &mut Budget) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// Shrinks a key's non-linearizable history to a small window and describes it.
-fn explain<'a>(key: &str, ops: &[&'a Operation], cfg: &Config) -> Violation {
+fn explain(key: &str, ops: &[&Operation], cfg: &Config) -> Violation {
     let deadline = Instant::now() + cfg.shrink_time_limit;
-    let budget = || Budget::new(u64::MAX, deadline);
+    let (detected_at, mut members) = shortest_violating_prefix(ops, deadline);
+    members.retain(|m| match (&m.op.call, &m.op.outcome) {
+        (Call::Put(_), Outcome::Fail) => false,
+        (Call::Get, Outcome::Read(_)) => !m.pending,
+        (Call::Get, _) => false,
+        _ => true,
+    });
+    let (members, minimal) = shrink(members, deadline);
+    let window: Vec<Operation> = members.iter().map(|m| m.op.clone()).collect();
+    let notes = notes(&window, ops);
+    Violation {
+        key: key.to_string(),
+        window,
+        notes,
+        minimal,
+        detected_at,
+    }
+}
 
-    // 1. The shortest prefix, cut at a completion time, that has no valid order.
+/// Step 1 of [`explain`]: the shortest prefix of `ops`, cut at a completion time, that has no
+/// valid order (operations still running at the cut are pending), and when it completed; the
+/// whole history if no shorter prefix is found.
+fn shortest_violating_prefix<'a>(
+    ops: &[&'a Operation],
+    deadline: Instant,
+) -> (Time, Vec<Member<'a>>) {
+    let budget = || Budget::new(u64::MAX, deadline);
     let prefix = |t: Time| -> Vec<Member<'a>> {
         ops.iter()
             .filter(|op| op.invoke <= t)
@@ -521,14 +545,14 @@ fn explain<'a>(key: &str, ops: &[&'a Operation], cfg: &Config) -> Violation {
             members = prefix(cuts[hi]);
         }
     }
-    members.retain(|m| match (&m.op.call, &m.op.outcome) {
-        (Call::Put(_), Outcome::Fail) => false,
-        (Call::Get, Outcome::Read(_)) => !m.pending,
-        (Call::Get, _) => false,
-        _ => true,
-    });
+    (detected_at, members)
+}
 
-    // 2. Remove operations while the rest still has no valid order. Removing a write also
+/// Step 2 of [`explain`]: removes operations while the rest still has no valid order;
+/// returns what is left and whether it is minimal (false if the deadline cut the search).
+fn shrink<'a>(mut members: Vec<Member<'a>>, deadline: Instant) -> (Vec<Member<'a>>, bool) {
+    let budget = || Budget::new(u64::MAX, deadline);
+    // Remove operations while the rest still has no valid order. Removing a write also
     //    removes every read of its value (so what is left is a real sub-history); a read may
     //    go alone.
     members.sort_by_key(|m| (m.op.invoke, m.op.id));
@@ -572,15 +596,7 @@ fn explain<'a>(key: &str, ops: &[&'a Operation], cfg: &Config) -> Violation {
             chunk = chunk.div_ceil(2).max(1);
         }
     }
-    let window: Vec<Operation> = members.iter().map(|m| m.op.clone()).collect();
-    let notes = notes(&window, ops);
-    Violation {
-        key: key.to_string(),
-        window,
-        notes,
-        minimal,
-        detected_at,
-    }
+    (members, minimal)
 }
 
 fn put_value(op: &Operation) -> Option<&str> {
