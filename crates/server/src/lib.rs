@@ -45,5 +45,6 @@ pub mod kv;
 pub mod metrics;
 pub mod raft;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod watch;
