@@ -4,7 +4,8 @@
 //! and an in-memory ordered map as its state machine, and serves an HTTP API.
 //!
 //! ## A PUT, end to end
-//! 1. [`api`] decodes the key and value and calls [`raft::NodeHandle::propose`].
+//! 1. [`api`] decodes the key and value into a [`service::PutRequest`];
+//!    [`service::KvService::put`] encodes the log command and calls [`raft::NodeHandle::propose`].
 //! 2. The handle queues an `Input::Propose` for the raft loop ([`raft::node`]) and awaits a
 //!    oneshot reply.
 //! 3. The raft loop batches every queued proposal into one raft append. On the leader the

@@ -223,7 +223,7 @@ mod tests {
                 )))
                 .into(),
                 500,
-                "raft: raft: proposal dropped",
+                "internal error: raft: raft: proposal dropped",
             ),
             (
                 Internal::UnexpectedOutcome {

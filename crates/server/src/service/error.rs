@@ -93,8 +93,9 @@ impl Unavailable {
 /// A failure inside this node, not the client's doing.
 #[derive(Debug, thiserror::Error)]
 pub enum Internal {
-    /// The raft node or its storage failed the request (the text is the node's error).
-    #[error("{0}")]
+    /// The raft node or its storage failed the request (the node's error, marked as this
+    /// node's failure so no client takes it for its own mistake).
+    #[error("internal error: {0}")]
     Node(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Applying a command answered with an outcome that command cannot have.
     #[error("unexpected outcome of {command}: {outcome}")]

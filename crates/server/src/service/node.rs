@@ -119,7 +119,10 @@ mod tests {
             matches!(e, ServiceError::Internal(Internal::Node(_))),
             "{e:?}"
         );
-        assert_eq!(e.to_string(), "raft: raft: proposal dropped");
+        assert_eq!(
+            e.to_string(),
+            "internal error: raft: raft: proposal dropped"
+        );
     }
 
     #[test]
@@ -144,7 +147,7 @@ mod tests {
             std::io::Error::other("disk full"),
         )));
         assert!(matches!(e, ServiceError::Internal(_)));
-        assert_eq!(e.to_string(), "writing the WAL: disk full");
+        assert_eq!(e.to_string(), "internal error: writing the WAL: disk full");
     }
 
     #[test]
