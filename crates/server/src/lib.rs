@@ -4,8 +4,11 @@
 //! and an in-memory ordered map as its state machine, and serves an HTTP API.
 //!
 //! ## A PUT, end to end
-//! 1. [`api`] decodes the key and value and calls [`coordinate_raft::NodeHandle::propose`].
-//! 2. The handle queues an `Input::Propose` for the raft loop (`coordinate_raft::node`) and awaits a
+//! 1. [`api`] decodes the key and value into a [`service::PutRequest`];
+//!    [`service::KvService::put`] encodes the log command and calls
+//!    [`coordinate_raft::NodeHandle::propose`].
+//! 2. The handle queues an `Input::Propose` for the raft loop (`coordinate_raft::node`) and
+//!    awaits a
 //!    oneshot reply.
 //! 3. The raft loop batches every queued proposal into one raft append. On the leader the
 //!    entries go to followers (`coordinate_raft::transport`) while the log writer thread
@@ -44,5 +47,6 @@ pub mod error;
 pub mod kv;
 pub mod metrics;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod watch;

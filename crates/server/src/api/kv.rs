@@ -11,9 +11,8 @@
 //! - `POST /v1/txn`: compares, then the success or the failure writes, atomically.
 //! - `GET /v1/watch/<key>?prefix=true&from_revision=N`: Server-Sent Events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -24,25 +23,24 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{flag, header_value, percent_decode, query_params, read_body};
-use super::{ApiError, ApiState};
-use crate::kv::{Command, Compare, CompareOp, CompareTarget, Event, Outcome, Precondition, TxnOp};
-use crate::state::Query;
-use crate::watch::{FetchError, WatchError, WatchHub, WatcherSlot};
+use super::{flag, header_value, percent_decode, query_params, read_body, v1};
+use super::{ApiError, RestState, REVISION};
+use crate::kv::{Compare, CompareOp, CompareTarget, Entry, Event, Precondition, TxnOp};
+use crate::service::{
+    Consistency, DeletePrefixRequest, DeleteRequest, GetRequest, PutRequest, RangeRequest,
+    TxnRequest, WatchItem, WatchRequest,
+};
 
 /// Default and largest page of a prefix read.
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
-/// Bytes of keys and values at which a page of a prefix read stops (with `more: true`;
-/// a page always holds at least one key). The JSON answer is at most about 4/3 of it (base64)
-/// or 6 times (a value of control characters, escaped), plus per-key fields.
-pub const MAX_PAGE_BYTES: usize = 4 << 20;
+// A page of a prefix read stops at `service::MAX_PAGE_BYTES` of keys and values; its JSON
+// answer is at most about 4/3 of it (base64) or 6 times (a value of control characters,
+// escaped), plus per-key fields.
 /// Bytes of JSON written to the connection at a time by a prefix read.
 const LIST_CHUNK: usize = 64 * 1024;
 /// Largest `/v1/txn` body.
 const MAX_TXN_BODY: usize = 8 << 20;
-/// Header carrying the store revision.
-const REVISION: &str = "x-coordinate-revision";
 
 fn json_err(status: StatusCode, reason: impl Into<String>) -> ApiError {
     ApiError::new(status, reason).json()
@@ -62,10 +60,10 @@ fn params(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
     query_params(uri).map_err(ApiError::json)
 }
 
-fn linearizable(p: &HashMap<String, String>) -> Result<bool, ApiError> {
+fn consistency(p: &HashMap<String, String>) -> Result<Consistency, ApiError> {
     match p.get("consistency").map(String::as_str) {
-        None | Some("linearizable") => Ok(true),
-        Some("serializable") => Ok(false),
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("serializable") => Ok(Consistency::Serializable),
         Some(other) => Err(json_err(
             StatusCode::BAD_REQUEST,
             format!("?consistency={other}: expected linearizable or serializable"),
@@ -141,16 +139,10 @@ pub(super) fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, 
     }
 }
 
-fn precondition_failed(current: u64) -> ApiError {
-    json_err(
-        StatusCode::PRECONDITION_FAILED,
-        if current == 0 {
-            "precondition failed: the key does not exist".to_string()
-        } else {
-            format!("precondition failed: the key's mod_revision is {current}")
-        },
-    )
-    .with(json!({ "current_revision": current }))
+/// `404 key not found` at store revision `revision`: an absent key is an answer of the
+/// service, shown as 404 by REST.
+fn key_not_found(revision: u64) -> ApiError {
+    json_err(StatusCode::NOT_FOUND, "key not found").at_revision(revision)
 }
 
 fn with_revision(mut resp: Response, revision: u64) -> Response {
@@ -163,12 +155,12 @@ fn etag(mod_revision: u64) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-pub(crate) async fn get(State(s): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+pub(crate) async fn get(State(s): State<RestState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_of(&uri, "/v1/kv")?;
     let p = params(&uri)?;
-    let lin = linearizable(&p)?;
+    let consistency = consistency(&p)?;
     if flag(&p, "prefix")? {
-        return list(&s, key, &p, lin).await;
+        return list(&s, key, &p, consistency).await;
     }
     if key.is_empty() {
         return Err(json_err(
@@ -176,14 +168,10 @@ pub(crate) async fn get(State(s): State<ApiState>, uri: Uri) -> Result<Response,
             "missing key: use /v1/kv/<key>, or ?prefix=true to list",
         ));
     }
-    let read = s
-        .node
-        .read(Query::Get(key), lin)
-        .await
-        .map_err(|e| ApiError::from(e).json())?;
-    let Some((_, entry)) = read.kvs.into_iter().next() else {
-        let err = json_err(StatusCode::NOT_FOUND, "key not found").into_response();
-        return Ok(with_revision(err, read.revision));
+    let req = GetRequest { key, consistency };
+    let read = s.services.kv.get(req).await.map_err(v1)?;
+    let Some(entry) = read.entry else {
+        return Err(key_not_found(read.revision));
     };
     let mut resp = (StatusCode::OK, entry.value).into_response();
     let h = resp.headers_mut();
@@ -197,10 +185,10 @@ pub(crate) async fn get(State(s): State<ApiState>, uri: Uri) -> Result<Response,
 }
 
 async fn list(
-    s: &ApiState,
+    s: &RestState,
     prefix: String,
     p: &HashMap<String, String>,
-    lin: bool,
+    consistency: Consistency,
 ) -> Result<Response, ApiError> {
     let limit = match p.get("limit") {
         None => DEFAULT_LIMIT,
@@ -216,17 +204,13 @@ async fn list(
             })?,
     };
     let base64 = base64_encoding(p)?;
-    let query = Query::Range {
+    let req = RangeRequest {
         prefix,
         start_after: p.get("start_after").cloned(),
         limit,
-        max_bytes: MAX_PAGE_BYTES,
+        consistency,
     };
-    let read = s
-        .node
-        .read(query, lin)
-        .await
-        .map_err(|e| ApiError::from(e).json())?;
+    let read = s.services.kv.range(req).await.map_err(v1)?;
     let revision = read.revision;
     let page = ListBody {
         kvs: read.kvs.into_iter(),
@@ -262,7 +246,7 @@ struct ListedKey<'a> {
 }
 
 impl<'a> ListedKey<'a> {
-    fn new(key: &'a str, e: &'a crate::kv::Entry, base64: bool) -> ListedKey<'a> {
+    fn new(key: &'a str, e: &'a Entry, base64: bool) -> ListedKey<'a> {
         let (value, encoding) = match (base64, std::str::from_utf8(&e.value)) {
             (false, Ok(text)) => (std::borrow::Cow::Borrowed(text), None),
             (force, _) => {
@@ -285,7 +269,7 @@ impl<'a> ListedKey<'a> {
 /// connection takes them, instead of one document built in memory (a listing of 50 MiB
 /// of values built a 300 MiB `serde_json::Value` tree before).
 struct ListBody {
-    kvs: std::vec::IntoIter<(String, crate::kv::Entry)>,
+    kvs: std::vec::IntoIter<(String, Entry)>,
     more: bool,
     revision: u64,
     base64: bool,
@@ -323,7 +307,7 @@ impl ListBody {
 }
 
 pub(crate) async fn put(
-    State(s): State<ApiState>,
+    State(s): State<RestState>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -339,98 +323,58 @@ pub(crate) async fn put(
     let value = read_body(&headers, body, s.max_value_size)
         .await
         .map_err(ApiError::json)?;
-    let cmd = Command::Put {
+    let req = PutRequest {
         key,
         value,
         condition,
     };
-    match s
-        .node
-        .propose(cmd.encode())
-        .await
-        .map_err(|e| ApiError::from(e).json())?
-        .map_err(|e| ApiError::from(e).json())?
-    {
-        Outcome::Done { revision, .. } => {
-            let mut resp = Json(json!({ "revision": revision })).into_response();
-            resp.headers_mut().insert(header::ETAG, etag(revision));
-            Ok(with_revision(resp, revision))
-        }
-        Outcome::PreconditionFailed { current, revision } => Ok(with_revision(
-            precondition_failed(current).into_response(),
-            revision,
-        )),
-        other => Err(unexpected(other)),
-    }
-}
-
-fn unexpected(o: Outcome) -> ApiError {
-    json_err(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("unexpected outcome {o:?}"),
-    )
+    let revision = s.services.kv.put(req).await.map_err(v1)?.revision;
+    let mut resp = Json(json!({ "revision": revision })).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(revision));
+    Ok(with_revision(resp, revision))
 }
 
 pub(crate) async fn delete(
-    State(s): State<ApiState>,
+    State(s): State<RestState>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri, "/v1/kv")?;
     let p = params(&uri)?;
     let condition = precondition(&headers)?;
-    let cmd = if flag(&p, "prefix")? {
+    if flag(&p, "prefix")? {
         if condition.is_some() {
             return Err(json_err(
                 StatusCode::BAD_REQUEST,
                 "conditions apply to single keys, not to ?prefix=true",
             ));
         }
-        Command::DeletePrefix { prefix: key }
-    } else {
-        if key.is_empty() {
-            return Err(json_err(
-                StatusCode::BAD_REQUEST,
-                "missing key: use /v1/kv/<key>, or ?prefix=true",
-            ));
-        }
-        Command::Delete { key, condition }
-    };
-    let prefix = matches!(cmd, Command::DeletePrefix { .. });
-    match s
-        .node
-        .propose(cmd.encode())
-        .await
-        .map_err(|e| ApiError::from(e).json())?
-        .map_err(|e| ApiError::from(e).json())?
-    {
-        Outcome::Done { revision, changed } if prefix => {
-            let body = json!({ "deleted": changed, "revision": revision });
-            Ok(with_revision(Json(body).into_response(), revision))
-        }
-        Outcome::Done {
-            revision,
-            changed: 0,
-        } => Ok(with_revision(
-            json_err(StatusCode::NOT_FOUND, "key not found").into_response(),
-            revision,
-        )),
-        Outcome::Done { revision, .. } => Ok(with_revision(
-            StatusCode::NO_CONTENT.into_response(),
-            revision,
-        )),
-        Outcome::PreconditionFailed { current, revision } => Ok(with_revision(
-            precondition_failed(current).into_response(),
-            revision,
-        )),
-        other => Err(unexpected(other)),
+        let req = DeletePrefixRequest { prefix: key };
+        let done = s.services.kv.delete_prefix(req).await.map_err(v1)?;
+        let body = json!({ "deleted": done.deleted, "revision": done.revision });
+        return Ok(with_revision(Json(body).into_response(), done.revision));
     }
+    if key.is_empty() {
+        return Err(json_err(
+            StatusCode::BAD_REQUEST,
+            "missing key: use /v1/kv/<key>, or ?prefix=true",
+        ));
+    }
+    let req = DeleteRequest { key, condition };
+    let done = s.services.kv.delete(req).await.map_err(v1)?;
+    if done.deleted == 0 {
+        return Err(key_not_found(done.revision));
+    }
+    Ok(with_revision(
+        StatusCode::NO_CONTENT.into_response(),
+        done.revision,
+    ))
 }
 
 /// `POST /v1/txn` body.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TxnRequest {
+pub(super) struct TxnBody {
     #[serde(default)]
     compare: Vec<TxnCompare>,
     #[serde(default)]
@@ -464,39 +408,27 @@ struct TxnWrite {
 }
 
 pub(crate) async fn txn(
-    State(s): State<ApiState>,
+    State(s): State<RestState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&headers, body, MAX_TXN_BODY)
         .await
         .map_err(ApiError::json)?;
-    let req: TxnRequest = serde_json::from_slice(&body).map_err(|e| {
+    let body: TxnBody = serde_json::from_slice(&body).map_err(|e| {
         json_err(
             StatusCode::BAD_REQUEST,
             format!("invalid JSON transaction: {e}"),
         )
     })?;
-    let cmd = txn_command(req, s.max_value_size)?;
-    match s
-        .node
-        .propose(cmd.encode())
-        .await
-        .map_err(|e| ApiError::from(e).json())?
-        .map_err(|e| ApiError::from(e).json())?
-    {
-        Outcome::Txn {
-            succeeded,
-            revision,
-        } => {
-            let body = json!({ "succeeded": succeeded, "revision": revision });
-            Ok(with_revision(Json(body).into_response(), revision))
-        }
-        other => Err(unexpected(other)),
-    }
+    let req = txn_request(body, s.max_value_size)?;
+    let done = s.services.kv.txn(req).await.map_err(v1)?;
+    let body = json!({ "succeeded": done.succeeded, "revision": done.revision });
+    Ok(with_revision(Json(body).into_response(), done.revision))
 }
 
-pub(super) fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, ApiError> {
+/// The service request a `/v1/txn` body asks for (400, or 413 for a value over the limit).
+pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<TxnRequest, ApiError> {
     let bad = |m: String| json_err(StatusCode::BAD_REQUEST, m);
     let base64 = match req.encoding.as_deref() {
         None | Some("utf8") => false,
@@ -575,133 +507,39 @@ pub(super) fn txn_command(req: TxnRequest, max_value: usize) -> Result<Command, 
             })
             .collect()
     };
-    Ok(Command::Txn {
+    Ok(TxnRequest {
         compares,
         success: writes(req.success)?,
         failure: writes(req.failure)?,
     })
 }
 
-/// Bytes of events a watcher renders before it yields to the other tasks (the raft loop runs
-/// on the same threads): watchers catching up must not starve it.
-const WATCH_YIELD_BYTES: usize = 64 * 1024;
-
-struct WatchState {
-    hub: Arc<WatchHub>,
-    key: String,
-    prefix: bool,
-    base64: bool,
-    /// The first revision to report: earlier events are skipped.
-    start: u64,
-    /// Events of the last batch not yet sent, rendered one at a time as the client takes
-    /// them: a watcher whose client stopped reading holds no rendered event but the one its
-    /// connection is writing (the events themselves are shared with the history).
-    pending: VecDeque<Arc<Event>>,
-    /// Whether the last batch reached the end of the history (else it is catch-up work).
-    caught_up: bool,
-    /// The revision after the last batch: every revision before it is sent once `pending`
-    /// is empty.
-    batch_end: u64,
-    /// Where the next fetch from the history starts.
-    cursor: u64,
-    wake: tokio::sync::watch::Receiver<u64>,
-    /// Where to resume if the stream is cut: every revision before it was fully sent.
-    next: u64,
-    /// Bytes rendered since this watcher last yielded.
-    since_yield: usize,
-    done: bool,
-    _slot: WatcherSlot,
+/// One change as a Server-Sent Event: `put` or `delete`, its revision as the event id.
+fn render_event(e: &Event, base64: bool) -> SseEvent {
+    let kind = if e.value.is_some() { "put" } else { "delete" };
+    let mut obj = serde_json::Map::new();
+    obj.insert("type".into(), Value::String(kind.into()));
+    obj.insert("key".into(), Value::String(e.key.clone()));
+    if let Some(v) = &e.value {
+        encode_value(&mut obj, v, base64);
+    }
+    obj.insert("revision".into(), e.revision.into());
+    SseEvent::default()
+        .event(kind)
+        .id(e.revision.to_string())
+        .data(Value::Object(obj).to_string())
 }
 
-impl WatchState {
-    fn wanted(&self, e: &Event) -> bool {
-        e.revision >= self.start
-            && if self.prefix {
-                e.key.starts_with(&self.key)
-            } else {
-                e.key == self.key
-            }
-    }
-
-    fn render(&self, e: &Event) -> SseEvent {
-        let kind = if e.value.is_some() { "put" } else { "delete" };
-        let mut obj = serde_json::Map::new();
-        obj.insert("type".into(), Value::String(kind.into()));
-        obj.insert("key".into(), Value::String(e.key.clone()));
-        if let Some(v) = &e.value {
-            encode_value(&mut obj, v, self.base64);
-        }
-        obj.insert("revision".into(), e.revision.into());
-        SseEvent::default()
-            .event(kind)
-            .id(e.revision.to_string())
-            .data(Value::Object(obj).to_string())
-    }
-
-    /// Renders the next pending event, letting other tasks run now and then: every event
-    /// counts against tokio's budget, every [`WATCH_YIELD_BYTES`] rendered yield outright, and
-    /// catch-up work waits for one of the hub's turns. Every wait comes before rendering,
-    /// never between rendering and sending.
-    async fn render_next(&mut self) -> Option<SseEvent> {
-        let e = self.pending.pop_front()?;
-        tokio::task::consume_budget().await;
-        if self.since_yield >= WATCH_YIELD_BYTES {
-            self.since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-        let hub = self.hub.clone();
-        let _turn = match self.caught_up {
-            true => None,
-            false => hub.catch_up_turn().await,
-        };
-        self.since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
-        Some(self.render(&e))
-    }
-
-    fn cut_off(&mut self) -> SseEvent {
-        self.done = true;
-        let data = json!({
-            "error": "this watcher fell too far behind and was cut off",
-            "resume_from_revision": self.next,
-        });
-        SseEvent::default().event("error").data(data.to_string())
-    }
-
-    async fn next_event(&mut self) -> Option<SseEvent> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(ev) = self.render_next().await {
-                return Some(ev);
-            }
-            // Batches hold whole revisions: all of the last one is sent.
-            self.next = self.next.max(self.batch_end);
-            // Mark the signal seen before looking, so a publish after the look wakes us.
-            self.wake.borrow_and_update();
-            let batch = match self.hub.fetch(self.cursor) {
-                Ok(batch) => batch,
-                Err(FetchError::Behind) => return Some(self.cut_off()),
-                Err(FetchError::Closed) => return None,
-            };
-            if batch.events.is_empty() {
-                if self.wake.changed().await.is_err() {
-                    return None;
-                }
-                continue;
-            }
-            if let Some(last) = batch.events.last() {
-                self.batch_end = last.revision + 1;
-            }
-            self.caught_up = batch.caught_up;
-            let wanted = batch.events.into_iter().filter(|e| self.wanted(e));
-            self.pending = wanted.collect();
-            self.cursor = batch.cursor;
-        }
-    }
+/// The last event of a watcher that fell too far behind.
+fn render_cut_off(resume_from_revision: u64) -> SseEvent {
+    let data = json!({
+        "error": "this watcher fell too far behind and was cut off",
+        "resume_from_revision": resume_from_revision,
+    });
+    SseEvent::default().event("error").data(data.to_string())
 }
 
-pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+pub(crate) async fn watch(State(s): State<RestState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_of(&uri, "/v1/watch")?;
     let p = params(&uri)?;
     let prefix = flag(&p, "prefix")?;
@@ -712,7 +550,7 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
         ));
     }
     let base64 = base64_encoding(&p)?;
-    let from = match p.get("from_revision") {
+    let from_revision = match p.get("from_revision") {
         None => 0,
         Some(r) => r.parse::<u64>().map_err(|_| {
             json_err(
@@ -721,40 +559,20 @@ pub(crate) async fn watch(State(s): State<ApiState>, uri: Uri) -> Result<Respons
             )
         })?,
     };
-    let sub = s.watch.subscribe(from).map_err(|e| match e {
-        WatchError::Compacted { oldest } => json_err(
-            StatusCode::GONE,
-            format!("revision {from} is no longer available to watch; the oldest is {oldest}"),
-        )
-        .with(json!({ "oldest_revision": oldest })),
-        WatchError::TooMany { limit } => json_err(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("too many watchers: the limit of {limit} (--max-watchers) is reached; try again later"),
-        ),
-        WatchError::Closed => {
-            json_err(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down")
-        }
-    })?;
-    let state = WatchState {
-        hub: s.watch.clone(),
+    let req = WatchRequest {
         key,
         prefix,
-        base64,
-        start: sub.start,
-        pending: VecDeque::new(),
-        caught_up: true,
-        batch_end: sub.start,
-        cursor: sub.cursor,
-        wake: sub.wake,
-        next: sub.start,
-        since_yield: 0,
-        done: false,
-        _slot: sub.slot,
+        from_revision,
     };
-    let stream = futures_util::stream::unfold(state, |mut st| async move {
-        st.next_event()
-            .await
-            .map(|ev| (Ok::<SseEvent, Infallible>(ev), st))
+    let watcher = s.services.watch.watch(req).map_err(v1)?;
+    let stream = futures_util::stream::unfold(watcher, move |mut w| async move {
+        let ev = match w.next(|e| render_event(e, base64)).await? {
+            WatchItem::Event(ev) => ev,
+            WatchItem::CutOff {
+                resume_from_revision,
+            } => render_cut_off(resume_from_revision),
+        };
+        Some((Ok::<SseEvent, Infallible>(ev), w))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())

@@ -6,9 +6,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{bad_request, read_body, ApiError, ApiState};
+use super::{bad_request, read_body, v1, ApiError, RestState};
 use crate::config::{canonical_peer_url, parse_node_id};
-use coordinate_raft::node::MemberChange;
+use crate::service::{AddMemberRequest, PromoteMemberRequest, RemoveMemberRequest};
 
 /// Largest body accepted where a peer URL or a small JSON document is expected.
 pub(crate) const MAX_SMALL_BODY: usize = 4096;
@@ -23,8 +23,11 @@ pub(crate) fn peer_url(url: &str) -> Result<String, ApiError> {
     canonical_peer_url(url).map_err(|e| bad_request(format!("invalid peer URL {url:?}: {e}")))
 }
 
-pub(crate) async fn list(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    Ok(Json(s.node.members().await?).into_response())
+/// `GET /v1/members`. (Its one possible error, shutting down, is plain text, as it always
+/// was.)
+pub(crate) async fn list(State(s): State<RestState>) -> Result<Response, ApiError> {
+    let list = s.services.members.list().await?;
+    Ok(Json(list.members).into_response())
 }
 
 /// Body of `POST /v1/members`.
@@ -37,8 +40,9 @@ struct NewMember {
     learner: bool,
 }
 
+/// `POST /v1/members`: 201 with the member list once the addition is applied.
 pub(crate) async fn add(
-    State(s): State<ApiState>,
+    State(s): State<RestState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -48,40 +52,32 @@ pub(crate) async fn add(
     let m: NewMember = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("invalid JSON member: {e}")).json())?;
     let id = node_id(&m.id.to_string()).map_err(ApiError::json)?;
-    let url = peer_url(&m.peer_url).map_err(ApiError::json)?;
-    let change = MemberChange::Add {
+    let req = AddMemberRequest {
         id,
-        url,
+        peer_url: peer_url(&m.peer_url).map_err(ApiError::json)?,
         learner: m.learner,
     };
-    s.node
-        .change_members(change)
-        .await
-        .map_err(|e| ApiError::from(e).json())?;
-    let members = s.node.members().await?;
-    Ok((StatusCode::CREATED, Json(members)).into_response())
+    s.services.members.add(req).await.map_err(v1)?;
+    let list = s.services.members.list().await?;
+    Ok((StatusCode::CREATED, Json(list.members)).into_response())
 }
 
 pub(crate) async fn remove(
-    State(s): State<ApiState>,
+    State(s): State<RestState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = node_id(&id).map_err(ApiError::json)?;
-    s.node
-        .change_members(MemberChange::Remove { id })
-        .await
-        .map_err(|e| ApiError::from(e).json())?;
+    let req = RemoveMemberRequest { id };
+    s.services.members.remove(req).await.map_err(v1)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn promote(
-    State(s): State<ApiState>,
+    State(s): State<RestState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = node_id(&id).map_err(ApiError::json)?;
-    s.node
-        .change_members(MemberChange::Promote { id })
-        .await
-        .map_err(|e| ApiError::from(e).json())?;
+    let req = PromoteMemberRequest { id };
+    s.services.members.promote(req).await.map_err(v1)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,16 +1,20 @@
-//! The client HTTP API. This is the only module that maps errors to status codes.
+//! The client HTTP API: a thin translator over [`crate::service`]. Each handler parses the
+//! request into a service request, calls the service, and renders the response; `error` is
+//! the one place a service error becomes a status code and a body.
 //!
 //! - `root`: the seed's API — `PUT`/`GET /<key>`, `POST`/`DELETE /<id>`.
 //! - `kv`: `/v1/kv/<key>` with revisions and conditions, prefix reads and deletes,
 //!   `/v1/txn`, and `/v1/watch/<key>` (Server-Sent Events).
 //! - `members`: `/v1/members` — list, add (voter or learner), promote, remove.
 //! - `ops`: `/health`, `/v1/status`, `/metrics`.
+//! - `error`: `ApiError` and the mapping of [`crate::service::ServiceError`] to HTTP.
 //! - `serve`: the accept loop (connection cap, header and idle timeouts, graceful drain).
 //!
 //! Every error is a status code and a one-line reason (JSON under `/v1`, plain text on the
 //! root API). Writes that time out after reaching raft say "outcome unknown" (504); writes
 //! refused before reaching raft say they were not applied (503).
 
+mod error;
 mod kv;
 mod members;
 mod ops;
@@ -27,17 +31,20 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use coordinate_raft::{NodeHandle, Rejection, RequestError};
+pub(crate) use error::{bad_request, v1, ApiError};
 
 use crate::metrics::METRICS;
+use coordinate_raft::NodeHandle;
+
+use crate::service::Services;
 use crate::state::Store;
 use crate::watch::WatchHub;
 
-/// What every handler needs.
+/// What the API is built from.
 #[derive(Clone)]
 pub struct ApiState {
     pub node: NodeHandle<Store>,
@@ -45,8 +52,25 @@ pub struct ApiState {
     pub max_value_size: usize,
 }
 
+/// What every handler holds: the services, and the limits of the HTTP front-end.
+pub(crate) struct Rest {
+    pub(crate) services: Services,
+    /// Largest value a `PUT` body may carry (`--max-value-size`).
+    pub(crate) max_value_size: usize,
+}
+
+/// The handlers' state: shared, so a request clones one pointer.
+pub(crate) type RestState = Arc<Rest>;
+
+/// Header carrying the store revision.
+pub(crate) const REVISION: &str = "x-coordinate-revision";
+
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
+    let rest = Arc::new(Rest {
+        services: Services::new(state.node, state.watch),
+        max_value_size: state.max_value_size,
+    });
     Router::new()
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
@@ -67,7 +91,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record))
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(rest)
 }
 
 /// A method an endpoint does not take. A PUT there is a write to a reserved key name.
@@ -182,96 +206,6 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         (&Method::DELETE, _) => "member_remove",
         _ => "other",
     }
-}
-
-/// An error response: a status and a one-line reason.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    reason: String,
-    /// Render as JSON (`/v1`) rather than plain text (root API).
-    json: bool,
-    /// Extra JSON fields (e.g. the current revision of a failed condition).
-    extra: Option<serde_json::Value>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            reason: reason.into(),
-            json: false,
-            extra: None,
-        }
-    }
-
-    /// The one-line reason.
-    pub(crate) fn reason(&self) -> &str {
-        &self.reason
-    }
-
-    /// Marks the error to be rendered as JSON.
-    pub(crate) fn json(mut self) -> ApiError {
-        self.json = true;
-        self
-    }
-
-    /// Adds fields to the JSON body.
-    pub(crate) fn with(mut self, extra: serde_json::Value) -> ApiError {
-        self.json = true;
-        self.extra = Some(extra);
-        self
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.json {
-            let mut body = serde_json::json!({ "error": self.reason });
-            if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
-                (self.extra, body.as_object_mut())
-            {
-                obj.extend(extra);
-            }
-            return (self.status, axum::Json(body)).into_response();
-        }
-        let mut body = self.reason;
-        body.push('\n');
-        (
-            self.status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            body,
-        )
-            .into_response()
-    }
-}
-
-impl From<RequestError> for ApiError {
-    fn from(e: RequestError) -> ApiError {
-        let status = match &e {
-            RequestError::NoLeader | RequestError::ReadTimeout | RequestError::Shutdown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            RequestError::Rejected(Rejection::Conflict(_)) => StatusCode::CONFLICT,
-            RequestError::Rejected(Rejection::NotFound(_)) => StatusCode::NOT_FOUND,
-            RequestError::Rejected(Rejection::Misdirected(_)) => StatusCode::MISDIRECTED_REQUEST,
-            RequestError::Rejected(Rejection::Invalid(_)) => StatusCode::BAD_REQUEST,
-            RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
-
-/// A command the state machine could not decode: the request was malformed.
-impl From<crate::error::Error> for ApiError {
-    fn from(e: crate::error::Error) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
-    }
-}
-
-pub(crate) fn bad_request(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
 /// Time a client has to send a request's body once its headers arrived (408 after it): a

@@ -5,26 +5,19 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{ApiError, ApiState};
+use super::{v1, ApiError, RestState};
 use crate::metrics::METRICS;
+use crate::service::Health;
 
 /// 200 when this node knows a leader and has applied everything it knows is committed;
 /// 503 with the reason otherwise.
-pub(crate) async fn health(State(s): State<ApiState>) -> Response {
-    let status = match s.node.status().await {
-        Ok(status) => status,
-        Err(e) => return unhealthy(&e.to_string()),
-    };
-    if status.leader == 0 {
-        return unhealthy("no leader is known");
+pub(crate) async fn health(State(s): State<RestState>) -> Response {
+    match s.services.status.health().await {
+        Health::Ok { leader } => {
+            Json(serde_json::json!({ "health": "ok", "leader": leader })).into_response()
+        }
+        Health::Unhealthy { reason } => unhealthy(&reason),
     }
-    if status.applied_index < status.commit_index {
-        return unhealthy(&format!(
-            "catching up: applied {} of {} committed entries",
-            status.applied_index, status.commit_index
-        ));
-    }
-    Json(serde_json::json!({ "health": "ok", "leader": status.leader })).into_response()
 }
 
 fn unhealthy(reason: &str) -> Response {
@@ -35,12 +28,8 @@ fn unhealthy(reason: &str) -> Response {
         .into_response()
 }
 
-pub(crate) async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let status = s
-        .node
-        .status()
-        .await
-        .map_err(|e| ApiError::from(e).json())?;
+pub(crate) async fn status(State(s): State<RestState>) -> Result<Response, ApiError> {
+    let status = s.services.status.status().await.map_err(v1)?;
     Ok(Json(status).into_response())
 }
 

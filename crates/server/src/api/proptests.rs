@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::kv::{key_of, precondition, txn_command, TxnRequest};
+use super::kv::{key_of, precondition, txn_request, TxnBody};
 use super::members::node_id;
 use super::root::root_key;
 use super::{percent_decode, query_params, ApiError};
@@ -109,9 +109,9 @@ fn txn_body() -> impl Strategy<Value = Value> {
 
 /// Decodes a `/v1/txn` body as the handler does; `Ok` if it would be proposed.
 fn decode_txn(body: &[u8], max_value: usize) -> Result<(), ApiError> {
-    let req: TxnRequest = serde_json::from_slice(body)
+    let req: TxnBody = serde_json::from_slice(body)
         .map_err(|e| super::bad_request(format!("invalid JSON transaction: {e}")))?;
-    txn_command(req, max_value).map(|_| ())
+    txn_request(req, max_value).map(|_| ())
 }
 
 proptest! {

@@ -8,10 +8,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::members::{node_id, peer_url, MAX_SMALL_BODY};
-use super::{bad_request, percent_decode, read_body, ApiError, ApiState};
-use crate::kv::{Command, Outcome};
-use crate::state::Query;
-use coordinate_raft::node::MemberChange;
+use super::{bad_request, percent_decode, read_body, ApiError, RestState};
+use crate::service::{AddMemberRequest, Consistency, GetRequest, PutRequest, RemoveMemberRequest};
 
 fn membership_hint(e: ApiError) -> ApiError {
     bad_request(format!(
@@ -45,7 +43,7 @@ pub(super) fn root_key(path: &str, method: &Method) -> Result<String, ApiError> 
 }
 
 pub(crate) async fn handle(
-    State(s): State<ApiState>,
+    State(s): State<RestState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -55,18 +53,21 @@ pub(crate) async fn handle(
     match method {
         Method::PUT => {
             let value = read_body(&headers, body, s.max_value_size).await?;
-            match s.node.propose(Command::put(key, value).encode()).await?? {
-                Outcome::Done { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
-                other => Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("unexpected outcome of a plain write: {other:?}"),
-                )),
-            }
+            let req = PutRequest {
+                key,
+                value,
+                condition: None,
+            };
+            s.services.kv.put(req).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
         Method::GET => {
-            let read = s.node.read(Query::Get(key), true).await?;
-            match read.kvs.into_iter().next() {
-                Some((_, e)) => Ok((StatusCode::OK, e.value).into_response()),
+            let req = GetRequest {
+                key,
+                consistency: Consistency::Linearizable,
+            };
+            match s.services.kv.get(req).await?.entry {
+                Some(e) => Ok((StatusCode::OK, e.value).into_response()),
                 None => Err(ApiError::new(StatusCode::NOT_FOUND, "key not found")),
             }
         }
@@ -76,18 +77,20 @@ pub(crate) async fn handle(
             let url = std::str::from_utf8(&body)
                 .map_err(|_| bad_request("the body must be the new node's peer URL"))?
                 .trim();
-            let url = peer_url(url)?;
-            let change = MemberChange::Add {
+            let req = AddMemberRequest {
                 id,
-                url,
+                peer_url: peer_url(url)?,
                 learner: false,
             };
-            s.node.change_members(change).await?;
+            s.services.members.add(req).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Method::DELETE => {
             let id = node_id(&key).map_err(membership_hint)?;
-            s.node.change_members(MemberChange::Remove { id }).await?;
+            s.services
+                .members
+                .remove(RemoveMemberRequest { id })
+                .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(ApiError::new(
