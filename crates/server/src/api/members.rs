@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{bad_request, read_body, v1, ApiError, RestState};
-use crate::config::{canonical_peer_url, parse_node_id};
+use coordinate_raft::peers::{canonical_peer_url, parse_node_id};
 use crate::service::{AddMemberRequest, PromoteMemberRequest, RemoveMemberRequest};
 
 /// Largest body accepted where a peer URL or a small JSON document is expected.
