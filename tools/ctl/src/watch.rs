@@ -20,10 +20,9 @@ use hyper::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::failover::Endpoints;
-use super::http::{next_chunk, read_rest, Failure, Request};
-use super::{output, sse, Exit, Failed, Out};
-use coordinate_client::key_path;
+use super::{output, Exit, Failed, Out};
+use coordinate_client::sse::Events;
+use coordinate_client::{ClientError, Endpoints, Request, Response, ERROR_BODY_LIMIT};
 
 /// Where the watch stands: which events were printed, so a new stream can skip them.
 #[derive(Debug, Default)]
@@ -100,7 +99,7 @@ impl Resume {
 enum End {
     /// The server closed it (it is shutting down).
     Closed,
-    Lost(Failure),
+    Lost(ClientError),
     /// The server cut this watcher off (it fell behind).
     CutOff(String),
 }
@@ -127,7 +126,7 @@ pub(super) async fn run(
             let conn = eps.conn(i);
             let endpoint = conn.addr().to_string();
             if resume.start().is_none() {
-                match conn.send(&Request::get("/v1/status")).await {
+                match conn.send(&Request::status()).await {
                     Ok(r) if r.status == StatusCode::OK => {
                         let status: Value = serde_json::from_slice(&r.body).unwrap_or_default();
                         match status["revision"].as_u64() {
@@ -143,30 +142,25 @@ pub(super) async fn run(
                         continue;
                     }
                     Err(f) => {
-                        tried.push((endpoint, f.to_string()));
+                        tried.push((endpoint, f.reason()));
                         continue;
                     }
                 }
             }
             let start = resume.start().unwrap_or(0);
-            let mut path = format!("/v1/watch{}?from_revision={start}", key_path(key));
-            if prefix {
-                path.push_str("&prefix=true");
-            }
-            let (status, _, mut body) = match conn.open(&Request::get(path)).await {
-                Ok(answer) => answer,
+            let mut stream = match conn.open(&Request::watch(key, prefix, start)).await {
+                Ok(stream) => stream,
                 Err(f) => {
-                    tried.push((endpoint, f.to_string()));
+                    tried.push((endpoint, f.reason()));
                     continue;
                 }
             };
+            let status = stream.status;
             if status != StatusCode::OK {
-                let text = read_rest(&mut body, 64 << 10, Duration::from_secs(5)).await;
-                let reply = super::http::Reply {
-                    status,
-                    headers: Default::default(),
-                    body: text,
-                };
+                let text = stream
+                    .read_rest(ERROR_BODY_LIMIT, Duration::from_secs(5))
+                    .await;
+                let reply = Response::new(status, text);
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     tried.push((endpoint, format!("{} (503)", reply.reason())));
                     continue;
@@ -192,9 +186,9 @@ pub(super) async fn run(
             failing_since = None;
             backoff = Duration::from_millis(100);
             resume.new_stream();
-            let why = match follow(&mut body, out, &mut resume).await {
+            let why = match follow(stream.events(), out, &mut resume).await {
                 End::Closed => "the server closed the stream".to_string(),
-                End::Lost(f) => f.to_string(),
+                End::Lost(f) => f.reason(),
                 End::CutOff(reason) => format!("the server cut the watch off: {reason}"),
             };
             eprintln!(
@@ -224,54 +218,47 @@ pub(super) async fn run(
     }
 }
 
-fn eps_timeout(eps: &mut Endpoints) -> Duration {
-    if eps.is_empty() {
-        Duration::from_secs(10)
-    } else {
-        eps.conn(0).timeout()
-    }
+fn eps_timeout(eps: &Endpoints) -> Duration {
+    eps.timeout().unwrap_or(Duration::from_secs(10))
 }
 
 /// Prints the events of one stream until it ends.
-async fn follow(body: &mut hyper::body::Incoming, out: &Out, resume: &mut Resume) -> End {
-    let mut parser = sse::Parser::new();
+async fn follow(mut events: Events, out: &Out, resume: &mut Resume) -> End {
     loop {
-        let chunk = match next_chunk(body).await {
-            Ok(Some(chunk)) => chunk,
+        let event = match events.next().await {
+            Ok(Some(event)) => event,
             Ok(None) => return End::Closed,
             Err(f) => return End::Lost(f),
         };
-        for event in parser.feed(&chunk) {
-            let data: Value = match serde_json::from_str(&event.data) {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!(
-                        "coordinatectl: ignoring an event that is not JSON ({e}): {}",
-                        event.data
-                    );
+        let data: Value = match serde_json::from_str(&event.data) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!(
+                    "coordinatectl: ignoring an event that is not JSON ({e}): {}",
+                    event.data
+                );
+                continue;
+            }
+        };
+        match event.event.as_str() {
+            "put" | "delete" => {
+                let Some(revision) = data["revision"].as_u64() else {
+                    continue;
+                };
+                if !resume.accept(revision) {
                     continue;
                 }
-            };
-            match event.event.as_str() {
-                "put" | "delete" => {
-                    let Some(revision) = data["revision"].as_u64() else {
-                        continue;
-                    };
-                    if !resume.accept(revision) {
-                        continue;
-                    }
-                    if out.json {
-                        out.text(&format!("{}\n", event.data));
-                    } else {
-                        out.text(&format!("{}\n", output::event_line(&data)));
-                    }
+                if out.json {
+                    out.text(&format!("{}\n", event.data));
+                } else {
+                    out.text(&format!("{}\n", output::event_line(&data)));
                 }
-                "error" => {
-                    let reason = data["error"].as_str().unwrap_or("error event").to_string();
-                    return End::CutOff(reason);
-                }
-                _ => {}
             }
+            "error" => {
+                let reason = data["error"].as_str().unwrap_or("error event").to_string();
+                return End::CutOff(reason);
+            }
+            _ => {}
         }
     }
 }
