@@ -207,6 +207,12 @@ impl Connection {
         &self.addr
     }
 
+    /// True if a TCP connection is open and not known to be closed by the server (the next
+    /// request reuses it, after checking it is still ready).
+    pub fn is_open(&self) -> bool {
+        self.sender.as_ref().is_some_and(|s| !s.is_closed())
+    }
+
     /// The per-request deadline.
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -8,7 +8,7 @@
 //! 2. Optional pre-load: every key is written once, by all connections together, so that reads
 //!    find their key. Its errors are reported separately.
 //! 3. The measured phase: each connection is one tokio task on one
-//!    [`crate::client::Connection`] (HTTP/1.1 keep-alive, requests in sequence: closed loop,
+//!    [`coordinate_client::Connection`] (HTTP/1.1 keep-alive, requests in sequence: closed loop,
 //!    so the offered load is `connections` requests in flight). Connections are spread
 //!    round-robin over `--endpoints`. Each picks a uniformly random key per operation, and
 //!    runs until `--duration` has passed or `--ops` operations have been issued in total.

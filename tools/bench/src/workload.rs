@@ -116,7 +116,7 @@ impl OpKind {
     }
 }
 
-/// One request, ready for [`crate::client::Connection::request`].
+/// One request, ready for [`coordinate_client::Connection::request`].
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub kind: OpKind,
