@@ -19,6 +19,7 @@
 //! one `hyper::Request` (the `Host` header is computed once per connection), arms one timer,
 //! and moves the answer's parts out without copying them.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -336,11 +337,18 @@ impl Connection {
         deadline: Instant,
     ) -> Result<&mut SendRequest<Full<Bytes>>, ClientError> {
         let usable = match self.sender.as_mut() {
-            Some(sender) => {
-                !sender.is_closed()
-                    && matches!(timeout_at(deadline, sender.ready()).await, Ok(Ok(())))
+            Some(sender) if !sender.is_closed() => {
+                // Usually ready at once: look without arming a timer (the hot path has one,
+                // the exchange's); wait within the deadline only if it is not.
+                let now = std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await;
+                match now {
+                    Poll::Ready(ready) => ready.is_ok(),
+                    Poll::Pending => {
+                        matches!(timeout_at(deadline, sender.ready()).await, Ok(Ok(())))
+                    }
+                }
             }
-            None => false,
+            _ => false,
         };
         if !usable {
             self.sender = None;
