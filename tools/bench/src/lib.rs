@@ -19,7 +19,8 @@
 //! # What counts
 //! Success is the target's success status (coordinate: 204 for PUT, 200/404 for GET; etcd: 200,
 //! see [`workload::classify`]). Everything else is an error, counted by kind: `http <status>`,
-//! `timeout` (no answer within `--timeout-ms`), `connect`, `transport` (the connection broke).
+//! `timeout` (no answer within `--timeout-ms`), `connect` (refused, or not connected within
+//! `--timeout-ms`: nothing was sent), `transport` (the connection broke).
 //! A failed request closes its connection; the next request on it reconnects. Throughput is
 //! successful operations per measured second; latency histograms hold successful operations.
 //!

@@ -238,38 +238,15 @@ fn parse_json(what: &str, reply: &Response) -> Result<Value, Failed> {
 async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> {
     let mut eps = Endpoints::new(&opts.endpoints, opts.timeout);
     match cmd {
-        Command::Get { key, serializable } => {
-            let req = Request::kv_get(&key, consistency(serializable));
-            let (endpoint, reply) = eps.call(&req).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused(&format!("get {key:?}"), &endpoint, &reply));
-            }
-            if out.json {
-                out.json(&output::get_json(
-                    &key,
-                    &reply.body,
-                    reply.number("x-coordinate-create-revision"),
-                    reply.number("etag"),
-                    reply.number("x-coordinate-version"),
-                    reply.number("x-coordinate-revision"),
-                ));
-            } else if out.terminal {
-                out.text(&output::terminal_text(&reply.body));
-            } else {
-                out.bytes(&reply.body);
-            }
-            Ok(())
-        }
+        Command::Get { key, serializable } => get(&mut eps, out, &key, serializable).await,
         Command::Put {
             key,
             value,
             condition,
         } => {
             let req = Request::kv_put(&key, value, condition);
-            let (endpoint, reply) = eps.call(&req).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused(&format!("put {key:?}"), &endpoint, &reply));
-            }
+            let what = format!("put {key:?}");
+            let (_, reply) = expect(&mut eps, &req, StatusCode::OK, &what).await?;
             if out.json {
                 out.raw_json(&reply.body);
             } else {
@@ -295,10 +272,8 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             from_revision,
         } => watch::run(&mut eps, out, &key, prefix, from_revision).await,
         Command::Members => {
-            let (endpoint, reply) = eps.call(&Request::members()).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused("members", &endpoint, &reply));
-            }
+            let req = Request::members();
+            let (_, reply) = expect(&mut eps, &req, StatusCode::OK, "members").await?;
             if out.json {
                 out.raw_json(&reply.body);
             } else {
@@ -312,30 +287,11 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             id,
             peer_url,
             learner,
-        } => {
-            let req = Request::member_add(id, &peer_url, learner);
-            let (endpoint, reply) = eps.call(&req).await?;
-            if reply.status != StatusCode::CREATED {
-                return Err(refused(&format!("add member {id}"), &endpoint, &reply));
-            }
-            if out.json {
-                out.raw_json(&reply.body);
-            } else {
-                let role = if learner { "learner" } else { "voter" };
-                let members = parse_json("add member", &reply)?;
-                let list = members.as_array().cloned().unwrap_or_default();
-                out.text(&format!(
-                    "added member {id} as a {role}\n{}",
-                    output::members_table(&list)
-                ));
-            }
-            Ok(())
-        }
+        } => member_add(&mut eps, out, id, &peer_url, learner).await,
         Command::MemberRemove { id } => {
-            let (endpoint, reply) = eps.call(&Request::member_remove(id)).await?;
-            if reply.status != StatusCode::NO_CONTENT {
-                return Err(refused(&format!("remove member {id}"), &endpoint, &reply));
-            }
+            let req = Request::member_remove(id);
+            let what = format!("remove member {id}");
+            expect(&mut eps, &req, StatusCode::NO_CONTENT, &what).await?;
             if out.json {
                 out.json(&json!({ "id": id, "removed": true }));
             } else {
@@ -344,10 +300,9 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             Ok(())
         }
         Command::MemberPromote { id } => {
-            let (endpoint, reply) = eps.call(&Request::member_promote(id)).await?;
-            if reply.status != StatusCode::NO_CONTENT {
-                return Err(refused(&format!("promote member {id}"), &endpoint, &reply));
-            }
+            let req = Request::member_promote(id);
+            let what = format!("promote member {id}");
+            expect(&mut eps, &req, StatusCode::NO_CONTENT, &what).await?;
             if out.json {
                 out.json(&json!({ "id": id, "promoted": true }));
             } else {
@@ -356,10 +311,8 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             Ok(())
         }
         Command::Status { all: false } => {
-            let (endpoint, reply) = eps.call(&Request::status()).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused("status", &endpoint, &reply));
-            }
+            let req = Request::status();
+            let (endpoint, reply) = expect(&mut eps, &req, StatusCode::OK, "status").await?;
             if out.json {
                 out.raw_json(&reply.body);
             } else {
@@ -371,6 +324,65 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
         Command::Status { all: true } => status_all(&mut eps, out).await,
         Command::Health => health(&mut eps, out).await,
     }
+}
+
+/// Sends `req` with failover; the endpoint and its answer if the status is `want`.
+async fn expect(
+    eps: &mut Endpoints,
+    req: &Request,
+    want: StatusCode,
+    what: &str,
+) -> Result<(String, Response), Failed> {
+    let (endpoint, reply) = eps.call(req).await?;
+    if reply.status != want {
+        return Err(refused(what, &endpoint, &reply));
+    }
+    Ok((endpoint, reply))
+}
+
+async fn get(eps: &mut Endpoints, out: &Out, key: &str, serializable: bool) -> Result<(), Failed> {
+    let req = Request::kv_get(key, consistency(serializable));
+    let what = format!("get {key:?}");
+    let (_, reply) = expect(eps, &req, StatusCode::OK, &what).await?;
+    if out.json {
+        out.json(&output::get_json(
+            key,
+            &reply.body,
+            reply.number("x-coordinate-create-revision"),
+            reply.number("etag"),
+            reply.number("x-coordinate-version"),
+            reply.number("x-coordinate-revision"),
+        ));
+    } else if out.terminal {
+        out.text(&output::terminal_text(&reply.body));
+    } else {
+        out.bytes(&reply.body);
+    }
+    Ok(())
+}
+
+async fn member_add(
+    eps: &mut Endpoints,
+    out: &Out,
+    id: u64,
+    peer_url: &str,
+    learner: bool,
+) -> Result<(), Failed> {
+    let req = Request::member_add(id, peer_url, learner);
+    let what = format!("add member {id}");
+    let (_, reply) = expect(eps, &req, StatusCode::CREATED, &what).await?;
+    if out.json {
+        out.raw_json(&reply.body);
+    } else {
+        let role = if learner { "learner" } else { "voter" };
+        let members = parse_json("add member", &reply)?;
+        let list = members.as_array().cloned().unwrap_or_default();
+        out.text(&format!(
+            "added member {id} as a {role}\n{}",
+            output::members_table(&list)
+        ));
+    }
+    Ok(())
 }
 
 async fn delete(
