@@ -172,3 +172,29 @@ fn the_blocking_connection_sees_refusals_as_unsent() {
         other => panic!("want a connect error, got {other:?}"),
     }
 }
+
+#[test]
+fn the_blocking_connection_follows_a_watch() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let events = "event: put\nid: 6\ndata: {\"key\":\"w\",\"revision\":6}\n\n: keep-alive\n\n\
+                  event: delete\nid: 8\ndata: {\"key\":\"w\",\"revision\":8}\n\n";
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{events}",
+        events.len()
+    );
+    let addr = runtime.block_on(serve(vec![vec![answer]]));
+    let mut conn = coordinate_client::blocking::Connection::new(addr, TIMEOUT).unwrap();
+    let stream = conn.open(&Request::watch("w", false, 6)).unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let got: Vec<(String, Option<String>)> = stream
+        .events()
+        .map(|e| e.map(|e| (e.event, e.id)).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("put".to_string(), Some("6".to_string())),
+            ("delete".to_string(), Some("8".to_string()))
+        ]
+    );
+}
