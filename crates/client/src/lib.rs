@@ -1,169 +1,50 @@
-//! A minimal HTTP/1.1 client for coordinate's API over one keep-alive connection, used by the
-//! load generator and the fault-injection workload (not by the server itself).
+//! `coordinate_client`: the one client of coordinate's HTTP API, used by `coordinatectl`,
+//! `coordinate-bench`, `chaos` and the end-to-end tests.
 //!
-//! One [`Connection`] is one TCP connection; requests on it are sequential. Callers that want
-//! concurrency open several connections. Every request has a deadline; a request that fails
-//! or times out closes the connection (its state is unknown), and the next request reconnects.
+//! ## Layers, bottom up
+//! - [`Connection`] (`conn`): one keep-alive HTTP/1.1 connection to one node, requests in
+//!   sequence, one deadline per request. Raw: any method, path, headers and body, so the
+//!   load generator can also drive etcd's gateway. Its errors ([`ClientError`]) say whether
+//!   the request may have reached the server.
+//! - [`api`]: the `/v1` requests, built in one place (paths, encoding, conditions, bodies),
+//!   each marked idempotent or not.
+//! - [`Endpoints`] (`failover`): a list of nodes tried in order; the rules for what may be
+//!   retried on the next one live in [`failover::step`]. Its error is [`CallError`].
+//! - [`Client`]: typed calls (get, put, cas, delete, list, txn, members, status) that check
+//!   the status the API promises and decode the answer; refusals are [`Error::Refused`].
+//!   [`Client::watch`] opens a typed [`Watch`].
+//! - [`sse`]: Server-Sent Events for watches ([`Stream::events`]).
+//! - [`blocking`]: the same connection for synchronous callers (tests, scripts).
+//!
+//! ## What makes a retry safe
+//! A request that was never sent (no connection, a stale idle connection, an invalid
+//! request) can be sent anywhere. One that was sent and got no answer (connection lost,
+//! timeout) may have been applied: a read can be repeated, a write cannot — the caller
+//! must read back first or use a conditional write. A `503` says "not applied", a `504`
+//! "outcome unknown" (docs/API.md, status codes).
+//!
+//! ## Deliberately missing
+//! HTTPS (the server speaks plain HTTP), HTTP/2, connection pools (callers open the
+//! connections they want), automatic retries of writes, and redirects (any node serves any
+//! request).
 
-use std::time::Duration;
+pub mod api;
+pub mod blocking;
+mod client;
+mod conn;
+mod endpoint;
+mod error;
+pub mod failover;
+pub mod sse;
+mod watch;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-
-/// Why a request got no HTTP answer.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("connecting to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("request failed: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("building the request: {0}")]
-    Request(#[from] hyper::http::Error),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-}
-
-/// An answer: status and body.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: StatusCode,
-    pub body: Bytes,
-}
-
-/// One keep-alive connection to one node.
-pub struct Connection {
-    addr: String,
-    timeout: Duration,
-    sender: Option<SendRequest<Full<Bytes>>>,
-}
-
-impl Connection {
-    /// A connection to `addr` (`host:port`); it connects lazily.
-    pub fn new(addr: impl Into<String>, timeout: Duration) -> Connection {
-        Connection {
-            addr: addr.into(),
-            timeout,
-            sender: None,
-        }
-    }
-
-    /// The `host:port` this connection talks to.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    async fn sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ClientError> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let stream =
-                TcpStream::connect(&self.addr)
-                    .await
-                    .map_err(|source| ClientError::Connect {
-                        addr: self.addr.clone(),
-                        source,
-                    })?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.sender = Some(sender);
-        }
-        match self.sender.as_mut() {
-            Some(s) => Ok(s),
-            None => unreachable!("sender set above"),
-        }
-    }
-
-    /// Sends one request and reads the whole answer.
-    pub async fn request(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Response, ClientError> {
-        let timeout = self.timeout;
-        let result = tokio::time::timeout(timeout, self.send(method, path, body)).await;
-        match result {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                self.sender = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.sender = None;
-                Err(ClientError::Timeout(timeout))
-            }
-        }
-    }
-
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Response, ClientError> {
-        let host = self.addr.clone();
-        let sender = self.sender().await?;
-        sender.ready().await?;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, host)
-            .body(Full::new(body))?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Response { status, body })
-    }
-
-    /// `PUT /<key>`.
-    pub async fn put(&mut self, key: &str, value: Bytes) -> Result<Response, ClientError> {
-        self.request(Method::PUT, &key_path(key), value).await
-    }
-
-    /// `GET /<key>`.
-    pub async fn get(&mut self, key: &str) -> Result<Response, ClientError> {
-        self.request(Method::GET, &key_path(key), Bytes::new())
-            .await
-    }
-}
-
-/// The root-API path of a key, percent-encoding everything but unreserved characters and `/`.
-///
-/// ```
-/// use coordinate_client::key_path;
-/// assert_eq!(key_path("config/db"), "/config/db");
-/// assert_eq!(key_path("a b?"), "/a%20b%3F");
-/// ```
-pub fn key_path(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 1);
-    out.push('/');
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_paths_are_encoded() {
-        assert_eq!(key_path("a/b"), "/a/b");
-        assert_eq!(key_path("a b?"), "/a%20b%3F");
-        assert_eq!(key_path("✓"), "/%E2%9C%93");
-    }
-}
+pub use api::{kv_path, query_value, Condition, Consistency, ListOptions, MAX_PAGE};
+pub use client::{
+    Client, CompareOp, DeleteResponse, GetResponse, KeyValue, ListPage, Member, Status, Target,
+    Txn, TxnOp, TxnResponse,
+};
+pub use conn::{key_path, Connection, Request, Response, Stream, ERROR_BODY_LIMIT};
+pub use endpoint::{parse_endpoint, EndpointError};
+pub use error::{CallError, ClientError, Error};
+pub use failover::Endpoints;
+pub use watch::{EventKind, Watch, WatchError, WatchEvent};

@@ -8,7 +8,7 @@
 //! 2. Optional pre-load: every key is written once, by all connections together, so that reads
 //!    find their key. Its errors are reported separately.
 //! 3. The measured phase: each connection is one tokio task on one
-//!    [`crate::client::Connection`] (HTTP/1.1 keep-alive, requests in sequence: closed loop,
+//!    [`coordinate_client::Connection`] (HTTP/1.1 keep-alive, requests in sequence: closed loop,
 //!    so the offered load is `connections` requests in flight). Connections are spread
 //!    round-robin over `--endpoints`. Each picks a uniformly random key per operation, and
 //!    runs until `--duration` has passed or `--ops` operations have been issued in total.
@@ -19,7 +19,8 @@
 //! # What counts
 //! Success is the target's success status (coordinate: 204 for PUT, 200/404 for GET; etcd: 200,
 //! see [`workload::classify`]). Everything else is an error, counted by kind: `http <status>`,
-//! `timeout` (no answer within `--timeout-ms`), `connect`, `transport` (the connection broke).
+//! `timeout` (no answer within `--timeout-ms`), `connect` (refused, or not connected within
+//! `--timeout-ms`: nothing was sent), `transport` (the connection broke).
 //! A failed request closes its connection; the next request on it reconnects. Throughput is
 //! successful operations per measured second; latency histograms hold successful operations.
 //!

@@ -116,7 +116,7 @@ impl OpKind {
     }
 }
 
-/// One request, ready for [`crate::client::Connection::request`].
+/// One request, ready for [`coordinate_client::Connection::request`].
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub kind: OpKind,
@@ -346,10 +346,10 @@ mod tests {
     }
 
     fn resp(status: u16, body: &'static str) -> Response {
-        Response {
-            status: StatusCode::from_u16(status).unwrap(),
-            body: Bytes::from_static(body.as_bytes()),
-        }
+        Response::new(
+            StatusCode::from_u16(status).unwrap(),
+            Bytes::from_static(body.as_bytes()),
+        )
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! this module runs it against the endpoints and prints the result.
 //!
 //! ## Endpoints and failover
-//! `--endpoints` are tried in order ([`failover`]): a connection error or a `503` (no leader,
+//! `--endpoints` are tried in order ([`coordinate_client::failover`]): a connection error or a `503` (no leader,
 //! no quorum; the write was not applied) moves on to the next endpoint; a `504`, or a write
 //! whose connection broke after it was sent, stops with "outcome unknown" — repeating it
 //! elsewhere could apply it twice. A `4xx` is the cluster's answer and is not retried
@@ -23,23 +23,19 @@
 //! request: its reason is printed); `2` usage error; `3` unavailable or outcome unknown.
 
 pub mod cli;
-pub mod failover;
 pub mod http;
 pub mod output;
-pub mod sse;
 mod watch;
 
 use std::io::{IsTerminal as _, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{HeaderValue, IF_MATCH, IF_NONE_MATCH};
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use coordinate_client::key_path;
-use failover::{CallError, Endpoints};
-use http::{Reply, Request};
+use coordinate_client::{CallError, Consistency, Endpoints, ListOptions, Request, Response};
+pub use coordinate_client::{Condition, MAX_PAGE};
 
 /// How the CLI ended; the process exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,16 +59,6 @@ pub struct Options {
     /// Per-request deadline (connect, send, answer); above the server's own request timeout,
     /// so a slow cluster is seen as its 503/504 rather than as silence.
     pub timeout: Duration,
-}
-
-/// A write's condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Condition {
-    Always,
-    /// Only if the key's `mod_revision` is this (`If-Match: "<rev>"`).
-    IfMatch(u64),
-    /// Only if the key does not exist (`If-None-Match: *`).
-    IfAbsent,
 }
 
 /// One thing to do.
@@ -160,7 +146,7 @@ pub fn exit_for(status: StatusCode) -> Exit {
 }
 
 /// An answer that is not the expected success.
-fn refused(what: &str, endpoint: &str, reply: &Reply) -> Failed {
+fn refused(what: &str, endpoint: &str, reply: &Response) -> Failed {
     Failed {
         exit: exit_for(reply.status),
         message: format!(
@@ -232,28 +218,15 @@ pub fn run(opts: Options, cmd: Command) -> Exit {
     }
 }
 
-/// `/v1/kv/<key>`, percent-encoded.
-fn kv_path(key: &str) -> String {
-    format!("/v1/kv{}", key_path(key))
-}
-
-/// A query-string value, percent-encoded (`+`, `&`, `=` and `%` included).
-fn query_value(s: &str) -> String {
-    key_path(s)[1..].to_string()
-}
-
-fn condition_header(req: Request, condition: Condition) -> Request {
-    match condition {
-        Condition::Always => req,
-        Condition::IfMatch(rev) => match HeaderValue::from_str(&format!("\"{rev}\"")) {
-            Ok(v) => req.header(IF_MATCH, v),
-            Err(_) => req,
-        },
-        Condition::IfAbsent => req.header(IF_NONE_MATCH, HeaderValue::from_static("*")),
+fn consistency(serializable: bool) -> Consistency {
+    if serializable {
+        Consistency::Serializable
+    } else {
+        Consistency::Linearizable
     }
 }
 
-fn parse_json(what: &str, reply: &Reply) -> Result<Value, Failed> {
+fn parse_json(what: &str, reply: &Response) -> Result<Value, Failed> {
     serde_json::from_slice(&reply.body).map_err(|e| {
         Failed::new(
             Exit::Unavailable,
@@ -265,41 +238,15 @@ fn parse_json(what: &str, reply: &Reply) -> Result<Value, Failed> {
 async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> {
     let mut eps = Endpoints::new(&opts.endpoints, opts.timeout);
     match cmd {
-        Command::Get { key, serializable } => {
-            let mut path = kv_path(&key);
-            if serializable {
-                path.push_str("?consistency=serializable");
-            }
-            let (endpoint, reply) = eps.call(&Request::get(path)).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused(&format!("get {key:?}"), &endpoint, &reply));
-            }
-            if out.json {
-                out.json(&output::get_json(
-                    &key,
-                    &reply.body,
-                    reply.number("x-coordinate-create-revision"),
-                    reply.number("etag"),
-                    reply.number("x-coordinate-version"),
-                    reply.number("x-coordinate-revision"),
-                ));
-            } else if out.terminal {
-                out.text(&output::terminal_text(&reply.body));
-            } else {
-                out.bytes(&reply.body);
-            }
-            Ok(())
-        }
+        Command::Get { key, serializable } => get(&mut eps, out, &key, serializable).await,
         Command::Put {
             key,
             value,
             condition,
         } => {
-            let req = Request::write(Method::PUT, kv_path(&key), value);
-            let (endpoint, reply) = eps.call(&condition_header(req, condition)).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused(&format!("put {key:?}"), &endpoint, &reply));
-            }
+            let req = Request::kv_put(&key, value, condition);
+            let what = format!("put {key:?}");
+            let (_, reply) = expect(&mut eps, &req, StatusCode::OK, &what).await?;
             if out.json {
                 out.raw_json(&reply.body);
             } else {
@@ -325,10 +272,8 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             from_revision,
         } => watch::run(&mut eps, out, &key, prefix, from_revision).await,
         Command::Members => {
-            let (endpoint, reply) = eps.call(&Request::get("/v1/members")).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused("members", &endpoint, &reply));
-            }
+            let req = Request::members();
+            let (_, reply) = expect(&mut eps, &req, StatusCode::OK, "members").await?;
             if out.json {
                 out.raw_json(&reply.body);
             } else {
@@ -342,38 +287,11 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             id,
             peer_url,
             learner,
-        } => {
-            let body = json!({ "id": id, "peer_url": peer_url, "learner": learner });
-            let req = Request::write(Method::POST, "/v1/members", Bytes::from(body.to_string()))
-                .header(
-                    hyper::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-            let (endpoint, reply) = eps.call(&req).await?;
-            if reply.status != StatusCode::CREATED {
-                return Err(refused(&format!("add member {id}"), &endpoint, &reply));
-            }
-            if out.json {
-                out.raw_json(&reply.body);
-            } else {
-                let role = if learner { "learner" } else { "voter" };
-                let members = parse_json("add member", &reply)?;
-                let list = members.as_array().cloned().unwrap_or_default();
-                out.text(&format!(
-                    "added member {id} as a {role}\n{}",
-                    output::members_table(&list)
-                ));
-            }
-            Ok(())
-        }
+        } => member_add(&mut eps, out, id, &peer_url, learner).await,
         Command::MemberRemove { id } => {
-            let path = format!("/v1/members/{id}");
-            let (endpoint, reply) = eps
-                .call(&Request::write(Method::DELETE, path, Bytes::new()))
-                .await?;
-            if reply.status != StatusCode::NO_CONTENT {
-                return Err(refused(&format!("remove member {id}"), &endpoint, &reply));
-            }
+            let req = Request::member_remove(id);
+            let what = format!("remove member {id}");
+            expect(&mut eps, &req, StatusCode::NO_CONTENT, &what).await?;
             if out.json {
                 out.json(&json!({ "id": id, "removed": true }));
             } else {
@@ -382,13 +300,9 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             Ok(())
         }
         Command::MemberPromote { id } => {
-            let path = format!("/v1/members/{id}/promote");
-            let (endpoint, reply) = eps
-                .call(&Request::write(Method::POST, path, Bytes::new()))
-                .await?;
-            if reply.status != StatusCode::NO_CONTENT {
-                return Err(refused(&format!("promote member {id}"), &endpoint, &reply));
-            }
+            let req = Request::member_promote(id);
+            let what = format!("promote member {id}");
+            expect(&mut eps, &req, StatusCode::NO_CONTENT, &what).await?;
             if out.json {
                 out.json(&json!({ "id": id, "promoted": true }));
             } else {
@@ -397,10 +311,8 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             Ok(())
         }
         Command::Status { all: false } => {
-            let (endpoint, reply) = eps.call(&Request::get("/v1/status")).await?;
-            if reply.status != StatusCode::OK {
-                return Err(refused("status", &endpoint, &reply));
-            }
+            let req = Request::status();
+            let (endpoint, reply) = expect(&mut eps, &req, StatusCode::OK, "status").await?;
             if out.json {
                 out.raw_json(&reply.body);
             } else {
@@ -414,6 +326,65 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
     }
 }
 
+/// Sends `req` with failover; the endpoint and its answer if the status is `want`.
+async fn expect(
+    eps: &mut Endpoints,
+    req: &Request,
+    want: StatusCode,
+    what: &str,
+) -> Result<(String, Response), Failed> {
+    let (endpoint, reply) = eps.call(req).await?;
+    if reply.status != want {
+        return Err(refused(what, &endpoint, &reply));
+    }
+    Ok((endpoint, reply))
+}
+
+async fn get(eps: &mut Endpoints, out: &Out, key: &str, serializable: bool) -> Result<(), Failed> {
+    let req = Request::kv_get(key, consistency(serializable));
+    let what = format!("get {key:?}");
+    let (_, reply) = expect(eps, &req, StatusCode::OK, &what).await?;
+    if out.json {
+        out.json(&output::get_json(
+            key,
+            &reply.body,
+            reply.number("x-coordinate-create-revision"),
+            reply.number("etag"),
+            reply.number("x-coordinate-version"),
+            reply.number("x-coordinate-revision"),
+        ));
+    } else if out.terminal {
+        out.text(&output::terminal_text(&reply.body));
+    } else {
+        out.bytes(&reply.body);
+    }
+    Ok(())
+}
+
+async fn member_add(
+    eps: &mut Endpoints,
+    out: &Out,
+    id: u64,
+    peer_url: &str,
+    learner: bool,
+) -> Result<(), Failed> {
+    let req = Request::member_add(id, peer_url, learner);
+    let what = format!("add member {id}");
+    let (_, reply) = expect(eps, &req, StatusCode::CREATED, &what).await?;
+    if out.json {
+        out.raw_json(&reply.body);
+    } else {
+        let role = if learner { "learner" } else { "voter" };
+        let members = parse_json("add member", &reply)?;
+        let list = members.as_array().cloned().unwrap_or_default();
+        out.text(&format!(
+            "added member {id} as a {role}\n{}",
+            output::members_table(&list)
+        ));
+    }
+    Ok(())
+}
+
 async fn delete(
     eps: &mut Endpoints,
     out: &Out,
@@ -421,12 +392,12 @@ async fn delete(
     prefix: bool,
     condition: Condition,
 ) -> Result<(), Failed> {
-    let mut path = kv_path(&key);
-    if prefix {
-        path.push_str("?prefix=true");
-    }
-    let req = Request::write(Method::DELETE, path, Bytes::new());
-    let (endpoint, reply) = eps.call(&condition_header(req, condition)).await?;
+    let req = if prefix {
+        Request::kv_delete_prefix(&key).condition(condition)
+    } else {
+        Request::kv_delete(&key, condition)
+    };
+    let (endpoint, reply) = eps.call(&req).await?;
     let revision = reply.number("x-coordinate-revision");
     match reply.status {
         StatusCode::NO_CONTENT if !prefix => {
@@ -456,9 +427,6 @@ async fn delete(
     }
 }
 
-/// Largest page the server serves.
-pub const MAX_PAGE: usize = 10_000;
-
 async fn list(
     eps: &mut Endpoints,
     out: &Out,
@@ -474,14 +442,12 @@ async fn list(
             Some(l) => page_size.min(l - kvs.len()),
             None => page_size,
         };
-        let mut path = format!("{}?prefix=true&limit={want}", kv_path(prefix));
-        if let Some(a) = &after {
-            path.push_str(&format!("&start_after={}", query_value(a)));
-        }
-        if serializable {
-            path.push_str("&consistency=serializable");
-        }
-        let (endpoint, reply) = eps.call(&Request::get(path)).await?;
+        let options = ListOptions {
+            limit: Some(want),
+            start_after: after.clone(),
+            consistency: consistency(serializable),
+        };
+        let (endpoint, reply) = eps.call(&Request::kv_list(prefix, &options)).await?;
         if reply.status != StatusCode::OK {
             return Err(refused(&format!("ls {prefix:?}"), &endpoint, &reply));
         }
@@ -514,12 +480,12 @@ async fn status_all(eps: &mut Endpoints, out: &Out) -> Result<(), Failed> {
     for i in 0..eps.len() {
         let conn = eps.conn(i);
         let endpoint = conn.addr().to_string();
-        let status = match conn.send(&Request::get("/v1/status")).await {
+        let status = match conn.send(&Request::status()).await {
             Ok(r) if r.status == StatusCode::OK => {
                 serde_json::from_slice::<Value>(&r.body).map_err(|e| e.to_string())
             }
             Ok(r) => Err(format!("{} ({})", r.reason(), r.status.as_u16())),
-            Err(f) => Err(f.to_string()),
+            Err(f) => Err(f.reason()),
         };
         rows.push((endpoint, status));
     }
@@ -557,7 +523,7 @@ async fn health(eps: &mut Endpoints, out: &Out) -> Result<(), Failed> {
     for i in 0..eps.len() {
         let conn = eps.conn(i);
         let endpoint = conn.addr().to_string();
-        let doc = match conn.send(&Request::get("/health")).await {
+        let doc = match conn.send(&Request::health()).await {
             Ok(r) if r.status == StatusCode::OK => {
                 let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
                 json!({ "endpoint": endpoint, "health": "ok", "leader": body["leader"] })
@@ -566,7 +532,7 @@ async fn health(eps: &mut Endpoints, out: &Out) -> Result<(), Failed> {
                 json!({ "endpoint": endpoint, "health": "unhealthy", "reason": r.reason() })
             }
             Err(f) => {
-                json!({ "endpoint": endpoint, "health": "unreachable", "reason": f.to_string() })
+                json!({ "endpoint": endpoint, "health": "unreachable", "reason": f.reason() })
             }
         };
         if doc["health"] != "ok" {
@@ -624,21 +590,13 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_encoded() {
-        assert_eq!(kv_path("a b/c"), "/v1/kv/a%20b/c");
-        assert_eq!(kv_path(""), "/v1/kv/");
-        assert_eq!(query_value("a+b&c=d/e%"), "a%2Bb%26c%3Dd/e%25");
-    }
-
-    #[test]
     fn refusals_carry_the_reason_and_the_json() {
-        let reply = Reply {
-            status: StatusCode::PRECONDITION_FAILED,
-            headers: Default::default(),
-            body: Bytes::from_static(
+        let reply = Response::new(
+            StatusCode::PRECONDITION_FAILED,
+            Bytes::from_static(
                 br#"{"current_revision":3,"error":"precondition failed: the key's mod_revision is 3"}"#,
             ),
-        };
+        );
         let f = refused("put \"k\"", "127.0.0.1:1", &reply);
         assert_eq!(f.exit, Exit::Refused);
         assert_eq!(

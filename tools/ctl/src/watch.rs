@@ -20,10 +20,11 @@ use hyper::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::failover::Endpoints;
-use super::http::{next_chunk, read_rest, Failure, Request};
-use super::{output, sse, Exit, Failed, Out};
-use coordinate_client::key_path;
+use super::{output, Exit, Failed, Out};
+use coordinate_client::sse::Events;
+use coordinate_client::{
+    ClientError, Connection, Endpoints, Request, Response, Stream, ERROR_BODY_LIMIT,
+};
 
 /// Where the watch stands: which events were printed, so a new stream can skip them.
 #[derive(Debug, Default)]
@@ -100,7 +101,7 @@ impl Resume {
 enum End {
     /// The server closed it (it is shutting down).
     Closed,
-    Lost(Failure),
+    Lost(ClientError),
     /// The server cut this watcher off (it fell behind).
     CutOff(String),
 }
@@ -126,75 +127,33 @@ pub(super) async fn run(
         for i in eps.order() {
             let conn = eps.conn(i);
             let endpoint = conn.addr().to_string();
-            if resume.start().is_none() {
-                match conn.send(&Request::get("/v1/status")).await {
-                    Ok(r) if r.status == StatusCode::OK => {
-                        let status: Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                        match status["revision"].as_u64() {
-                            Some(rev) => resume.begin_at(rev + 1),
-                            None => {
-                                tried.push((endpoint, "/v1/status has no revision".into()));
-                                continue;
-                            }
-                        }
-                    }
-                    Ok(r) => {
-                        tried.push((endpoint, format!("{} ({})", r.reason(), r.status.as_u16())));
-                        continue;
-                    }
-                    Err(f) => {
-                        tried.push((endpoint, f.to_string()));
-                        continue;
-                    }
-                }
-            }
-            let start = resume.start().unwrap_or(0);
-            let mut path = format!("/v1/watch{}?from_revision={start}", key_path(key));
-            if prefix {
-                path.push_str("&prefix=true");
-            }
-            let (status, _, mut body) = match conn.open(&Request::get(path)).await {
-                Ok(answer) => answer,
-                Err(f) => {
-                    tried.push((endpoint, f.to_string()));
+            let (stream, start) = match open(conn, key, prefix, &mut resume).await {
+                Opened::Stream(stream, start) => (stream, start),
+                Opened::Skip(reason) => {
+                    tried.push((endpoint, reason));
                     continue;
+                }
+                Opened::Gone(oldest) => {
+                    // Only the revision already printed is gone: go on after it.
+                    eprintln!(
+                        "coordinatectl: {endpoint} no longer holds revision {}; resuming from {oldest}",
+                        oldest - 1
+                    );
+                    streamed = true;
+                    break;
+                }
+                Opened::Refused(reply) => {
+                    return Err(super::refused(&format!("watch {key:?}"), &endpoint, &reply));
                 }
             };
-            if status != StatusCode::OK {
-                let text = read_rest(&mut body, 64 << 10, Duration::from_secs(5)).await;
-                let reply = super::http::Reply {
-                    status,
-                    headers: Default::default(),
-                    body: text,
-                };
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    tried.push((endpoint, format!("{} (503)", reply.reason())));
-                    continue;
-                }
-                if status == StatusCode::GONE {
-                    let oldest = serde_json::from_slice::<Value>(&reply.body)
-                        .ok()
-                        .and_then(|v| v["oldest_revision"].as_u64());
-                    if let Some(o) = oldest.filter(|&o| resume.gone(o)) {
-                        // Only the revision already printed is gone: go on after it.
-                        eprintln!(
-                            "coordinatectl: {endpoint} no longer holds revision {}; resuming from {o}",
-                            o - 1
-                        );
-                        streamed = true;
-                        break;
-                    }
-                }
-                return Err(super::refused(&format!("watch {key:?}"), &endpoint, &reply));
-            }
             eps.prefer(i);
             streamed_once = true;
             failing_since = None;
             backoff = Duration::from_millis(100);
             resume.new_stream();
-            let why = match follow(&mut body, out, &mut resume).await {
+            let why = match follow(stream.events(), out, &mut resume).await {
                 End::Closed => "the server closed the stream".to_string(),
-                End::Lost(f) => f.to_string(),
+                End::Lost(f) => f.reason(),
                 End::CutOff(reason) => format!("the server cut the watch off: {reason}"),
             };
             eprintln!(
@@ -210,68 +169,121 @@ pub(super) async fn run(
         }
         let since = *failing_since.get_or_insert_with(Instant::now);
         if !streamed_once || since.elapsed() >= give_up_after {
-            let mut msg = String::from("cannot watch: no endpoint accepted the watch:");
-            for (endpoint, reason) in &tried {
-                msg.push_str(&format!("\n  {endpoint}: {reason}"));
-            }
-            if let Some(start) = resume.start() {
-                msg.push_str(&format!("\nresume with --from-revision {start}"));
-            }
-            return Err(Failed::new(Exit::Unavailable, msg));
+            return Err(give_up(&tried, &resume));
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
-fn eps_timeout(eps: &mut Endpoints) -> Duration {
-    if eps.is_empty() {
-        Duration::from_secs(10)
-    } else {
-        eps.conn(0).timeout()
+/// What one endpoint made of a watch request.
+enum Opened {
+    /// The stream, and the revision it starts at.
+    Stream(Stream, u64),
+    /// Try the next endpoint, for this reason.
+    Skip(String),
+    /// `410`, but only revisions already printed are gone: resume from this one.
+    Gone(u64),
+    /// The cluster's answer: stop.
+    Refused(Response),
+}
+
+/// Opens the watch on `conn`, first asking it where "now" is if no start is known yet (so
+/// that a break before the first event loses nothing).
+async fn open(conn: &mut Connection, key: &str, prefix: bool, resume: &mut Resume) -> Opened {
+    if resume.start().is_none() {
+        match conn.send(&Request::status()).await {
+            Ok(r) if r.status == StatusCode::OK => {
+                let status: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                match status["revision"].as_u64() {
+                    Some(rev) => resume.begin_at(rev + 1),
+                    None => return Opened::Skip("/v1/status has no revision".into()),
+                }
+            }
+            Ok(r) => return Opened::Skip(format!("{} ({})", r.reason(), r.status.as_u16())),
+            Err(f) => return Opened::Skip(f.reason()),
+        }
     }
+    let start = resume.start().unwrap_or(0);
+    let mut stream = match conn.open(&Request::watch(key, prefix, start)).await {
+        Ok(stream) => stream,
+        Err(f) => return Opened::Skip(f.reason()),
+    };
+    let status = stream.status;
+    if status == StatusCode::OK {
+        return Opened::Stream(stream, start);
+    }
+    let text = stream
+        .read_rest(ERROR_BODY_LIMIT, Duration::from_secs(5))
+        .await;
+    let reply = Response::new(status, text);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        return Opened::Skip(format!("{} (503)", reply.reason()));
+    }
+    if status == StatusCode::GONE {
+        let oldest = serde_json::from_slice::<Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["oldest_revision"].as_u64());
+        if let Some(o) = oldest.filter(|&o| resume.gone(o)) {
+            return Opened::Gone(o);
+        }
+    }
+    Opened::Refused(reply)
+}
+
+/// No endpoint accepted the watch for long enough: say why, and where to resume.
+fn give_up(tried: &[(String, String)], resume: &Resume) -> Failed {
+    let mut msg = String::from("cannot watch: no endpoint accepted the watch:");
+    for (endpoint, reason) in tried {
+        msg.push_str(&format!("\n  {endpoint}: {reason}"));
+    }
+    if let Some(start) = resume.start() {
+        msg.push_str(&format!("\nresume with --from-revision {start}"));
+    }
+    Failed::new(Exit::Unavailable, msg)
+}
+
+fn eps_timeout(eps: &Endpoints) -> Duration {
+    eps.timeout().unwrap_or(Duration::from_secs(10))
 }
 
 /// Prints the events of one stream until it ends.
-async fn follow(body: &mut hyper::body::Incoming, out: &Out, resume: &mut Resume) -> End {
-    let mut parser = sse::Parser::new();
+async fn follow(mut events: Events, out: &Out, resume: &mut Resume) -> End {
     loop {
-        let chunk = match next_chunk(body).await {
-            Ok(Some(chunk)) => chunk,
+        let event = match events.next().await {
+            Ok(Some(event)) => event,
             Ok(None) => return End::Closed,
             Err(f) => return End::Lost(f),
         };
-        for event in parser.feed(&chunk) {
-            let data: Value = match serde_json::from_str(&event.data) {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!(
-                        "coordinatectl: ignoring an event that is not JSON ({e}): {}",
-                        event.data
-                    );
+        let data: Value = match serde_json::from_str(&event.data) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!(
+                    "coordinatectl: ignoring an event that is not JSON ({e}): {}",
+                    event.data
+                );
+                continue;
+            }
+        };
+        match event.event.as_str() {
+            "put" | "delete" => {
+                let Some(revision) = data["revision"].as_u64() else {
+                    continue;
+                };
+                if !resume.accept(revision) {
                     continue;
                 }
-            };
-            match event.event.as_str() {
-                "put" | "delete" => {
-                    let Some(revision) = data["revision"].as_u64() else {
-                        continue;
-                    };
-                    if !resume.accept(revision) {
-                        continue;
-                    }
-                    if out.json {
-                        out.text(&format!("{}\n", event.data));
-                    } else {
-                        out.text(&format!("{}\n", output::event_line(&data)));
-                    }
+                if out.json {
+                    out.text(&format!("{}\n", event.data));
+                } else {
+                    out.text(&format!("{}\n", output::event_line(&data)));
                 }
-                "error" => {
-                    let reason = data["error"].as_str().unwrap_or("error event").to_string();
-                    return End::CutOff(reason);
-                }
-                _ => {}
             }
+            "error" => {
+                let reason = data["error"].as_str().unwrap_or("error event").to_string();
+                return End::CutOff(reason);
+            }
+            _ => {}
         }
     }
 }

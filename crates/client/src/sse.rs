@@ -6,6 +6,13 @@
 //! starting with `:` is a comment (the server's keep-alives); unknown fields are ignored, and
 //! one space after the colon is not part of the value. Lines end with `\n` or `\r\n`. Bytes
 //! arrive in arbitrary chunks, so a partial line waits for the rest.
+//!
+//! [`Parser`] is pure (bytes in, events out); [`Events`] runs it over a [`Stream`].
+
+use std::collections::VecDeque;
+
+use crate::conn::Stream;
+use crate::error::ClientError;
 
 /// One dispatched event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,7 +26,7 @@ pub struct Event {
 }
 
 /// Incremental parser: feed it chunks, get complete events.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Parser {
     /// Bytes of a line not yet terminated.
     partial: Vec<u8>,
@@ -85,6 +92,37 @@ impl Parser {
             _ => {}
         }
         None
+    }
+}
+
+/// The events of a streamed answer, one at a time.
+#[derive(Debug)]
+pub struct Events {
+    stream: Stream,
+    parser: Parser,
+    ready: VecDeque<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(stream: Stream) -> Events {
+        Events {
+            stream,
+            parser: Parser::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next event: `Ok(None)` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
+            }
+            match self.stream.next_chunk().await? {
+                Some(chunk) => self.ready.extend(self.parser.feed(&chunk)),
+                None => return Ok(None),
+            }
+        }
     }
 }
 

@@ -14,9 +14,12 @@
 //! - **504**: the write was handed to Raft and not confirmed: outcome unknown; stop.
 //! - Anything else (2xx, 4xx, other 5xx) is the answer.
 
+use std::time::Duration;
+
 use hyper::StatusCode;
 
-use super::http::{Conn, Failure, Reply, Request};
+use crate::conn::{Connection, Request, Response};
+use crate::error::{CallError, ClientError};
 
 /// What to do after one endpoint's attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,12 +33,12 @@ pub enum Step {
 }
 
 /// Decides what one attempt means (see the module docs).
-pub fn step(idempotent: bool, attempt: &Result<Reply, Failure>) -> Step {
+pub fn step(idempotent: bool, attempt: &Result<Response, ClientError>) -> Step {
     match attempt {
-        Err(f @ Failure::Connect(_)) => Step::Next(f.to_string()),
-        Err(f) if idempotent => Step::Next(f.to_string()),
+        Err(f) if f.safe_to_retry(idempotent) => Step::Next(f.reason()),
         Err(f) => Step::Unknown(format!(
-            "{f}; the request was sent, so its outcome is unknown: it may still be applied"
+            "{}; the request was sent, so its outcome is unknown: it may still be applied",
+            f.reason()
         )),
         Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
             let reason = r.reason();
@@ -60,46 +63,28 @@ pub fn step(idempotent: bool, attempt: &Result<Reply, Failure>) -> Step {
     }
 }
 
-/// Why no endpoint gave an answer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CallError {
-    /// Every endpoint was tried; each one's reason.
-    Unavailable(Vec<(String, String)>),
-    /// An endpoint may have applied the write; it is not repeated elsewhere.
-    Unknown { endpoint: String, reason: String },
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Unavailable(tried) => {
-                write!(f, "no endpoint could serve the request:")?;
-                for (endpoint, reason) in tried {
-                    write!(f, "\n  {endpoint}: {reason}")?;
-                }
-                Ok(())
-            }
-            CallError::Unknown { endpoint, reason } => write!(f, "{endpoint}: {reason}"),
-        }
-    }
-}
-
 /// The endpoints, in order, with the one to start from.
 pub struct Endpoints {
-    conns: Vec<Conn>,
+    conns: Vec<Connection>,
     /// Index of the endpoint that answered last.
     current: usize,
 }
 
 impl Endpoints {
-    pub fn new(addrs: &[String], timeout: std::time::Duration) -> Endpoints {
+    /// One lazily opened connection per `host:port` (see [`crate::parse_endpoint`]).
+    pub fn new(addrs: &[String], timeout: Duration) -> Endpoints {
         Endpoints {
             conns: addrs
                 .iter()
-                .map(|a| Conn::new(a.clone(), timeout))
+                .map(|a| Connection::new(a.clone(), timeout))
                 .collect(),
             current: 0,
         }
+    }
+
+    /// The per-request deadline of each endpoint.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.conns.first().map(Connection::timeout)
     }
 
     pub fn len(&self) -> usize {
@@ -111,7 +96,7 @@ impl Endpoints {
     }
 
     /// The endpoint at `i`.
-    pub fn conn(&mut self, i: usize) -> &mut Conn {
+    pub fn conn(&mut self, i: usize) -> &mut Connection {
         &mut self.conns[i]
     }
 
@@ -128,7 +113,7 @@ impl Endpoints {
 
     /// Sends `req` to each endpoint in turn until one answers (see [`step`]). Returns the
     /// endpoint's address and its answer.
-    pub async fn call(&mut self, req: &Request) -> Result<(String, Reply), CallError> {
+    pub async fn call(&mut self, req: &Request) -> Result<(String, Response), CallError> {
         let mut tried = Vec::new();
         for i in self.order() {
             let conn = &mut self.conns[i];
@@ -140,7 +125,7 @@ impl Endpoints {
                     return Ok((endpoint, reply));
                 }
                 // `step` answers only replies; a failure here is one more reason.
-                (Step::Answer, Err(f)) => tried.push((endpoint, f.to_string())),
+                (Step::Answer, Err(f)) => tried.push((endpoint, f.reason())),
                 (Step::Next(reason), _) => tried.push((endpoint, reason)),
                 (Step::Unknown(reason), _) => return Err(CallError::Unknown { endpoint, reason }),
             }
@@ -153,30 +138,28 @@ impl Endpoints {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use hyper::HeaderMap;
 
-    fn reply(status: u16, body: &str) -> Result<Reply, Failure> {
-        Ok(Reply {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
-        })
+    fn reply(status: u16, body: &str) -> Result<Response, ClientError> {
+        Ok(Response::new(
+            StatusCode::from_u16(status).unwrap(),
+            Bytes::from(body.to_string()),
+        ))
     }
 
     #[test]
     fn connection_refused_tries_the_next_endpoint() {
-        let refused = Err(Failure::Connect("connection refused".into()));
+        let refused = Err(ClientError::Connect {
+            addr: "a:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        });
         assert!(matches!(step(false, &refused), Step::Next(_)));
         assert!(matches!(step(true, &refused), Step::Next(_)));
     }
 
     #[test]
     fn a_lost_answer_is_retried_only_for_reads() {
-        for f in [
-            Failure::Lost("reset".into()),
-            Failure::Timeout(std::time::Duration::from_secs(1)),
-        ] {
-            let attempt = Err(f);
+        for timeout in [Duration::from_secs(1), Duration::from_millis(5)] {
+            let attempt = Err(ClientError::Timeout(timeout));
             assert!(matches!(step(true, &attempt), Step::Next(_)));
             match step(false, &attempt) {
                 Step::Unknown(reason) => assert!(reason.contains("outcome is unknown")),
@@ -240,7 +223,7 @@ mod tests {
                 l.local_addr().unwrap().to_string()
             })
             .collect();
-        let mut endpoints = Endpoints::new(&dead, std::time::Duration::from_secs(2));
+        let mut endpoints = Endpoints::new(&dead, Duration::from_secs(2));
         match endpoints.call(&Request::get("/health")).await {
             Err(CallError::Unavailable(tried)) => {
                 let names: Vec<&str> = tried.iter().map(|(e, _)| e.as_str()).collect();
@@ -254,7 +237,7 @@ mod tests {
     #[test]
     fn order_starts_at_the_last_answer() {
         let addrs: Vec<String> = vec!["a:1".into(), "b:2".into(), "c:3".into()];
-        let mut e = Endpoints::new(&addrs, std::time::Duration::from_secs(1));
+        let mut e = Endpoints::new(&addrs, Duration::from_secs(1));
         assert_eq!(e.order(), vec![0, 1, 2]);
         e.prefer(2);
         assert_eq!(e.order(), vec![2, 0, 1]);
