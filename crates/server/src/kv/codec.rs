@@ -114,34 +114,42 @@ impl Command {
     /// Decodes a command from a committed entry (enveloped or legacy), sharing the entry's
     /// buffer for values. An unknown version or kind is an error naming it.
     pub fn decode(mut data: Bytes) -> Result<Command> {
-        let first = take_u8(&mut data).ok_or_else(|| malformed("empty"))?;
-        let kind = if first == ENVELOPE {
-            let (version, kind) = take_u8(&mut data)
-                .zip(take_u8(&mut data))
-                .ok_or_else(|| malformed("envelope cut short"))?;
-            if version == 0 || version > FORMAT_VERSION {
-                return Err(malformed(&format!(
-                    "unknown format version {version} (this build reads versions 1 to \
-                     {FORMAT_VERSION})"
-                )));
+        let (kind, header) = match data.first() {
+            None => return Err(malformed("empty")),
+            Some(&ENVELOPE) => {
+                let (&version, &kind) = data
+                    .get(1)
+                    .zip(data.get(2))
+                    .ok_or_else(|| malformed("envelope cut short"))?;
+                (enveloped_kind(version, kind)?, HEADER_BYTES)
             }
-            Kind::of(version, kind).ok_or_else(|| {
-                malformed(&format!(
-                    "unknown command kind {kind} in format version {version}"
-                ))
-            })?
-        } else {
-            Kind::legacy(first)
-                .ok_or_else(|| malformed(&format!("unknown command kind {first}")))?
+            Some(&op) => {
+                let kind = Kind::legacy(op)
+                    .ok_or_else(|| malformed(&format!("unknown command kind {op}")))?;
+                (kind, 1)
+            }
         };
+        data.advance(header);
         decode_body(kind, data)
     }
 }
 
+/// The kind named by an envelope's version and kind bytes, or an error naming what is unknown.
+fn enveloped_kind(version: u8, kind: u8) -> Result<Kind> {
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(malformed(&format!(
+            "unknown format version {version} (this build reads versions 1 to {FORMAT_VERSION})"
+        )));
+    }
+    Kind::of(version, kind).ok_or_else(|| {
+        malformed(&format!(
+            "unknown command kind {kind} in format version {version}"
+        ))
+    })
+}
+
 fn put_header(b: &mut BytesMut, kind: Kind) {
-    b.put_u8(ENVELOPE);
-    b.put_u8(FORMAT_VERSION);
-    b.put_u8(kind as u8);
+    b.put_slice(&[ENVELOPE, FORMAT_VERSION, kind as u8]);
 }
 
 /// The body of a command of `kind` (the same in legacy and version-1 commands).
