@@ -1,5 +1,6 @@
 //! Property tests of every decoder of bytes that come from the disk: WAL segments, snapshot
-//! files, the state machine's snapshot data and log commands. Fed random bytes and valid
+//! files, the state machine's snapshot data and log commands (in the current format envelope
+//! and in the legacy encodings older data dirs hold). Fed random bytes and valid
 //! inputs with flipped bytes, truncations, zero blocks and huge length fields, each must
 //! return a clear error or a value — never panic — and allocate no more than a bound
 //! proportional to its input (measured by a counting allocator, per thread: the tests of one
@@ -16,7 +17,9 @@ use raft::eraftpb::{Entry, HardState, Snapshot};
 
 use coordinate_raft::storage::snapshot::{self, SnapshotStore};
 use coordinate_raft::storage::wal::{self, Recovered, SnapshotMarker, Wal};
-use coordinate_server::kv::{Command, Compare, CompareOp, CompareTarget, Kv, Precondition, TxnOp};
+use coordinate_server::kv::{
+    Command, Compare, CompareOp, CompareTarget, Kv, Precondition, TxnOp, ENVELOPE, FORMAT_VERSION,
+};
 
 // ---------------------------------------------------------------------------------------------
 // A counting allocator: bytes live on this thread while measuring, and their peak.
@@ -169,24 +172,37 @@ fn kv_snapshot() -> &'static [u8] {
     })
 }
 
+/// The legacy (`KVS3`, unversioned) form of [`kv_snapshot`]: the same body without the version.
+fn legacy_kv_snapshot() -> Vec<u8> {
+    let current = kv_snapshot();
+    assert_eq!(&current[..8], b"KVSV\x01\0\0\0");
+    [&b"KVS3"[..], &current[8..]].concat()
+}
+
+/// The legacy (bare `OP_*`) form of an enveloped command: without the mark and the version.
+fn legacy_command(enveloped: &Bytes) -> Bytes {
+    assert_eq!(enveloped[..2], [ENVELOPE, FORMAT_VERSION]);
+    enveloped.slice(2..)
+}
+
 fn commands() -> Vec<Bytes> {
     vec![
-        Command::put("a".into(), Bytes::from_static(b"value")).encode(),
+        Command::put("a".into(), Bytes::from_static(b"value")).encode_enveloped(),
         Command::Put {
             key: "b".into(),
             value: Bytes::from_static(b"v"),
             condition: Some(Precondition::ModRevision(7)),
         }
-        .encode(),
+        .encode_enveloped(),
         Command::Delete {
             key: "c".into(),
             condition: Some(Precondition::Present),
         }
-        .encode(),
+        .encode_enveloped(),
         Command::DeletePrefix {
             prefix: "d/".into(),
         }
-        .encode(),
+        .encode_enveloped(),
         Command::Txn {
             compares: vec![
                 Compare {
@@ -216,7 +232,7 @@ fn commands() -> Vec<Bytes> {
             }],
             failure: vec![TxnOp::Delete { key: "y".into() }],
         }
-        .encode(),
+        .encode_enveloped(),
     ]
 }
 
@@ -451,10 +467,13 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..5),
     ) {
         check_kv(&random)?;
-        let mut with_magic = b"KVS3".to_vec();
-        with_magic.extend_from_slice(&random);
-        check_kv(&with_magic)?;
+        for header in [&b"KVS3"[..], b"KVSV\x01\0\0\0", b"KVSV"] {
+            let mut with_magic = header.to_vec();
+            with_magic.extend_from_slice(&random);
+            check_kv(&with_magic)?;
+        }
         check_kv(&mutate(kv_snapshot().to_vec(), &mutations))?;
+        check_kv(&mutate(legacy_kv_snapshot(), &mutations))?;
     }
 
     #[test]
@@ -462,15 +481,19 @@ proptest! {
         random in prop::collection::vec(any::<u8>(), 0..512),
         which in 0..5usize,
         mutations in prop::collection::vec(mutation(), 1..4),
+        version in prop_oneof![Just(FORMAT_VERSION), any::<u8>()],
     ) {
         check_command(&random)?;
-        let valid = commands()[which].to_vec();
-        check_command(&mutate(valid, &mutations))?;
-        // Every op byte with random bytes after it.
-        for op in 1..=4u8 {
-            let mut data = vec![op];
-            data.extend_from_slice(&random);
-            check_command(&data)?;
+        let valid = commands()[which].clone();
+        check_command(&mutate(valid.to_vec(), &mutations))?;
+        check_command(&mutate(legacy_command(&valid).to_vec(), &mutations))?;
+        // Every kind byte, bare (legacy) and enveloped, with random bytes after it.
+        for kind in 0..=5u8 {
+            for header in [vec![kind], vec![ENVELOPE, version, kind]] {
+                let mut data = header;
+                data.extend_from_slice(&random);
+                check_command(&data)?;
+            }
         }
     }
 }
@@ -492,10 +515,12 @@ fn the_valid_inputs_decode() {
     let kv = Kv::restore(snap.data.clone()).unwrap();
     assert_eq!(kv.len(), 20);
     assert_eq!(Kv::restore(Bytes::from_static(kv_snapshot())).unwrap(), kv);
+    assert_eq!(Kv::restore(Bytes::from(legacy_kv_snapshot())).unwrap(), kv);
 
     for c in commands() {
         let decoded = Command::decode(c.clone()).unwrap();
-        assert_eq!(decoded.encode(), c);
+        assert_eq!(decoded.encode_enveloped(), c);
+        assert_eq!(Command::decode(legacy_command(&c)).unwrap(), decoded);
     }
 }
 
@@ -503,9 +528,15 @@ fn the_valid_inputs_decode() {
 /// for them (it used to reserve 1024 at once, ~70 KiB, before reading a single one).
 #[test]
 fn a_huge_compare_count_allocates_nothing_up_front() {
-    let mut data = vec![4u8];
-    data.extend_from_slice(&u32::MAX.to_le_bytes());
-    let (result, peak) = peak_of(|| Command::decode(Bytes::from(data)));
-    assert!(result.is_err());
-    assert!(peak < 4096, "allocated {peak} bytes for a 5-byte command");
+    for header in [vec![4u8], vec![ENVELOPE, FORMAT_VERSION, 4]] {
+        let mut data = header;
+        data.extend_from_slice(&u32::MAX.to_le_bytes());
+        let len = data.len();
+        let (result, peak) = peak_of(|| Command::decode(Bytes::from(data)));
+        assert!(result.is_err());
+        assert!(
+            peak < 4096,
+            "allocated {peak} bytes for a {len}-byte command"
+        );
+    }
 }

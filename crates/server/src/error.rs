@@ -2,11 +2,11 @@
 //! identically on every replica (see `kv`'s determinism rules) and reaches the proposer as a
 //! rejection, never as a node failure.
 
-/// Bytes that are not a valid command or snapshot.
+/// Bytes that are not a valid command or snapshot (the text says which, and why).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("invalid request: {0}")]
-    Invalid(String),
+    #[error("{0}")]
+    Malformed(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -135,7 +135,7 @@ impl StateMachine for Store {
     fn check_proposal(&self, command: &Bytes) -> Result<()> {
         let cmd = Command::decode(command.clone())?;
         match largest_value(&cmd) {
-            n if n > self.max_value_size => Err(Error::Invalid(format!(
+            n if n > self.max_value_size => Err(Error::Malformed(format!(
                 "a value of {n} bytes exceeds {}",
                 self.max_value_size
             ))),

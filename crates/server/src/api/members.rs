@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{bad_request, read_body, v1, ApiError, RestState};
-use coordinate_raft::peers::{canonical_peer_url, parse_node_id};
 use crate::service::{AddMemberRequest, PromoteMemberRequest, RemoveMemberRequest};
+use coordinate_raft::peers::{canonical_peer_url, parse_node_id};
 
 /// Largest body accepted where a peer URL or a small JSON document is expected.
 pub(crate) const MAX_SMALL_BODY: usize = 4096;
