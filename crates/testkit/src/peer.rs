@@ -1,6 +1,6 @@
-//! A raw peer for attack tests: speaks the peer protocol byte by byte (mirroring
-//! the server's `raft/transport/frame.rs`, without calling it), so a test can send a node anything an
-//! attacker on the peer network could.
+//! A raw peer for attack tests: speaks the peer protocol byte by byte (mirroring the
+//! server's `raft/transport/frame.rs`, without calling it), so a test can send a node
+//! anything an attacker on the peer network could.
 //!
 //! ```text
 //! | len: u32 LE | crc32c(payload): u32 LE | payload |
