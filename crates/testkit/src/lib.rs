@@ -13,7 +13,7 @@
 //!   blackhole routes (used by chaos for partitions);
 //! - [`cluster`] (with [`client`] and [`raw_http`]): the tests' [`Cluster`], `n` processes on
 //!   loopback that panic with every node's log tail when something goes wrong;
-//! - [`peer`] (feature `peer`): a raw peer that speaks the peer protocol byte by byte.
+//! - `peer` (feature `peer`): a raw peer that speaks the peer protocol byte by byte.
 //!
 //! The `coordinate` binary is always the caller's: cargo shows its path
 //! (`CARGO_BIN_EXE_coordinate`) only to the root package's tests, and chaos takes it from

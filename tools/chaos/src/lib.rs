@@ -34,20 +34,20 @@
 //! behind by a chaos process that no longer exists are removed at start. Without root or `ip`
 //! (`--net auto` finds out), nodes run on loopback and partitions are left out.
 //!
-//! The `/v1` delete and compare-and-set are the next cases of [`OpKind`] (see there).
+//! The `/v1` delete and compare-and-set are the next cases of `workload::OpKind` (see there).
 //!
 //! Exit code: 0 when every run was linearizable with no divergence and enough operations
 //! succeeded; 1 when a run found a violation (or a crash, divergence, or a cluster that did not
 //! recover); 2 when a run was inconclusive (checker budget, too few successful operations) or
 //! could not be set up; 130 on interrupt.
 //!
-//! The modules, one concern each: [`args`] (flags, validated into a [`args::Setup`]),
-//! [`workload`] (the clients), [`nemesis`] (fault kinds, the schedule, the membership fault),
-//! [`netns`] (chaos's namespaces, over `coordinate_testkit::netns`), [`cluster`] (the nodes as
-//! chaos drives them, over `coordinate_testkit::process`), [`final_state`] (the reads after
-//! healing), [`stale_read`] (the self-test), [`run`] (one run, step by step, and all of them),
-//! [`report`] (the output and each run's `report.txt`), [`verdict`], [`rng`], [`clock`] and
-//! [`interrupt`].
+//! The modules, one concern each: `args` (flags, validated into an `args::Setup`),
+//! `workload` (the clients), `nemesis` (fault kinds, the schedule, the membership fault),
+//! `netns` (chaos's namespaces, over `coordinate_testkit::netns`), `cluster` (the nodes as
+//! chaos drives them, over `coordinate_testkit::process`), `final_state` (the reads after
+//! healing), `stale_read` (the self-test), `run` (one run, step by step, and all of them),
+//! `report` (the output and each run's `report.txt`), `verdict`, `rng`, `clock` and
+//! `interrupt`.
 
 /// Prints a line, and appends it to the current run's `report.txt`.
 macro_rules! say {
