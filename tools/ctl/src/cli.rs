@@ -137,6 +137,13 @@ fn resolve(
     cli: Cli,
     stdin: impl FnOnce() -> std::io::Result<Vec<u8>>,
 ) -> Result<(Options, Command), String> {
+    let options = options(&cli)?;
+    let command = command(cli.cmd, stdin)?;
+    Ok((options, command))
+}
+
+/// The global flags, validated.
+fn options(cli: &Cli) -> Result<Options, String> {
     let endpoints = cli
         .endpoints
         .iter()
@@ -152,26 +159,16 @@ fn resolve(
             cli.timeout
         ));
     }
-    let options = Options {
+    Ok(Options {
         endpoints,
         json: cli.json,
         timeout: Duration::from_secs_f64(cli.timeout),
-    };
-    let non_empty = |key: String| {
-        if key.is_empty() {
-            Err("the key must not be empty".to_string())
-        } else {
-            Ok(key)
-        }
-    };
-    let positive = |id: u64| {
-        if id == 0 {
-            Err("node ids start at 1".to_string())
-        } else {
-            Ok(id)
-        }
-    };
-    let command = match cli.cmd {
+    })
+}
+
+/// The subcommand, validated; `stdin` supplies `put <key> -`.
+fn command(cmd: Cmd, stdin: impl FnOnce() -> std::io::Result<Vec<u8>>) -> Result<Command, String> {
+    Ok(match cmd {
         Cmd::Get { key, serializable } => Command::Get {
             key: non_empty(key)?,
             serializable,
@@ -232,23 +229,45 @@ fn resolve(
             from_revision,
         },
         Cmd::Members => Command::Members,
-        Cmd::Member { action } => match action {
-            MemberCmd::Add {
-                id,
-                peer_url,
-                learner,
-            } => Command::MemberAdd {
-                id: positive(id)?,
-                peer_url,
-                learner,
-            },
-            MemberCmd::Remove { id } => Command::MemberRemove { id: positive(id)? },
-            MemberCmd::Promote { id } => Command::MemberPromote { id: positive(id)? },
-        },
+        Cmd::Member { action } => member_command(action)?,
         Cmd::Status { all } => Command::Status { all },
         Cmd::Health => Command::Health,
-    };
-    Ok((options, command))
+    })
+}
+
+/// `member add|remove|promote`, validated.
+fn member_command(action: MemberCmd) -> Result<Command, String> {
+    Ok(match action {
+        MemberCmd::Add {
+            id,
+            peer_url,
+            learner,
+        } => Command::MemberAdd {
+            id: positive(id)?,
+            peer_url,
+            learner,
+        },
+        MemberCmd::Remove { id } => Command::MemberRemove { id: positive(id)? },
+        MemberCmd::Promote { id } => Command::MemberPromote { id: positive(id)? },
+    })
+}
+
+/// A key argument, which must not be empty.
+fn non_empty(key: String) -> Result<String, String> {
+    if key.is_empty() {
+        Err("the key must not be empty".to_string())
+    } else {
+        Ok(key)
+    }
+}
+
+/// A node id argument: ids start at 1.
+fn positive(id: u64) -> Result<u64, String> {
+    if id == 0 {
+        Err("node ids start at 1".to_string())
+    } else {
+        Ok(id)
+    }
 }
 
 fn condition(if_match: Option<u64>, if_absent: bool) -> Result<Condition, String> {

@@ -1,6 +1,6 @@
-//! A raw peer for attack tests: speaks the peer protocol byte by byte (mirroring
-//! `src/raft/transport/frame.rs`, without calling it), so a test can send a node anything an
-//! attacker on the peer network could.
+//! A raw peer for attack tests: speaks the peer protocol byte by byte (mirroring the
+//! server's `raft/transport/frame.rs`, without calling it), so a test can send a node
+//! anything an attacker on the peer network could.
 //!
 //! ```text
 //! | len: u32 LE | crc32c(payload): u32 LE | payload |
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
-use super::Cluster;
+use crate::Cluster;
 
 pub const MESSAGES: u8 = 1;
 pub const SNAP_HEAD: u8 = 2;
@@ -27,6 +27,9 @@ pub const HELLO: u8 = 4;
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Bytes of snapshot data per SNAP_DATA frame (as the transport sends them).
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// How long a write to a node may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A raw connection to a node's peer port.
 pub struct RawPeer {
@@ -83,7 +86,7 @@ impl RawPeer {
     pub fn connect(addr: &str, from: u64, to: u64, identity: u64) -> std::io::Result<RawPeer> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mut peer = RawPeer { stream };
         peer.send_raw(&hello_frame(from, to, identity))?;
         Ok(peer)
@@ -92,7 +95,7 @@ impl RawPeer {
     /// A connection that has sent nothing yet.
     pub fn connect_silent(addr: &str) -> std::io::Result<RawPeer> {
         let stream = TcpStream::connect(addr)?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(RawPeer { stream })
     }
 

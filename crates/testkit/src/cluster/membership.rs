@@ -1,10 +1,14 @@
-//! Harness additions for membership tests: growing a cluster by one node, waiting for a node
+//! The cluster's additions for membership tests: growing a cluster by one node, waiting for a node
 //! to exit on its own, and raw requests to the membership endpoints.
 
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::{free_port, wait_exit, Cluster, Node};
+use super::{Cluster, Node};
+use crate::ports::free_port;
+
+/// Per-request timeout of [`Cluster::request`] (above the server's 5 s request timeout).
+const MEMBERSHIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Cluster {
     /// Allocates ports and a data dir for one more node (the next id) without starting it.
@@ -18,15 +22,8 @@ impl Cluster {
         self.client
             .urls
             .push(format!("http://127.0.0.1:{client_port}"));
-        let dir = self.dir().to_path_buf();
-        self.nodes.push(Node {
-            id,
-            client_port,
-            data_dir: dir.join(format!("node-{id}")),
-            log_path: dir.join(format!("node-{id}.log")),
-            child: None,
-            starts: 0,
-        });
+        let node = Node::new(id, client_port, self.dir());
+        self.nodes.push(node);
         (id, peer_url)
     }
 
@@ -38,19 +35,15 @@ impl Cluster {
 
     /// Waits for node `id` to exit by itself (e.g. after its removal); returns its status.
     pub fn wait_exit_of(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.node_mut(id).child.take()?;
-        match wait_exit(&mut child, timeout) {
-            Some(status) => Some(status),
-            None => {
-                self.node_mut(id).child = Some(child);
-                None
-            }
-        }
+        self.node_mut(id)
+            .process
+            .wait_exit(timeout)
+            .expect("wait for a node")
     }
 
     /// Deletes node `id`'s data dir (the node must be stopped).
     pub fn wipe_data_dir(&mut self, id: u64) {
-        assert!(self.node(id).child.is_none(), "node {id} is running");
+        assert!(!self.node(id).process.is_running(), "node {id} is running");
         let dir = self.node(id).data_dir.clone();
         if dir.exists() {
             std::fs::remove_dir_all(&dir).expect("remove data dir");
@@ -62,7 +55,7 @@ impl Cluster {
         let url = format!("{}{path}", self.client_url(id));
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(15)))
+            .timeout_global(Some(MEMBERSHIP_REQUEST_TIMEOUT))
             .max_idle_connections(0)
             .build()
             .new_agent();
