@@ -4,12 +4,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::{field, wait_until, Cluster, WAIT_TIMEOUT};
+use coordinate_client::{blocking, Request};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::Method;
 use serde_json::{json, Value};
 
 /// One HTTP exchange: status, selected headers, body.
@@ -31,13 +34,11 @@ impl Answer {
     }
 }
 
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(timeout)
-        .max_idle_connections(0)
-        .build()
-        .new_agent()
+/// A connection of its own to node `id` (a kept one could outlive a killed node).
+fn connect(c: &Cluster, id: u64, timeout: Duration) -> blocking::Connection {
+    let url = c.client_url(id);
+    let addr = url.strip_prefix("http://").unwrap_or(&url).to_string();
+    blocking::Connection::new(addr, timeout).unwrap_or_else(|e| panic!("a client runtime: {e}"))
 }
 
 fn call(
@@ -48,56 +49,27 @@ fn call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Answer {
-    let url = format!("{}{path}", c.client_url(id));
-    let agent = agent(Some(Duration::from_secs(15)));
-    let result = match method {
-        "GET" => {
-            let mut req = agent.get(&url);
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            req.call()
-        }
-        "DELETE" => {
-            let mut req = agent.delete(&url);
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            req.call()
-        }
-        "PUT" | "POST" => {
-            let mut req = if method == "PUT" {
-                agent.put(&url)
-            } else {
-                agent.post(&url)
-            };
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            req.send(body)
-        }
-        other => panic!("method {other}"),
-    };
-    let mut resp = result.unwrap_or_else(|e| c.fail(&format!("{method} {url}: {e}")));
+    let method = Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("{method}: {e}"));
+    let mut req = Request::write(method.clone(), path, Bytes::copy_from_slice(body));
+    for (k, v) in headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|e| panic!("{k}: {e}"));
+        let value = HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+        req = req.header(name, value);
+    }
+    let resp = connect(c, id, Duration::from_secs(15))
+        .send(&req)
+        .unwrap_or_else(|e| c.fail(&format!("{method} {path} on node {id}: {e}")));
     let header = |name: &str| {
-        resp.headers()
+        resp.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let etag = header("etag");
-    let revision = header("x-coordinate-revision").and_then(|r| r.parse().ok());
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_vec()
-        .unwrap_or_default();
     Answer {
-        status: resp.status().as_u16(),
-        etag,
-        revision,
-        body,
+        status: resp.status.as_u16(),
+        etag: header("etag"),
+        revision: header("x-coordinate-revision").and_then(|r| r.parse().ok()),
+        body: resp.body.to_vec(),
     }
 }
 
@@ -368,28 +340,39 @@ fn transactions_compare_then_write_atomically() {
     assert_eq!(status, 413);
 }
 
-/// Reads SSE `data:` lines of a watch in a thread; each parsed event goes to the channel.
+/// Reads a watch's events in a thread; each parsed event's data goes to the channel.
 fn watch(c: &Cluster, id: u64, path: &str) -> mpsc::Receiver<Value> {
-    let url = format!("{}{path}", c.client_url(id));
     let (tx, rx) = mpsc::channel();
-    let mut resp = agent(None)
-        .get(&url)
-        .call()
-        .unwrap_or_else(|e| panic!("watch {url}: {e}"));
-    assert_eq!(resp.status().as_u16(), 200, "watch {url}");
+    let (opened_tx, opened) = mpsc::channel();
+    let mut conn = connect(c, id, Duration::from_secs(3600));
+    let path = path.to_string();
     thread::spawn(move || {
-        let reader = BufReader::new(resp.body_mut().as_reader());
-        for line in reader.lines() {
-            let Ok(line) = line else { return };
-            if let Some(data) = line.strip_prefix("data:") {
-                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
+        let stream = match conn.open(&Request::get(path.clone())) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let _ = opened_tx.send(Err(format!("watch {path}: {e}")));
+                return;
+            }
+        };
+        let status = stream.status().as_u16();
+        let _ = opened_tx.send(Ok(status));
+        if status != 200 {
+            return;
+        }
+        for event in stream.events() {
+            let Ok(event) = event else { return };
+            if let Ok(v) = serde_json::from_str::<Value>(event.data.trim()) {
+                if tx.send(v).is_err() {
+                    return;
                 }
             }
         }
     });
+    match opened.recv() {
+        Ok(Ok(status)) => assert_eq!(status, 200, "watch on node {id}"),
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the watch thread ended before it opened the watch"),
+    }
     rx
 }
 

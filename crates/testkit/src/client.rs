@@ -1,46 +1,60 @@
-//! A blocking HTTP client of a cluster's client ports (ureq), and the small helpers tests use
-//! to read `/v1/status` documents and show values in assertion messages.
+//! A blocking client of a cluster's client ports (`coordinate_client::blocking`, the one client
+//! every tool uses), and the small helpers tests use to read `/v1/status` documents and show
+//! values in assertion messages.
 
 use std::time::Duration;
+
+use bytes::Bytes;
+use coordinate_client::blocking::Connection;
+use coordinate_client::ClientError;
+use hyper::Method;
 
 /// Per-request timeout of the default client: comfortably above the server's 5 s
 /// request timeout, so a slow answer is observed as a status, not as a client timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A blocking HTTP client for a cluster's client ports. Cheap to clone and `Send`, so writer
+/// A blocking client for a cluster's client ports. Cheap to clone and `Send`, so writer
 /// threads can own one while the test thread keeps `&mut Cluster` for kills and restarts.
 ///
-/// Keys are put into the URL path verbatim: the caller percent-encodes what needs it.
+/// Every request opens a connection of its own: a kept connection to a killed or restarted
+/// node would turn into a spurious error on the next request. Keys are put into the URL path
+/// verbatim: the caller percent-encodes what needs it.
 #[derive(Clone)]
 pub struct Client {
-    agent: ureq::Agent,
+    timeout: Duration,
     /// Client base URL of node `id` at index `id - 1`.
     pub(crate) urls: Vec<String>,
 }
 
 impl Client {
     pub fn new(urls: Vec<String>, timeout: Duration) -> Client {
-        let config = ureq::Agent::config_builder()
-            // 4xx/5xx are answers we assert on, not errors.
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            // No pooling: a pooled connection to a killed or restarted node would turn into a
-            // spurious error on the next request.
-            .max_idle_connections(0)
-            .max_idle_connections_per_host(0)
-            .build();
-        Client {
-            agent: config.into(),
-            urls,
-        }
+        Client { timeout, urls }
     }
 
     pub fn url(&self, id: u64) -> &str {
         &self.urls[(id - 1) as usize]
     }
 
+    /// `method path` on node `id`; the status code and the body.
+    pub fn request(
+        &self,
+        id: u64,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let url = self.url(id);
+        let addr = url.strip_prefix("http://").unwrap_or(url);
+        let mut conn = Connection::new(addr, self.timeout).map_err(|e| ClientError::Connect {
+            addr: addr.to_string(),
+            source: e,
+        })?;
+        let resp = conn.request(method, path, body)?;
+        Ok((resp.status.as_u16(), resp.body.to_vec()))
+    }
+
     /// `PUT /<key>`; the status code.
-    pub fn put(&self, id: u64, key: &str, value: &[u8]) -> Result<u16, ureq::Error> {
+    pub fn put(&self, id: u64, key: &str, value: &[u8]) -> Result<u16, ClientError> {
         self.put_with_body(id, key, value).map(|(status, _)| status)
     }
 
@@ -50,22 +64,14 @@ impl Client {
         id: u64,
         key: &str,
         value: &[u8],
-    ) -> Result<(u16, Vec<u8>), ureq::Error> {
-        let mut resp = self
-            .agent
-            .put(format!("{}/{key}", self.url(id)))
-            .send(value)?;
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().read_to_vec()?;
-        Ok((status, body))
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let body = Bytes::copy_from_slice(value);
+        self.request(id, Method::PUT, &format!("/{key}"), body)
     }
 
     /// `GET /<path>`; the status code and the body.
-    pub fn get(&self, id: u64, key: &str) -> Result<(u16, Vec<u8>), ureq::Error> {
-        let mut resp = self.agent.get(format!("{}/{key}", self.url(id))).call()?;
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().read_to_vec()?;
-        Ok((status, body))
+    pub fn get(&self, id: u64, key: &str) -> Result<(u16, Vec<u8>), ClientError> {
+        self.request(id, Method::GET, &format!("/{key}"), Bytes::new())
     }
 
     /// `GET /v1/status`, parsed; `None` on any failure (not up yet, not JSON, ...).

@@ -256,11 +256,20 @@ impl Cluster {
         }
     }
 
-    pub fn put(&self, id: u64, key: &str, value: &[u8]) -> Result<u16, ureq::Error> {
+    pub fn put(
+        &self,
+        id: u64,
+        key: &str,
+        value: &[u8],
+    ) -> Result<u16, coordinate_client::ClientError> {
         self.client.put(id, key, value)
     }
 
-    pub fn get(&self, id: u64, key: &str) -> Result<(u16, Vec<u8>), ureq::Error> {
+    pub fn get(
+        &self,
+        id: u64,
+        key: &str,
+    ) -> Result<(u16, Vec<u8>), coordinate_client::ClientError> {
         self.client.get(id, key)
     }
 

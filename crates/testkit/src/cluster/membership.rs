@@ -52,27 +52,18 @@ impl Cluster {
 
     /// Sends `method` to `path` on node `id` with `body`; returns status and body text.
     pub fn request(&self, id: u64, method: &str, path: &str, body: &str) -> (u16, String) {
-        let url = format!("{}{path}", self.client_url(id));
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(MEMBERSHIP_REQUEST_TIMEOUT))
-            .max_idle_connections(0)
-            .build()
-            .new_agent();
-        let result = match method {
-            "GET" => agent.get(&url).call(),
-            "DELETE" => agent.delete(&url).call(),
-            "POST" => agent.post(&url).send(body),
-            "PUT" => agent.put(&url).send(body),
+        let method = match method {
+            "GET" => hyper::Method::GET,
+            "DELETE" => hyper::Method::DELETE,
+            "POST" => hyper::Method::POST,
+            "PUT" => hyper::Method::PUT,
             other => panic!("unsupported method {other}"),
         };
-        match result {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                (status, text)
-            }
-            Err(e) => self.fail(&format!("{method} {url}: {e}")),
+        let client = crate::Client::new(self.client.urls.clone(), MEMBERSHIP_REQUEST_TIMEOUT);
+        let body = bytes::Bytes::copy_from_slice(body.as_bytes());
+        match client.request(id, method.clone(), path, body) {
+            Ok((status, text)) => (status, String::from_utf8_lossy(&text).into_owned()),
+            Err(e) => self.fail(&format!("{method} {path} on node {id}: {e}")),
         }
     }
 
