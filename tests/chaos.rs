@@ -1,5 +1,5 @@
 //! The short version of the fault tests: the `chaos` binary (workload + nemesis +
-//! linearizability checker, see `src/bin/chaos.rs` and `docs/CORRECTNESS.md`) against real
+//! linearizability checker, see `tools/chaos/` and `docs/CORRECTNESS.md`) against real
 //! `coordinate` processes, a few 20-second runs with mixed faults, plus one run that proves
 //! the pipeline can fail; and the regression tests of the bugs chaos found.
 //!
@@ -102,8 +102,8 @@ fn three_nodes_with_frequent_snapshots_under_kills_and_partitions_stay_lineariza
 ///
 /// Ignored until the bug it found is fixed: a re-added node applies its own earlier
 /// `RemoveNode` while catching up, writes the REMOVED tombstone and exits, although the next
-/// committed entry adds it back (`src/raft/node/membership.rs` sets `removed` on any applied
-/// removal of itself; `src/storage/mod.rs` sends a snapshot older than the removal whenever that
+/// committed entry adds it back (`crates/raft/src/node/membership.rs` sets `removed` on any applied
+/// removal of itself; `crates/raft/src/storage/mod.rs` sends a snapshot older than the removal whenever that
 /// snapshot's membership still lists the recipient).
 #[test]
 fn three_nodes_under_membership_changes_and_kills_stay_linearizable() {
