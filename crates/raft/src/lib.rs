@@ -15,7 +15,7 @@
 //! ## Arrows
 //! `handle` → `node` → {`persist`, `transport`, `storage`}. The leaves never name the node's
 //! input type: the transport reports [`transport::TransportEvent`]s and the log writer
-//! [`persist::Persisted`], and the node converts them into its own inputs.
+//! [`persist::LogEvent`], and the node converts them into its own inputs.
 //!
 //! ## Errors
 //! [`Error`] is what stops a node (disk, corruption, a removed member starting again);

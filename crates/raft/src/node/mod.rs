@@ -755,7 +755,7 @@ impl<S: StateMachine> Node<S> {
     /// fresh one for a peer), in two stages that never stall the loop for long: the state as
     /// of the applied index is serialized [`SNAPSHOT_STEP`] keys per loop iteration (the loop
     /// does not sleep meanwhile, and handles inputs between steps; writes applied meanwhile do
-    /// not change what is captured, see [`Kv::begin_snapshot`]); then a thread of its own
+    /// not change what is captured, see [`StateMachine::begin_snapshot`]); then a thread of its own
     /// writes and fsyncs the file, and [`Node::on_snapshot_saved`] finishes the job. After a
     /// failed write nothing starts before the backoff has passed.
     fn maybe_snapshot(&mut self) -> Result<()> {
