@@ -172,11 +172,12 @@ fn kv_snapshot() -> &'static [u8] {
     })
 }
 
-/// The legacy (`KVS3`, unversioned) form of [`kv_snapshot`]: the same body without the version.
-fn legacy_kv_snapshot() -> Vec<u8> {
-    let current = kv_snapshot();
-    assert_eq!(&current[..8], b"KVSV\x01\0\0\0");
-    [&b"KVS3"[..], &current[8..]].concat()
+/// The long (`KVSV`, versioned) form of [`kv_snapshot`], which is written in version 1's short
+/// form (`KVS3`): the same body behind the version.
+fn versioned_kv_snapshot() -> Vec<u8> {
+    let short = kv_snapshot();
+    assert_eq!(&short[..4], b"KVS3");
+    [&b"KVSV\x01\0\0\0"[..], &short[4..]].concat()
 }
 
 /// The legacy (bare `OP_*`) form of an enveloped command: without the mark and the version.
@@ -473,7 +474,7 @@ proptest! {
             check_kv(&with_magic)?;
         }
         check_kv(&mutate(kv_snapshot().to_vec(), &mutations))?;
-        check_kv(&mutate(legacy_kv_snapshot(), &mutations))?;
+        check_kv(&mutate(versioned_kv_snapshot(), &mutations))?;
     }
 
     #[test]
@@ -515,7 +516,10 @@ fn the_valid_inputs_decode() {
     let kv = Kv::restore(snap.data.clone()).unwrap();
     assert_eq!(kv.len(), 20);
     assert_eq!(Kv::restore(Bytes::from_static(kv_snapshot())).unwrap(), kv);
-    assert_eq!(Kv::restore(Bytes::from(legacy_kv_snapshot())).unwrap(), kv);
+    assert_eq!(
+        Kv::restore(Bytes::from(versioned_kv_snapshot())).unwrap(),
+        kv
+    );
 
     for c in commands() {
         let decoded = Command::decode(c.clone()).unwrap();

@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "coordinatectl",
     version,
-    about,
+    // The text `--help` has always shown (the description of the one crate it came from).
+    about = "A small, strongly consistent distributed key-value store on Raft",
     max_term_width = 100,
     args_override_self = true
 )]

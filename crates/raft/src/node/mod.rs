@@ -735,7 +735,7 @@ impl<S: StateMachine> Node<S> {
             })
             .and_then(|cc| self.apply_conf_change(&cc));
         if let Err(err) = &result {
-            tracing::warn!(index = e.index, error = ?err, "membership change not applied");
+            tracing::warn!(index = e.index, error = %err, "membership change not applied");
         }
         match self.take_pending(&e.context) {
             Some(Pending::Membership(reply)) => {

@@ -37,10 +37,12 @@
 //!   number is never reused (its decoder stays, for old logs).
 //! - The **version** changes only if the envelope itself changes (a field every command
 //!   carries); a build decodes every version up to its own.
-//! - A **snapshot** is `| "KVSV" | version: u32 | body |` ([`snapshot`]); legacy `"KVS3"` is
-//!   the version-1 body without a version field. New state (leases, a compaction revision)
-//!   means a new snapshot version whose layout is fixed once released; restore keeps reading
-//!   every older version (filling the new state with its empty value).
+//! - A **snapshot** is `| "KVSV" | version: u32 | body |` ([`snapshot`]), or version 1's short
+//!   form `| "KVS3" | body |` — what every build wrote before versions existed, and what this
+//!   one still writes while version 1 is current. New state (leases, a compaction revision)
+//!   means a new snapshot version, written in the long form, whose layout is fixed once
+//!   released; restore keeps reading every older version (filling the new state with its
+//!   empty value).
 //! - An unknown version or kind fails to decode with an error naming it. It depends on the
 //!   bytes alone, so every replica of one build refuses the same entry (the proposer gets the
 //!   error, the entry is skipped, the state does not diverge). A snapshot of an unknown
@@ -50,8 +52,9 @@
 //!   replicas apply them, so a new kind (or version) must not be proposed before every member
 //!   runs a build that knows it. Today's commands are written in the short form that builds
 //!   before the envelope (c0c95b6 and older) read, so such a build and this one may run in one
-//!   cluster during a rolling upgrade; an older follower refuses a `KVSV` snapshot (it stays
-//!   behind, it does not diverge) until it is upgraded too. There is no cluster-version
+//!   cluster during a rolling upgrade, and snapshots are written in version 1's short form,
+//!   which such a build restores (so also a follower that catches up by snapshot, or a data
+//!   dir moved back to an older build). There is no cluster-version
 //!   negotiation yet (etcd gates new formats on its cluster version, the lowest version among
 //!   members); until there is, upgrade every member before using a new command.
 

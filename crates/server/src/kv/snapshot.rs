@@ -3,8 +3,8 @@
 //! and restored — in the current version or any older one.
 //!
 //! ```text
-//! current (since version 1): | "KVSV" | version: u32 LE | body |
-//! legacy  (written until c0c95b6): | "KVS3" | body |   (the version-1 body)
+//! versioned (the long form):         | "KVSV" | version: u32 LE | body |
+//! short form (version 1, as written): | "KVS3" | body |   (the version-1 body)
 //! body (version 1): | revision: u64 | members: u32, then (id: u64, URL) each |
 //!                   | removed: u32, then id: u64 each | keys: u64, then entries, in key order |
 //! entry: | key | value | create_revision: u64 | mod_revision: u64 | version: u64 |
@@ -27,7 +27,10 @@ use crate::error::{Error, Result};
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KVSV";
 /// The snapshot version this build writes (and the newest it reads).
 pub const SNAPSHOT_VERSION: u32 = 1;
-/// The magic of the snapshots written before versions: a version-1 body follows at once.
+/// The magic of version 1's short form, a version-1 body follows at once: what every build
+/// wrote before versions existed, and what this one still writes, so that a member of a
+/// cluster being upgraded one node at a time (or a data dir moved back to an older build)
+/// can read it. A later version is written only in the long form.
 const LEGACY_MAGIC: &[u8; 4] = b"KVS3";
 /// Bytes before the entries at most: magic, version, revision, three counts.
 const HEADER_BYTES: usize = 4 + 4 + 8 + 4 + 4 + 8;
@@ -155,8 +158,8 @@ impl Kv {
             + HEADER_BYTES;
         b.clear();
         b.reserve(size);
-        b.put_slice(SNAPSHOT_MAGIC);
-        b.put_u32_le(SNAPSHOT_VERSION);
+        // Version 1, in its short form (see LEGACY_MAGIC).
+        b.put_slice(LEGACY_MAGIC);
         b.put_u64_le(self.revision);
         b.put_u32_le(self.members.len() as u32);
         for (id, url) in &self.members {

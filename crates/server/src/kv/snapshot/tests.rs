@@ -7,12 +7,13 @@ use super::{LEGACY_MAGIC, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use crate::kv::tests::{b, put};
 use crate::kv::{Command, Kv};
 
-/// The legacy form of a current snapshot: `KVS3` and the same body, without the version.
-fn legacy(current: &Bytes) -> Bytes {
-    assert_eq!(&current[..4], SNAPSHOT_MAGIC);
-    assert_eq!(current[4..8], SNAPSHOT_VERSION.to_le_bytes());
-    let mut out = LEGACY_MAGIC.to_vec();
-    out.extend_from_slice(&current[8..]);
+/// The long (`KVSV`, versioned) form of a snapshot this build writes in version 1's short
+/// form (`KVS3`): the same body behind the version.
+fn versioned(short: &Bytes) -> Bytes {
+    assert_eq!(&short[..4], LEGACY_MAGIC);
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&short[4..]);
     Bytes::from(out)
 }
 
@@ -84,23 +85,26 @@ fn a_snapshot_taken_in_steps_captures_the_state_at_its_start() {
 }
 
 #[test]
-fn a_legacy_snapshot_restores_the_same_state() {
+fn both_forms_of_a_snapshot_restore_the_same_state() {
     let mut kv = Kv::with_members([(1, "http://127.0.0.1:1".to_string())].into());
     kv.add_member(2, Some("http://127.0.0.1:2".into()));
     kv.remove_member(2);
     put(&mut kv, "x", "1");
     put(&mut kv, "x", "2");
     put(&mut kv, "y", "");
-    let current = kv.snapshot();
-    let old = legacy(&current);
-    assert_eq!(Kv::restore(old.clone()).unwrap(), kv);
-    for cut in 0..old.len() {
-        assert!(Kv::restore(old.slice(..cut)).is_err(), "cut at {cut}");
+    let short = kv.snapshot();
+    let long = versioned(&short);
+    for form in [short, long] {
+        assert_eq!(Kv::restore(form.clone()).unwrap(), kv);
+        for cut in 0..form.len() {
+            assert!(Kv::restore(form.slice(..cut)).is_err(), "cut at {cut}");
+        }
     }
 }
 
-/// The bytes of a small snapshot, written out by hand: the legacy one as c0c95b6 wrote it
-/// (the fixture's snapshot file holds one), the current one as this version writes it.
+/// The bytes of a small snapshot, written out by hand: version 1's short form, as c0c95b6
+/// wrote it (the fixture's snapshot file holds one) and as this build still writes it, and the
+/// long form, which restores the same.
 #[test]
 fn the_bytes_are_pinned() {
     let mut kv = Kv::with_members([(1, "u".to_string())].into());
@@ -121,18 +125,18 @@ fn the_bytes_are_pinned() {
         &[1, 0, 0, 0, 0, 0, 0, 0], // version
     ]
     .concat();
-    let legacy = [&b"KVS3"[..], &body].concat();
-    assert_eq!(Kv::restore(Bytes::from(legacy)).unwrap(), kv);
-    let current = [&b"KVSV"[..], &[1, 0, 0, 0], &body].concat();
-    assert_eq!(kv.snapshot(), current);
+    let short = [&b"KVS3"[..], &body].concat();
+    assert_eq!(kv.snapshot(), short);
     kv.begin_snapshot();
-    assert_eq!(kv.snapshot_step(usize::MAX).unwrap(), current);
-    assert_eq!(Kv::restore(Bytes::from(current)).unwrap(), kv);
+    assert_eq!(kv.snapshot_step(usize::MAX).unwrap(), short);
+    assert_eq!(Kv::restore(Bytes::from(short)).unwrap(), kv);
+    let long = [&b"KVSV"[..], &[1, 0, 0, 0], &body].concat();
+    assert_eq!(Kv::restore(Bytes::from(long)).unwrap(), kv);
 }
 
 #[test]
 fn unknown_versions_are_refused_by_name() {
-    let body = legacy(&Kv::default().snapshot()).slice(4..);
+    let body = Kv::default().snapshot().slice(4..);
     for version in [0u32, SNAPSHOT_VERSION + 1, u32::MAX] {
         let data = [&SNAPSHOT_MAGIC[..], &version.to_le_bytes(), &body].concat();
         let e = Kv::restore(Bytes::from(data)).unwrap_err().to_string();
