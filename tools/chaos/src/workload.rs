@@ -180,19 +180,9 @@ fn write_outcome(
             204 => (Outcome::Ok, String::new()),
             503 => (Outcome::Fail, "503".to_string()),
             504 => (Outcome::Unknown, "504".to_string()),
-            s => {
-                unexpected.push(format!(
-                    "PUT /{key} on node {}: {s} {}",
-                    node + 1,
-                    String::from_utf8_lossy(&resp.body).trim()
-                ));
-                (Outcome::Unknown, s.to_string())
-            }
+            s => unexpected_answer("PUT", key, node, s, &resp, unexpected),
         },
-        // Nothing was sent: the write certainly did not happen.
-        Err(ClientError::Connect { .. }) => (Outcome::Fail, "connect".to_string()),
-        Err(ClientError::Timeout(_)) => (Outcome::Unknown, "timeout".to_string()),
-        Err(e) => (Outcome::Unknown, short(&e.to_string())),
+        Err(e) => no_answer(&e),
     }
 }
 
@@ -214,18 +204,36 @@ pub(crate) fn read_outcome(
             },
             404 => (Outcome::Read(None), String::new()),
             503 => (Outcome::Fail, "503".into()),
-            s => {
-                unexpected.push(format!(
-                    "GET /{key} on node {}: {s} {}",
-                    node + 1,
-                    String::from_utf8_lossy(&resp.body).trim()
-                ));
-                (Outcome::Unknown, s.to_string())
-            }
+            s => unexpected_answer("GET", key, node, s, &resp, unexpected),
         },
-        Err(ClientError::Connect { .. }) => (Outcome::Fail, "connect".into()),
-        Err(ClientError::Timeout(_)) => (Outcome::Unknown, "timeout".into()),
-        Err(e) => (Outcome::Unknown, short(&e.to_string())),
+        Err(e) => no_answer(&e),
+    }
+}
+
+/// A status the workload does not expect: recorded, and its outcome unknown.
+fn unexpected_answer(
+    method: &str,
+    key: &str,
+    node: usize,
+    status: u16,
+    resp: &Response,
+    unexpected: &mut Unexpected,
+) -> (Outcome, String) {
+    unexpected.push(format!(
+        "{method} /{key} on node {}: {status} {}",
+        node + 1,
+        String::from_utf8_lossy(&resp.body).trim()
+    ));
+    (Outcome::Unknown, status.to_string())
+}
+
+/// A request that got no answer.
+fn no_answer(e: &ClientError) -> (Outcome, String) {
+    match e {
+        // Nothing was sent: the request certainly did not happen.
+        ClientError::Connect { .. } => (Outcome::Fail, "connect".to_string()),
+        ClientError::Timeout(_) => (Outcome::Unknown, "timeout".to_string()),
+        e => (Outcome::Unknown, short(&e.to_string())),
     }
 }
 

@@ -3,8 +3,6 @@
 //! node's errors into [`ServiceError`] live here. When the node's interface changes, this
 //! file changes and the services above it do not.
 
-use std::sync::Arc;
-
 use coordinate_raft::{NodeHandle, Rejection as NodeRejection, RequestError};
 
 use super::error::{Internal, Rejection, ServiceError, Unavailable};
@@ -93,29 +91,15 @@ impl From<RequestError> for ServiceError {
                 NodeRejection::Misdirected(m) => Rejection::Misdirected(m).into(),
             },
             // raft-rs or a broken invariant: this node's failure, never the client's.
-            RequestError::Internal(e) => Internal::Node(Box::new(ArcError(e))).into(),
+            RequestError::Internal(e) => Internal::Node(Box::new(e)).into(),
         }
-    }
-}
-
-/// A node error shared by every request it failed, as a boxable error.
-#[derive(Debug)]
-struct ArcError(Arc<coordinate_raft::Error>);
-
-impl std::fmt::Display for ArcError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for ArcError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn kind(e: RequestError) -> ServiceError {
