@@ -12,42 +12,66 @@ use bytes::Bytes;
 use coordinate_raft::StateMachine;
 
 use crate::error::{Error, Result};
-use crate::kv::{self, Command, CompareTarget, Event, Kv, Outcome, TxnOp};
+use crate::kv::{
+    self, Alarm, Command, CompareTarget, Event, Kv, LeaseId, Outcome, RangeQuery, RangeResult,
+    Refusal, TxnOp,
+};
 use crate::metrics::METRICS;
 use crate::watch::WatchHub;
 
 /// What a read asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Query {
-    /// One key.
-    Get(String),
-    /// Keys with a prefix, in order, after `start_after`, at most `limit`, and no more keys
-    /// once their keys and values reach `max_bytes` (always at least one key).
-    Range {
-        prefix: String,
-        start_after: Option<String>,
-        limit: usize,
-        max_bytes: usize,
-    },
+    /// Keys of a range, at a revision, shaped.
+    Range(RangeQuery),
+    /// The changes of whole revisions from `from` on, about `budget` log entries' worth (a
+    /// watch catching up from the history).
+    Changes { from: u64, budget: usize },
+    /// One lease: its TTL and attached keys.
+    Lease(LeaseId),
+    /// Every lease's id.
+    Leases,
+    /// The alarms raised.
+    Alarms,
 }
 
-/// What a read returns: matching keys and the store revision they were read at.
+/// A lease as the state holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadResult {
-    pub revision: u64,
-    pub kvs: Vec<(String, kv::Entry)>,
-    /// A range stopped at its limit (of keys or bytes) with more keys after it.
-    pub more: bool,
+pub struct LeaseInfo {
+    pub id: LeaseId,
+    /// The TTL it was granted, in seconds.
+    pub ttl: i64,
+    /// The log index of its last grant or keep-alive.
+    pub renewed_at: u64,
+    pub keys: Vec<Bytes>,
+}
+
+/// What a read returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadResult {
+    Range(std::result::Result<RangeResult, Refusal>),
+    /// The events, and the first revision not included.
+    Changes(std::result::Result<(Vec<Event>, u64), Refusal>),
+    /// The lease (`None`: it does not exist), and the store revision.
+    Lease(Option<LeaseInfo>, u64),
+    Leases(Vec<LeaseId>, u64),
+    Alarms(Vec<Alarm>, u64),
 }
 
 /// What the store adds to the node's status.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StoreStatus {
+    /// Keys that exist now.
     pub keys: usize,
-    /// Bytes of keys and values held.
+    /// Bytes of the keys and values that exist now.
     pub data_bytes: u64,
+    /// Bytes of every kept version, history included (what the quota bounds).
+    pub total_bytes: u64,
     /// The store revision.
     pub revision: u64,
+    /// The oldest revision still readable.
+    pub compact_revision: u64,
+    pub leases: usize,
 }
 
 /// The replicated key-value store.
@@ -74,33 +98,19 @@ impl Store {
     fn read(&self, query: &Query) -> ReadResult {
         let revision = self.kv.revision();
         match query {
-            Query::Get(key) => ReadResult {
-                revision,
-                kvs: self
-                    .kv
-                    .get(key)
-                    .map(|e| (key.clone(), e.clone()))
-                    .into_iter()
-                    .collect(),
-                more: false,
-            },
-            Query::Range {
-                prefix,
-                start_after,
-                limit,
-                max_bytes,
-            } => {
-                let (kvs, more) = take_page(
-                    self.kv.range_from(prefix, start_after.as_deref()),
-                    *limit,
-                    *max_bytes,
-                );
-                ReadResult {
-                    revision,
-                    kvs,
-                    more,
-                }
+            Query::Range(q) => ReadResult::Range(self.kv.range(q)),
+            Query::Changes { from, budget } => ReadResult::Changes(self.kv.changes(*from, *budget)),
+            Query::Lease(id) => {
+                let info = self.kv.lease(*id).map(|l| LeaseInfo {
+                    id: *id,
+                    ttl: l.ttl,
+                    renewed_at: l.renewed_at,
+                    keys: l.keys.iter().cloned().collect(),
+                });
+                ReadResult::Lease(info, revision)
             }
+            Query::Leases => ReadResult::Leases(self.kv.leases().map(|(id, _)| *id).collect(), revision),
+            Query::Alarms => ReadResult::Alarms(self.kv.alarms().copied().collect(), revision),
         }
     }
 }
@@ -115,8 +125,8 @@ impl StateMachine for Store {
     type Error = Error;
 
     fn apply(&mut self, index: u64, command: &Bytes) -> Result<Outcome> {
-        let result =
-            Command::decode(command.clone()).map(|cmd| self.kv.apply(cmd, &mut self.events));
+        let result = Command::decode(command.clone())
+            .map(|cmd| self.kv.apply(index, cmd, &mut self.events));
         if let Err(err) = &result {
             tracing::warn!(index, error = %err, "skipping a malformed command");
         }
@@ -125,6 +135,8 @@ impl StateMachine for Store {
 
     fn applied(&mut self, _index: u64) {
         self.watch.publish(std::mem::take(&mut self.events));
+        // The physical compaction, a bounded slice per batch (see kv::mvcc).
+        self.kv.compact_step(kv::COMPACTION_STEP);
         METRICS.revision.set(self.kv.revision() as i64);
     }
 
@@ -160,7 +172,7 @@ impl StateMachine for Store {
     }
 
     fn data_bytes(&self) -> u64 {
-        self.kv.data_bytes()
+        self.kv.total_bytes()
     }
 
     fn begin_snapshot(&mut self) {
@@ -198,60 +210,35 @@ impl StateMachine for Store {
     fn status(&self) -> StoreStatus {
         StoreStatus {
             keys: self.kv.len(),
-            data_bytes: self.kv.data_bytes(),
+            data_bytes: self.kv.live_bytes(),
+            total_bytes: self.kv.total_bytes(),
             revision: self.kv.revision(),
+            compact_revision: self.kv.compact_revision(),
+            leases: self.kv.leases().count(),
         }
     }
 }
 
 /// The largest value a command writes or compares.
 fn largest_value(cmd: &Command) -> usize {
-    let len = |v: &Bytes| v.len();
     match cmd {
-        Command::Put { value, .. } => len(value),
-        Command::Delete { .. } | Command::DeletePrefix { .. } => 0,
-        Command::Txn {
-            compares,
-            success,
-            failure,
-        } => {
-            let compared = compares.iter().map(|c| match &c.target {
-                CompareTarget::Value(v) => len(v),
-                _ => 0,
-            });
-            let written = success.iter().chain(failure).map(|op| match op {
-                TxnOp::Put { value, .. } => len(value),
-                TxnOp::Delete { .. } => 0,
-            });
-            compared.chain(written).max().unwrap_or(0)
-        }
+        Command::Put(put) => put.value.len(),
+        Command::Txn(txn) => largest_in_txn(txn),
+        _ => 0,
     }
 }
 
-/// The bytes a key counts for in a page's budget: its key and its value.
-fn entry_bytes(key: &str, entry: &kv::Entry) -> usize {
-    key.len().saturating_add(entry.value.len())
-}
-
-/// One page of a range: keys in order until `limit` keys, or until the keys and values taken
-/// reach `max_bytes` — but always at least one key, so a page makes progress whatever the
-/// size of a value. `more` is true if keys follow the page. Values are `Bytes`, so a page
-/// shares them with the state machine instead of copying.
-fn take_page<'a>(
-    mut range: impl Iterator<Item = (&'a String, &'a kv::Entry)>,
-    limit: usize,
-    max_bytes: usize,
-) -> (Vec<(String, kv::Entry)>, bool) {
-    let mut kvs = Vec::new();
-    let mut bytes = 0usize;
-    for (k, e) in range.by_ref() {
-        if kvs.len() >= limit || (!kvs.is_empty() && bytes >= max_bytes) {
-            return (kvs, true);
-        }
-        bytes = bytes.saturating_add(entry_bytes(k, e));
-        kvs.push((k.clone(), e.clone()));
-    }
-    (kvs, false)
+fn largest_in_txn(txn: &kv::Txn) -> usize {
+    let compared = txn.compares.iter().map(|c| match &c.target {
+        CompareTarget::Value(v) | CompareTarget::ValueOrMissing(v) => v.len(),
+        _ => 0,
+    });
+    let written = txn.success.iter().chain(&txn.failure).map(|op| match op {
+        TxnOp::Put(put) => put.value.len(),
+        TxnOp::Txn(nested) => largest_in_txn(nested),
+        TxnOp::Delete(_) | TxnOp::Range(_) => 0,
+    });
+    compared.chain(written).max().unwrap_or(0)
 }
 
 #[cfg(test)]

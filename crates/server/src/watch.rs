@@ -134,7 +134,7 @@ impl Drop for WatcherSlot {
 
 /// The bytes an event is counted for in the history.
 fn event_bytes(e: &Event) -> usize {
-    e.key.len() + e.value.as_ref().map_or(0, |v| v.len()) + EVENT_OVERHEAD
+    e.kv.key.len() + e.kv.value.len() + EVENT_OVERHEAD
 }
 
 impl State {
@@ -152,11 +152,11 @@ impl State {
             let (Some(front), Some(back)) = (self.history.front(), self.history.back()) else {
                 return;
             };
-            if front.revision == back.revision {
+            if front.revision() == back.revision() {
                 return;
             }
-            let cut = front.revision;
-            while self.history.front().is_some_and(|e| e.revision == cut) {
+            let cut = front.revision();
+            while self.history.front().is_some_and(|e| e.revision() == cut) {
                 if let Some(old) = self.history.pop_front() {
                     self.bytes -= event_bytes(&old);
                     self.first_seq += 1;
@@ -200,7 +200,7 @@ impl WatchHub {
         }
         let mut s = self.lock();
         for e in events {
-            s.current = e.revision;
+            s.current = e.revision();
             s.bytes += event_bytes(&e);
             s.history.push_back(Arc::new(e));
         }
@@ -250,7 +250,7 @@ impl WatchHub {
                 limit: self.max_watchers,
             });
         }
-        let skip = s.history.partition_point(|e| e.revision < from);
+        let skip = s.history.partition_point(|e| e.revision() < from);
         Ok(Subscription {
             start: from,
             cursor: s.first_seq + skip as u64,
@@ -273,7 +273,7 @@ impl WatchHub {
         let mut out: Vec<Arc<Event>> = Vec::new();
         let mut bytes = 0;
         for e in s.history.iter().skip(start) {
-            let boundary = out.last().is_some_and(|l| l.revision != e.revision);
+            let boundary = out.last().is_some_and(|l| l.revision() != e.revision());
             if boundary && bytes >= BATCH_BYTES {
                 break;
             }
@@ -335,7 +335,7 @@ mod tests {
     }
 
     fn revisions(events: &[Arc<Event>]) -> Vec<u64> {
-        events.iter().map(|e| e.revision).collect()
+        events.iter().map(|e| e.revision()).collect()
     }
 
     #[test]

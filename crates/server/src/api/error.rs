@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{header_value, REVISION};
+use crate::kv::Refusal;
 use crate::service::{Rejection, ServiceError, Unavailable};
 
 /// An error response: a status and a one-line reason.
@@ -108,6 +109,13 @@ fn status_of(e: &ServiceError) -> StatusCode {
             Rejection::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Rejection::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Rejection::Compacted { .. } => StatusCode::GONE,
+            Rejection::Refused(refusal) => match refusal {
+                Refusal::LeaseNotFound(_) | Refusal::KeyNotFound => StatusCode::NOT_FOUND,
+                Refusal::LeaseExists(_) => StatusCode::CONFLICT,
+                Refusal::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                Refusal::Compacted { .. } => StatusCode::GONE,
+                Refusal::FutureRevision { .. } => StatusCode::BAD_REQUEST,
+            },
         },
         ServiceError::Unavailable(u) => match u {
             Unavailable::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -131,6 +139,12 @@ impl From<ServiceError> for ApiError {
                 .at_revision(revision),
             ServiceError::Rejected(Rejection::Compacted { oldest, .. }) => {
                 err.with(json!({ "oldest_revision": oldest }))
+            }
+            ServiceError::Rejected(Rejection::Refused(Refusal::Compacted { compact_revision })) => {
+                err.with(json!({ "oldest_revision": compact_revision }))
+            }
+            ServiceError::Rejected(Rejection::Refused(Refusal::FutureRevision { current })) => {
+                err.at_revision(current)
             }
             _ => err,
         }

@@ -25,11 +25,11 @@ use serde_json::{json, Value};
 
 use super::{flag, header_value, percent_decode, query_params, read_body, v1};
 use super::{ApiError, RestState, REVISION};
-use crate::kv::{Compare, CompareOp, CompareTarget, Entry, Event, Precondition, TxnOp};
-use crate::service::{
-    Consistency, DeletePrefixRequest, DeleteRequest, GetRequest, PutRequest, RangeRequest,
-    TxnRequest, WatchItem, WatchRequest,
+use crate::kv::{
+    Compare, CompareOp, CompareTarget, Delete, DeleteRange, Event, KeyRange, KeyValue,
+    Precondition, Put, RangeQuery, Txn, TxnOp,
 };
+use crate::service::{Consistency, GetRequest, RangeRequest, WatchItem, WatchRequest};
 
 /// Default and largest page of a prefix read.
 const DEFAULT_LIMIT: usize = 1000;
@@ -168,9 +168,13 @@ pub(crate) async fn get(State(s): State<RestState>, uri: Uri) -> Result<Response
             "missing key: use /v1/kv/<key>, or ?prefix=true to list",
         ));
     }
-    let req = GetRequest { key, consistency };
+    let req = GetRequest {
+        key: key.into(),
+        revision: revision_param(&p, "revision")?,
+        consistency,
+    };
     let read = s.services.kv.get(req).await.map_err(v1)?;
-    let Some(entry) = read.entry else {
+    let Some(entry) = read.kv else {
         return Err(key_not_found(read.revision));
     };
     let mut resp = (StatusCode::OK, entry.value).into_response();
@@ -204,12 +208,13 @@ async fn list(
             })?,
     };
     let base64 = base64_encoding(p)?;
-    let req = RangeRequest {
-        prefix,
-        start_after: p.get("start_after").cloned(),
+    let start_after = p.get("start_after").map(|a| Bytes::from(a.clone()));
+    let query = RangeQuery {
+        revision: revision_param(p, "revision")?,
         limit,
-        consistency,
+        ..RangeQuery::new(page_range(Bytes::from(prefix), start_after))
     };
+    let req = RangeRequest { query, consistency };
     let read = s.services.kv.range(req).await.map_err(v1)?;
     let revision = read.revision;
     let page = ListBody {
@@ -232,6 +237,44 @@ async fn list(
     Ok(with_revision(resp, revision))
 }
 
+/// The keys under `prefix` strictly after `start_after` (if it is in the prefix's range).
+fn page_range(prefix: Bytes, start_after: Option<Bytes>) -> KeyRange {
+    let Some(after) = start_after.filter(|a| *a >= prefix) else {
+        return KeyRange::Prefix(prefix);
+    };
+    // The first key after `after` is `after` followed by a zero byte.
+    let mut start = after.to_vec();
+    start.push(0);
+    match crate::kv::prefix_end(&prefix) {
+        end if end[..] == [0] => KeyRange::FromKey(start.into()),
+        end => KeyRange::Between(start.into(), end),
+    }
+}
+
+/// `?<name>=<revision>`: 0 (the current one) if absent.
+fn revision_param(p: &HashMap<String, String>, name: &str) -> Result<u64, ApiError> {
+    match p.get(name) {
+        None => Ok(0),
+        Some(r) => r.parse::<u64>().map_err(|_| {
+            json_err(
+                StatusCode::BAD_REQUEST,
+                format!("?{name}={r}: expected a revision number"),
+            )
+        }),
+    }
+}
+
+/// A key for JSON: the UTF-8 string, or base64 (flagged by `key_encoding`) if it is not.
+fn key_text(key: &[u8]) -> (std::borrow::Cow<'_, str>, Option<&'static str>) {
+    match std::str::from_utf8(key) {
+        Ok(text) => (text.into(), None),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(key).into(),
+            Some("base64"),
+        ),
+    }
+}
+
 /// One listed key, as JSON. Fields in alphabetical order: the same bytes as the
 /// `serde_json::Map` this replaced, so the documented answers did not change.
 #[derive(serde::Serialize)]
@@ -239,14 +282,22 @@ struct ListedKey<'a> {
     create_revision: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     encoding: Option<&'static str>,
-    key: &'a str,
+    key: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    lease: i64,
     mod_revision: u64,
     value: std::borrow::Cow<'a, str>,
     version: u64,
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 impl<'a> ListedKey<'a> {
-    fn new(key: &'a str, e: &'a Entry, base64: bool) -> ListedKey<'a> {
+    fn new(e: &'a KeyValue, base64: bool) -> ListedKey<'a> {
         let (value, encoding) = match (base64, std::str::from_utf8(&e.value)) {
             (false, Ok(text)) => (std::borrow::Cow::Borrowed(text), None),
             (force, _) => {
@@ -254,10 +305,13 @@ impl<'a> ListedKey<'a> {
                 (encoded.into(), (!force).then_some("base64"))
             }
         };
+        let (key, key_encoding) = key_text(&e.key);
         ListedKey {
             create_revision: e.create_revision,
             encoding,
             key,
+            key_encoding,
+            lease: e.lease,
             mod_revision: e.mod_revision,
             value,
             version: e.version,
@@ -269,7 +323,7 @@ impl<'a> ListedKey<'a> {
 /// connection takes them, instead of one document built in memory (a listing of 50 MiB
 /// of values built a 300 MiB `serde_json::Value` tree before).
 struct ListBody {
-    kvs: std::vec::IntoIter<(String, Entry)>,
+    kvs: std::vec::IntoIter<KeyValue>,
     more: bool,
     revision: u64,
     base64: bool,
@@ -287,12 +341,12 @@ impl ListBody {
         if !self.started {
             buf.extend_from_slice(b"{\"kvs\":[");
         }
-        for (key, entry) in self.kvs.by_ref() {
+        for entry in self.kvs.by_ref() {
             if std::mem::replace(&mut self.started, true) {
                 buf.push(b',');
             }
             // Serializing plain strings and numbers into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut buf, &ListedKey::new(&key, &entry, self.base64));
+            let _ = serde_json::to_writer(&mut buf, &ListedKey::new(&entry, self.base64));
             if buf.len() >= LIST_CHUNK {
                 return Some(buf.into());
             }
@@ -323,12 +377,11 @@ pub(crate) async fn put(
     let value = read_body(&headers, body, s.max_value_size)
         .await
         .map_err(ApiError::json)?;
-    let req = PutRequest {
-        key,
-        value,
+    let put = Put {
         condition,
+        ..Put::new(key.into(), value)
     };
-    let revision = s.services.kv.put(req).await.map_err(v1)?.revision;
+    let revision = s.services.kv.put(put).await.map_err(v1)?.revision;
     let mut resp = Json(json!({ "revision": revision })).into_response();
     resp.headers_mut().insert(header::ETAG, etag(revision));
     Ok(with_revision(resp, revision))
@@ -349,8 +402,11 @@ pub(crate) async fn delete(
                 "conditions apply to single keys, not to ?prefix=true",
             ));
         }
-        let req = DeletePrefixRequest { prefix: key };
-        let done = s.services.kv.delete_prefix(req).await.map_err(v1)?;
+        let d = DeleteRange {
+            range: KeyRange::Prefix(key.into()),
+            prev_kv: false,
+        };
+        let done = s.services.kv.delete_range(d).await.map_err(v1)?;
         let body = json!({ "deleted": done.deleted, "revision": done.revision });
         return Ok(with_revision(Json(body).into_response(), done.revision));
     }
@@ -360,8 +416,11 @@ pub(crate) async fn delete(
             "missing key: use /v1/kv/<key>, or ?prefix=true",
         ));
     }
-    let req = DeleteRequest { key, condition };
-    let done = s.services.kv.delete(req).await.map_err(v1)?;
+    let d = Delete {
+        key: key.into(),
+        condition,
+    };
+    let done = s.services.kv.delete(d).await.map_err(v1)?;
     if done.deleted == 0 {
         return Err(key_not_found(done.revision));
     }
@@ -428,7 +487,7 @@ pub(crate) async fn txn(
 }
 
 /// The service request a `/v1/txn` body asks for (400, or 413 for a value over the limit).
-pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<TxnRequest, ApiError> {
+pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<Txn, ApiError> {
     let bad = |m: String| json_err(StatusCode::BAD_REQUEST, m);
     let base64 = match req.encoding.as_deref() {
         None | Some("utf8") => false,
@@ -471,7 +530,7 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<TxnRequest, 
         };
         let target = match c.target.as_str() {
             "value" => match &c.value {
-                Value::String(v) => CompareTarget::Value(decode(v)?),
+                Value::String(v) => CompareTarget::ValueOrMissing(decode(v)?),
                 v => return Err(bad(format!("compare value {v} is not a string"))),
             },
             "mod_revision" => CompareTarget::ModRevision(number(&c.value)?),
@@ -488,7 +547,7 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<TxnRequest, 
             }
         };
         compares.push(Compare {
-            key: c.key,
+            range: KeyRange::Key(c.key.into()),
             op,
             target,
         });
@@ -496,18 +555,18 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<TxnRequest, 
     let writes = |list: Vec<TxnWrite>| -> Result<Vec<TxnOp>, ApiError> {
         list.into_iter()
             .map(|w| match (w.op.as_str(), w.value) {
-                ("put", Some(v)) => Ok(TxnOp::Put {
-                    key: w.key,
-                    value: decode(&v)?,
-                }),
+                ("put", Some(v)) => Ok(TxnOp::Put(Put::new(w.key.into(), decode(&v)?))),
                 ("put", None) => Err(bad(format!("put of {:?} needs a value", w.key))),
-                ("delete", None) => Ok(TxnOp::Delete { key: w.key }),
+                ("delete", None) => Ok(TxnOp::Delete(DeleteRange {
+                    range: KeyRange::Key(w.key.into()),
+                    prev_kv: false,
+                })),
                 ("delete", Some(_)) => Err(bad("a delete takes no value".into())),
                 (other, _) => Err(bad(format!("op {other:?}: expected put or delete"))),
             })
             .collect()
     };
-    Ok(TxnRequest {
+    Ok(Txn {
         compares,
         success: writes(req.success)?,
         failure: writes(req.failure)?,
@@ -516,17 +575,21 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<TxnRequest, 
 
 /// One change as a Server-Sent Event: `put` or `delete`, its revision as the event id.
 fn render_event(e: &Event, base64: bool) -> SseEvent {
-    let kind = if e.value.is_some() { "put" } else { "delete" };
+    let kind = if e.deleted { "delete" } else { "put" };
     let mut obj = serde_json::Map::new();
     obj.insert("type".into(), Value::String(kind.into()));
-    obj.insert("key".into(), Value::String(e.key.clone()));
-    if let Some(v) = &e.value {
-        encode_value(&mut obj, v, base64);
+    let (key, key_encoding) = key_text(&e.kv.key);
+    obj.insert("key".into(), Value::String(key.into_owned()));
+    if let Some(enc) = key_encoding {
+        obj.insert("key_encoding".into(), Value::String(enc.into()));
     }
-    obj.insert("revision".into(), e.revision.into());
+    if !e.deleted {
+        encode_value(&mut obj, &e.kv.value, base64);
+    }
+    obj.insert("revision".into(), e.revision().into());
     SseEvent::default()
         .event(kind)
-        .id(e.revision.to_string())
+        .id(e.revision().to_string())
         .data(Value::Object(obj).to_string())
 }
 
@@ -559,9 +622,12 @@ pub(crate) async fn watch(State(s): State<RestState>, uri: Uri) -> Result<Respon
             )
         })?,
     };
+    let range = match prefix {
+        true => KeyRange::Prefix(key.into()),
+        false => KeyRange::Key(key.into()),
+    };
     let req = WatchRequest {
-        key,
-        prefix,
+        range,
         from_revision,
     };
     let watcher = s.services.watch.watch(req).map_err(v1)?;

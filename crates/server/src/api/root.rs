@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::members::{node_id, peer_url, MAX_SMALL_BODY};
 use super::{bad_request, percent_decode, read_body, ApiError, RestState};
-use crate::service::{AddMemberRequest, Consistency, GetRequest, PutRequest, RemoveMemberRequest};
+use crate::kv::Put;
+use crate::service::{AddMemberRequest, Consistency, GetRequest, RemoveMemberRequest};
 
 fn membership_hint(e: ApiError) -> ApiError {
     bad_request(format!(
@@ -53,20 +54,16 @@ pub(crate) async fn handle(
     match method {
         Method::PUT => {
             let value = read_body(&headers, body, s.max_value_size).await?;
-            let req = PutRequest {
-                key,
-                value,
-                condition: None,
-            };
-            s.services.kv.put(req).await?;
+            s.services.kv.put(Put::new(key.into(), value)).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Method::GET => {
             let req = GetRequest {
-                key,
+                key: key.into(),
+                revision: 0,
                 consistency: Consistency::Linearizable,
             };
-            match s.services.kv.get(req).await?.entry {
+            match s.services.kv.get(req).await?.kv {
                 Some(e) => Ok((StatusCode::OK, e.value).into_response()),
                 None => Err(ApiError::new(StatusCode::NOT_FOUND, "key not found")),
             }

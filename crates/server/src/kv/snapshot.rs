@@ -1,51 +1,59 @@
-//! The state machine's snapshot: its whole state (revision, members, removed ids, every key
-//! with its metadata) as bytes, serialized at once or a slice at a time while writes go on,
-//! and restored — in the current version or any older one.
+//! The state machine's snapshot: its whole state (revisions, members, removed ids, leases,
+//! alarms, every kept version of every key) as bytes, serialized at once or a slice at a time
+//! while writes go on, and restored — in the current version or any older one.
 //!
 //! ```text
-//! versioned (the long form):         | "KVSV" | version: u32 LE | body |
-//! short form (version 1, as written): | "KVS3" | body |   (the version-1 body)
+//! versioned (the long form):          | "KVSV" | version: u32 LE | body |
+//! version 1's short form:             | "KVS3" | version-1 body |
 //! body (version 1): | revision: u64 | members: u32, then (id: u64, URL) each |
 //!                   | removed: u32, then id: u64 each | keys: u64, then entries, in key order |
-//! entry: | key | value | create_revision: u64 | mod_revision: u64 | version: u64 |
+//!   entry: | key | value | create_revision: u64 | mod_revision: u64 | version: u64 |
+//! body (version 2): | revision: u64 | compact_revision: u64 | members (as in 1) | removed (as in 1) |
+//!                   | leases: u32, then (id: i64, ttl: i64, renewed_at: u64) each |
+//!                   | alarms: u32, then (member: u64, kind: u8, 1 = NOSPACE) each |
+//!                   | keys: u64, then keys in order: key, versions: u32, then each version: |
+//!                   |   mod_revision: u64, create_revision: u64, version: u64 (0: a deletion), |
+//!                   |   lease: i64, value |
 //! ```
-//! Strings and byte strings are a u32 length and the bytes; numbers little-endian. The body
-//! is read to its end: trailing bytes are an error. A version this build does not know is an
+//! Strings and byte strings are a u32 length and the bytes; numbers little-endian. The body is
+//! read to its end: trailing bytes are an error. A version this build does not know is an
 //! error naming it (a newer build wrote it); the rules for a new version are in the module doc
 //! of [`crate::kv`] ("The on-disk contract").
+//!
+//! **Serializing in slices.** A snapshot captures the state at its start (revision `s`): the
+//! small parts (members, leases, alarms) are written at once, and the keys a slice at a time,
+//! each with its versions up to `s`. That needs no copy-on-write, because while a snapshot is
+//! being serialized nothing removes a version: writes only append versions after `s`, and the
+//! physical compaction (the one thing that drops versions) waits for it ([`Kv::compact_step`]).
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::codec::{put_bytes, put_str, take_bytes, take_string, take_u32, take_u64};
-use super::{Entry, Kv};
+use super::codec::{put_bytes, put_str, take_bytes, take_i64, take_string, take_u32, take_u64};
+use super::command::{Alarm, AlarmKind};
+use super::mvcc::{History, Version};
+use super::Kv;
 use crate::error::{Error, Result};
 
 /// The magic of a versioned snapshot; a version (u32 LE) follows.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KVSV";
 /// The snapshot version this build writes (and the newest it reads).
-pub const SNAPSHOT_VERSION: u32 = 1;
-/// The magic of version 1's short form, a version-1 body follows at once: what every build
-/// wrote before versions existed, and what this one still writes, so that a member of a
-/// cluster being upgraded one node at a time (or a data dir moved back to an older build)
-/// can read it. A later version is written only in the long form.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The magic of version 1's short form: what every build wrote before versions existed.
 const LEGACY_MAGIC: &[u8; 4] = b"KVS3";
-/// Bytes before the entries at most: magic, version, revision, three counts.
-const HEADER_BYTES: usize = 4 + 4 + 8 + 4 + 4 + 8;
 
-/// A snapshot serialized a slice at a time while writes go on. It captures the state as of
-/// its start: a key changed before the cursor reaches it has its entry from the start kept in
-/// `before`, and that is what gets serialized (copy-on-write, one key at a time).
+/// A snapshot serialized a slice at a time while writes go on (see the module doc).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct SnapshotCursor {
     out: BytesMut,
+    /// The store revision the snapshot captures.
+    revision: u64,
+    /// Where the key count goes, once known.
+    count_at: usize,
+    keys: u64,
     /// The last key serialized; every key up to it is done.
-    done_through: Option<String>,
-    /// Keys changed since the start and not serialized yet, with their entry at the start
-    /// (`None`: the key did not exist then).
-    before: BTreeMap<String, Option<Entry>>,
+    done_through: Option<Bytes>,
 }
 
 fn malformed(why: &str) -> Error {
@@ -53,93 +61,29 @@ fn malformed(why: &str) -> Error {
 }
 
 impl Kv {
-    /// Before a key changes: if a snapshot being serialized has not reached it yet, keeps its
-    /// entry as of the snapshot's start.
-    pub(super) fn keep_for_snapshot(&mut self, key: &str) {
-        if let Some(cur) = self.snapshotting.as_mut() {
-            let pending = cur.done_through.as_deref().is_none_or(|done| key > done);
-            if pending && !cur.before.contains_key(key) {
-                cur.before
-                    .insert(key.to_string(), self.data.get(key).cloned());
-            }
-        }
-    }
-
     /// The whole state, serialized at once (a new cluster's bootstrap snapshot, tests).
     pub fn snapshot(&self) -> Bytes {
-        let mut b = self.snapshot_header(BytesMut::new());
-        for (k, e) in &self.data {
-            put_entry(&mut b, k, e);
-        }
-        b.freeze()
+        let mut cur = self.snapshot_start();
+        self.snapshot_keys(&mut cur, usize::MAX);
+        finish(cur)
     }
 
     /// Starts a snapshot of the current state that [`Kv::snapshot_step`] serializes a slice
     /// at a time, so a large state never stalls the caller (the raft loop) for long; writes in
     /// between do not change what it captures. Replaces an unfinished one.
     pub fn begin_snapshot(&mut self) {
-        let out = self.snapshot_header(BytesMut::new());
-        self.snapshotting = Some(Box::new(SnapshotCursor {
-            out,
-            done_through: None,
-            before: BTreeMap::new(),
-        }));
+        self.snapshotting = Some(Box::new(self.snapshot_start()));
     }
 
-    /// Serializes up to `budget` more entries of the snapshot started by
-    /// [`Kv::begin_snapshot`]. Returns its data once complete (and forgets it); `None` while
-    /// entries remain, or if no snapshot was started.
+    /// Serializes up to `budget` more keys of the snapshot started by [`Kv::begin_snapshot`].
+    /// Returns its data once complete (and forgets it); `None` while keys remain, or if no
+    /// snapshot was started.
     pub fn snapshot_step(&mut self, budget: usize) -> Option<Bytes> {
-        let Kv {
-            data, snapshotting, ..
-        } = self;
-        let cur = snapshotting.as_mut()?;
-        let from = match &cur.done_through {
-            Some(done) => Bound::Excluded(done.as_str()),
-            None => Bound::Unbounded,
-        };
-        // Merge the live entries with the kept ones; a kept one wins (it is the older).
-        let mut live = data.range::<str, _>((from, Bound::Unbounded)).peekable();
-        let mut kept = cur
-            .before
-            .range::<str, _>((from, Bound::Unbounded))
-            .peekable();
-        let mut last: Option<&str> = None;
-        for _ in 0..budget {
-            let live_first = match (live.peek(), kept.peek()) {
-                (None, None) => break,
-                (Some((lk, _)), Some((kk, _))) => lk.as_str() < kk.as_str(),
-                (next_live, _) => next_live.is_some(),
-            };
-            let (key, entry) = if live_first {
-                match live.next() {
-                    Some((k, e)) => (k, Some(e)),
-                    None => break,
-                }
-            } else {
-                // The kept entry shadows a live one under the same key.
-                if live.peek().map(|(k, _)| *k) == kept.peek().map(|(k, _)| *k) {
-                    live.next();
-                }
-                match kept.next() {
-                    Some((k, e)) => (k, e.as_ref()),
-                    None => break,
-                }
-            };
-            if let Some(e) = entry {
-                put_entry(&mut cur.out, key, e);
-            }
-            last = Some(key.as_str());
+        let mut cur = self.snapshotting.take()?;
+        if self.snapshot_keys(&mut cur, budget) {
+            return Some(finish(*cur));
         }
-        if live.peek().is_none() && kept.peek().is_none() {
-            return snapshotting.take().map(|cur| cur.out.freeze());
-        }
-        if let Some(last) = last.map(str::to_string) {
-            // Kept entries up to the cursor are serialized; drop them.
-            cur.before = cur.before.split_off(last.as_str());
-            cur.before.remove(&last);
-            cur.done_through = Some(last);
-        }
+        self.snapshotting = Some(cur);
         None
     }
 
@@ -148,19 +92,14 @@ impl Kv {
         self.snapshotting.is_some()
     }
 
-    /// The snapshot up to the entry count, in the current version, written into `b` (cleared
-    /// first).
-    fn snapshot_header(&self, mut b: BytesMut) -> BytesMut {
-        let size = self.data_bytes as usize
-            + self.data.len() * 32
-            + self.members.values().map(|u| 12 + u.len()).sum::<usize>()
-            + self.removed.len() * 8
-            + HEADER_BYTES;
-        b.clear();
-        b.reserve(size);
-        // Version 1, in its short form (see LEGACY_MAGIC).
-        b.put_slice(LEGACY_MAGIC);
-        b.put_u64_le(self.revision);
+    /// The header and the small parts of the state, in the current version.
+    fn snapshot_start(&self) -> SnapshotCursor {
+        let h = &self.history;
+        let mut b = BytesMut::with_capacity(h.total_bytes() as usize + 64 * h.live_keys() + 256);
+        b.put_slice(SNAPSHOT_MAGIC);
+        b.put_u32_le(SNAPSHOT_VERSION);
+        b.put_u64_le(h.revision());
+        b.put_u64_le(h.compact_revision());
         b.put_u32_le(self.members.len() as u32);
         for (id, url) in &self.members {
             b.put_u64_le(*id);
@@ -170,8 +109,56 @@ impl Kv {
         for id in &self.removed {
             b.put_u64_le(*id);
         }
-        b.put_u64_le(self.data.len() as u64);
-        b
+        b.put_u32_le(self.leases.len() as u32);
+        for (id, lease) in self.leases.iter() {
+            b.put_i64_le(*id);
+            b.put_i64_le(lease.ttl);
+            b.put_u64_le(lease.renewed_at);
+        }
+        b.put_u32_le(self.alarms.len() as u32);
+        for alarm in &self.alarms {
+            b.put_u64_le(alarm.member);
+            b.put_u8(match alarm.kind {
+                AlarmKind::NoSpace => 1,
+            });
+        }
+        let count_at = b.len();
+        b.put_u64_le(0);
+        SnapshotCursor {
+            out: b,
+            revision: h.revision(),
+            count_at,
+            keys: 0,
+            done_through: None,
+        }
+    }
+
+    /// Serializes up to `budget` keys after the cursor; true once every key is done.
+    fn snapshot_keys(&self, cur: &mut SnapshotCursor, budget: usize) -> bool {
+        let after = cur.done_through.clone();
+        let mut keys = self.history.versions_after(after.as_ref());
+        for _ in 0..budget {
+            let Some((key, versions)) = keys.next() else {
+                return true;
+            };
+            cur.done_through = Some(key.clone());
+            // Versions written after the snapshot started are not in it.
+            let n = versions.partition_point(|v| v.mod_revision <= cur.revision);
+            if n == 0 {
+                continue;
+            }
+            cur.keys += 1;
+            put_bytes(&mut cur.out, key);
+            cur.out.put_u32_le(n as u32);
+            for v in &versions[..n] {
+                cur.out.put_u64_le(v.mod_revision);
+                cur.out.put_u64_le(v.create_revision);
+                cur.out.put_u64_le(v.version);
+                cur.out.put_i64_le(v.lease);
+                put_bytes(&mut cur.out, &v.value);
+            }
+        }
+        keys.next().is_none()
     }
 
     /// Rebuilds the state from snapshot data of any version this build knows; values share
@@ -189,6 +176,7 @@ impl Kv {
         }
         match take_u32(&mut data).ok_or_else(|| malformed("version"))? {
             1 => restore_v1(data),
+            2 => restore_v2(data),
             version => Err(malformed(&format!(
                 "unknown snapshot version {version} (this build reads versions 1 to \
                  {SNAPSHOT_VERSION})"
@@ -197,54 +185,150 @@ impl Kv {
     }
 }
 
-/// Restores a version-1 body (also the whole of a legacy `KVS3` snapshot after its magic).
-fn restore_v1(mut data: Bytes) -> Result<Kv> {
+/// Writes the key count into its place.
+fn finish(cur: SnapshotCursor) -> Bytes {
+    let mut out = cur.out;
+    out[cur.count_at..cur.count_at + 8].copy_from_slice(&cur.keys.to_le_bytes());
+    out.freeze()
+}
+
+/// Members and removed ids (the same in versions 1 and 2).
+fn take_members(data: &mut Bytes, kv: &mut Kv) -> Result<()> {
     let bad = malformed;
-    let mut kv = Kv {
-        revision: take_u64(&mut data).ok_or_else(|| bad("revision"))?,
-        ..Kv::default()
-    };
-    let members = take_u32(&mut data).ok_or_else(|| bad("member count"))?;
+    let members = take_u32(data).ok_or_else(|| bad("member count"))?;
     for _ in 0..members {
-        let id = take_u64(&mut data).ok_or_else(|| bad("member id"))?;
-        let url = take_string(&mut data).ok_or_else(|| bad("member URL"))?;
+        let id = take_u64(data).ok_or_else(|| bad("member id"))?;
+        let url = take_string(data).ok_or_else(|| bad("member URL"))?;
         kv.members.insert(id, url);
     }
-    let removed = take_u32(&mut data).ok_or_else(|| bad("removed count"))?;
+    let removed = take_u32(data).ok_or_else(|| bad("removed count"))?;
     for _ in 0..removed {
         kv.removed
-            .insert(take_u64(&mut data).ok_or_else(|| bad("removed id"))?);
+            .insert(take_u64(data).ok_or_else(|| bad("removed id"))?);
     }
+    Ok(())
+}
+
+/// Takes the next key, which must come after `last` (keys are stored in order, once each).
+fn take_key(data: &mut Bytes, last: Option<&Bytes>) -> Result<Bytes> {
+    let key = take_bytes(data).ok_or_else(|| malformed("key"))?;
+    if last.is_some_and(|l| *l >= key) {
+        return Err(malformed("keys out of order"));
+    }
+    Ok(key)
+}
+
+/// Restores a version-1 body (also the whole of a `KVS3` snapshot after its magic): one
+/// version per key, and no history before its revision.
+fn restore_v1(mut data: Bytes) -> Result<Kv> {
+    let bad = malformed;
+    let revision = take_u64(&mut data).ok_or_else(|| bad("revision"))?;
+    let mut kv = Kv::default();
+    take_members(&mut data, &mut kv)?;
     let count = take_u64(&mut data).ok_or_else(|| bad("key count"))?;
+    let mut keys = BTreeMap::new();
+    let mut last: Option<Bytes> = None;
     for _ in 0..count {
-        let key = take_string(&mut data).ok_or_else(|| bad("key"))?;
+        let key = take_key(&mut data, last.as_ref())?;
         let value = take_bytes(&mut data).ok_or_else(|| bad("value"))?;
+        if std::str::from_utf8(&key).is_err() {
+            return Err(bad("key is not UTF-8"));
+        }
         let create_revision = take_u64(&mut data).ok_or_else(|| bad("create revision"))?;
         let mod_revision = take_u64(&mut data).ok_or_else(|| bad("mod revision"))?;
         let version = take_u64(&mut data).ok_or_else(|| bad("version"))?;
-        kv.data_bytes += (key.len() + value.len()) as u64;
-        kv.data.insert(
-            key,
-            Entry {
-                value,
-                create_revision,
-                mod_revision,
-                version,
-            },
-        );
+        if version == 0 || mod_revision > revision {
+            return Err(bad("key version"));
+        }
+        let v = Version {
+            mod_revision,
+            create_revision,
+            version,
+            lease: 0,
+            value,
+        };
+        last = Some(key.clone());
+        keys.insert(key, vec![v]);
     }
     if data.has_remaining() {
         return Err(bad("trailing bytes"));
     }
+    kv.history = History::restore(keys, revision, revision);
     Ok(kv)
 }
 
-fn put_entry(b: &mut BytesMut, key: &str, e: &Entry) {
-    put_str(b, key);
-    put_bytes(b, &e.value);
-    b.put_u64_le(e.create_revision);
-    b.put_u64_le(e.mod_revision);
-    b.put_u64_le(e.version);
+/// Restores a version-2 body.
+fn restore_v2(mut data: Bytes) -> Result<Kv> {
+    let bad = malformed;
+    let d = &mut data;
+    let revision = take_u64(d).ok_or_else(|| bad("revision"))?;
+    let compact_revision = take_u64(d).ok_or_else(|| bad("compact revision"))?;
+    if compact_revision > revision {
+        return Err(bad("compact revision after the revision"));
+    }
+    let mut kv = Kv::default();
+    take_members(d, &mut kv)?;
+    let leases = take_u32(d).ok_or_else(|| bad("lease count"))?;
+    for _ in 0..leases {
+        let id = take_i64(d).ok_or_else(|| bad("lease id"))?;
+        let ttl = take_i64(d).ok_or_else(|| bad("lease TTL"))?;
+        let renewed_at = take_u64(d).ok_or_else(|| bad("lease renewal"))?;
+        kv.leases.restore(id, ttl, renewed_at);
+    }
+    let alarms = take_u32(d).ok_or_else(|| bad("alarm count"))?;
+    for _ in 0..alarms {
+        let member = take_u64(d).ok_or_else(|| bad("alarm member"))?;
+        let kind = match d.has_remaining().then(|| d.get_u8()) {
+            Some(1) => AlarmKind::NoSpace,
+            _ => return Err(bad("alarm kind")),
+        };
+        kv.alarms.insert(Alarm { member, kind });
+    }
+    let count = take_u64(d).ok_or_else(|| bad("key count"))?;
+    let mut keys = BTreeMap::new();
+    let mut last: Option<Bytes> = None;
+    for _ in 0..count {
+        let key = take_key(d, last.as_ref())?;
+        let n = take_u32(d).ok_or_else(|| bad("version count"))?;
+        let mut versions: Vec<Version> = Vec::with_capacity((n as usize).min(d.remaining() / 36));
+        for _ in 0..n {
+            let v = Version {
+                mod_revision: take_u64(d).ok_or_else(|| bad("mod revision"))?,
+                create_revision: take_u64(d).ok_or_else(|| bad("create revision"))?,
+                version: take_u64(d).ok_or_else(|| bad("version"))?,
+                lease: take_i64(d).ok_or_else(|| bad("lease"))?,
+                value: take_bytes(d).ok_or_else(|| bad("value"))?,
+            };
+            let in_order = versions.last().is_none_or(|p| p.mod_revision < v.mod_revision);
+            if !in_order || v.mod_revision > revision {
+                return Err(bad("versions out of order"));
+            }
+            versions.push(v);
+        }
+        if versions.is_empty() {
+            return Err(bad("a key without versions"));
+        }
+        last = Some(key.clone());
+        keys.insert(key, versions);
+    }
+    if data.has_remaining() {
+        return Err(bad("trailing bytes"));
+    }
+    kv.history = History::restore(keys, revision, compact_revision);
+    // Attach each key to its lease; a key naming a lease that is not there is corrupt.
+    let attached: Vec<(Bytes, i64)> = kv
+        .history
+        .live()
+        .filter(|(_, v)| v.lease != 0)
+        .map(|(k, v)| (k.clone(), v.lease))
+        .collect();
+    for (key, lease) in attached {
+        if !kv.leases.contains(lease) {
+            return Err(bad("a key attached to a missing lease"));
+        }
+        kv.leases.reattach(&key, 0, lease);
+    }
+    Ok(kv)
 }
 
 #[cfg(test)]

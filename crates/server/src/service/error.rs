@@ -43,6 +43,10 @@ pub enum Rejection {
     /// `mod_revision` (0 if absent), `revision` the store revision it was evaluated at.
     #[error("{}", precondition_text(*current))]
     PreconditionFailed { current: u64, revision: u64 },
+    /// The command could not apply, identically on every replica (a missing lease, a
+    /// compacted or future revision, the NOSPACE alarm).
+    #[error(transparent)]
+    Refused(#[from] crate::kv::Refusal),
     /// A watch asked to start before the oldest revision still held.
     #[error("revision {requested} is no longer available to watch; the oldest is {oldest}")]
     Compacted { requested: u64, oldest: u64 },
@@ -144,5 +148,11 @@ mod tests {
             assert!(!u.outcome_unknown(), "{u:?}");
         }
         assert!(Unavailable::Timeout.outcome_unknown());
+    }
+}
+
+impl From<crate::kv::Refusal> for ServiceError {
+    fn from(r: crate::kv::Refusal) -> ServiceError {
+        ServiceError::Rejected(Rejection::Refused(r))
     }
 }

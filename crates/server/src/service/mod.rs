@@ -1,7 +1,7 @@
 //! The typed service layer between the front-ends and the raft node.
 //!
 //! Every client command is a method taking one request type and returning one response type
-//! or a [`ServiceError`]: [`KvService`] (put, get, range, delete, delete-prefix, txn; a put or
+//! or a [`ServiceError`]: [`KvService`] (put, get, range, delete, delete-range, txn, compact; a put or
 //! delete with a [`crate::kv::Precondition`] is the compare-and-swap), [`MembersService`]
 //! (list, add, remove, promote), [`StatusService`] (status, health) and [`WatchService`]
 //! (a stream of changes). Log commands are encoded here, what applying one did is decoded
@@ -32,9 +32,8 @@ use std::sync::Arc;
 
 pub use error::{Internal, Rejection, ServiceError, Unavailable};
 pub use kv::{
-    DeletePrefixRequest, DeletePrefixResponse, DeleteRequest, DeleteResponse, GetRequest,
-    GetResponse, KvService, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
-    TxnResponse, MAX_PAGE_BYTES,
+    DeleteRangeResponse, DeleteResponse, GetRequest, GetResponse, KvService, PutResponse,
+    RangeRequest, MAX_PAGE_BYTES,
 };
 pub use members::{
     AddMemberRequest, AddMemberResponse, ListMembersResponse, MembersService, PromoteMemberRequest,

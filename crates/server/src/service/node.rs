@@ -45,7 +45,13 @@ impl Raft {
             .await
             .map_err(ServiceError::from)?;
         // A command this node encoded always decodes; if it did not, the bug is here.
-        applied.map_err(|e| Internal::Node(Box::new(e)).into())
+        match applied.map_err(|e| ServiceError::from(Internal::Node(Box::new(e))))? {
+            Outcome::Refused(refusal) => Err(Rejection::Refused(refusal).into()),
+            Outcome::PreconditionFailed { current, revision } => {
+                Err(Rejection::PreconditionFailed { current, revision }.into())
+            }
+            outcome => Ok(outcome),
+        }
     }
 
     pub(super) async fn read(

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::kv::Event;
+use crate::kv::{Event, KeyRange};
 use crate::watch::{FetchError, WatchError, WatchHub, WatcherSlot};
 
 use super::error::{Rejection, ServiceError, Unavailable};
@@ -25,12 +25,10 @@ pub struct WatchService {
     hub: Arc<WatchHub>,
 }
 
-/// Watch `key` (or, with `prefix`, every key starting with it) from `from_revision`
-/// (0: only future changes).
+/// Watch the keys of `range` from `from_revision` (0: only future changes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchRequest {
-    pub key: String,
-    pub prefix: bool,
+    pub range: KeyRange,
     pub from_revision: u64,
 }
 
@@ -62,8 +60,7 @@ impl WatchService {
         })?;
         Ok(Watcher {
             hub: self.hub.clone(),
-            key: req.key,
-            prefix: req.prefix,
+            range: req.range,
             start: sub.start,
             pending: VecDeque::new(),
             caught_up: true,
@@ -81,8 +78,7 @@ impl WatchService {
 /// One open watch; counts against `--max-watchers` until dropped.
 pub struct Watcher {
     hub: Arc<WatchHub>,
-    key: String,
-    prefix: bool,
+    range: KeyRange,
     /// The first revision to report: earlier events are skipped.
     start: u64,
     /// Events of the last batch not yet yielded, rendered one at a time as the client takes
@@ -137,14 +133,14 @@ impl Watcher {
                 continue;
             }
             if let Some(last) = batch.events.last() {
-                self.batch_end = last.revision + 1;
+                self.batch_end = last.revision() + 1;
             }
             self.caught_up = batch.caught_up;
-            let (start, prefix, key) = (self.start, self.prefix, &self.key);
+            let (start, range) = (self.start, &self.range);
             let wanted = batch
                 .events
                 .into_iter()
-                .filter(|e| wanted(e, start, key, prefix));
+                .filter(|e| wanted(e, start, range));
             self.pending = wanted.collect();
             self.cursor = batch.cursor;
         }
@@ -165,19 +161,14 @@ impl Watcher {
             true => None,
             false => hub.catch_up_turn().await,
         };
-        self.since_yield += e.key.len() + e.value.as_ref().map_or(0, |v| v.len());
+        self.since_yield += e.kv.key.len() + e.kv.value.len();
         Some(render(&e))
     }
 }
 
-/// Whether a watch of `key` (a prefix if `prefix`) from revision `start` reports `e`.
-fn wanted(e: &Event, start: u64, key: &str, prefix: bool) -> bool {
-    e.revision >= start
-        && if prefix {
-            e.key.starts_with(key)
-        } else {
-            e.key == key
-        }
+/// Whether a watch of `range` from revision `start` reports `e`.
+fn wanted(e: &Event, start: u64, range: &KeyRange) -> bool {
+    e.revision() >= start && range.contains(&e.kv.key)
 }
 
 #[cfg(test)]

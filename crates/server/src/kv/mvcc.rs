@@ -1,0 +1,434 @@
+//! The revision history: every version of every key since the compaction point, read at any
+//! revision, and compacted away a bounded slice at a time.
+//!
+//! Each key maps to its versions in revision order; a delete appends a *tombstone* (a version
+//! with `version == 0`) so a read at an earlier revision still finds what was there. A second
+//! index, the log, lists `(revision, key)` for every version in revision order: it is what
+//! compaction walks (only the keys changed before the compaction point are visited) and what
+//! a watch catching up from an old revision reads.
+//!
+//! **Compaction** at `c` makes revisions before `c` unreadable at once (the logical step:
+//! `compact_revision = c`), then, a slice at a time ([`History::compact_step`]), drops for each
+//! key visited every version older than the newest one at or before `c` — and that one too
+//! if it is a tombstone older than `c` (the key is absent from `c` on). A tombstone *at* `c`
+//! stays, so a watch from `c` still sees that delete. The physical step changes nothing a
+//! read or watch at `c` or later can see, so it may lag (and pauses while a snapshot is
+//! serialized, which then needs no copy-on-write: versions are only appended meanwhile).
+
+use std::collections::{btree_map, BTreeMap, VecDeque};
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use super::command::{Event, KeyValue, LeaseId};
+use super::range::{KeyRange, RangeQuery, RangeResult};
+
+/// One version of a key. `version == 0` marks a tombstone (the key was deleted at
+/// `mod_revision`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Version {
+    pub mod_revision: u64,
+    pub create_revision: u64,
+    pub version: u64,
+    pub lease: LeaseId,
+    pub value: Bytes,
+}
+
+impl Version {
+    pub fn is_tombstone(&self) -> bool {
+        self.version == 0
+    }
+
+    pub fn to_kv(&self, key: &Bytes) -> KeyValue {
+        KeyValue {
+            key: key.clone(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
+    }
+}
+
+/// Bytes a version counts for in the store's size (its key and value; the quota's measure).
+fn version_bytes(key: &[u8], v: &Version) -> u64 {
+    (key.len() + v.value.len()) as u64
+}
+
+/// Every kept version of every key, and the revision counters.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct History {
+    keys: BTreeMap<Bytes, Vec<Version>>,
+    /// `(revision, key)` of every version, in revision order.
+    log: VecDeque<(u64, Bytes)>,
+    revision: u64,
+    compact_revision: u64,
+    /// Keys that exist at the current revision.
+    live_keys: usize,
+    /// Bytes of the keys and values that exist at the current revision.
+    live_bytes: u64,
+    /// Bytes of every kept version (the quota's measure).
+    total_bytes: u64,
+}
+
+impl History {
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn compact_revision(&self) -> u64 {
+        self.compact_revision
+    }
+
+    pub fn live_keys(&self) -> usize {
+        self.live_keys
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Revisions from the compaction point to the current one.
+    pub fn retained_revisions(&self) -> u64 {
+        self.revision - self.compact_revision
+    }
+
+    /// Starts the next revision (the caller writes in it).
+    pub fn bump(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
+    }
+
+    /// The key as it is now, if it exists.
+    pub fn current(&self, key: &[u8]) -> Option<KeyValue> {
+        let (k, versions) = self.keys.get_key_value(key)?;
+        versions
+            .last()
+            .filter(|v| !v.is_tombstone())
+            .map(|v| v.to_kv(k))
+    }
+
+    /// The key as it was at `revision`.
+    fn at(key: &Bytes, versions: &[Version], revision: u64) -> Option<KeyValue> {
+        let n = versions.partition_point(|v| v.mod_revision <= revision);
+        let v = versions.get(n.checked_sub(1)?)?;
+        (!v.is_tombstone()).then(|| v.to_kv(key))
+    }
+
+    /// Checks a revision to read at (0: current), returning the one to use.
+    pub fn readable(&self, revision: u64) -> Result<u64, super::Refusal> {
+        match revision {
+            0 => Ok(self.revision),
+            r if r > self.revision => Err(super::Refusal::FutureRevision {
+                current: self.revision,
+            }),
+            r if r < self.compact_revision => Err(super::Refusal::Compacted {
+                compact_revision: self.compact_revision,
+            }),
+            r => Ok(r),
+        }
+    }
+
+    /// The keys of `range` that exist at `revision` (already checked readable), in key order.
+    pub fn scan<'a>(
+        &'a self,
+        range: &KeyRange,
+        revision: u64,
+    ) -> Box<dyn Iterator<Item = KeyValue> + 'a> {
+        if range.is_empty() {
+            return Box::new(std::iter::empty());
+        }
+        let (lo, hi) = range.bounds();
+        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (lo.as_ref().map(|b| &b[..]), hi.as_ref().map(|b| &b[..]));
+        let current = revision == self.revision;
+        let iter = self
+            .keys
+            .range::<[u8], _>(bounds)
+            .filter_map(move |(k, versions)| match current {
+                // The common case: the newest version, no search.
+                true => versions
+                    .last()
+                    .filter(|v| !v.is_tombstone())
+                    .map(|v| v.to_kv(k)),
+                false => History::at(k, versions, revision),
+            });
+        Box::new(iter)
+    }
+
+    /// Answers a range read (its revision already checked readable).
+    pub fn range(&self, query: &RangeQuery, revision: u64) -> RangeResult {
+        let mut count = 0u64;
+        let mut kvs = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        let sorted = !query.in_key_order();
+        for kv in self.scan(&query.range, revision).filter(|kv| query.admits(kv)) {
+            count += 1;
+            if query.count_only {
+                continue;
+            }
+            // Sorting needs every match; otherwise stop collecting at the limits.
+            let full = !sorted
+                && ((query.limit > 0 && kvs.len() >= query.limit)
+                    || (!kvs.is_empty() && bytes >= query.max_bytes));
+            if full {
+                more = true;
+                continue;
+            }
+            bytes = bytes.saturating_add(kv.key.len() + kv.value.len());
+            kvs.push(kv);
+        }
+        if sorted {
+            query.sort(&mut kvs);
+            if query.limit > 0 && kvs.len() > query.limit {
+                kvs.truncate(query.limit);
+                more = true;
+            }
+        }
+        if query.keys_only {
+            for kv in &mut kvs {
+                kv.value = Bytes::new();
+            }
+        }
+        RangeResult {
+            revision: self.revision,
+            kvs,
+            more,
+            count,
+        }
+    }
+
+    /// Writes a new version of `key` at the current revision (the caller bumped it); returns
+    /// the key after and before. A second write of one key in one revision (a transaction)
+    /// replaces the first.
+    pub fn put(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        lease: LeaseId,
+    ) -> (KeyValue, Option<KeyValue>) {
+        let revision = self.revision;
+        // One lookup: this runs on the raft loop for every write.
+        let (key, versions) = match self.keys.entry(key) {
+            btree_map::Entry::Occupied(o) => {
+                let key = o.key().clone();
+                (key, o.into_mut())
+            }
+            btree_map::Entry::Vacant(v) => {
+                let key = v.key().clone();
+                (key, v.insert(Vec::new()))
+            }
+        };
+        let prev = versions
+            .last()
+            .filter(|v| !v.is_tombstone())
+            .map(|v| v.to_kv(&key));
+        let new = Version {
+            mod_revision: revision,
+            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            lease,
+            value,
+        };
+        match &prev {
+            Some(p) => self.live_bytes -= (p.key.len() + p.value.len()) as u64,
+            None => self.live_keys += 1,
+        }
+        self.live_bytes += version_bytes(&key, &new);
+        let kv = new.to_kv(&key);
+        append(&mut self.total_bytes, &mut self.log, &key, versions, new);
+        (kv, prev)
+    }
+
+    /// Deletes `key` at the current revision if it exists; returns it as it was.
+    pub fn delete(&mut self, key: &[u8]) -> Option<KeyValue> {
+        let revision = self.revision;
+        let (key, versions) = self.keys.get_key_value(key)?;
+        let prev = versions
+            .last()
+            .filter(|v| !v.is_tombstone())
+            .map(|v| v.to_kv(key))?;
+        let key = key.clone();
+        let versions = self.keys.get_mut(&key[..])?;
+        self.live_keys -= 1;
+        self.live_bytes -= (prev.key.len() + prev.value.len()) as u64;
+        let tombstone = Version {
+            mod_revision: revision,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            value: Bytes::new(),
+        };
+        append(&mut self.total_bytes, &mut self.log, &key, versions, tombstone);
+        Some(prev)
+    }
+
+    /// The logical compaction: revisions before `revision` are unreadable from now on. The
+    /// caller checked `compact_revision < revision <= current`.
+    pub fn compact(&mut self, revision: u64) {
+        debug_assert!(revision > self.compact_revision && revision <= self.revision);
+        self.compact_revision = revision;
+    }
+
+    /// True while versions before the compaction point are still held.
+    pub fn compaction_pending(&self) -> bool {
+        self.log.front().is_some_and(|(r, _)| *r < self.compact_revision)
+    }
+
+    /// The physical compaction, for up to `budget` log entries before the compaction point.
+    pub fn compact_step(&mut self, budget: usize) {
+        let at = self.compact_revision;
+        for _ in 0..budget {
+            match self.log.front() {
+                Some((r, _)) if *r < at => {}
+                _ => return,
+            }
+            let Some((_, key)) = self.log.pop_front() else {
+                return;
+            };
+            self.compact_key(&key, at);
+        }
+    }
+
+    /// Drops the versions of `key` that no read at `at` or later can see.
+    fn compact_key(&mut self, key: &Bytes, at: u64) {
+        let Some(versions) = self.keys.get_mut(&key[..]) else {
+            return;
+        };
+        // The newest version at or before `at` stays; older ones go.
+        let newest = versions.partition_point(|v| v.mod_revision <= at);
+        let mut drop = newest.saturating_sub(1);
+        if let Some(v) = versions.get(drop) {
+            if v.is_tombstone() && v.mod_revision < at {
+                drop += 1;
+            }
+        }
+        for v in versions.drain(..drop) {
+            self.total_bytes -= version_bytes(key, &v);
+        }
+        if versions.is_empty() {
+            self.keys.remove(&key[..]);
+        }
+    }
+
+    /// The versions of every key with `mod_revision <= revision`, in key order (a
+    /// snapshot's content), from the key after `after` on.
+    pub fn versions_after<'a>(
+        &'a self,
+        after: Option<&'a Bytes>,
+    ) -> impl Iterator<Item = (&'a Bytes, &'a [Version])> + 'a {
+        let lower = match after {
+            Some(k) => Bound::Excluded(&k[..]),
+            None => Bound::Unbounded,
+        };
+        self.keys
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .map(|(k, v)| (k, v.as_slice()))
+    }
+
+    /// The changes of whole revisions from `from` on, in revision order, after looking at
+    /// about `budget` log entries (a revision is never split); returns them and the first
+    /// revision not included (the current one + 1 when all were).
+    pub fn changes_from(&self, from: u64, budget: usize) -> (Vec<Event>, u64) {
+        let start = self.log.partition_point(|(r, _)| *r < from);
+        let mut out = Vec::new();
+        let mut last = None;
+        for (i, (revision, key)) in self.log.iter().skip(start).enumerate() {
+            if i >= budget && last.is_some_and(|l| l != *revision) {
+                return (out, *revision);
+            }
+            last = Some(*revision);
+            if let Some(e) = self.event(key, *revision) {
+                out.push(e);
+            }
+        }
+        (out, self.revision + 1)
+    }
+
+    /// The change to `key` at `revision`, as a watcher sees it.
+    fn event(&self, key: &Bytes, revision: u64) -> Option<Event> {
+        let versions = self.keys.get(&key[..])?;
+        let i = versions.partition_point(|v| v.mod_revision < revision);
+        let v = versions.get(i).filter(|v| v.mod_revision == revision)?;
+        let prev = i
+            .checked_sub(1)
+            .and_then(|j| versions.get(j))
+            .filter(|p| !p.is_tombstone())
+            .map(|p| p.to_kv(key));
+        let deleted = v.is_tombstone();
+        let kv = match deleted {
+            true => KeyValue {
+                key: key.clone(),
+                mod_revision: revision,
+                ..KeyValue::default()
+            },
+            false => v.to_kv(key),
+        };
+        Some(Event { kv, deleted, prev })
+    }
+
+    /// Rebuilds a history from versions read back from a snapshot (each key's in revision
+    /// order; `compact_revision` and `revision` as the snapshot says).
+    pub fn restore(
+        keys: BTreeMap<Bytes, Vec<Version>>,
+        revision: u64,
+        compact_revision: u64,
+    ) -> History {
+        let mut h = History {
+            revision,
+            compact_revision,
+            ..History::default()
+        };
+        let mut log = Vec::new();
+        for (k, versions) in &keys {
+            for v in versions {
+                h.total_bytes += version_bytes(k, v);
+                log.push((v.mod_revision, k.clone()));
+            }
+            if let Some(v) = versions.last().filter(|v| !v.is_tombstone()) {
+                h.live_keys += 1;
+                h.live_bytes += version_bytes(k, v);
+            }
+        }
+        // Within one revision (a transaction), key order: the order the writes were made in
+        // is not in the snapshot.
+        log.sort();
+        h.log = log.into();
+        h.keys = keys;
+        h
+    }
+
+    /// Every key's newest version, if it exists: for rebuilding lease attachments.
+    pub fn live(&self) -> impl Iterator<Item = (&Bytes, &Version)> {
+        self.keys
+            .iter()
+            .filter_map(|(k, v)| v.last().filter(|v| !v.is_tombstone()).map(|v| (k, v)))
+    }
+}
+
+/// Appends `v` to a key's versions and the log (or replaces the last version if it has the
+/// same revision: a transaction writing one key twice).
+fn append(
+    total_bytes: &mut u64,
+    log: &mut VecDeque<(u64, Bytes)>,
+    key: &Bytes,
+    versions: &mut Vec<Version>,
+    v: Version,
+) {
+    *total_bytes += version_bytes(key, &v);
+    match versions.last_mut() {
+        Some(last) if last.mod_revision == v.mod_revision => {
+            *total_bytes -= version_bytes(key, last);
+            *last = v;
+        }
+        _ => {
+            log.push_back((v.mod_revision, key.clone()));
+            versions.push(v);
+        }
+    }
+}
