@@ -38,17 +38,13 @@ use axum::Router;
 pub(crate) use error::{bad_request, v1, ApiError};
 
 use crate::metrics::METRICS;
-use coordinate_raft::NodeHandle;
 
 use crate::service::Services;
-use crate::state::Store;
-use crate::watch::WatchHub;
 
 /// What the API is built from.
 #[derive(Clone)]
 pub struct ApiState {
-    pub node: NodeHandle<Store>,
-    pub watch: Arc<WatchHub>,
+    pub services: Services,
     pub max_value_size: usize,
 }
 
@@ -68,7 +64,7 @@ pub(crate) const REVISION: &str = "x-coordinate-revision";
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
     let rest = Arc::new(Rest {
-        services: Services::new(state.node, state.watch),
+        services: state.services,
         max_value_size: state.max_value_size,
     });
     Router::new()

@@ -227,6 +227,7 @@ impl Kv {
             }
         }
         Outcome::LeaseRevoked {
+            id,
             revision: self.history.revision(),
             deleted,
         }
@@ -251,7 +252,11 @@ impl Kv {
     fn decide(&self, txn: &Txn, path: &mut Vec<bool>) {
         let succeeded = txn.compares.iter().all(|c| self.holds(c));
         path.push(succeeded);
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         for op in ops {
             if let TxnOp::Txn(nested) = op {
                 self.decide(nested, path);
@@ -263,7 +268,11 @@ impl Kv {
     fn check_path(&self, txn: &Txn, path: &[bool], at: &mut usize) -> Result<(), Refusal> {
         let succeeded = path.get(*at).copied().unwrap_or(false);
         *at += 1;
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         if self.no_space() && writes(txn) {
             return Err(Refusal::NoSpace);
         }
@@ -312,9 +321,7 @@ impl Kv {
                     // Checked before the first write; unreachable, but never a panic.
                     Err(_) => OpResponse::Range(self.history.range(&q, self.history.revision())),
                 },
-                TxnOp::Txn(nested) => {
-                    OpResponse::Txn(self.run(nested, path, at, revision, events))
-                }
+                TxnOp::Txn(nested) => OpResponse::Txn(self.run(nested, path, at, revision, events)),
             };
             responses.push(response);
         }

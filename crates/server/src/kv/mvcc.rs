@@ -144,19 +144,20 @@ impl History {
             return Box::new(std::iter::empty());
         }
         let (lo, hi) = range.bounds();
-        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (lo.as_ref().map(|b| &b[..]), hi.as_ref().map(|b| &b[..]));
+        let bounds: (Bound<&[u8]>, Bound<&[u8]>) =
+            (lo.as_ref().map(|b| &b[..]), hi.as_ref().map(|b| &b[..]));
         let current = revision == self.revision;
-        let iter = self
-            .keys
-            .range::<[u8], _>(bounds)
-            .filter_map(move |(k, versions)| match current {
-                // The common case: the newest version, no search.
-                true => versions
-                    .last()
-                    .filter(|v| !v.is_tombstone())
-                    .map(|v| v.to_kv(k)),
-                false => History::at(k, versions, revision),
-            });
+        let iter =
+            self.keys
+                .range::<[u8], _>(bounds)
+                .filter_map(move |(k, versions)| match current {
+                    // The common case: the newest version, no search.
+                    true => versions
+                        .last()
+                        .filter(|v| !v.is_tombstone())
+                        .map(|v| v.to_kv(k)),
+                    false => History::at(k, versions, revision),
+                });
         Box::new(iter)
     }
 
@@ -167,7 +168,10 @@ impl History {
         let mut bytes = 0usize;
         let mut more = false;
         let sorted = !query.in_key_order();
-        for kv in self.scan(&query.range, revision).filter(|kv| query.admits(kv)) {
+        for kv in self
+            .scan(&query.range, revision)
+            .filter(|kv| query.admits(kv))
+        {
             count += 1;
             if query.count_only {
                 continue;
@@ -264,7 +268,13 @@ impl History {
             lease: 0,
             value: Bytes::new(),
         };
-        append(&mut self.total_bytes, &mut self.log, &key, versions, tombstone);
+        append(
+            &mut self.total_bytes,
+            &mut self.log,
+            &key,
+            versions,
+            tombstone,
+        );
         Some(prev)
     }
 
@@ -277,7 +287,9 @@ impl History {
 
     /// True while versions before the compaction point are still held.
     pub fn compaction_pending(&self) -> bool {
-        self.log.front().is_some_and(|(r, _)| *r < self.compact_revision)
+        self.log
+            .front()
+            .is_some_and(|(r, _)| *r < self.compact_revision)
     }
 
     /// The physical compaction, for up to `budget` log entries before the compaction point.
