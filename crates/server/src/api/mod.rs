@@ -16,6 +16,7 @@
 
 mod error;
 mod kv;
+mod lease;
 mod members;
 mod ops;
 #[cfg(test)]
@@ -81,6 +82,14 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/txn", post(kv::txn))
+        .route("/v1/lease", get(lease::list).post(lease::grant))
+        .route(
+            "/v1/lease/{id}",
+            get(lease::time_to_live).delete(lease::revoke),
+        )
+        .route("/v1/lease/{id}/keep-alive", post(lease::keep_alive))
+        .route("/v1/compact", post(lease::compact))
+        .route("/v1/alarms", get(lease::alarms).delete(lease::disarm))
         .route("/v1/watch/{*key}", get(kv::watch))
         .route("/v1/watch/", get(kv::watch))
         .fallback(root::handle)
@@ -192,6 +201,8 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         _ if v1("/v1/members") => "members",
         _ if v1("/v1/txn") => "txn",
         _ if v1("/v1/watch") => "watch",
+        _ if v1("/v1/lease") => "lease",
+        _ if v1("/v1/compact") || v1("/v1/alarms") => "maintenance",
         (&Method::GET, _) if v1("/v1/kv") => "kv_get",
         (&Method::PUT, _) if v1("/v1/kv") => "kv_put",
         (&Method::DELETE, _) if v1("/v1/kv") => "kv_delete",
