@@ -259,6 +259,20 @@ impl WatchHub {
         })
     }
 
+    /// The cursor of the first event of revision `from` or later, if the history still holds
+    /// every event from `from` on (else `Behind`: read them from the store's history).
+    pub fn cursor_at(&self, from: u64) -> Result<u64, FetchError> {
+        let s = self.lock();
+        if s.signal.is_none() {
+            return Err(FetchError::Closed);
+        }
+        if from <= s.compacted {
+            return Err(FetchError::Behind);
+        }
+        let skip = s.history.partition_point(|e| e.revision() < from);
+        Ok(s.first_seq + skip as u64)
+    }
+
     /// The events after `cursor`: whole revisions, at least one if any, stopping once
     /// [`BATCH_BYTES`] are taken; and the cursor after them. Empty: nothing new yet.
     pub fn fetch(&self, cursor: u64) -> Result<Batch, FetchError> {

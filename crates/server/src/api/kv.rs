@@ -1,23 +1,23 @@
-//! `/v1/kv/<key>`, `/v1/txn` and `/v1/watch/<key>`: keys with revisions, conditional writes,
-//! prefix reads and deletes, transactions and watches. Errors are JSON.
+//! `/v1/kv/<key>` and `/v1/txn`: keys with revisions, conditional writes, deletes and
+//! transactions (range reads are `api::range`'s, watches `api::watch`'s). Errors are JSON.
 //!
 //! - `GET /v1/kv/<key>`: the raw value, `ETag: "<mod_revision>"`, `X-Coordinate-Revision`
-//!   (the store revision it was read at); `?consistency=serializable` reads this node's state
-//!   without a quorum round (fast, possibly stale).
-//! - `GET /v1/kv/<prefix>?prefix=true&limit=N&start_after=<key>`: JSON list in key order.
+//!   (the store revision it was read at); `?revision=N` reads it as it was then;
+//!   `?consistency=serializable` reads this node's state without a quorum round (fast,
+//!   possibly stale).
 //! - `PUT /v1/kv/<key>` with optional `If-Match: "<rev>"` / `If-Match: *` /
-//!   `If-None-Match: *`: 200 with the new revision, or 412 with the current one.
-//! - `DELETE /v1/kv/<key>` (same conditions): 204 / 404 / 412; `?prefix=true` deletes a range.
+//!   `If-None-Match: *`, and `?lease=<id>`: 200 with the new revision, or 412 with the
+//!   current one.
+//! - `DELETE /v1/kv/<key>` (same conditions): 204 / 404 / 412; with `?prefix=true`,
+//!   `?from_key=true` or `?range_end=<key>` it deletes a range.
 //! - `POST /v1/txn`: compares, then the success or the failure writes, atomically.
-//! - `GET /v1/watch/<key>?prefix=true&from_revision=N`: Server-Sent Events.
+//! - Keys are the path's UTF-8 text, or base64 with `?key_encoding=base64`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
@@ -26,23 +26,14 @@ use serde_json::{json, Value};
 use super::{flag, header_value, percent_decode, query_params, read_body, v1};
 use super::{ApiError, RestState, REVISION};
 use crate::kv::{
-    Compare, CompareOp, CompareTarget, Delete, DeleteRange, Event, KeyRange, KeyValue,
-    Precondition, Put, RangeQuery, Txn, TxnOp,
+    Compare, CompareOp, CompareTarget, Delete, DeleteRange, KeyRange, Precondition, Put, Txn, TxnOp,
 };
-use crate::service::{Consistency, GetRequest, RangeRequest, WatchItem, WatchRequest};
+use crate::service::{Consistency, GetRequest};
 
-/// Default and largest page of a prefix read.
-const DEFAULT_LIMIT: usize = 1000;
-const MAX_LIMIT: usize = 10_000;
-// A page of a prefix read stops at `service::MAX_PAGE_BYTES` of keys and values; its JSON
-// answer is at most about 4/3 of it (base64) or 6 times (a value of control characters,
-// escaped), plus per-key fields.
-/// Bytes of JSON written to the connection at a time by a prefix read.
-const LIST_CHUNK: usize = 64 * 1024;
 /// Largest `/v1/txn` body.
 const MAX_TXN_BODY: usize = 8 << 20;
 
-fn json_err(status: StatusCode, reason: impl Into<String>) -> ApiError {
+pub(super) fn json_err(status: StatusCode, reason: impl Into<String>) -> ApiError {
     ApiError::new(status, reason).json()
 }
 
@@ -56,11 +47,46 @@ pub(super) fn key_of(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
     percent_decode(raw, false).map_err(ApiError::json)
 }
 
-fn params(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
+/// How keys in the path and the query are written: UTF-8 text (percent-encoded), or base64
+/// with `?key_encoding=base64` (for keys that are not UTF-8).
+pub(super) fn key_decoder(
+    p: &HashMap<String, String>,
+) -> Result<impl Fn(&str) -> Result<Bytes, ApiError>, ApiError> {
+    let base64 = match p.get("key_encoding").map(String::as_str) {
+        None | Some("utf8") | Some("utf-8") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(json_err(
+                StatusCode::BAD_REQUEST,
+                format!("?key_encoding={other}: expected utf8 or base64"),
+            ))
+        }
+    };
+    Ok(move |text: &str| -> Result<Bytes, ApiError> {
+        if !base64 {
+            return Ok(Bytes::copy_from_slice(text.as_bytes()));
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(|e| json_err(StatusCode::BAD_REQUEST, format!("invalid base64 key: {e}")))
+    })
+}
+
+/// The key of the path after `prefix`, decoded per `?key_encoding`.
+pub(super) fn request_key(
+    uri: &Uri,
+    prefix: &str,
+    p: &HashMap<String, String>,
+) -> Result<Bytes, ApiError> {
+    key_decoder(p)?(&key_of(uri, prefix)?)
+}
+
+pub(super) fn params(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
     query_params(uri).map_err(ApiError::json)
 }
 
-fn consistency(p: &HashMap<String, String>) -> Result<Consistency, ApiError> {
+pub(super) fn consistency(p: &HashMap<String, String>) -> Result<Consistency, ApiError> {
     match p.get("consistency").map(String::as_str) {
         None | Some("linearizable") => Ok(Consistency::Linearizable),
         Some("serializable") => Ok(Consistency::Serializable),
@@ -72,7 +98,7 @@ fn consistency(p: &HashMap<String, String>) -> Result<Consistency, ApiError> {
 }
 
 /// True if values go out base64-encoded.
-fn base64_encoding(p: &HashMap<String, String>) -> Result<bool, ApiError> {
+pub(super) fn base64_encoding(p: &HashMap<String, String>) -> Result<bool, ApiError> {
     match p.get("encoding").map(String::as_str) {
         None | Some("utf8") | Some("utf-8") => Ok(false),
         Some("base64") => Ok(true),
@@ -85,7 +111,7 @@ fn base64_encoding(p: &HashMap<String, String>) -> Result<bool, ApiError> {
 
 /// A value for JSON: a UTF-8 string, or base64 when asked for (or when the value is binary,
 /// flagged with `"encoding": "base64"` on that item).
-fn encode_value(obj: &mut serde_json::Map<String, Value>, value: &[u8], base64: bool) {
+pub(super) fn encode_value(obj: &mut serde_json::Map<String, Value>, value: &[u8], base64: bool) {
     match (base64, std::str::from_utf8(value)) {
         (false, Ok(text)) => {
             obj.insert("value".into(), Value::String(text.to_string()));
@@ -145,7 +171,7 @@ fn key_not_found(revision: u64) -> ApiError {
     json_err(StatusCode::NOT_FOUND, "key not found").at_revision(revision)
 }
 
-fn with_revision(mut resp: Response, revision: u64) -> Response {
+pub(super) fn with_revision(mut resp: Response, revision: u64) -> Response {
     resp.headers_mut().insert(REVISION, header_value(revision));
     resp
 }
@@ -156,11 +182,11 @@ fn etag(mod_revision: u64) -> HeaderValue {
 }
 
 pub(crate) async fn get(State(s): State<RestState>, uri: Uri) -> Result<Response, ApiError> {
-    let key = key_of(&uri, "/v1/kv")?;
     let p = params(&uri)?;
+    let key = request_key(&uri, "/v1/kv", &p)?;
     let consistency = consistency(&p)?;
-    if flag(&p, "prefix")? {
-        return list(&s, key, &p, consistency).await;
+    if super::range::is_range(&p)? {
+        return super::range::list(&s, key, &p, consistency, key_decoder(&p)?).await;
     }
     if key.is_empty() {
         return Err(json_err(
@@ -169,7 +195,7 @@ pub(crate) async fn get(State(s): State<RestState>, uri: Uri) -> Result<Response
         ));
     }
     let req = GetRequest {
-        key: key.into(),
+        key,
         revision: revision_param(&p, "revision")?,
         consistency,
     };
@@ -188,71 +214,8 @@ pub(crate) async fn get(State(s): State<RestState>, uri: Uri) -> Result<Response
     Ok(with_revision(resp, read.revision))
 }
 
-async fn list(
-    s: &RestState,
-    prefix: String,
-    p: &HashMap<String, String>,
-    consistency: Consistency,
-) -> Result<Response, ApiError> {
-    let limit = match p.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|&l| (1..=MAX_LIMIT).contains(&l))
-            .ok_or_else(|| {
-                json_err(
-                    StatusCode::BAD_REQUEST,
-                    format!("?limit={l}: expected 1 to {MAX_LIMIT}"),
-                )
-            })?,
-    };
-    let base64 = base64_encoding(p)?;
-    let start_after = p.get("start_after").map(|a| Bytes::from(a.clone()));
-    let query = RangeQuery {
-        revision: revision_param(p, "revision")?,
-        limit,
-        ..RangeQuery::new(page_range(Bytes::from(prefix), start_after))
-    };
-    let req = RangeRequest { query, consistency };
-    let read = s.services.kv.range(req).await.map_err(v1)?;
-    let revision = read.revision;
-    let page = ListBody {
-        kvs: read.kvs.into_iter(),
-        more: read.more,
-        revision,
-        base64,
-        started: false,
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(page, |mut page| async move {
-        let chunk = page.next_chunk()?;
-        Some((Ok::<Bytes, Infallible>(chunk), page))
-    });
-    let mut resp = Body::from_stream(stream).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(with_revision(resp, revision))
-}
-
-/// The keys under `prefix` strictly after `start_after` (if it is in the prefix's range).
-fn page_range(prefix: Bytes, start_after: Option<Bytes>) -> KeyRange {
-    let Some(after) = start_after.filter(|a| *a >= prefix) else {
-        return KeyRange::Prefix(prefix);
-    };
-    // The first key after `after` is `after` followed by a zero byte.
-    let mut start = after.to_vec();
-    start.push(0);
-    match crate::kv::prefix_end(&prefix) {
-        end if end[..] == [0] => KeyRange::FromKey(start.into()),
-        end => KeyRange::Between(start.into(), end),
-    }
-}
-
 /// `?<name>=<revision>`: 0 (the current one) if absent.
-fn revision_param(p: &HashMap<String, String>, name: &str) -> Result<u64, ApiError> {
+pub(super) fn revision_param(p: &HashMap<String, String>, name: &str) -> Result<u64, ApiError> {
     match p.get(name) {
         None => Ok(0),
         Some(r) => r.parse::<u64>().map_err(|_| {
@@ -265,7 +228,7 @@ fn revision_param(p: &HashMap<String, String>, name: &str) -> Result<u64, ApiErr
 }
 
 /// A key for JSON: the UTF-8 string, or base64 (flagged by `key_encoding`) if it is not.
-fn key_text(key: &[u8]) -> (std::borrow::Cow<'_, str>, Option<&'static str>) {
+pub(super) fn key_text(key: &[u8]) -> (std::borrow::Cow<'_, str>, Option<&'static str>) {
     match std::str::from_utf8(key) {
         Ok(text) => (text.into(), None),
         Err(_) => (
@@ -275,98 +238,14 @@ fn key_text(key: &[u8]) -> (std::borrow::Cow<'_, str>, Option<&'static str>) {
     }
 }
 
-/// One listed key, as JSON. Fields in alphabetical order: the same bytes as the
-/// `serde_json::Map` this replaced, so the documented answers did not change.
-#[derive(serde::Serialize)]
-struct ListedKey<'a> {
-    create_revision: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    encoding: Option<&'static str>,
-    key: std::borrow::Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_encoding: Option<&'static str>,
-    #[serde(skip_serializing_if = "is_zero")]
-    lease: i64,
-    mod_revision: u64,
-    value: std::borrow::Cow<'a, str>,
-    version: u64,
-}
-
-fn is_zero(n: &i64) -> bool {
-    *n == 0
-}
-
-impl<'a> ListedKey<'a> {
-    fn new(e: &'a KeyValue, base64: bool) -> ListedKey<'a> {
-        let (value, encoding) = match (base64, std::str::from_utf8(&e.value)) {
-            (false, Ok(text)) => (std::borrow::Cow::Borrowed(text), None),
-            (force, _) => {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(&e.value);
-                (encoded.into(), (!force).then_some("base64"))
-            }
-        };
-        let (key, key_encoding) = key_text(&e.key);
-        ListedKey {
-            create_revision: e.create_revision,
-            encoding,
-            key,
-            key_encoding,
-            lease: e.lease,
-            mod_revision: e.mod_revision,
-            value,
-            version: e.version,
-        }
-    }
-}
-
-/// A prefix listing's JSON body, written in chunks of about [`LIST_CHUNK`] bytes as the
-/// connection takes them, instead of one document built in memory (a listing of 50 MiB
-/// of values built a 300 MiB `serde_json::Value` tree before).
-struct ListBody {
-    kvs: std::vec::IntoIter<KeyValue>,
-    more: bool,
-    revision: u64,
-    base64: bool,
-    started: bool,
-    done: bool,
-}
-
-impl ListBody {
-    /// The next chunk of the body; `None` after the last.
-    fn next_chunk(&mut self) -> Option<Bytes> {
-        if self.done {
-            return None;
-        }
-        let mut buf = Vec::with_capacity(LIST_CHUNK);
-        if !self.started {
-            buf.extend_from_slice(b"{\"kvs\":[");
-        }
-        for entry in self.kvs.by_ref() {
-            if std::mem::replace(&mut self.started, true) {
-                buf.push(b',');
-            }
-            // Serializing plain strings and numbers into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut buf, &ListedKey::new(&entry, self.base64));
-            if buf.len() >= LIST_CHUNK {
-                return Some(buf.into());
-            }
-        }
-        self.started = true;
-        self.done = true;
-        let tail = json!({ "more": self.more, "revision": self.revision }).to_string();
-        buf.extend_from_slice(b"],");
-        buf.extend_from_slice(tail.trim_start_matches('{').as_bytes());
-        Some(buf.into())
-    }
-}
-
 pub(crate) async fn put(
     State(s): State<RestState>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = key_of(&uri, "/v1/kv")?;
+    let p = params(&uri)?;
+    let key = request_key(&uri, "/v1/kv", &p)?;
     if key.is_empty() {
         return Err(json_err(
             StatusCode::BAD_REQUEST,
@@ -374,7 +253,7 @@ pub(crate) async fn put(
         ));
     }
     let condition = precondition(&headers)?;
-    let lease = match params(&uri)?.get("lease") {
+    let lease = match p.get("lease") {
         None => 0,
         Some(l) => l.parse::<i64>().ok().filter(|&l| l >= 0).ok_or_else(|| {
             json_err(
@@ -389,7 +268,7 @@ pub(crate) async fn put(
     let put = Put {
         condition,
         lease,
-        ..Put::new(key.into(), value)
+        ..Put::new(key, value)
     };
     let revision = s.services.kv.put(put).await.map_err(v1)?.revision;
     let mut resp = Json(json!({ "revision": revision })).into_response();
@@ -402,18 +281,23 @@ pub(crate) async fn delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = key_of(&uri, "/v1/kv")?;
     let p = params(&uri)?;
+    let key = request_key(&uri, "/v1/kv", &p)?;
     let condition = precondition(&headers)?;
-    if flag(&p, "prefix")? {
+    if super::range::is_range(&p)? {
         if condition.is_some() {
             return Err(json_err(
                 StatusCode::BAD_REQUEST,
-                "conditions apply to single keys, not to ?prefix=true",
+                "conditions apply to single keys, not to ranges",
             ));
         }
+        let range = match flag(&p, "prefix")? {
+            // A prefix stays a prefix (the log's short form for it).
+            true if !p.contains_key("start_after") => KeyRange::Prefix(key),
+            _ => super::range::key_range(key, &p, key_decoder(&p)?)?,
+        };
         let d = DeleteRange {
-            range: KeyRange::Prefix(key.into()),
+            range,
             prev_kv: false,
         };
         let done = s.services.kv.delete_range(d).await.map_err(v1)?;
@@ -426,10 +310,7 @@ pub(crate) async fn delete(
             "missing key: use /v1/kv/<key>, or ?prefix=true",
         ));
     }
-    let d = Delete {
-        key: key.into(),
-        condition,
-    };
+    let d = Delete { key, condition };
     let done = s.services.kv.delete(d).await.map_err(v1)?;
     if done.deleted == 0 {
         return Err(key_not_found(done.revision));
@@ -474,6 +355,9 @@ struct TxnWrite {
     key: String,
     #[serde(default)]
     value: Option<String>,
+    /// A put's lease (0 or absent: none).
+    #[serde(default)]
+    lease: i64,
 }
 
 pub(crate) async fn txn(
@@ -544,6 +428,8 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<Txn, ApiErro
                 v => return Err(bad(format!("compare value {v} is not a string"))),
             },
             "mod_revision" => CompareTarget::ModRevision(number(&c.value)?),
+            "create_revision" => CompareTarget::CreateRevision(number(&c.value)?),
+            "lease" => CompareTarget::Lease(number(&c.value)? as i64),
             "version" => CompareTarget::Version(number(&c.value)?),
             "exists" => CompareTarget::Exists(
                 c.value
@@ -552,7 +438,8 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<Txn, ApiErro
             ),
             other => {
                 return Err(bad(format!(
-                    "compare target {other:?}: expected value, mod_revision, version or exists"
+                    "compare target {other:?}: expected value, mod_revision, create_revision, \
+                     version, lease or exists"
                 )))
             }
         };
@@ -565,7 +452,10 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<Txn, ApiErro
     let writes = |list: Vec<TxnWrite>| -> Result<Vec<TxnOp>, ApiError> {
         list.into_iter()
             .map(|w| match (w.op.as_str(), w.value) {
-                ("put", Some(v)) => Ok(TxnOp::Put(Put::new(w.key.into(), decode(&v)?))),
+                ("put", Some(v)) => Ok(TxnOp::Put(Put {
+                    lease: w.lease,
+                    ..Put::new(w.key.into(), decode(&v)?)
+                })),
                 ("put", None) => Err(bad(format!("put of {:?} needs a value", w.key))),
                 ("delete", None) => Ok(TxnOp::Delete(DeleteRange {
                     range: KeyRange::Key(w.key.into()),
@@ -581,76 +471,4 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<Txn, ApiErro
         success: writes(req.success)?,
         failure: writes(req.failure)?,
     })
-}
-
-/// One change as a Server-Sent Event: `put` or `delete`, its revision as the event id.
-fn render_event(e: &Event, base64: bool) -> SseEvent {
-    let kind = if e.deleted { "delete" } else { "put" };
-    let mut obj = serde_json::Map::new();
-    obj.insert("type".into(), Value::String(kind.into()));
-    let (key, key_encoding) = key_text(&e.kv.key);
-    obj.insert("key".into(), Value::String(key.into_owned()));
-    if let Some(enc) = key_encoding {
-        obj.insert("key_encoding".into(), Value::String(enc.into()));
-    }
-    if !e.deleted {
-        encode_value(&mut obj, &e.kv.value, base64);
-    }
-    obj.insert("revision".into(), e.revision().into());
-    SseEvent::default()
-        .event(kind)
-        .id(e.revision().to_string())
-        .data(Value::Object(obj).to_string())
-}
-
-/// The last event of a watcher that fell too far behind.
-fn render_cut_off(resume_from_revision: u64) -> SseEvent {
-    let data = json!({
-        "error": "this watcher fell too far behind and was cut off",
-        "resume_from_revision": resume_from_revision,
-    });
-    SseEvent::default().event("error").data(data.to_string())
-}
-
-pub(crate) async fn watch(State(s): State<RestState>, uri: Uri) -> Result<Response, ApiError> {
-    let key = key_of(&uri, "/v1/watch")?;
-    let p = params(&uri)?;
-    let prefix = flag(&p, "prefix")?;
-    if key.is_empty() && !prefix {
-        return Err(json_err(
-            StatusCode::BAD_REQUEST,
-            "missing key: use /v1/watch/<key>, or ?prefix=true",
-        ));
-    }
-    let base64 = base64_encoding(&p)?;
-    let from_revision = match p.get("from_revision") {
-        None => 0,
-        Some(r) => r.parse::<u64>().map_err(|_| {
-            json_err(
-                StatusCode::BAD_REQUEST,
-                format!("?from_revision={r}: expected a revision number"),
-            )
-        })?,
-    };
-    let range = match prefix {
-        true => KeyRange::Prefix(key.into()),
-        false => KeyRange::Key(key.into()),
-    };
-    let req = WatchRequest {
-        range,
-        from_revision,
-    };
-    let watcher = s.services.watch.watch(req).map_err(v1)?;
-    let stream = futures_util::stream::unfold(watcher, move |mut w| async move {
-        let ev = match w.next(|e| render_event(e, base64)).await? {
-            WatchItem::Event(ev) => ev,
-            WatchItem::CutOff {
-                resume_from_revision,
-            } => render_cut_off(resume_from_revision),
-        };
-        Some((Ok::<SseEvent, Infallible>(ev), w))
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
 }

@@ -21,8 +21,10 @@ mod members;
 mod ops;
 #[cfg(test)]
 mod proptests;
+mod range;
 mod root;
 pub mod serve;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,8 +92,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/lease/{id}/keep-alive", post(lease::keep_alive))
         .route("/v1/compact", post(lease::compact))
         .route("/v1/alarms", get(lease::alarms).delete(lease::disarm))
-        .route("/v1/watch/{*key}", get(kv::watch))
-        .route("/v1/watch/", get(kv::watch))
+        .route("/v1/watch/{*key}", get(watch::watch))
+        .route("/v1/watch/", get(watch::watch))
         .fallback(root::handle)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record))

@@ -43,7 +43,7 @@ pub use members::{
 };
 pub use node::{Consistency, MemberInfo, NodeStatus};
 pub use status::{Health, StatusResponse, StatusService};
-pub use watch::{WatchItem, WatchRequest, WatchService, Watcher, WATCH_YIELD_BYTES};
+pub use watch::{Position, WatchItem, WatchRequest, WatchService, Watcher, WATCH_YIELD_BYTES};
 
 use coordinate_raft::NodeHandle;
 
@@ -79,8 +79,8 @@ impl Services {
             kv: KvService::new(raft.clone(), shared.quota.clone(), shared.member),
             lease: LeaseService::new(raft.clone(), shared.lessor.clone(), shared.member),
             members: MembersService::new(raft.clone()),
-            status: StatusService::new(raft),
-            watch: WatchService::new(shared.hub),
+            status: StatusService::new(raft.clone()),
+            watch: WatchService::new(shared.hub, raft),
         }
     }
 }

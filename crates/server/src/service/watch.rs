@@ -1,11 +1,25 @@
-//! [`WatchService`]: a stream of changes to one key or to every key under a prefix, from a
-//! revision still in the history (or from now), served from [`WatchHub`]'s shared history.
+//! [`WatchService`]: a stream of changes to the keys of a range, from any revision the store
+//! still holds (or from now).
 //!
-//! A [`Watcher`] yields whole revisions in order. A front-end renders each event through the
-//! closure it passes to [`Watcher::next`]; the watcher does every wait (tokio's budget, a
-//! yield every [`WATCH_YIELD_BYTES`], a catch-up turn) before rendering, never between
-//! rendering and sending, and holds the catch-up turn while the event is rendered. A watcher
-//! that falls behind the history is cut off with the revision to resume from.
+//! Two sources feed a [`Watcher`], and it moves between them without a gap or a repeat:
+//! - the **recent tail** ([`WatchHub`]), which every live watcher reads through a cursor, and
+//! - the store's **history** (the MVCC revisions since the compaction point), read a page at
+//!   a time through the raft loop (`Query::Changes`, this node's applied state) when the
+//!   watch starts before the tail, or falls behind it, or after a snapshot replaced the state.
+//!
+//! A history page holds whole revisions, and ends with the first revision it does not hold;
+//! the watcher switches to the tail as soon as the tail holds that revision. Only a start
+//! before the compaction point is refused (up front), and a watcher that falls behind the
+//! compaction point while reading is ended with [`WatchItem::Compacted`].
+//!
+//! Within one revision (a transaction), events come in key order, from either source, so
+//! an event's position — its revision and its index within the revision — names it the same
+//! way on every node and every reconnect: that is what SSE ids are made of (`api::kv`), and
+//! [`WatchRequest::skip`] resumes after a partly delivered revision.
+//!
+//! A front-end renders each event through the closure it passes to [`Watcher::next`]; the
+//! watcher does every wait (tokio's budget, a yield every [`WATCH_YIELD_BYTES`], a catch-up
+//! turn) before rendering, never between rendering and sending.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,15 +28,20 @@ use crate::kv::{Event, KeyRange};
 use crate::watch::{FetchError, WatchError, WatchHub, WatcherSlot};
 
 use super::error::{Rejection, ServiceError, Unavailable};
+use super::kv::unexpected_read;
+use super::node::{Consistency, Query, Raft, ReadResult};
 
 /// Bytes of events a watcher renders before it yields to the other tasks (the raft loop runs
 /// on the same threads): watchers catching up must not starve it.
 pub const WATCH_YIELD_BYTES: usize = 64 * 1024;
+/// Log entries of the store's history a watcher reads per page.
+pub const HISTORY_PAGE: usize = 512;
 
 /// Starts watches on the node's change history.
 #[derive(Clone)]
 pub struct WatchService {
     hub: Arc<WatchHub>,
+    raft: Raft,
 }
 
 /// Watch the keys of `range` from `from_revision` (0: only future changes).
@@ -30,6 +49,34 @@ pub struct WatchService {
 pub struct WatchRequest {
     pub range: KeyRange,
     pub from_revision: u64,
+    /// Events of `from_revision` to leave out, in the watch's order (a reconnect after a
+    /// partly delivered revision).
+    pub skip: usize,
+    /// Leave out puts / deletes (etcd's `NOPUT` / `NODELETE` filters).
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+impl WatchRequest {
+    /// Every change to `range` from `from_revision` on.
+    pub fn new(range: KeyRange, from_revision: u64) -> WatchRequest {
+        WatchRequest {
+            range,
+            from_revision,
+            skip: 0,
+            no_put: false,
+            no_delete: false,
+        }
+    }
+}
+
+/// Where an event stands in its revision, as the watch reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Events of the same revision reported before it, by this watch.
+    pub index: usize,
+    /// No other event of its revision follows it in this watch.
+    pub last: bool,
 }
 
 /// What a watcher yields.
@@ -37,64 +84,99 @@ pub struct WatchRequest {
 pub enum WatchItem<T> {
     /// One change, as the front-end rendered it.
     Event(T),
-    /// The watcher fell too far behind and is cut off (the stream ends after this); every
-    /// revision before `resume_from_revision` was yielded.
-    CutOff { resume_from_revision: u64 },
+    /// The watcher fell behind the compaction point (the stream ends after this): every
+    /// revision before `next_revision` was yielded, and the oldest one still held is
+    /// `compact_revision`.
+    Compacted {
+        next_revision: u64,
+        compact_revision: u64,
+    },
+}
+
+/// Where the watcher reads next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The recent tail, at this cursor.
+    Tail(u64),
+    /// The store's history, from this revision.
+    History(u64),
 }
 
 impl WatchService {
-    pub(super) fn new(hub: Arc<WatchHub>) -> WatchService {
-        WatchService { hub }
+    pub(super) fn new(hub: Arc<WatchHub>, raft: Raft) -> WatchService {
+        WatchService { hub, raft }
     }
 
     /// Starts a watch: refused if its start is compacted away, if `--max-watchers` watches
     /// are open, or if the node is shutting down.
-    pub fn watch(&self, req: WatchRequest) -> Result<Watcher, ServiceError> {
-        let sub = self.hub.subscribe(req.from_revision).map_err(|e| match e {
-            WatchError::Compacted { oldest } => ServiceError::from(Rejection::Compacted {
-                requested: req.from_revision,
-                oldest,
-            }),
-            WatchError::TooMany { limit } => Unavailable::TooManyWatchers { limit }.into(),
-            WatchError::Closed => Unavailable::WatchHubClosed.into(),
+    pub async fn watch(&self, req: WatchRequest) -> Result<Watcher, ServiceError> {
+        // Every watch holds a slot and the wake-up signal of the tail.
+        let sub = self.hub.subscribe(0).map_err(|e| match e {
+            WatchError::TooMany { limit } => {
+                ServiceError::from(Unavailable::TooManyWatchers { limit })
+            }
+            WatchError::Closed | WatchError::Compacted { .. } => Unavailable::WatchHubClosed.into(),
         })?;
-        Ok(Watcher {
+        let start = match req.from_revision {
+            0 => sub.start,
+            from => from,
+        };
+        let source = match self.hub.cursor_at(start) {
+            Ok(cursor) => Source::Tail(cursor),
+            Err(FetchError::Closed) => return Err(Unavailable::WatchHubClosed.into()),
+            Err(FetchError::Behind) => Source::History(start),
+        };
+        let mut watcher = Watcher {
             hub: self.hub.clone(),
-            range: req.range,
-            start: sub.start,
+            raft: self.raft.clone(),
+            req,
+            start,
+            source,
             pending: VecDeque::new(),
             caught_up: true,
-            batch_end: sub.start,
-            cursor: sub.cursor,
+            batch_end: start,
+            next: start,
+            index: (0, 0),
             wake: sub.wake,
-            next: sub.start,
             since_yield: 0,
             done: false,
             _slot: sub.slot,
-        })
+        };
+        if let Source::History(from) = source {
+            // The first page now: a start before the compaction point is refused up front.
+            if let Err(compact_revision) = watcher.read_history(from).await? {
+                return Err(Rejection::Compacted {
+                    requested: from,
+                    oldest: compact_revision,
+                }
+                .into());
+            }
+        }
+        Ok(watcher)
     }
 }
 
 /// One open watch; counts against `--max-watchers` until dropped.
 pub struct Watcher {
     hub: Arc<WatchHub>,
-    range: KeyRange,
+    raft: Raft,
+    req: WatchRequest,
     /// The first revision to report: earlier events are skipped.
     start: u64,
-    /// Events of the last batch not yet yielded, rendered one at a time as the client takes
-    /// them: a watcher whose client stopped reading holds no rendered event but the one its
-    /// connection is writing (the events themselves are shared with the history).
+    source: Source,
+    /// Events of the last batch not yet yielded (whole revisions, filtered, in key order
+    /// within each), rendered one at a time as the client takes them.
     pending: VecDeque<Arc<Event>>,
-    /// Whether the last batch reached the end of the history (else it is catch-up work).
+    /// Whether the last batch reached the end of the tail (else it is catch-up work).
     caught_up: bool,
     /// The revision after the last batch: every revision before it is yielded once `pending`
     /// is empty.
     batch_end: u64,
-    /// Where the next fetch from the history starts.
-    cursor: u64,
-    wake: tokio::sync::watch::Receiver<u64>,
-    /// Where to resume if the stream is cut: every revision before it was fully yielded.
+    /// Every revision before it was fully yielded.
     next: u64,
+    /// The revision of the last event yielded and how many of its events were.
+    index: (u64, usize),
+    wake: tokio::sync::watch::Receiver<u64>,
     /// Bytes rendered since this watcher last yielded.
     since_yield: usize,
     done: bool,
@@ -103,8 +185,11 @@ pub struct Watcher {
 
 impl Watcher {
     /// The next change, rendered by `render`; `None` once the stream ends (the node is
-    /// shutting down, or after a cut-off).
-    pub async fn next<T>(&mut self, mut render: impl FnMut(&Event) -> T) -> Option<WatchItem<T>> {
+    /// shutting down, or after [`WatchItem::Compacted`]).
+    pub async fn next<T>(
+        &mut self,
+        mut render: impl FnMut(&Event, Position) -> T,
+    ) -> Option<WatchItem<T>> {
         loop {
             if self.done {
                 return None;
@@ -114,39 +199,121 @@ impl Watcher {
             }
             // Batches hold whole revisions: all of the last one is yielded.
             self.next = self.next.max(self.batch_end);
-            // Mark the signal seen before looking, so a publish after the look wakes us.
-            self.wake.borrow_and_update();
-            let batch = match self.hub.fetch(self.cursor) {
-                Ok(batch) => batch,
-                Err(FetchError::Behind) => {
-                    self.done = true;
-                    return Some(WatchItem::CutOff {
-                        resume_from_revision: self.next,
-                    });
+            match self.source {
+                Source::History(from) => match self.read_history(from).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(compact_revision)) => {
+                        self.done = true;
+                        return Some(WatchItem::Compacted {
+                            next_revision: self.next,
+                            compact_revision,
+                        });
+                    }
+                    Err(e) => {
+                        // This node cannot read its own state: end the stream (a client
+                        // resumes elsewhere from the last revision it got).
+                        tracing::warn!(error = %e, "watch: the history is unreadable");
+                        return None;
+                    }
+                },
+                Source::Tail(cursor) => {
+                    if !self.read_tail(cursor).await {
+                        return None;
+                    }
                 }
-                Err(FetchError::Closed) => return None,
-            };
-            if batch.events.is_empty() {
-                if self.wake.changed().await.is_err() {
-                    return None;
-                }
-                continue;
             }
-            if let Some(last) = batch.events.last() {
-                self.batch_end = last.revision() + 1;
-            }
-            self.caught_up = batch.caught_up;
-            let (start, range) = (self.start, &self.range);
-            let wanted = batch.events.into_iter().filter(|e| wanted(e, start, range));
-            self.pending = wanted.collect();
-            self.cursor = batch.cursor;
         }
+    }
+
+    /// Reads the next batch of the tail into `pending`, waiting for one if there is none;
+    /// false once the tail is closed. A watcher behind the tail goes to the history.
+    async fn read_tail(&mut self, cursor: u64) -> bool {
+        // Mark the signal seen before looking, so a publish after the look wakes us.
+        self.wake.borrow_and_update();
+        let batch = match self.hub.fetch(cursor) {
+            Ok(batch) => batch,
+            Err(FetchError::Behind) => {
+                self.source = Source::History(self.next);
+                return true;
+            }
+            Err(FetchError::Closed) => return false,
+        };
+        if batch.events.is_empty() {
+            return self.wake.changed().await.is_ok();
+        }
+        if let Some(last) = batch.events.last() {
+            self.batch_end = last.revision() + 1;
+        }
+        self.caught_up = batch.caught_up;
+        self.source = Source::Tail(batch.cursor);
+        self.take(batch.events);
+        true
+    }
+
+    /// Reads a page of the store's history from `from` into `pending`, then goes to the tail
+    /// if it holds what follows. `Ok(Err(compact revision))` if `from` is compacted.
+    async fn read_history(&mut self, from: u64) -> Result<Result<(), u64>, ServiceError> {
+        let query = Query::Changes {
+            from,
+            budget: HISTORY_PAGE,
+        };
+        let read = self.raft.read(query, Consistency::Serializable).await?;
+        let (events, next) = match read {
+            ReadResult::Changes(Ok(page)) => page,
+            ReadResult::Changes(Err(crate::kv::Refusal::Compacted { compact_revision })) => {
+                return Ok(Err(compact_revision))
+            }
+            other => return Err(unexpected_read("a history read", other)),
+        };
+        self.batch_end = next;
+        self.caught_up = false;
+        self.source = match self.hub.cursor_at(next) {
+            Ok(cursor) => Source::Tail(cursor),
+            Err(_) => Source::History(next),
+        };
+        self.take(events.into_iter().map(Arc::new).collect());
+        Ok(Ok(()))
+    }
+
+    /// Keeps the events of a batch this watch reports, in key order within each revision.
+    fn take(&mut self, mut events: Vec<Arc<Event>>) {
+        events.retain(|e| self.wanted(e));
+        events.sort_by(|a, b| (a.revision(), &a.kv.key).cmp(&(b.revision(), &b.kv.key)));
+        let mut events: VecDeque<_> = events.into();
+        // A resumed watch leaves out the events of its first revision it already got.
+        while self.req.skip > 0 && events.front().is_some_and(|e| e.revision() == self.start) {
+            events.pop_front();
+            self.req.skip -= 1;
+            self.count(self.start);
+        }
+        self.pending = events;
+    }
+
+    /// Counts one more event of `revision` as yielded; returns its index within it.
+    fn count(&mut self, revision: u64) -> usize {
+        let index = match self.index {
+            (r, n) if r == revision => n,
+            _ => 0,
+        };
+        self.index = (revision, index + 1);
+        index
+    }
+
+    /// Whether this watch reports `e`.
+    fn wanted(&self, e: &Event) -> bool {
+        e.revision() >= self.start
+            && self.req.range.contains(&e.kv.key)
+            && !(e.deleted && self.req.no_delete)
+            && !(!e.deleted && self.req.no_put)
     }
 
     /// Renders the next pending event, letting other tasks run now and then: every event
     /// counts against tokio's budget, every [`WATCH_YIELD_BYTES`] rendered yield outright, and
     /// catch-up work waits for one of the hub's turns. Every wait comes before rendering.
-    async fn render_next<T>(&mut self, render: &mut impl FnMut(&Event) -> T) -> Option<T> {
+    async fn render_next<T>(
+        &mut self,
+        render: &mut impl FnMut(&Event, Position) -> T,
+    ) -> Option<T> {
         let e = self.pending.pop_front()?;
         tokio::task::consume_budget().await;
         if self.since_yield >= WATCH_YIELD_BYTES {
@@ -159,112 +326,11 @@ impl Watcher {
             false => hub.catch_up_turn().await,
         };
         self.since_yield += e.kv.key.len() + e.kv.value.len();
-        Some(render(&e))
-    }
-}
-
-/// Whether a watch of `range` from revision `start` reports `e`.
-fn wanted(e: &Event, start: u64, range: &KeyRange) -> bool {
-    e.revision() >= start && range.contains(&e.kv.key)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(revision: u64, key: &str) -> Event {
-        Event {
-            kv: crate::kv::KeyValue {
-                key: bytes::Bytes::copy_from_slice(key.as_bytes()),
-                mod_revision: revision,
-                ..Default::default()
-            },
-            deleted: true,
-            prev: None,
-        }
-    }
-
-    fn key(k: &str) -> KeyRange {
-        KeyRange::Key(bytes::Bytes::copy_from_slice(k.as_bytes()))
-    }
-
-    fn prefix(k: &str) -> KeyRange {
-        KeyRange::Prefix(bytes::Bytes::copy_from_slice(k.as_bytes()))
-    }
-
-    #[test]
-    fn a_watch_reports_its_key_or_prefix_from_its_start() {
-        assert!(wanted(&event(5, "a"), 5, &key("a")));
-        assert!(!wanted(&event(4, "a"), 5, &key("a")));
-        assert!(!wanted(&event(5, "ab"), 5, &key("a")));
-        assert!(wanted(&event(5, "ab"), 5, &prefix("a")));
-        assert!(wanted(&event(5, "anything"), 1, &prefix("")));
-        assert!(!wanted(&event(5, "b"), 1, &prefix("a")));
-    }
-
-    fn hub(window: usize) -> Arc<WatchHub> {
-        let limits = crate::watch::WatchLimits {
-            window,
-            window_bytes: 1 << 20,
-            max_watchers: 1,
-        };
-        Arc::new(WatchHub::new(limits, 0))
-    }
-
-    #[tokio::test]
-    async fn watches_are_refused_by_kind() {
-        let hub = hub(2);
-        let service = WatchService::new(hub.clone());
-        let req = |from_revision| WatchRequest {
-            range: key("k"),
-            from_revision,
-        };
-        hub.publish(vec![event(1, "k"), event(2, "k"), event(3, "k")]);
-        let e = service.watch(req(1)).err();
-        assert!(
-            matches!(
-                e,
-                Some(ServiceError::Rejected(Rejection::Compacted {
-                    requested: 1,
-                    oldest: 2
-                }))
-            ),
-            "{e:?}"
-        );
-        let first = service.watch(req(2));
-        assert!(first.is_ok());
-        let e = service.watch(req(2)).err();
-        assert!(matches!(
-            e,
-            Some(ServiceError::Unavailable(Unavailable::TooManyWatchers {
-                limit: 1
-            }))
-        ));
-        drop(first);
-        hub.close();
-        let e = service.watch(req(0)).err();
-        assert!(matches!(
-            e,
-            Some(ServiceError::Unavailable(Unavailable::WatchHubClosed))
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_watcher_yields_its_events_and_ends_with_the_hub() {
-        let hub = hub(10);
-        let service = WatchService::new(hub.clone());
-        hub.publish(vec![event(1, "k"), event(1, "x")]);
-        hub.publish(vec![event(2, "k")]);
-        let req = WatchRequest {
-            range: key("k"),
-            from_revision: 1,
-        };
-        let Ok(mut w) = service.watch(req) else {
-            panic!("watch refused")
-        };
-        assert_eq!(w.next(|e| e.revision()).await, Some(WatchItem::Event(1)));
-        assert_eq!(w.next(|e| e.revision()).await, Some(WatchItem::Event(2)));
-        hub.close();
-        assert_eq!(w.next(|e| e.revision()).await, None);
+        let index = self.count(e.revision());
+        let last = self
+            .pending
+            .front()
+            .is_none_or(|n| n.revision() != e.revision());
+        Some(render(&e, Position { index, last }))
     }
 }
