@@ -46,8 +46,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::command::{
-    Alarm, AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange, Precondition,
-    Put, Txn, TxnOp,
+    Alarm, AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange,
+    Precondition, Put, Txn, TxnOp,
 };
 use super::range::{KeyRange, RangeQuery, SortOrder, SortTarget};
 use crate::error::{Error, Result};
@@ -86,8 +86,20 @@ impl Kind {
     fn of(version: u8, kind: u8) -> Option<Kind> {
         use Kind::*;
         let all = [
-            Put, Delete, DeletePrefix, Txn, PutV2, DeleteV2, DeleteRange, TxnV2, Compact,
-            LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseExpire, Alarm,
+            Put,
+            Delete,
+            DeletePrefix,
+            Txn,
+            PutV2,
+            DeleteV2,
+            DeleteRange,
+            TxnV2,
+            Compact,
+            LeaseGrant,
+            LeaseRevoke,
+            LeaseKeepAlive,
+            LeaseExpire,
+            Alarm,
         ];
         match version {
             1 => all.into_iter().find(|k| *k as u8 == kind),
@@ -249,8 +261,8 @@ fn short_form(cmd: &Command) -> Option<Kind> {
                 }) => utf8(k),
                 _ => false,
             };
-            let short = txn.compares.iter().all(compare)
-                && txn.success.iter().chain(&txn.failure).all(op);
+            let short =
+                txn.compares.iter().all(compare) && txn.success.iter().chain(&txn.failure).all(op);
             short.then_some(Kind::Txn)
         }
         _ => None,
@@ -741,8 +753,6 @@ pub(super) fn put_bytes(b: &mut BytesMut, v: &[u8]) {
     b.put_u32_le(v.len() as u32);
     b.put_slice(v);
 }
-
-
 
 pub(super) fn take_u8(data: &mut Bytes) -> Option<u8> {
     data.has_remaining().then(|| data.get_u8())

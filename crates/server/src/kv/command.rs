@@ -271,18 +271,34 @@ pub enum Outcome {
     },
     Txn(TxnOutcome),
     /// The store now keeps revisions from `revision` on.
-    Compacted { revision: u64 },
-    LeaseGranted { id: LeaseId, ttl: i64 },
+    Compacted {
+        revision: u64,
+    },
+    LeaseGranted {
+        id: LeaseId,
+        ttl: i64,
+    },
     /// A lease is gone (revoked, or expired); its `deleted` keys went in `revision`.
-    LeaseRevoked { revision: u64, deleted: u64 },
+    LeaseRevoked {
+        revision: u64,
+        deleted: u64,
+    },
     /// A keep-alive restarted the lease's TTL of `ttl` seconds.
-    LeaseRenewed { id: LeaseId, ttl: i64 },
+    LeaseRenewed {
+        id: LeaseId,
+        ttl: i64,
+    },
     /// An expiry was void: the lease was renewed after the leader decided.
-    LeaseStillAlive { id: LeaseId },
+    LeaseStillAlive {
+        id: LeaseId,
+    },
     /// The alarms raised after an alarm command.
     Alarms(Vec<Alarm>),
     /// A precondition did not hold; nothing changed. `current` is the key's `mod_revision`
     /// (0 if absent), `revision` the store's.
-    PreconditionFailed { current: u64, revision: u64 },
+    PreconditionFailed {
+        current: u64,
+        revision: u64,
+    },
     Refused(Refusal),
 }

@@ -74,7 +74,6 @@
 //!   catches up once upgraded). There is no cluster-version negotiation yet (etcd gates new
 //!   formats on its cluster version, the lowest version among members).
 
-
 mod apply;
 mod codec;
 mod command;

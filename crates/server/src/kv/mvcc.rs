@@ -70,6 +70,9 @@ pub(super) struct History {
     live_bytes: u64,
     /// Bytes of every kept version (the quota's measure).
     total_bytes: u64,
+    /// Log entries at the compaction point whose keys the physical step has visited (their
+    /// entries stay: a watch from the point reads them).
+    visited_at_point: usize,
 }
 
 impl History {
@@ -113,6 +116,15 @@ impl History {
             .map(|v| v.to_kv(k))
     }
 
+    /// True if `key` has a version (a write or a deletion) in the current revision: a
+    /// transaction writing it again replaces that version.
+    pub fn written_now(&self, key: &[u8]) -> bool {
+        self.keys
+            .get(key)
+            .and_then(|v| v.last())
+            .is_some_and(|v| v.mod_revision == self.revision)
+    }
+
     /// The key as it was at `revision`.
     fn at(key: &Bytes, versions: &[Version], revision: u64) -> Option<KeyValue> {
         let n = versions.partition_point(|v| v.mod_revision <= revision);
@@ -144,19 +156,20 @@ impl History {
             return Box::new(std::iter::empty());
         }
         let (lo, hi) = range.bounds();
-        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (lo.as_ref().map(|b| &b[..]), hi.as_ref().map(|b| &b[..]));
+        let bounds: (Bound<&[u8]>, Bound<&[u8]>) =
+            (lo.as_ref().map(|b| &b[..]), hi.as_ref().map(|b| &b[..]));
         let current = revision == self.revision;
-        let iter = self
-            .keys
-            .range::<[u8], _>(bounds)
-            .filter_map(move |(k, versions)| match current {
-                // The common case: the newest version, no search.
-                true => versions
-                    .last()
-                    .filter(|v| !v.is_tombstone())
-                    .map(|v| v.to_kv(k)),
-                false => History::at(k, versions, revision),
-            });
+        let iter =
+            self.keys
+                .range::<[u8], _>(bounds)
+                .filter_map(move |(k, versions)| match current {
+                    // The common case: the newest version, no search.
+                    true => versions
+                        .last()
+                        .filter(|v| !v.is_tombstone())
+                        .map(|v| v.to_kv(k)),
+                    false => History::at(k, versions, revision),
+                });
         Box::new(iter)
     }
 
@@ -167,7 +180,10 @@ impl History {
         let mut bytes = 0usize;
         let mut more = false;
         let sorted = !query.in_key_order();
-        for kv in self.scan(&query.range, revision).filter(|kv| query.admits(kv)) {
+        for kv in self
+            .scan(&query.range, revision)
+            .filter(|kv| query.admits(kv))
+        {
             count += 1;
             if query.count_only {
                 continue;
@@ -264,7 +280,13 @@ impl History {
             lease: 0,
             value: Bytes::new(),
         };
-        append(&mut self.total_bytes, &mut self.log, &key, versions, tombstone);
+        append(
+            &mut self.total_bytes,
+            &mut self.log,
+            &key,
+            versions,
+            tombstone,
+        );
         Some(prev)
     }
 
@@ -273,23 +295,38 @@ impl History {
     pub fn compact(&mut self, revision: u64) {
         debug_assert!(revision > self.compact_revision && revision <= self.revision);
         self.compact_revision = revision;
+        self.visited_at_point = 0;
     }
 
     /// True while versions before the compaction point are still held.
     pub fn compaction_pending(&self) -> bool {
-        self.log.front().is_some_and(|(r, _)| *r < self.compact_revision)
+        let at = self.compact_revision;
+        self.log.front().is_some_and(|(r, _)| *r < at)
+            || self
+                .log
+                .get(self.visited_at_point)
+                .is_some_and(|(r, _)| *r == at)
     }
 
-    /// The physical compaction, for up to `budget` log entries before the compaction point.
+    /// The physical compaction, for up to `budget` log entries before the compaction point,
+    /// then the keys written at it. A key whose newest version at or before the previous
+    /// compaction point survived it has no log entry before the new point; if its next
+    /// version is at the new point, only that entry leads here to drop the survivor.
     pub fn compact_step(&mut self, budget: usize) {
         let at = self.compact_revision;
         for _ in 0..budget {
-            match self.log.front() {
-                Some((r, _)) if *r < at => {}
-                _ => return,
-            }
-            let Some((_, key)) = self.log.pop_front() else {
-                return;
+            let key = match self.log.front() {
+                Some((r, _)) if *r < at => match self.log.pop_front() {
+                    Some((_, key)) => key,
+                    None => return,
+                },
+                _ => match self.log.get(self.visited_at_point) {
+                    Some((r, key)) if *r == at => {
+                        self.visited_at_point += 1;
+                        key.clone()
+                    }
+                    _ => return,
+                },
             };
             self.compact_key(&key, at);
         }
@@ -300,15 +337,7 @@ impl History {
         let Some(versions) = self.keys.get_mut(&key[..]) else {
             return;
         };
-        // The newest version at or before `at` stays; older ones go.
-        let newest = versions.partition_point(|v| v.mod_revision <= at);
-        let mut drop = newest.saturating_sub(1);
-        if let Some(v) = versions.get(drop) {
-            if v.is_tombstone() && v.mod_revision < at {
-                drop += 1;
-            }
-        }
-        for v in versions.drain(..drop) {
+        for v in versions.drain(..first_kept(versions, at)) {
             self.total_bytes -= version_bytes(key, &v);
         }
         if versions.is_empty() {
@@ -373,9 +402,10 @@ impl History {
     }
 
     /// Rebuilds a history from versions read back from a snapshot (each key's in revision
-    /// order; `compact_revision` and `revision` as the snapshot says).
+    /// order; `compact_revision` and `revision` as the snapshot says), physically compacted:
+    /// the same history as the one snapshotted once its compaction finished.
     pub fn restore(
-        keys: BTreeMap<Bytes, Vec<Version>>,
+        mut keys: BTreeMap<Bytes, Vec<Version>>,
         revision: u64,
         compact_revision: u64,
     ) -> History {
@@ -384,11 +414,18 @@ impl History {
             compact_revision,
             ..History::default()
         };
+        keys.retain(|_, versions| {
+            versions.drain(..first_kept(versions, compact_revision));
+            !versions.is_empty()
+        });
         let mut log = Vec::new();
         for (k, versions) in &keys {
             for v in versions {
                 h.total_bytes += version_bytes(k, v);
-                log.push((v.mod_revision, k.clone()));
+                // Survivors of a compaction have no entry (see compact_step).
+                if v.mod_revision >= compact_revision {
+                    log.push((v.mod_revision, k.clone()));
+                }
             }
             if let Some(v) = versions.last().filter(|v| !v.is_tombstone()) {
                 h.live_keys += 1;
@@ -398,6 +435,10 @@ impl History {
         // Within one revision (a transaction), key order: the order the writes were made in
         // is not in the snapshot.
         log.sort();
+        h.visited_at_point = log
+            .iter()
+            .take_while(|(r, _)| *r == compact_revision)
+            .count();
         h.log = log.into();
         h.keys = keys;
         h
@@ -408,6 +449,18 @@ impl History {
         self.keys
             .iter()
             .filter_map(|(k, v)| v.last().filter(|v| !v.is_tombstone()).map(|v| (k, v)))
+    }
+}
+
+/// How many of a key's oldest versions a compaction at `at` drops: every one older than the
+/// newest at or before `at`, and that one too if it is a deletion before `at` (the key is
+/// absent from `at` on; a deletion *at* `at` stays, so a watch from `at` sees it).
+fn first_kept(versions: &[Version], at: u64) -> usize {
+    let newest = versions.partition_point(|v| v.mod_revision <= at);
+    match newest.checked_sub(1).map(|i| (i, &versions[i])) {
+        Some((i, v)) if v.is_tombstone() && v.mod_revision < at => i + 1,
+        Some((i, _)) => i,
+        None => 0,
     }
 }
 

@@ -165,12 +165,15 @@ impl RangeQuery {
     /// Whether `kv` passes the revision filters.
     pub(super) fn admits(&self, kv: &KeyValue) -> bool {
         let within = |v: u64, min: u64, max: u64| v >= min && (max == 0 || v <= max);
-        within(kv.mod_revision, self.min_mod_revision, self.max_mod_revision)
-            && within(
-                kv.create_revision,
-                self.min_create_revision,
-                self.max_create_revision,
-            )
+        within(
+            kv.mod_revision,
+            self.min_mod_revision,
+            self.max_mod_revision,
+        ) && within(
+            kv.create_revision,
+            self.min_create_revision,
+            self.max_create_revision,
+        )
     }
 
     /// True if the answer comes in plain ascending key order (no sort needed).
@@ -240,7 +243,10 @@ mod tests {
             assert_eq!(KeyRange::from_etcd(k, e), r);
         }
         let (k, e) = KeyRange::Prefix(b(b"ab")).to_etcd();
-        assert_eq!(KeyRange::from_etcd(k, e), KeyRange::Between(b(b"ab"), b(b"ac")));
+        assert_eq!(
+            KeyRange::from_etcd(k, e),
+            KeyRange::Between(b(b"ab"), b(b"ac"))
+        );
         let (k, e) = KeyRange::Prefix(Bytes::new()).to_etcd();
         assert_eq!(KeyRange::from_etcd(k, e), KeyRange::FromKey(b(b"\0")));
     }

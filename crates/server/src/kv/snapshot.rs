@@ -299,7 +299,9 @@ fn restore_v2(mut data: Bytes) -> Result<Kv> {
                 lease: take_i64(d).ok_or_else(|| bad("lease"))?,
                 value: take_bytes(d).ok_or_else(|| bad("value"))?,
             };
-            let in_order = versions.last().is_none_or(|p| p.mod_revision < v.mod_revision);
+            let in_order = versions
+                .last()
+                .is_none_or(|p| p.mod_revision < v.mod_revision);
             if !in_order || v.mod_revision > revision {
                 return Err(bad("versions out of order"));
             }
