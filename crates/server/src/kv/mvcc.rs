@@ -180,6 +180,12 @@ impl History {
         let mut bytes = 0usize;
         let mut more = false;
         let sorted = !query.in_key_order();
+        // What a key adds to the answer (no value if keys only), and whether an answer of
+        // `n` keys and `bytes` is full: the limit, or the byte budget after the first key.
+        let size = |kv: &KeyValue| kv.key.len() + if query.keys_only { 0 } else { kv.value.len() };
+        let full = |n: usize, bytes: usize| {
+            (query.limit > 0 && n >= query.limit) || (n > 0 && bytes >= query.max_bytes)
+        };
         for kv in self
             .scan(&query.range, revision)
             .filter(|kv| query.admits(kv))
@@ -189,20 +195,23 @@ impl History {
                 continue;
             }
             // Sorting needs every match; otherwise stop collecting at the limits.
-            let full = !sorted
-                && ((query.limit > 0 && kvs.len() >= query.limit)
-                    || (!kvs.is_empty() && bytes >= query.max_bytes));
-            if full {
+            if !sorted && full(kvs.len(), bytes) {
                 more = true;
                 continue;
             }
-            bytes = bytes.saturating_add(kv.key.len() + kv.value.len());
+            bytes = bytes.saturating_add(size(&kv));
             kvs.push(kv);
         }
         if sorted {
             query.sort(&mut kvs);
-            if query.limit > 0 && kvs.len() > query.limit {
-                kvs.truncate(query.limit);
+            let mut bytes = 0usize;
+            let cut = kvs.iter().enumerate().position(|(n, kv)| {
+                let stop = full(n, bytes);
+                bytes = bytes.saturating_add(size(kv));
+                stop
+            });
+            if let Some(n) = cut {
+                kvs.truncate(n);
                 more = true;
             }
         }
