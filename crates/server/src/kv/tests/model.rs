@@ -43,7 +43,7 @@ pub const KEYS: [&[u8]; 6] = [b"a", b"a/1", b"a\xff", b"b", b"\xff", b"\xff\x01"
 const LEASES: [LeaseId; 3] = [1, 2, 3];
 
 fn key(rng: &mut Rng) -> Bytes {
-    Bytes::from_static(*rng.pick(&KEYS[..]))
+    Bytes::from_static(KEYS[rng.below(KEYS.len() as u64) as usize])
 }
 
 /// A range of any shape over the keys, including empty and inverted ones.
@@ -51,7 +51,7 @@ pub fn range(rng: &mut Rng) -> KeyRange {
     let prefixes: [&[u8]; 5] = [b"", b"a", b"a\xff", b"\xff", b"c"];
     match rng.below(4) {
         0 => KeyRange::Key(key(rng)),
-        1 => KeyRange::Prefix(Bytes::from_static(*rng.pick(&prefixes[..]))),
+        1 => KeyRange::Prefix(Bytes::from_static(prefixes[rng.below(5) as usize])),
         2 => KeyRange::FromKey(key(rng)),
         _ => KeyRange::Between(key(rng), key(rng)),
     }
