@@ -210,6 +210,10 @@ impl Kv {
         if self.no_space() {
             return Outcome::Refused(Refusal::NoSpace);
         }
+        // 0 means "no lease" in a put: no lease can have it (etcd's lessor refuses it too).
+        if id == 0 {
+            return Outcome::Refused(Refusal::LeaseNotFound(id));
+        }
         if self.leases.contains(id) {
             return Outcome::Refused(Refusal::LeaseExists(id));
         }

@@ -186,12 +186,10 @@ impl History {
         let full = |n: usize, bytes: usize| {
             (query.limit > 0 && n >= query.limit) || (n > 0 && bytes >= query.max_bytes)
         };
-        for kv in self
-            .scan(&query.range, revision)
-            .filter(|kv| query.admits(kv))
-        {
+        for kv in self.scan(&query.range, revision) {
+            // etcd's count: every key of the range, before the revision filters and limits.
             count += 1;
-            if query.count_only {
+            if query.count_only || !query.admits(&kv) {
                 continue;
             }
             // Sorting needs every match; otherwise stop collecting at the limits.
@@ -385,7 +383,8 @@ impl History {
                 out.push(e);
             }
         }
-        (out, self.revision + 1)
+        // A start after the current revision is still where the next changes begin.
+        (out, (self.revision + 1).max(from))
     }
 
     /// The change to `key` at `revision`, as a watcher sees it.

@@ -218,7 +218,8 @@ pub struct RangeResult {
     pub kvs: Vec<KeyValue>,
     /// Keys of the range follow the ones returned (a limit or the byte budget stopped it).
     pub more: bool,
-    /// Keys in the range at the revision read, whatever the limit.
+    /// Keys in the range at the revision read, whatever the limit and the revision filters
+    /// (etcd's count).
     pub count: u64,
 }
 

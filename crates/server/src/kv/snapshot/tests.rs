@@ -388,7 +388,7 @@ fn v2(compact: u64, leases: &[i64], keys: &[(&[u8], &[V])]) -> Vec<u8> {
 #[test]
 fn corrupt_snapshots_are_refused() {
     let one: &[V] = &[(1, 1, 1, 0, b"v")];
-    assert!(Kv::restore(Bytes::from(v2(0, &[], &[(b"a", one), (b"b", one)]))).is_ok());
+    assert!(Kv::restore(Bytes::from(v2(0, &[-1, 1], &[(b"a", one), (b"b", one)]))).is_ok());
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (v2(0, &[], &[(b"b", one), (b"a", one)]), "keys out of order"),
         (v2(0, &[], &[(b"a", one), (b"a", one)]), "keys out of order"),
@@ -410,6 +410,9 @@ fn corrupt_snapshots_are_refused() {
             "a key attached to a missing lease",
         ),
         (v2(10, &[], &[]), "compact revision after the revision"),
+        (v2(0, &[2, 1], &[]), "lease ids out of order, repeated or 0"),
+        (v2(0, &[1, 1], &[]), "lease ids out of order, repeated or 0"),
+        (v2(0, &[0], &[]), "lease ids out of order, repeated or 0"),
         ([v2(0, &[], &[]), vec![0]].concat(), "trailing bytes"),
     ];
     for (data, why) in cases {

@@ -245,4 +245,7 @@ fn a_watch_resumes_across_compaction() {
         })
     );
     assert_eq!(kv.changes(11, 1).unwrap().0.len(), 1);
+    // From the next revision or later: nothing yet, and the next changes start there.
+    assert_eq!(kv.changes(12, 1).unwrap(), (vec![], 12));
+    assert_eq!(kv.changes(20, 1).unwrap(), (vec![], 20));
 }

@@ -42,6 +42,11 @@ fn grants() {
         (kv.lease(7).unwrap().ttl, kv.lease(7).unwrap().renewed_at),
         (10, 3)
     );
+    // 0 is "no lease" in a put: never a lease's id.
+    assert_eq!(
+        grant(&mut kv, 4, 0, 10),
+        Outcome::Refused(Refusal::LeaseNotFound(0))
+    );
     grant(&mut kv, 5, -2, 1);
     let ids: Vec<LeaseId> = kv.leases().map(|(id, _)| *id).collect();
     assert_eq!(ids, [-2, 7]);
