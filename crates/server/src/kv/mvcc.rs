@@ -8,8 +8,10 @@
 //! a watch catching up from an old revision reads.
 //!
 //! **Compaction** at `c` makes revisions before `c` unreadable at once (the logical step:
-//! `compact_revision = c`), then, a slice at a time ([`History::compact_step`]), drops for each
-//! key visited every version older than the newest one at or before `c` — and that one too
+//! `compact_revision = c`), then, a slice at a time ([`History::compact_step`]), visits the keys
+//! of the log entries before `c` (dropping those entries) and of the entries at `c` (keeping
+//! them), and drops for each key visited every version older than the newest one at or before
+//! `c` — and that one too
 //! if it is a tombstone older than `c` (the key is absent from `c` on). A tombstone *at* `c`
 //! stays, so a watch from `c` still sees that delete. The physical step changes nothing a
 //! read or watch at `c` or later can see, so it may lag (and pauses while a snapshot is
@@ -369,7 +371,7 @@ impl History {
 
     /// The changes of whole revisions from `from` on, in revision order, after looking at
     /// about `budget` log entries (a revision is never split); returns them and the first
-    /// revision not included (the current one + 1 when all were).
+    /// revision not included (the current one + 1 when all were, or `from` if later).
     pub fn changes_from(&self, from: u64, budget: usize) -> (Vec<Event>, u64) {
         let start = self.log.partition_point(|(r, _)| *r < from);
         let mut out = Vec::new();
