@@ -301,7 +301,14 @@ fn members_status_and_health() {
     assert_eq!(json[0]["peer_url"], peer.as_str());
 
     let status = expect(ep, &["status"], 0).out();
-    assert!(status.contains("\nrole            leader\n"), "{status}");
+    let row = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(row("role").as_deref(), Some("leader"), "{status}");
+    assert_eq!(row("compact_revision").as_deref(), Some("0"), "{status}");
     assert!(status.contains("\nmembers:\n"), "{status}");
     let json = expect(ep, &["--json", "status"], 0).json();
     assert_eq!(json["id"], 1);

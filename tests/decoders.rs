@@ -18,7 +18,8 @@ use raft::eraftpb::{Entry, HardState, Snapshot};
 use coordinate_raft::storage::snapshot::{self, SnapshotStore};
 use coordinate_raft::storage::wal::{self, Recovered, SnapshotMarker, Wal};
 use coordinate_server::kv::{
-    Command, Compare, CompareOp, CompareTarget, Kv, Precondition, TxnOp, ENVELOPE, FORMAT_VERSION,
+    Alarm, AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange, KeyRange,
+    Kv, Precondition, Put, RangeQuery, Txn, TxnOp, ENVELOPE, FORMAT_VERSION,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ fn snapshot_file() -> &'static [u8] {
     })
 }
 
+/// A state-machine snapshot in the current version: history, a lease, members, removed ids.
 fn kv_snapshot() -> &'static [u8] {
     static DATA: OnceLock<Vec<u8>> = OnceLock::new();
     DATA.get_or_init(|| {
@@ -162,79 +164,169 @@ fn kv_snapshot() -> &'static [u8] {
         let mut kv = Kv::with_members(members);
         kv.remove_member(3);
         let mut events = Vec::new();
+        kv.apply(1, Command::LeaseGrant { id: 9, ttl: 10 }, &mut events);
         for i in 0..20 {
-            kv.apply(
-                Command::put(format!("key/{i}"), vec![i as u8; i].into()),
-                &mut events,
-            );
+            let put = Put {
+                lease: if i % 5 == 0 { 9 } else { 0 },
+                ..Put::new(format!("key/{i}").into(), vec![i as u8; i].into())
+            };
+            kv.apply(2 + i as u64, Command::Put(put), &mut events);
         }
+        // History: an overwrite and a delete.
+        kv.apply(30, Command::put("key/1".into(), "new".into()), &mut events);
+        let delete = Delete {
+            key: "key/2".into(),
+            condition: None,
+        };
+        kv.apply(31, Command::Delete(delete), &mut events);
         kv.snapshot().to_vec()
     })
 }
 
-/// The long (`KVSV`, versioned) form of [`kv_snapshot`], which is written in version 1's short
-/// form (`KVS3`): the same body behind the version.
-fn versioned_kv_snapshot() -> Vec<u8> {
-    let short = kv_snapshot();
-    assert_eq!(&short[..4], b"KVS3");
+/// A version-1 snapshot (`KVS3`, what builds before version 2 wrote), by hand: revision 20,
+/// the same members, 20 keys of one version each.
+fn v1_kv_snapshot() -> Vec<u8> {
+    let mut b = b"KVS3".to_vec();
+    let put_str = |b: &mut Vec<u8>, s: &[u8]| {
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s);
+    };
+    b.extend_from_slice(&20u64.to_le_bytes());
+    b.extend_from_slice(&2u32.to_le_bytes());
+    for i in 1..=2u64 {
+        b.extend_from_slice(&i.to_le_bytes());
+        put_str(&mut b, format!("http://127.0.0.1:{}", 12379 + i).as_bytes());
+    }
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&3u64.to_le_bytes());
+    let mut keys: Vec<(String, usize)> = (0..20).map(|i| (format!("key/{i}"), i)).collect();
+    keys.sort();
+    b.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    for (key, i) in keys {
+        put_str(&mut b, key.as_bytes());
+        put_str(&mut b, &vec![i as u8; i]);
+        for n in [i as u64 + 1, i as u64 + 1, 1] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+    b
+}
+
+/// The long (`KVSV`, versioned) form of [`v1_kv_snapshot`]: the same body behind version 1.
+fn versioned_v1_kv_snapshot() -> Vec<u8> {
+    let short = v1_kv_snapshot();
     [&b"KVSV\x01\0\0\0"[..], &short[4..]].concat()
 }
 
-/// The legacy (bare `OP_*`) form of an enveloped command: without the mark and the version.
-fn legacy_command(enveloped: &Bytes) -> Bytes {
+/// The short (bare kind) form of a command enveloped in version 1 (kinds 1 to 4 only).
+fn short_command(enveloped: &Bytes) -> Bytes {
     assert_eq!(enveloped[..2], [ENVELOPE, FORMAT_VERSION]);
     enveloped.slice(2..)
 }
 
-fn commands() -> Vec<Bytes> {
+/// Version 1's four kinds, as every build before the envelope wrote them (the short form).
+fn short_commands() -> Vec<Bytes> {
+    let compare = |key: &str, op, target| Compare {
+        range: KeyRange::Key(Bytes::copy_from_slice(key.as_bytes())),
+        op,
+        target,
+    };
     vec![
-        Command::put("a".into(), Bytes::from_static(b"value")).encode_enveloped(),
-        Command::Put {
-            key: "b".into(),
-            value: Bytes::from_static(b"v"),
+        Command::put("a".into(), Bytes::from_static(b"value")).encode(),
+        Command::Put(Put {
             condition: Some(Precondition::ModRevision(7)),
-        }
-        .encode_enveloped(),
-        Command::Delete {
+            ..Put::new("b".into(), Bytes::from_static(b"v"))
+        })
+        .encode(),
+        Command::Delete(Delete {
             key: "c".into(),
             condition: Some(Precondition::Present),
-        }
-        .encode_enveloped(),
-        Command::DeletePrefix {
-            prefix: "d/".into(),
-        }
-        .encode_enveloped(),
-        Command::Txn {
+        })
+        .encode(),
+        Command::DeleteRange(DeleteRange {
+            range: KeyRange::Prefix("d/".into()),
+            prev_kv: false,
+        })
+        .encode(),
+        Command::Txn(Txn {
             compares: vec![
-                Compare {
-                    key: "x".into(),
-                    op: CompareOp::Equal,
-                    target: CompareTarget::Value(Bytes::from_static(b"1")),
-                },
-                Compare {
-                    key: "y".into(),
-                    op: CompareOp::Greater,
-                    target: CompareTarget::ModRevision(3),
-                },
-                Compare {
-                    key: "z".into(),
-                    op: CompareOp::Less,
-                    target: CompareTarget::Version(2),
-                },
-                Compare {
-                    key: "w".into(),
-                    op: CompareOp::NotEqual,
-                    target: CompareTarget::Exists(true),
-                },
+                compare(
+                    "x",
+                    CompareOp::Equal,
+                    CompareTarget::ValueOrMissing(Bytes::from_static(b"1")),
+                ),
+                compare("y", CompareOp::Greater, CompareTarget::ModRevision(3)),
+                compare("z", CompareOp::Less, CompareTarget::Version(2)),
+                compare("w", CompareOp::NotEqual, CompareTarget::Exists(true)),
             ],
-            success: vec![TxnOp::Put {
-                key: "x".into(),
-                value: Bytes::from_static(b"2"),
-            }],
-            failure: vec![TxnOp::Delete { key: "y".into() }],
-        }
-        .encode_enveloped(),
+            success: vec![TxnOp::Put(Put::new("x".into(), Bytes::from_static(b"2")))],
+            failure: vec![TxnOp::Delete(DeleteRange {
+                range: KeyRange::Key("y".into()),
+                prev_kv: false,
+            })],
+        })
+        .encode(),
     ]
+}
+
+/// Every later kind, enveloped.
+fn enveloped_commands() -> Vec<Bytes> {
+    let put = Put {
+        lease: 5,
+        ignore_value: true,
+        ..Put::new(Bytes::from_static(b"\xff\x00"), Bytes::new())
+    };
+    let range = RangeQuery {
+        revision: 3,
+        limit: 10,
+        ..RangeQuery::new(KeyRange::Between("a".into(), "c".into()))
+    };
+    vec![
+        Command::Put(put.clone()).encode(),
+        Command::Delete(Delete {
+            key: Bytes::from_static(b"\xfe"),
+            condition: None,
+        })
+        .encode(),
+        Command::DeleteRange(DeleteRange {
+            range: KeyRange::FromKey("k".into()),
+            prev_kv: true,
+        })
+        .encode(),
+        Command::Txn(Txn {
+            compares: vec![Compare {
+                range: KeyRange::Prefix("p".into()),
+                op: CompareOp::Equal,
+                target: CompareTarget::CreateRevision(0),
+            }],
+            success: vec![TxnOp::Put(put), TxnOp::Range(range)],
+            failure: vec![TxnOp::Txn(Txn::default())],
+        })
+        .encode(),
+        Command::Compact { revision: 4 }.encode(),
+        Command::LeaseGrant { id: 1, ttl: 5 }.encode(),
+        Command::LeaseRevoke { id: 1 }.encode(),
+        Command::LeaseKeepAlive { id: 1 }.encode(),
+        Command::LeaseExpire {
+            id: 1,
+            renewed_at: 7,
+        }
+        .encode(),
+        Command::Alarm {
+            alarm: Alarm {
+                member: 1,
+                kind: AlarmKind::NoSpace,
+            },
+            active: true,
+        }
+        .encode(),
+    ]
+}
+
+fn commands() -> Vec<Bytes> {
+    let mut all = short_commands();
+    all.extend(enveloped_commands());
+    all
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,28 +560,28 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..5),
     ) {
         check_kv(&random)?;
-        for header in [&b"KVS3"[..], b"KVSV\x01\0\0\0", b"KVSV"] {
+        for header in [&b"KVS3"[..], b"KVSV\x01\0\0\0", b"KVSV\x02\0\0\0", b"KVSV"] {
             let mut with_magic = header.to_vec();
             with_magic.extend_from_slice(&random);
             check_kv(&with_magic)?;
         }
         check_kv(&mutate(kv_snapshot().to_vec(), &mutations))?;
-        check_kv(&mutate(versioned_kv_snapshot(), &mutations))?;
+        check_kv(&mutate(v1_kv_snapshot(), &mutations))?;
+        check_kv(&mutate(versioned_v1_kv_snapshot(), &mutations))?;
     }
 
     #[test]
     fn command_decode_survives_random_and_damaged_commands(
         random in prop::collection::vec(any::<u8>(), 0..512),
-        which in 0..5usize,
+        which in 0..15usize,
         mutations in prop::collection::vec(mutation(), 1..4),
         version in prop_oneof![Just(FORMAT_VERSION), any::<u8>()],
     ) {
         check_command(&random)?;
         let valid = commands()[which].clone();
         check_command(&mutate(valid.to_vec(), &mutations))?;
-        check_command(&mutate(legacy_command(&valid).to_vec(), &mutations))?;
-        // Every kind byte, bare (legacy) and enveloped, with random bytes after it.
-        for kind in 0..=5u8 {
+        // Every kind byte, bare (short form) and enveloped, with random bytes after it.
+        for kind in 0..=15u8 {
             for header in [vec![kind], vec![ENVELOPE, version, kind]] {
                 let mut data = header;
                 data.extend_from_slice(&random);
@@ -514,17 +606,28 @@ fn the_valid_inputs_decode() {
     assert_eq!(snap.get_metadata().index, 77);
     assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
     let kv = Kv::restore(snap.data.clone()).unwrap();
-    assert_eq!(kv.len(), 20);
-    assert_eq!(Kv::restore(Bytes::from_static(kv_snapshot())).unwrap(), kv);
+    assert_eq!(kv.len(), 19);
+    let v1 = Kv::restore(Bytes::from(v1_kv_snapshot())).unwrap();
+    assert_eq!(v1.len(), 20);
+    assert_eq!(v1.revision(), 20);
     assert_eq!(
-        Kv::restore(Bytes::from(versioned_kv_snapshot())).unwrap(),
-        kv
+        Kv::restore(Bytes::from(versioned_v1_kv_snapshot())).unwrap(),
+        v1
     );
+    let current = Kv::restore(Bytes::from_static(kv_snapshot())).unwrap();
+    assert_eq!(current, kv);
+    assert_eq!(kv.revision(), 22);
 
     for c in commands() {
         let decoded = Command::decode(c.clone()).unwrap();
-        assert_eq!(decoded.encode_enveloped(), c);
-        assert_eq!(Command::decode(legacy_command(&c)).unwrap(), decoded);
+        assert_eq!(decoded.encode(), c);
+    }
+    // Version 1's kinds also decode enveloped, to the same command.
+    for c in short_commands() {
+        let enveloped = [&[ENVELOPE, FORMAT_VERSION][..], &c].concat();
+        let decoded = Command::decode(Bytes::from(enveloped.clone())).unwrap();
+        assert_eq!(short_command(&Bytes::from(enveloped)), c);
+        assert_eq!(Command::decode(c).unwrap(), decoded);
     }
 }
 

@@ -208,7 +208,7 @@ fn put_entry(index: u64, term: u64, key: &str, value: Vec<u8>) -> Entry {
     Entry {
         index,
         term,
-        data: Command::put(key.into(), value.into()).encode(),
+        data: Command::put(Bytes::copy_from_slice(key.as_bytes()), value.into()).encode(),
         ..Default::default()
     }
 }
@@ -226,7 +226,11 @@ fn forged_state(members: &[(u64, String)], forged: &str) -> Bytes {
     let mut kv = Kv::with_members(members);
     let mut events = Vec::new();
     kv.apply(
-        Command::put(forged.into(), Bytes::from_static(b"attacker")),
+        1,
+        Command::put(
+            Bytes::copy_from_slice(forged.as_bytes()),
+            Bytes::from_static(b"attacker"),
+        ),
         &mut events,
     );
     kv.snapshot()

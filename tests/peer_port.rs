@@ -126,6 +126,7 @@ fn forged_snapshot(c: &Cluster, from: u64, to: u64) -> Message {
         .collect();
     let mut kv = Kv::with_members(members);
     kv.apply(
+        1,
         Command::put(INJECTED.into(), "evil".into()),
         &mut Vec::new(),
     );

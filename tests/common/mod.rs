@@ -7,6 +7,8 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod http;
+
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::process::ExitStatus;

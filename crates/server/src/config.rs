@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::maintenance::AutoCompaction;
+use crate::quota::DEFAULT_QUOTA_BYTES;
+
 /// Command-line flags, as typed.
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +84,79 @@ pub struct Args {
     /// thread, which measured 20-30% faster than two on a 2-core machine (see BENCHMARKS.md).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// How the leader compacts the history by itself (etcd's flag): `revision` keeps the last
+    /// --auto-compaction-retention revisions, `periodic` that much time of history.
+    #[arg(long, default_value = "revision")]
+    pub auto_compaction_mode: String,
+    /// What --auto-compaction-mode keeps: revisions (`revision`), or a duration such as
+    /// `30m`, `1h` or a bare number of hours (`periodic`); 0 turns auto-compaction off
+    /// [default: 100000 revisions, or 1h when periodic].
+    #[arg(long)]
+    pub auto_compaction_retention: Option<String>,
+    /// Bytes of keys and values, history included, above which writes that grow the store
+    /// are refused and the NOSPACE alarm is raised (etcd's flag; 0 means the default)
+    /// [default: 2 GiB].
+    #[arg(long, default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+}
+
+/// Revisions `--auto-compaction-mode revision` keeps by default: as far back as the watch
+/// history reached before it was the MVCC history, so a watcher can resume as far back as
+/// before.
+pub const DEFAULT_RETAINED_REVISIONS: u64 = 100_000;
+/// What `--auto-compaction-mode periodic` keeps by default.
+pub const DEFAULT_RETAINED_TIME: Duration = Duration::from_secs(3600);
+
+/// The auto-compaction policy the two flags give (the error is one line for the operator).
+fn auto_compaction(mode: &str, retention: Option<&str>) -> Result<AutoCompaction, String> {
+    let bad = |why: String| format!("invalid --auto-compaction-retention: {why}");
+    match (mode, retention.map(str::trim)) {
+        (_, Some("0")) => Ok(AutoCompaction::Off),
+        ("revision", None) => Ok(AutoCompaction::Revisions(DEFAULT_RETAINED_REVISIONS)),
+        ("revision", Some(r)) => r
+            .parse::<u64>()
+            .map(AutoCompaction::Revisions)
+            .map_err(|_| bad(format!("{r:?} is not a number of revisions"))),
+        ("periodic", None) => Ok(AutoCompaction::Periodic(DEFAULT_RETAINED_TIME)),
+        ("periodic", Some(r)) => parse_retention_time(r)
+            .map(AutoCompaction::Periodic)
+            .ok_or_else(|| bad(format!("{r:?} is not a duration like 30m, 1h or 2 (hours)"))),
+        (other, _) => Err(format!(
+            "invalid --auto-compaction-mode {other:?}: expected revision or periodic"
+        )),
+    }
+}
+
+/// A duration as etcd writes retention: a bare number of hours, or numbers with units
+/// (`h`, `m`, `s`, `ms`) such as `1h30m`. Zero is not a retention.
+fn parse_retention_time(text: &str) -> Option<Duration> {
+    if let Ok(hours) = text.parse::<u64>() {
+        return hours
+            .checked_mul(3600)
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let (number, tail) = rest.split_at(digits);
+        let n: u64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let part = match unit {
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            _ => return None,
+        };
+        total = total.checked_add(part)?;
+        rest = next;
+    }
+    (!total.is_zero()).then_some(total)
 }
 
 /// A validated configuration.
@@ -122,6 +198,10 @@ pub struct Config {
     pub client_header_timeout: Duration,
     /// Event-loop threads (default 1).
     pub threads: usize,
+    /// What the leader compacts by itself (default: keep 100,000 revisions).
+    pub auto_compaction: AutoCompaction,
+    /// The store's quota in bytes (default 2 GiB).
+    pub quota_bytes: u64,
 }
 
 impl Config {
@@ -173,6 +253,14 @@ impl Config {
         if args.client_header_timeout_ms == 0 {
             return Err("invalid --client-header-timeout-ms 0: it must be at least 1".into());
         }
+        let auto_compaction = auto_compaction(
+            &args.auto_compaction_mode,
+            args.auto_compaction_retention.as_deref(),
+        )?;
+        let quota_bytes = match args.quota_backend_bytes {
+            0 => DEFAULT_QUOTA_BYTES,
+            n => n,
+        };
         let peer_listen = peers[&args.id].clone();
         Ok(Config {
             id: args.id,
@@ -195,6 +283,8 @@ impl Config {
             max_connections: args.max_connections,
             client_header_timeout: Duration::from_millis(args.client_header_timeout_ms),
             threads: args.threads,
+            auto_compaction,
+            quota_bytes,
         })
     }
 }
@@ -259,5 +349,50 @@ mod tests {
                 .peer_listen,
             "127.0.0.1:3"
         );
+    }
+
+    #[test]
+    fn auto_compaction_and_quota_flags_mean_what_etcds_do() {
+        let policy = |args: &[&str]| parse(args).map(|c| c.auto_compaction);
+        assert_eq!(
+            policy(&[]),
+            Ok(AutoCompaction::Revisions(DEFAULT_RETAINED_REVISIONS))
+        );
+        let rev = ["--auto-compaction-mode", "revision"];
+        assert_eq!(
+            policy(&[rev[0], rev[1], "--auto-compaction-retention", "500"]),
+            Ok(AutoCompaction::Revisions(500))
+        );
+        let periodic = |r: &str| {
+            policy(&[
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                r,
+            ])
+        };
+        let secs = |s| Ok(AutoCompaction::Periodic(Duration::from_secs(s)));
+        assert_eq!(periodic("2"), secs(7200));
+        assert_eq!(periodic("1h30m"), secs(5400));
+        assert_eq!(periodic("45s"), secs(45));
+        assert_eq!(periodic("0"), Ok(AutoCompaction::Off));
+        assert!(periodic("soon")
+            .unwrap_err()
+            .contains("--auto-compaction-retention"));
+        assert!(periodic("5x").is_err());
+        assert_eq!(
+            policy(&["--auto-compaction-mode", "periodic"]),
+            Ok(AutoCompaction::Periodic(DEFAULT_RETAINED_TIME))
+        );
+        assert!(policy(&["--auto-compaction-mode", "sometimes"])
+            .unwrap_err()
+            .contains("--auto-compaction-mode"));
+        let quota = |args: &[&str]| parse(args).map(|c| c.quota_bytes);
+        assert_eq!(quota(&[]), Ok(DEFAULT_QUOTA_BYTES));
+        assert_eq!(
+            quota(&["--quota-backend-bytes", "0"]),
+            Ok(DEFAULT_QUOTA_BYTES)
+        );
+        assert_eq!(quota(&["--quota-backend-bytes", "4096"]), Ok(4096));
     }
 }

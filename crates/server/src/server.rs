@@ -28,6 +28,10 @@ use tokio::sync::oneshot;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::kv::Kv;
+use crate::lessor::Lessor;
+use crate::maintenance;
+use crate::quota::Quota;
+use crate::service::{Services, Shared};
 use crate::state::Store;
 use crate::watch::{WatchHub, WatchLimits};
 
@@ -87,13 +91,18 @@ pub async fn run(
     let (recovered, wal) = recover(&cfg).await?;
     let Running {
         handle,
-        watch,
+        shared,
         mut done,
     } = start_node(&cfg, recovered, wal, listeners.peer).await?;
-
+    let watch = shared.hub.clone();
+    let services = Services::new(handle.clone(), shared.clone());
+    let duties = tokio::spawn(maintenance::run(
+        services.clone(),
+        shared.lessor.clone(),
+        cfg.auto_compaction,
+    ));
     let app = api::router(ApiState {
-        node: handle.clone(),
-        watch: watch.clone(),
+        services,
         max_value_size: cfg.max_value_size,
     });
     tracing::info!(
@@ -113,6 +122,7 @@ pub async fn run(
         result = &mut done => early_result = Some(result),
     }
     let _ = stop_tx.send(true);
+    duties.abort();
     // Open watch streams never finish by themselves; end them so the drain completes.
     watch.close();
     server.await.context("the HTTP server panicked")?;
@@ -136,10 +146,11 @@ pub async fn run(
     }
 }
 
-/// A started node: its handle, its watch hub, and where the raft loop reports its end.
+/// A started node: its handle, what its state machine shares with the services, and where
+/// the raft loop reports its end.
 struct Running {
     handle: NodeHandle<Store>,
-    watch: Arc<WatchHub>,
+    shared: Shared,
     done: oneshot::Receiver<coordinate_raft::Result<Exit>>,
 }
 
@@ -160,10 +171,22 @@ async fn start_node(
         state: kv,
         applied,
     } = recovered;
-    let watch = Arc::new(WatchHub::new(watch_limits, kv.revision()));
+    let shared = Shared {
+        member: cfg.id,
+        hub: Arc::new(WatchHub::new(watch_limits, kv.revision())),
+        lessor: Arc::new(Lessor::new()),
+        quota: Arc::new(Quota::new(cfg.quota_bytes)),
+    };
+    let store = Store::new(
+        kv,
+        shared.hub.clone(),
+        shared.lessor.clone(),
+        shared.quota.clone(),
+        cfg.max_value_size,
+    );
     let recovered = Recovered {
         storage,
-        state: Store::new(kv, watch.clone(), cfg.max_value_size),
+        state: store,
         applied,
     };
     let (tx, rx) = flume::bounded(NODE_QUEUE);
@@ -216,7 +239,7 @@ async fn start_node(
     });
     Ok(Running {
         handle: NodeHandle::new(tx, cfg.request_timeout),
-        watch,
+        shared,
         done,
     })
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use coordinate_raft::StateMachine;
@@ -16,7 +17,9 @@ use crate::kv::{
     self, Alarm, Command, CompareTarget, Event, Kv, LeaseId, Outcome, RangeQuery, RangeResult,
     Refusal, TxnOp,
 };
+use crate::lessor::Lessor;
 use crate::metrics::METRICS;
+use crate::quota::Quota;
 use crate::watch::WatchHub;
 
 /// What a read asks for.
@@ -78,6 +81,10 @@ pub struct StoreStatus {
 pub struct Store {
     kv: Kv,
     watch: Arc<WatchHub>,
+    /// Lease deadlines on this node's clock, kept in step with the leases applied.
+    lessor: Arc<Lessor>,
+    /// The store's size as the quota measures it, published after every batch.
+    quota: Arc<Quota>,
     /// Changes applied in the current batch, published to watchers at its end.
     events: Vec<Event>,
     /// Largest value a command may write or compare (the HTTP limit).
@@ -85,12 +92,33 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(kv: Kv, watch: Arc<WatchHub>, max_value_size: usize) -> Store {
+    pub fn new(
+        kv: Kv,
+        watch: Arc<WatchHub>,
+        lessor: Arc<Lessor>,
+        quota: Arc<Quota>,
+        max_value_size: usize,
+    ) -> Store {
+        lessor.reset(lease_terms(&kv), Instant::now());
+        quota.set_used(kv.total_bytes());
         Store {
             kv,
             watch,
+            lessor,
+            quota,
             events: Vec::new(),
             max_value_size,
+        }
+    }
+
+    /// Keeps the lessor in step with what a lease command did.
+    fn track_leases(&self, index: u64, outcome: &Outcome) {
+        match outcome {
+            Outcome::LeaseGranted { id, ttl } | Outcome::LeaseRenewed { id, ttl } => {
+                self.lessor.renewed(*id, *ttl, index, Instant::now())
+            }
+            Outcome::LeaseRevoked { id, .. } => self.lessor.removed(*id),
+            _ => {}
         }
     }
 
@@ -109,7 +137,9 @@ impl Store {
                 });
                 ReadResult::Lease(info, revision)
             }
-            Query::Leases => ReadResult::Leases(self.kv.leases().map(|(id, _)| *id).collect(), revision),
+            Query::Leases => {
+                ReadResult::Leases(self.kv.leases().map(|(id, _)| *id).collect(), revision)
+            }
             Query::Alarms => ReadResult::Alarms(self.kv.alarms().copied().collect(), revision),
         }
     }
@@ -125,8 +155,11 @@ impl StateMachine for Store {
     type Error = Error;
 
     fn apply(&mut self, index: u64, command: &Bytes) -> Result<Outcome> {
-        let result = Command::decode(command.clone())
-            .map(|cmd| self.kv.apply(index, cmd, &mut self.events));
+        let result =
+            Command::decode(command.clone()).map(|cmd| self.kv.apply(index, cmd, &mut self.events));
+        if let Ok(outcome) = &result {
+            self.track_leases(index, outcome);
+        }
         if let Err(err) = &result {
             tracing::warn!(index, error = %err, "skipping a malformed command");
         }
@@ -137,6 +170,7 @@ impl StateMachine for Store {
         self.watch.publish(std::mem::take(&mut self.events));
         // The physical compaction, a bounded slice per batch (see kv::mvcc).
         self.kv.compact_step(kv::COMPACTION_STEP);
+        self.quota.set_used(self.kv.total_bytes());
         METRICS.revision.set(self.kv.revision() as i64);
     }
 
@@ -171,8 +205,11 @@ impl StateMachine for Store {
         self.kv.is_removed(id)
     }
 
+    /// The live keys and values: what the snapshot threshold compares the log with. Not the
+    /// history too, which grows with the log it came from, so a snapshot would never be due
+    /// by bytes while the history is uncompacted.
     fn data_bytes(&self) -> u64 {
-        self.kv.total_bytes()
+        self.kv.live_bytes()
     }
 
     fn begin_snapshot(&mut self) {
@@ -197,6 +234,8 @@ impl StateMachine for Store {
 
     fn install(&mut self, snapshot: Kv) {
         self.kv = snapshot;
+        self.lessor.reset(lease_terms(&self.kv), Instant::now());
+        self.quota.set_used(self.kv.total_bytes());
         // Watchers cannot be told what the snapshot skipped: they resume from its revision.
         self.watch.reset(self.kv.revision());
         METRICS.revision.set(self.kv.revision() as i64);
@@ -217,6 +256,11 @@ impl StateMachine for Store {
             leases: self.kv.leases().count(),
         }
     }
+}
+
+/// Every lease as `(id, ttl, renewed_at)`, for the lessor.
+fn lease_terms(kv: &Kv) -> impl Iterator<Item = (LeaseId, i64, u64)> + '_ {
+    kv.leases().map(|(id, l)| (*id, l.ttl, l.renewed_at))
 }
 
 /// The largest value a command writes or compares.
@@ -244,7 +288,7 @@ fn largest_in_txn(txn: &kv::Txn) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{Compare, CompareOp};
+    use crate::kv::{Compare, CompareOp, KeyRange, Put, Txn};
     use crate::watch::WatchLimits;
 
     fn store(max_value_size: usize) -> Store {
@@ -256,43 +300,42 @@ mod tests {
         Store::new(
             Kv::default(),
             Arc::new(WatchHub::new(limits, 0)),
+            Arc::new(Lessor::new()),
+            Arc::new(Quota::new(1 << 30)),
             max_value_size,
         )
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
     }
 
     #[test]
     fn forwarded_commands_are_what_the_api_accepts() {
         let s = store(10);
         let check = |cmd: &Command| s.check_proposal(&cmd.encode());
-        assert_eq!(
-            check(&Command::put("k".into(), Bytes::from_static(b"v"))),
-            Ok(())
-        );
-        // Too large a value, in a put, a transaction's write or its compare.
+        assert_eq!(check(&Command::put(b("k"), b("v"))), Ok(()));
+        // Too large a value, in a put, a transaction's write, a nested one, or a compare.
         let big = Bytes::from(vec![0u8; 11]);
-        assert!(check(&Command::put("k".into(), big.clone())).is_err());
-        let txn = |compares, success| Command::Txn {
+        assert!(check(&Command::put(b("k"), big.clone())).is_err());
+        let txn = |compares, success| Txn {
             compares,
             success,
             failure: Vec::new(),
         };
-        let write = txn(
-            Vec::new(),
-            vec![TxnOp::Put {
-                key: "k".into(),
-                value: big.clone(),
-            }],
-        );
-        assert!(check(&write).is_err());
+        let write = txn(Vec::new(), vec![TxnOp::Put(Put::new(b("k"), big.clone()))]);
+        assert!(check(&Command::Txn(write.clone())).is_err());
+        let nested = txn(Vec::new(), vec![TxnOp::Txn(write)]);
+        assert!(check(&Command::Txn(nested)).is_err());
         let compare = txn(
             vec![Compare {
-                key: "k".into(),
+                range: KeyRange::Key(b("k")),
                 op: CompareOp::Equal,
                 target: CompareTarget::Value(big),
             }],
             Vec::new(),
         );
-        assert!(check(&compare).is_err());
+        assert!(check(&Command::Txn(compare)).is_err());
         // Not a command; empty.
         assert!(s.check_proposal(&Bytes::from_static(&[9, 9, 9])).is_err());
         assert!(s.check_proposal(&Bytes::new()).is_err());
@@ -302,51 +345,42 @@ mod tests {
     fn a_malformed_command_fails_in_its_output_and_changes_nothing() {
         let mut s = store(10);
         assert!(s.apply(1, &Bytes::from_static(&[9, 9, 9])).is_err());
-        let put = Command::put("k".into(), Bytes::from_static(b"v")).encode();
+        let put = Command::put(b("k"), b("v")).encode();
         assert!(matches!(
             s.apply(2, &put),
-            Ok(Outcome::Done { revision: 1, .. })
+            Ok(Outcome::Put { revision: 1, .. })
         ));
         s.applied(2);
         assert_eq!(s.status().revision, 1);
-        let read = s.query(&Query::Get("k".into()));
+        let ReadResult::Range(Ok(read)) = s.query(&Query::Range(RangeQuery::key(b("k")))) else {
+            panic!("a range read answers a range");
+        };
         assert_eq!(read.kvs.len(), 1);
     }
 
-    fn entries(sizes: &[usize]) -> Vec<(String, kv::Entry)> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                let e = kv::Entry {
-                    value: bytes::Bytes::from(vec![b'v'; n]),
-                    create_revision: 1,
-                    mod_revision: 1,
-                    version: 1,
-                };
-                (format!("k{i}"), e)
-            })
-            .collect()
-    }
-
-    fn page(all: &[(String, kv::Entry)], limit: usize, max_bytes: usize) -> (usize, bool) {
-        let (kvs, more) = take_page(all.iter().map(|(k, e)| (k, e)), limit, max_bytes);
-        (kvs.len(), more)
-    }
-
     #[test]
-    fn a_page_stops_at_its_key_limit_or_byte_budget() {
-        let all = entries(&[10, 10, 10, 10]);
-        assert_eq!(page(&all, 10, 1000), (4, false));
-        assert_eq!(page(&all, 4, 1000), (4, false));
-        assert_eq!(page(&all, 3, 1000), (3, true));
-        // Each entry is 12 bytes ("k0" + 10): the budget is reached after the second.
-        assert_eq!(page(&all, 10, 24), (2, true));
-        assert_eq!(page(&all, 10, 25), (3, true));
-        // A value above the budget still makes a page of one.
-        let big = entries(&[100, 1]);
-        assert_eq!(page(&big, 10, 5), (1, true));
-        assert_eq!(page(&big, 10, 0), (1, true));
-        assert_eq!(page(&[], 10, 0), (0, false));
+    fn leases_and_alarms_are_read_from_the_state() {
+        let mut s = store(10);
+        let grant = Command::LeaseGrant { id: 7, ttl: 5 };
+        assert!(matches!(
+            s.apply(1, &grant.encode()),
+            Ok(Outcome::LeaseGranted { id: 7, ttl: 5 })
+        ));
+        let put = Command::Put(Put {
+            lease: 7,
+            ..Put::new(b("k"), b("v"))
+        });
+        assert!(s.apply(2, &put.encode()).is_ok());
+        s.applied(2);
+        let ReadResult::Lease(Some(lease), 1) = s.query(&Query::Lease(7)) else {
+            panic!("lease 7 exists at revision 1");
+        };
+        assert_eq!(
+            (lease.ttl, lease.renewed_at, lease.keys),
+            (5, 1, vec![b("k")])
+        );
+        assert_eq!(s.query(&Query::Lease(8)), ReadResult::Lease(None, 1));
+        assert_eq!(s.query(&Query::Leases), ReadResult::Leases(vec![7], 1));
+        assert_eq!(s.status().leases, 1);
     }
 }

@@ -316,10 +316,21 @@ mod tests {
     use super::*;
 
     fn ev(revision: u64, key: &str) -> Event {
+        ev_of(revision, key, bytes::Bytes::from_static(b"v"))
+    }
+
+    fn ev_of(revision: u64, key: &str, value: bytes::Bytes) -> Event {
         Event {
-            revision,
-            key: key.into(),
-            value: Some(bytes::Bytes::from_static(b"v")),
+            kv: crate::kv::KeyValue {
+                key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+                value,
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            },
+            deleted: false,
+            prev: None,
         }
     }
 
@@ -389,11 +400,7 @@ mod tests {
 
     #[test]
     fn window_is_bounded_by_bytes_but_keeps_the_newest_revision() {
-        let big = |r: u64| Event {
-            revision: r,
-            key: "k".into(),
-            value: Some(bytes::Bytes::from(vec![0u8; 1000])),
-        };
+        let big = |r: u64| ev_of(r, "k", bytes::Bytes::from(vec![0u8; 1000]));
         let hub = hub(1000, 2500, 10);
         for r in 1..=10 {
             hub.publish(vec![big(r)]);
@@ -401,11 +408,7 @@ mod tests {
         assert!(hub.history_bytes() <= 2500);
         assert_eq!(hub.oldest(), 9);
         // One revision bigger than the whole budget is still kept.
-        let huge = Event {
-            revision: 11,
-            key: "k".into(),
-            value: Some(bytes::Bytes::from(vec![0u8; 10_000])),
-        };
+        let huge = ev_of(11, "k", bytes::Bytes::from(vec![0u8; 10_000]));
         hub.publish(vec![huge]);
         assert_eq!(hub.oldest(), 11);
         let sub = hub.subscribe(11).unwrap();
@@ -417,11 +420,7 @@ mod tests {
         let hub = hub(100_000, 1 << 30, 10);
         let value = bytes::Bytes::from(vec![0u8; BATCH_BYTES / 4]);
         for r in 1..=10 {
-            let e = |k: &str| Event {
-                revision: r,
-                key: k.into(),
-                value: Some(value.clone()),
-            };
+            let e = |k: &str| ev_of(r, k, value.clone());
             hub.publish(vec![e("a"), e("b"), e("c")]);
         }
         let sub = hub.subscribe(1).unwrap();

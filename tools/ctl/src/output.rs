@@ -190,8 +190,11 @@ const STATUS_FIELDS: &[&str] = &[
     "first_index",
     "last_index",
     "revision",
+    "compact_revision",
     "keys",
     "data_bytes",
+    "total_bytes",
+    "leases",
     "wal_bytes",
     "voters",
 ];

@@ -374,11 +374,21 @@ pub(crate) async fn put(
         ));
     }
     let condition = precondition(&headers)?;
+    let lease = match params(&uri)?.get("lease") {
+        None => 0,
+        Some(l) => l.parse::<i64>().ok().filter(|&l| l >= 0).ok_or_else(|| {
+            json_err(
+                StatusCode::BAD_REQUEST,
+                format!("?lease={l}: expected a lease id"),
+            )
+        })?,
+    };
     let value = read_body(&headers, body, s.max_value_size)
         .await
         .map_err(ApiError::json)?;
     let put = Put {
         condition,
+        lease,
         ..Put::new(key.into(), value)
     };
     let revision = s.services.kv.put(put).await.map_err(v1)?.revision;

@@ -16,6 +16,7 @@
 
 mod error;
 mod kv;
+mod lease;
 mod members;
 mod ops;
 #[cfg(test)]
@@ -38,17 +39,13 @@ use axum::Router;
 pub(crate) use error::{bad_request, v1, ApiError};
 
 use crate::metrics::METRICS;
-use coordinate_raft::NodeHandle;
 
 use crate::service::Services;
-use crate::state::Store;
-use crate::watch::WatchHub;
 
 /// What the API is built from.
 #[derive(Clone)]
 pub struct ApiState {
-    pub node: NodeHandle<Store>,
-    pub watch: Arc<WatchHub>,
+    pub services: Services,
     pub max_value_size: usize,
 }
 
@@ -68,7 +65,7 @@ pub(crate) const REVISION: &str = "x-coordinate-revision";
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
     let rest = Arc::new(Rest {
-        services: Services::new(state.node, state.watch),
+        services: state.services,
         max_value_size: state.max_value_size,
     });
     Router::new()
@@ -85,6 +82,14 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/txn", post(kv::txn))
+        .route("/v1/lease", get(lease::list).post(lease::grant))
+        .route(
+            "/v1/lease/{id}",
+            get(lease::time_to_live).delete(lease::revoke),
+        )
+        .route("/v1/lease/{id}/keep-alive", post(lease::keep_alive))
+        .route("/v1/compact", post(lease::compact))
+        .route("/v1/alarms", get(lease::alarms).delete(lease::disarm))
         .route("/v1/watch/{*key}", get(kv::watch))
         .route("/v1/watch/", get(kv::watch))
         .fallback(root::handle)
@@ -196,6 +201,8 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         _ if v1("/v1/members") => "members",
         _ if v1("/v1/txn") => "txn",
         _ if v1("/v1/watch") => "watch",
+        _ if v1("/v1/lease") => "lease",
+        _ if v1("/v1/compact") || v1("/v1/alarms") => "maintenance",
         (&Method::GET, _) if v1("/v1/kv") => "kv_get",
         (&Method::PUT, _) if v1("/v1/kv") => "kv_put",
         (&Method::DELETE, _) if v1("/v1/kv") => "kv_delete",

@@ -236,6 +236,7 @@ impl Kv {
             }
         }
         Outcome::LeaseRevoked {
+            id,
             revision: self.history.revision(),
             deleted,
         }

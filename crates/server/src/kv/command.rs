@@ -280,6 +280,7 @@ pub enum Outcome {
     },
     /// A lease is gone (revoked, or expired); its `deleted` keys went in `revision`.
     LeaseRevoked {
+        id: LeaseId,
         revision: u64,
         deleted: u64,
     },

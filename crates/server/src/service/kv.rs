@@ -9,12 +9,15 @@
 //! zero keys deleted (as etcd's Range and DeleteRange do); the REST front-end shows both as
 //! 404.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::kv::{
-    Command, Delete, DeleteRange, KeyValue, Outcome, Put, RangeQuery, RangeResult, Txn,
-    TxnOutcome,
+    Alarm, AlarmKind, Command, Delete, DeleteRange, KeyValue, Outcome, Put, RangeQuery,
+    RangeResult, Refusal, Txn, TxnOp, TxnOutcome,
 };
+use crate::quota::Quota;
 
 use super::error::{Internal, ServiceError};
 use super::node::{Consistency, Query, Raft, ReadResult};
@@ -27,6 +30,9 @@ pub const MAX_PAGE_BYTES: usize = 4 << 20;
 #[derive(Clone)]
 pub struct KvService {
     raft: Raft,
+    quota: Arc<Quota>,
+    /// This node's member id (the raiser of the alarms it raises).
+    member: u64,
 }
 
 /// A put was applied: `revision` is the store revision it created (the key's new
@@ -77,12 +83,70 @@ pub struct DeleteRangeResponse {
 }
 
 impl KvService {
-    pub(super) fn new(raft: Raft) -> KvService {
-        KvService { raft }
+    pub(super) fn new(raft: Raft, quota: Arc<Quota>, member: u64) -> KvService {
+        KvService {
+            raft,
+            quota,
+            member,
+        }
     }
 
     pub async fn put(&self, put: Put) -> Result<PutResponse, ServiceError> {
+        self.check_quota((put.key.len() + put.value.len()) as u64)
+            .await?;
         put_response(self.raft.propose(&Command::Put(put)).await?)
+    }
+
+    /// Refuses a write of `bytes` that would take the store above its quota, raising the
+    /// NOSPACE alarm (once applied, every replica refuses growing writes until it is cleared).
+    async fn check_quota(&self, bytes: u64) -> Result<(), ServiceError> {
+        if !self.quota.exceeded_by(bytes) {
+            return Ok(());
+        }
+        tracing::warn!(
+            used = self.quota.used(),
+            quota = self.quota.limit(),
+            "the store is above its quota; raising the NOSPACE alarm"
+        );
+        self.set_alarm(self.no_space_alarm(), true).await?;
+        Err(Refusal::NoSpace.into())
+    }
+
+    fn no_space_alarm(&self) -> Alarm {
+        Alarm {
+            member: self.member,
+            kind: AlarmKind::NoSpace,
+        }
+    }
+
+    /// Raises (`active`) or clears an alarm; returns the alarms raised after it.
+    pub async fn set_alarm(&self, alarm: Alarm, active: bool) -> Result<Vec<Alarm>, ServiceError> {
+        match self.raft.propose(&Command::Alarm { alarm, active }).await? {
+            Outcome::Alarms(alarms) => Ok(alarms),
+            other => Err(unexpected("an alarm", other)),
+        }
+    }
+
+    /// Clears every alarm of `kind` (etcd's disarm); returns the alarms raised after it.
+    pub async fn disarm(&self, kind: AlarmKind) -> Result<Vec<Alarm>, ServiceError> {
+        let (raised, _) = self.alarms().await?;
+        let mut left = raised.clone();
+        for alarm in raised.into_iter().filter(|a| a.kind == kind) {
+            left = self.set_alarm(alarm, false).await?;
+        }
+        Ok(left)
+    }
+
+    /// The alarms raised, and the store revision.
+    pub async fn alarms(&self) -> Result<(Vec<Alarm>, u64), ServiceError> {
+        match self
+            .raft
+            .read(Query::Alarms, Consistency::Linearizable)
+            .await?
+        {
+            ReadResult::Alarms(alarms, revision) => Ok((alarms, revision)),
+            other => Err(unexpected_read("an alarm read", other)),
+        }
     }
 
     pub async fn get(&self, req: GetRequest) -> Result<GetResponse, ServiceError> {
@@ -135,6 +199,10 @@ impl KvService {
     }
 
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, ServiceError> {
+        let written = txn_bytes(&txn);
+        if written > 0 {
+            self.check_quota(written).await?;
+        }
         match self.raft.propose(&Command::Txn(txn)).await? {
             Outcome::Txn(out) => Ok(out),
             other => Err(unexpected("a transaction", other)),
@@ -164,6 +232,19 @@ pub(super) fn unexpected_read(query: &'static str, read: ReadResult) -> ServiceE
         outcome: format!("{read:?}"),
     }
     .into()
+}
+
+/// Bytes of keys and values a transaction's puts may write (either branch).
+fn txn_bytes(txn: &Txn) -> u64 {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .map(|op| match op {
+            TxnOp::Put(p) => (p.key.len() + p.value.len()) as u64,
+            TxnOp::Txn(nested) => txn_bytes(nested),
+            TxnOp::Delete(_) | TxnOp::Range(_) => 0,
+        })
+        .sum()
 }
 
 /// What applying a put did.

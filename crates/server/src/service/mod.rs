@@ -23,6 +23,7 @@
 
 mod error;
 mod kv;
+mod lease;
 mod members;
 mod node;
 mod status;
@@ -35,6 +36,7 @@ pub use kv::{
     DeleteRangeResponse, DeleteResponse, GetRequest, GetResponse, KvService, PutResponse,
     RangeRequest, MAX_PAGE_BYTES,
 };
+pub use lease::{GrantResponse, LeaseService, RevokeResponse, TimeToLive};
 pub use members::{
     AddMemberRequest, AddMemberResponse, ListMembersResponse, MembersService, PromoteMemberRequest,
     PromoteMemberResponse, RemoveMemberRequest, RemoveMemberResponse,
@@ -45,6 +47,8 @@ pub use watch::{WatchItem, WatchRequest, WatchService, Watcher, WATCH_YIELD_BYTE
 
 use coordinate_raft::NodeHandle;
 
+use crate::lessor::Lessor;
+use crate::quota::Quota;
 use crate::state::Store;
 use crate::watch::WatchHub;
 
@@ -52,19 +56,31 @@ use crate::watch::WatchHub;
 #[derive(Clone)]
 pub struct Services {
     pub kv: KvService,
+    pub lease: LeaseService,
     pub members: MembersService,
     pub status: StatusService,
     pub watch: WatchService,
 }
 
+/// What the services share with the state machine: the lessor's deadlines and the quota.
+#[derive(Clone)]
+pub struct Shared {
+    /// This node's member id.
+    pub member: u64,
+    pub lessor: Arc<Lessor>,
+    pub quota: Arc<Quota>,
+    pub hub: Arc<WatchHub>,
+}
+
 impl Services {
-    pub fn new(node: NodeHandle<Store>, hub: Arc<WatchHub>) -> Services {
+    pub fn new(node: NodeHandle<Store>, shared: Shared) -> Services {
         let raft = node::Raft::new(node);
         Services {
-            kv: KvService::new(raft.clone()),
+            kv: KvService::new(raft.clone(), shared.quota.clone(), shared.member),
+            lease: LeaseService::new(raft.clone(), shared.lessor.clone(), shared.member),
             members: MembersService::new(raft.clone()),
             status: StatusService::new(raft),
-            watch: WatchService::new(hub),
+            watch: WatchService::new(shared.hub),
         }
     }
 }

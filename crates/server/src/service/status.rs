@@ -80,7 +80,10 @@ mod tests {
             state: crate::state::StoreStatus {
                 keys: 0,
                 data_bytes: 0,
+                total_bytes: 0,
                 revision: 0,
+                compact_revision: 0,
+                leases: 0,
             },
             wal_bytes: 0,
             voters: vec![1],

@@ -137,10 +137,7 @@ impl Watcher {
             }
             self.caught_up = batch.caught_up;
             let (start, range) = (self.start, &self.range);
-            let wanted = batch
-                .events
-                .into_iter()
-                .filter(|e| wanted(e, start, range));
+            let wanted = batch.events.into_iter().filter(|e| wanted(e, start, range));
             self.pending = wanted.collect();
             self.cursor = batch.cursor;
         }
@@ -177,20 +174,32 @@ mod tests {
 
     fn event(revision: u64, key: &str) -> Event {
         Event {
-            revision,
-            key: key.into(),
-            value: None,
+            kv: crate::kv::KeyValue {
+                key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+                mod_revision: revision,
+                ..Default::default()
+            },
+            deleted: true,
+            prev: None,
         }
+    }
+
+    fn key(k: &str) -> KeyRange {
+        KeyRange::Key(bytes::Bytes::copy_from_slice(k.as_bytes()))
+    }
+
+    fn prefix(k: &str) -> KeyRange {
+        KeyRange::Prefix(bytes::Bytes::copy_from_slice(k.as_bytes()))
     }
 
     #[test]
     fn a_watch_reports_its_key_or_prefix_from_its_start() {
-        assert!(wanted(&event(5, "a"), 5, "a", false));
-        assert!(!wanted(&event(4, "a"), 5, "a", false));
-        assert!(!wanted(&event(5, "ab"), 5, "a", false));
-        assert!(wanted(&event(5, "ab"), 5, "a", true));
-        assert!(wanted(&event(5, "anything"), 1, "", true));
-        assert!(!wanted(&event(5, "b"), 1, "a", true));
+        assert!(wanted(&event(5, "a"), 5, &key("a")));
+        assert!(!wanted(&event(4, "a"), 5, &key("a")));
+        assert!(!wanted(&event(5, "ab"), 5, &key("a")));
+        assert!(wanted(&event(5, "ab"), 5, &prefix("a")));
+        assert!(wanted(&event(5, "anything"), 1, &prefix("")));
+        assert!(!wanted(&event(5, "b"), 1, &prefix("a")));
     }
 
     fn hub(window: usize) -> Arc<WatchHub> {
@@ -207,8 +216,7 @@ mod tests {
         let hub = hub(2);
         let service = WatchService::new(hub.clone());
         let req = |from_revision| WatchRequest {
-            key: "k".into(),
-            prefix: false,
+            range: key("k"),
             from_revision,
         };
         hub.publish(vec![event(1, "k"), event(2, "k"), event(3, "k")]);
@@ -248,16 +256,15 @@ mod tests {
         hub.publish(vec![event(1, "k"), event(1, "x")]);
         hub.publish(vec![event(2, "k")]);
         let req = WatchRequest {
-            key: "k".into(),
-            prefix: false,
+            range: key("k"),
             from_revision: 1,
         };
         let Ok(mut w) = service.watch(req) else {
             panic!("watch refused")
         };
-        assert_eq!(w.next(|e| e.revision).await, Some(WatchItem::Event(1)));
-        assert_eq!(w.next(|e| e.revision).await, Some(WatchItem::Event(2)));
+        assert_eq!(w.next(|e| e.revision()).await, Some(WatchItem::Event(1)));
+        assert_eq!(w.next(|e| e.revision()).await, Some(WatchItem::Event(2)));
         hub.close();
-        assert_eq!(w.next(|e| e.revision).await, None);
+        assert_eq!(w.next(|e| e.revision()).await, None);
     }
 }

@@ -1,0 +1,252 @@
+//! Revisions, compaction, leases and the quota on real processes, through the `/v1` API:
+//! reads at past revisions and their refusal once compacted; a leased key that lives while
+//! kept alive and goes (with a delete event) once its lease expires; keep-alives across a
+//! leader kill; the NOSPACE alarm raised above the quota and disarmed after space is freed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http::call;
+use common::{field, wait_until, Cluster, WAIT_TIMEOUT};
+use serde_json::json;
+
+#[test]
+fn reads_at_past_revisions_until_they_are_compacted() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    let r1 = field(
+        &call(&c, 1, "PUT", "/v1/kv/k", &[], b"one").json(),
+        "revision",
+    );
+    let r2 = field(
+        &call(&c, 1, "PUT", "/v1/kv/k", &[], b"two").json(),
+        "revision",
+    );
+    let at = |rev: u64| call(&c, 1, "GET", &format!("/v1/kv/k?revision={rev}"), &[], b"");
+    assert_eq!(at(r1).body, b"one");
+    assert_eq!(at(r2).body, b"two");
+    assert_eq!(at(0).body, b"two");
+    let future = at(r2 + 10);
+    assert_eq!(future.status, 400, "{}", future.text());
+    assert!(
+        future.text().contains("future revision"),
+        "{}",
+        future.text()
+    );
+    // A listing at a past revision sees the store as it was.
+    call(&c, 1, "PUT", "/v1/kv/l", &[], b"x");
+    let list = call(
+        &c,
+        1,
+        "GET",
+        &format!("/v1/kv/?prefix=true&revision={r2}"),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        list.json()["kvs"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        list.text()
+    );
+
+    let body = json!({ "revision": r2 }).to_string();
+    let compacted = call(&c, 1, "POST", "/v1/compact", &[], body.as_bytes());
+    assert_eq!(compacted.status, 200, "{}", compacted.text());
+    let gone = at(r1);
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    assert_eq!(field(&gone.json(), "oldest_revision"), r2);
+    assert_eq!(at(r2).body, b"two");
+    // Compacting again to the same point is refused: it is compacted already.
+    let again = call(&c, 1, "POST", "/v1/compact", &[], body.as_bytes());
+    assert_eq!(again.status, 410, "{}", again.text());
+}
+
+/// Grants a lease of `ttl` seconds on node `id`; returns its id.
+fn grant(c: &Cluster, id: u64, ttl: i64) -> i64 {
+    let body = json!({ "ttl": ttl }).to_string();
+    let granted = call(c, id, "POST", "/v1/lease", &[], body.as_bytes());
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    assert_eq!(granted.json()["ttl"], ttl);
+    granted.json()["id"]
+        .as_i64()
+        .unwrap_or_else(|| c.fail("a lease id"))
+}
+
+#[test]
+fn a_leased_key_lives_while_kept_alive_and_goes_when_its_lease_expires() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    let lease = grant(&c, 1, 2);
+    let put = call(
+        &c,
+        1,
+        "PUT",
+        &format!("/v1/kv/lock?lease={lease}"),
+        &[],
+        b"me",
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    let missing = call(&c, 1, "PUT", "/v1/kv/other?lease=12345", &[], b"x");
+    assert_eq!(missing.status, 404, "{}", missing.text());
+
+    let ttl = call(
+        &c,
+        1,
+        "GET",
+        &format!("/v1/lease/{lease}?keys=true"),
+        &[],
+        b"",
+    );
+    assert_eq!(ttl.json()["keys"], json!(["lock"]), "{}", ttl.text());
+    assert_eq!(ttl.json()["granted_ttl"], 2);
+    let list = call(&c, 1, "GET", "/v1/lease", &[], b"");
+    assert_eq!(list.json()["leases"], json!([lease]));
+
+    // Kept alive for three TTLs, the key stays.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let kept = call(
+            &c,
+            1,
+            "POST",
+            &format!("/v1/lease/{lease}/keep-alive"),
+            &[],
+            b"",
+        );
+        assert_eq!(kept.status, 200, "{}", kept.text());
+        let got = call(&c, 1, "GET", "/v1/kv/lock", &[], b"");
+        assert_eq!(
+            got.status, 200,
+            "the key went while its lease was kept alive"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Left alone, it expires: the key and the lease go.
+    let expired = wait_until(WAIT_TIMEOUT, || {
+        call(&c, 1, "GET", "/v1/kv/lock", &[], b"").status == 404
+    });
+    assert!(expired, "the leased key did not expire");
+    let after = call(&c, 1, "GET", &format!("/v1/lease/{lease}"), &[], b"");
+    assert_eq!(after.status, 404, "{}", after.text());
+    let kept = call(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/lease/{lease}/keep-alive"),
+        &[],
+        b"",
+    );
+    assert_eq!(kept.status, 404, "{}", kept.text());
+}
+
+#[test]
+fn revoking_a_lease_deletes_its_keys_in_one_revision() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    let lease = grant(&c, 1, 60);
+    for k in ["a", "b", "c"] {
+        let put = call(
+            &c,
+            1,
+            "PUT",
+            &format!("/v1/kv/s/{k}?lease={lease}"),
+            &[],
+            b"v",
+        );
+        assert_eq!(put.status, 200, "{}", put.text());
+    }
+    let before = field(
+        &call(&c, 1, "GET", "/v1/status", &[], b"").json(),
+        "revision",
+    );
+    let revoked = call(&c, 1, "DELETE", &format!("/v1/lease/{lease}"), &[], b"");
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert_eq!(field(&revoked.json(), "deleted"), 3);
+    assert_eq!(field(&revoked.json(), "revision"), before + 1);
+    let list = call(&c, 1, "GET", "/v1/kv/s/?prefix=true", &[], b"");
+    assert_eq!(list.json()["kvs"], json!([]), "{}", list.text());
+}
+
+#[test]
+fn a_lease_kept_alive_survives_a_leader_kill() {
+    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    let lease = grant(&c, follower, 3);
+    let put = call(
+        &c,
+        follower,
+        "PUT",
+        &format!("/v1/kv/held?lease={lease}"),
+        &[],
+        b"x",
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    c.kill(leader);
+    // Keep alive through the survivors (retrying while there is no leader) for a while.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let path = format!("/v1/lease/{lease}/keep-alive");
+        let kept = call(&c, follower, "POST", &path, &[], b"");
+        assert!(
+            kept.status == 200 || kept.status == 503 || kept.status == 504,
+            "{}",
+            kept.text()
+        );
+        assert_ne!(kept.status, 404, "the lease expired while kept alive");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let got = call(&c, follower, "GET", "/v1/kv/held", &[], b"");
+    assert_eq!(
+        got.status,
+        200,
+        "the key of a live lease went: {}",
+        got.text()
+    );
+}
+
+#[test]
+fn above_the_quota_writes_are_refused_until_space_is_freed_and_the_alarm_disarmed() {
+    let (c, _) = Cluster::start_with_leader(1, &["--quota-backend-bytes", "4096"]);
+    let value = vec![b'v'; 1000];
+    let mut refused = None;
+    for i in 0..10 {
+        let put = call(&c, 1, "PUT", &format!("/v1/kv/big/{i}"), &[], &value);
+        if put.status != 200 {
+            refused = Some(put);
+            break;
+        }
+    }
+    let refused = refused.unwrap_or_else(|| c.fail("no write was refused above the quota"));
+    assert_eq!(refused.status, 507, "{}", refused.text());
+    assert!(
+        refused.text().contains("space exceeded"),
+        "{}",
+        refused.text()
+    );
+    let alarms = call(&c, 1, "GET", "/v1/alarms", &[], b"");
+    assert_eq!(
+        alarms.json()["alarms"],
+        json!([{ "member": 1, "alarm": "NOSPACE" }])
+    );
+    // Raised, the alarm refuses even a small write; reads and deletes still work.
+    assert_eq!(call(&c, 1, "PUT", "/v1/kv/tiny", &[], b"t").status, 507);
+    assert_eq!(call(&c, 1, "GET", "/v1/kv/big/0", &[], b"").status, 200);
+    let deleted = call(&c, 1, "DELETE", "/v1/kv/big/?prefix=true", &[], b"");
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let now = field(&deleted.json(), "revision");
+    let body = json!({ "revision": now }).to_string();
+    assert_eq!(
+        call(&c, 1, "POST", "/v1/compact", &[], body.as_bytes()).status,
+        200
+    );
+    // The physical compaction runs as batches are applied: wait until the space is back.
+    let freed = wait_until(WAIT_TIMEOUT, || {
+        field(
+            &call(&c, 1, "GET", "/v1/status", &[], b"").json(),
+            "total_bytes",
+        ) < 1000
+    });
+    assert!(freed, "the history was not compacted");
+    let disarmed = call(&c, 1, "DELETE", "/v1/alarms", &[], b"");
+    assert_eq!(disarmed.json()["alarms"], json!([]), "{}", disarmed.text());
+    assert_eq!(call(&c, 1, "PUT", "/v1/kv/tiny", &[], b"t").status, 200);
+}
