@@ -59,7 +59,8 @@ impl Kv {
         if let Some(current) = self.failed_precondition(&put.key, put.condition) {
             return self.precondition_failed(current);
         }
-        if let Err(refusal) = self.check_put(&put) {
+        let exists = self.history.current(&put.key).is_some();
+        if let Err(refusal) = self.check_put(&put, exists) {
             return Outcome::Refused(refusal);
         }
         let revision = self.history.bump();
@@ -103,12 +104,12 @@ impl Kv {
         (!holds).then_some(current)
     }
 
-    /// Why a put cannot apply, if it cannot.
-    fn check_put(&self, put: &Put) -> Result<(), Refusal> {
+    /// Why a put cannot apply, if it cannot (`exists`: its key exists when it runs).
+    fn check_put(&self, put: &Put, exists: bool) -> Result<(), Refusal> {
         if self.no_space() {
             return Err(Refusal::NoSpace);
         }
-        if (put.ignore_value || put.ignore_lease) && self.history.current(&put.key).is_none() {
+        if (put.ignore_value || put.ignore_lease) && !exists {
             return Err(Refusal::KeyNotFound);
         }
         if !put.ignore_lease && put.lease != 0 && !self.leases.contains(put.lease) {
@@ -128,14 +129,16 @@ impl Kv {
             (Some(b), true) => b.lease,
             _ => put.lease,
         };
+        let rewrite = self.history.written_now(&put.key);
         let (kv, prev) = self.history.put(put.key, value, lease);
         self.leases
             .reattach(&kv.key, prev.as_ref().map_or(0, |p| p.lease), lease);
-        events.push(Event {
+        let event = Event {
             kv,
             deleted: false,
             prev: prev.clone(),
-        });
+        };
+        publish(events, event, rewrite);
         prev
     }
 
@@ -171,9 +174,10 @@ impl Kv {
 
     /// Deletes one key at the current revision, detaching it from its lease.
     fn delete_key(&mut self, key: &[u8], events: &mut Vec<Event>) -> Option<KeyValue> {
+        let rewrite = self.history.written_now(key);
         let prev = self.history.delete(key)?;
         self.leases.reattach(&prev.key, prev.lease, 0);
-        events.push(Event {
+        let event = Event {
             kv: KeyValue {
                 key: prev.key.clone(),
                 mod_revision: self.history.revision(),
@@ -181,7 +185,8 @@ impl Kv {
             },
             deleted: true,
             prev: Some(prev.clone()),
-        });
+        };
+        publish(events, event, rewrite);
         Some(prev)
     }
 
@@ -204,6 +209,10 @@ impl Kv {
     fn apply_grant(&mut self, id: LeaseId, ttl: i64, index: u64) -> Outcome {
         if self.no_space() {
             return Outcome::Refused(Refusal::NoSpace);
+        }
+        // 0 means "no lease" in a put: no lease can have it (etcd's lessor refuses it too).
+        if id == 0 {
+            return Outcome::Refused(Refusal::LeaseNotFound(id));
         }
         if self.leases.contains(id) {
             return Outcome::Refused(Refusal::LeaseExists(id));
@@ -238,7 +247,7 @@ impl Kv {
         // then the path is checked, then run (etcd's order).
         let mut path = Vec::new();
         self.decide(&txn, &mut path);
-        if let Err(refusal) = self.check_path(&txn, &path, &mut 0) {
+        if let Err(refusal) = self.check_path(&txn, &path, &mut 0, &mut Vec::new()) {
             return Outcome::Refused(refusal);
         }
         let revision = self.history.revision() + 1;
@@ -264,8 +273,16 @@ impl Kv {
         }
     }
 
-    /// Why the taken path cannot run, if it cannot.
-    fn check_path(&self, txn: &Txn, path: &[bool], at: &mut usize) -> Result<(), Refusal> {
+    /// Why the taken path cannot run, if it cannot. `written` collects the path's writes in
+    /// order: a put is checked against the keys as the earlier ones left them (a key deleted
+    /// earlier in the transaction has no value or lease to keep).
+    fn check_path<'a>(
+        &self,
+        txn: &'a Txn,
+        path: &[bool],
+        at: &mut usize,
+        written: &mut Vec<&'a TxnOp>,
+    ) -> Result<(), Refusal> {
         let succeeded = path.get(*at).copied().unwrap_or(false);
         *at += 1;
         let ops = if succeeded {
@@ -278,15 +295,30 @@ impl Kv {
         }
         for op in ops {
             match op {
-                TxnOp::Put(put) => self.check_put(put)?,
+                TxnOp::Put(put) => {
+                    self.check_put(put, self.exists_after(&put.key, written))?;
+                    written.push(op);
+                }
                 TxnOp::Range(q) => {
                     self.history.readable(q.revision)?;
                 }
-                TxnOp::Txn(nested) => self.check_path(nested, path, at)?,
-                TxnOp::Delete(_) => {}
+                TxnOp::Txn(nested) => self.check_path(nested, path, at, written)?,
+                TxnOp::Delete(_) => written.push(op),
             }
         }
         Ok(())
+    }
+
+    /// Whether `key` exists after the writes of a transaction so far.
+    fn exists_after(&self, key: &[u8], written: &[&TxnOp]) -> bool {
+        for op in written.iter().rev() {
+            match op {
+                TxnOp::Put(p) if p.key == key => return true,
+                TxnOp::Delete(d) if d.range.contains(key) => return false,
+                _ => {}
+            }
+        }
+        self.history.current(key).is_some()
     }
 
     /// Runs the taken path; every write goes in `revision`.
@@ -345,6 +377,28 @@ impl Kv {
                 }
             }
         }
+    }
+}
+
+/// Publishes a change. A second write of one key in one transaction (`rewrite`) replaces
+/// the first's event, as the history replaced its version: watchers see one event per key
+/// and revision, with the key as it was before the transaction, live or caught up later.
+fn publish(events: &mut Vec<Event>, event: Event, rewrite: bool) {
+    let revision = event.revision();
+    let earlier = match rewrite {
+        true => events
+            .iter_mut()
+            .rev()
+            .take_while(|e| e.revision() == revision)
+            .find(|e| e.kv.key == event.kv.key),
+        false => None,
+    };
+    match earlier {
+        Some(e) => {
+            let prev = e.prev.take();
+            *e = Event { prev, ..event };
+        }
+        None => events.push(event),
     }
 }
 

@@ -8,8 +8,10 @@
 //! a watch catching up from an old revision reads.
 //!
 //! **Compaction** at `c` makes revisions before `c` unreadable at once (the logical step:
-//! `compact_revision = c`), then, a slice at a time ([`History::compact_step`]), drops for each
-//! key visited every version older than the newest one at or before `c` — and that one too
+//! `compact_revision = c`), then, a slice at a time ([`History::compact_step`]), visits the keys
+//! of the log entries before `c` (dropping those entries) and of the entries at `c` (keeping
+//! them), and drops for each key visited every version older than the newest one at or before
+//! `c` — and that one too
 //! if it is a tombstone older than `c` (the key is absent from `c` on). A tombstone *at* `c`
 //! stays, so a watch from `c` still sees that delete. The physical step changes nothing a
 //! read or watch at `c` or later can see, so it may lag (and pauses while a snapshot is
@@ -70,6 +72,9 @@ pub(super) struct History {
     live_bytes: u64,
     /// Bytes of every kept version (the quota's measure).
     total_bytes: u64,
+    /// Log entries at the compaction point whose keys the physical step has visited (their
+    /// entries stay: a watch from the point reads them).
+    visited_at_point: usize,
 }
 
 impl History {
@@ -111,6 +116,15 @@ impl History {
             .last()
             .filter(|v| !v.is_tombstone())
             .map(|v| v.to_kv(k))
+    }
+
+    /// True if `key` has a version (a write or a deletion) in the current revision: a
+    /// transaction writing it again replaces that version.
+    pub fn written_now(&self, key: &[u8]) -> bool {
+        self.keys
+            .get(key)
+            .and_then(|v| v.last())
+            .is_some_and(|v| v.mod_revision == self.revision)
     }
 
     /// The key as it was at `revision`.
@@ -168,29 +182,36 @@ impl History {
         let mut bytes = 0usize;
         let mut more = false;
         let sorted = !query.in_key_order();
-        for kv in self
-            .scan(&query.range, revision)
-            .filter(|kv| query.admits(kv))
-        {
+        // What a key adds to the answer (no value if keys only), and whether an answer of
+        // `n` keys and `bytes` is full: the limit, or the byte budget after the first key.
+        let size = |kv: &KeyValue| kv.key.len() + if query.keys_only { 0 } else { kv.value.len() };
+        let full = |n: usize, bytes: usize| {
+            (query.limit > 0 && n >= query.limit) || (n > 0 && bytes >= query.max_bytes)
+        };
+        for kv in self.scan(&query.range, revision) {
+            // etcd's count: every key of the range, before the revision filters and limits.
             count += 1;
-            if query.count_only {
+            if query.count_only || !query.admits(&kv) {
                 continue;
             }
             // Sorting needs every match; otherwise stop collecting at the limits.
-            let full = !sorted
-                && ((query.limit > 0 && kvs.len() >= query.limit)
-                    || (!kvs.is_empty() && bytes >= query.max_bytes));
-            if full {
+            if !sorted && full(kvs.len(), bytes) {
                 more = true;
                 continue;
             }
-            bytes = bytes.saturating_add(kv.key.len() + kv.value.len());
+            bytes = bytes.saturating_add(size(&kv));
             kvs.push(kv);
         }
         if sorted {
             query.sort(&mut kvs);
-            if query.limit > 0 && kvs.len() > query.limit {
-                kvs.truncate(query.limit);
+            let mut bytes = 0usize;
+            let cut = kvs.iter().enumerate().position(|(n, kv)| {
+                let stop = full(n, bytes);
+                bytes = bytes.saturating_add(size(kv));
+                stop
+            });
+            if let Some(n) = cut {
+                kvs.truncate(n);
                 more = true;
             }
         }
@@ -283,25 +304,38 @@ impl History {
     pub fn compact(&mut self, revision: u64) {
         debug_assert!(revision > self.compact_revision && revision <= self.revision);
         self.compact_revision = revision;
+        self.visited_at_point = 0;
     }
 
     /// True while versions before the compaction point are still held.
     pub fn compaction_pending(&self) -> bool {
-        self.log
-            .front()
-            .is_some_and(|(r, _)| *r < self.compact_revision)
+        let at = self.compact_revision;
+        self.log.front().is_some_and(|(r, _)| *r < at)
+            || self
+                .log
+                .get(self.visited_at_point)
+                .is_some_and(|(r, _)| *r == at)
     }
 
-    /// The physical compaction, for up to `budget` log entries before the compaction point.
+    /// The physical compaction, for up to `budget` log entries before the compaction point,
+    /// then the keys written at it. A key whose newest version at or before the previous
+    /// compaction point survived it has no log entry before the new point; if its next
+    /// version is at the new point, only that entry leads here to drop the survivor.
     pub fn compact_step(&mut self, budget: usize) {
         let at = self.compact_revision;
         for _ in 0..budget {
-            match self.log.front() {
-                Some((r, _)) if *r < at => {}
-                _ => return,
-            }
-            let Some((_, key)) = self.log.pop_front() else {
-                return;
+            let key = match self.log.front() {
+                Some((r, _)) if *r < at => match self.log.pop_front() {
+                    Some((_, key)) => key,
+                    None => return,
+                },
+                _ => match self.log.get(self.visited_at_point) {
+                    Some((r, key)) if *r == at => {
+                        self.visited_at_point += 1;
+                        key.clone()
+                    }
+                    _ => return,
+                },
             };
             self.compact_key(&key, at);
         }
@@ -312,15 +346,7 @@ impl History {
         let Some(versions) = self.keys.get_mut(&key[..]) else {
             return;
         };
-        // The newest version at or before `at` stays; older ones go.
-        let newest = versions.partition_point(|v| v.mod_revision <= at);
-        let mut drop = newest.saturating_sub(1);
-        if let Some(v) = versions.get(drop) {
-            if v.is_tombstone() && v.mod_revision < at {
-                drop += 1;
-            }
-        }
-        for v in versions.drain(..drop) {
+        for v in versions.drain(..first_kept(versions, at)) {
             self.total_bytes -= version_bytes(key, &v);
         }
         if versions.is_empty() {
@@ -345,7 +371,7 @@ impl History {
 
     /// The changes of whole revisions from `from` on, in revision order, after looking at
     /// about `budget` log entries (a revision is never split); returns them and the first
-    /// revision not included (the current one + 1 when all were).
+    /// revision not included (the current one + 1 when all were, or `from` if later).
     pub fn changes_from(&self, from: u64, budget: usize) -> (Vec<Event>, u64) {
         let start = self.log.partition_point(|(r, _)| *r < from);
         let mut out = Vec::new();
@@ -359,7 +385,8 @@ impl History {
                 out.push(e);
             }
         }
-        (out, self.revision + 1)
+        // A start after the current revision is still where the next changes begin.
+        (out, (self.revision + 1).max(from))
     }
 
     /// The change to `key` at `revision`, as a watcher sees it.
@@ -385,9 +412,10 @@ impl History {
     }
 
     /// Rebuilds a history from versions read back from a snapshot (each key's in revision
-    /// order; `compact_revision` and `revision` as the snapshot says).
+    /// order; `compact_revision` and `revision` as the snapshot says), physically compacted:
+    /// the same history as the one snapshotted once its compaction finished.
     pub fn restore(
-        keys: BTreeMap<Bytes, Vec<Version>>,
+        mut keys: BTreeMap<Bytes, Vec<Version>>,
         revision: u64,
         compact_revision: u64,
     ) -> History {
@@ -396,11 +424,18 @@ impl History {
             compact_revision,
             ..History::default()
         };
+        keys.retain(|_, versions| {
+            versions.drain(..first_kept(versions, compact_revision));
+            !versions.is_empty()
+        });
         let mut log = Vec::new();
         for (k, versions) in &keys {
             for v in versions {
                 h.total_bytes += version_bytes(k, v);
-                log.push((v.mod_revision, k.clone()));
+                // Survivors of a compaction have no entry (see compact_step).
+                if v.mod_revision >= compact_revision {
+                    log.push((v.mod_revision, k.clone()));
+                }
             }
             if let Some(v) = versions.last().filter(|v| !v.is_tombstone()) {
                 h.live_keys += 1;
@@ -410,6 +445,10 @@ impl History {
         // Within one revision (a transaction), key order: the order the writes were made in
         // is not in the snapshot.
         log.sort();
+        h.visited_at_point = log
+            .iter()
+            .take_while(|(r, _)| *r == compact_revision)
+            .count();
         h.log = log.into();
         h.keys = keys;
         h
@@ -420,6 +459,18 @@ impl History {
         self.keys
             .iter()
             .filter_map(|(k, v)| v.last().filter(|v| !v.is_tombstone()).map(|v| (k, v)))
+    }
+}
+
+/// How many of a key's oldest versions a compaction at `at` drops: every one older than the
+/// newest at or before `at`, and that one too if it is a deletion before `at` (the key is
+/// absent from `at` on; a deletion *at* `at` stays, so a watch from `at` sees it).
+fn first_kept(versions: &[Version], at: u64) -> usize {
+    let newest = versions.partition_point(|v| v.mod_revision <= at);
+    match newest.checked_sub(1).map(|i| (i, &versions[i])) {
+        Some((i, v)) if v.is_tombstone() && v.mod_revision < at => i + 1,
+        Some((i, _)) => i,
+        None => 0,
     }
 }
 

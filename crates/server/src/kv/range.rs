@@ -33,7 +33,9 @@ impl KeyRange {
         }
     }
 
-    /// The range as etcd's `key` and `range_end`.
+    /// The range as etcd's `key` and `range_end`. A `Between` whose end etcd reads as
+    /// something else (an empty end is one key, `"\0"` no end) is written as the same keys: an
+    /// empty range as `[1, 1)` (no key), `["", "\0")` as the empty key alone.
     pub fn to_etcd(&self) -> (Bytes, Bytes) {
         let all = || Bytes::from_static(&[0]);
         match self {
@@ -41,6 +43,10 @@ impl KeyRange {
             KeyRange::Prefix(p) if p.is_empty() => (all(), all()),
             KeyRange::Prefix(p) => (p.clone(), prefix_end(p)),
             KeyRange::FromKey(k) => (k.clone(), all()),
+            KeyRange::Between(_, _) if self.is_empty() => {
+                (Bytes::from_static(&[1]), Bytes::from_static(&[1]))
+            }
+            KeyRange::Between(a, b) if b[..] == [0] => (a.clone(), Bytes::new()),
             KeyRange::Between(a, b) => (a.clone(), b.clone()),
         }
     }
@@ -212,7 +218,8 @@ pub struct RangeResult {
     pub kvs: Vec<KeyValue>,
     /// Keys of the range follow the ones returned (a limit or the byte budget stopped it).
     pub more: bool,
-    /// Keys in the range at the revision read, whatever the limit.
+    /// Keys in the range at the revision read, whatever the limit and the revision filters
+    /// (etcd's count).
     pub count: u64,
 }
 

@@ -269,8 +269,14 @@ fn restore_v2(mut data: Bytes) -> Result<Kv> {
     let mut kv = Kv::default();
     take_members(d, &mut kv)?;
     let leases = take_u32(d).ok_or_else(|| bad("lease count"))?;
+    let mut last_lease = None;
     for _ in 0..leases {
         let id = take_i64(d).ok_or_else(|| bad("lease id"))?;
+        // Written in id order, once each; 0 is "no lease", never an id.
+        if id == 0 || last_lease.is_some_and(|l| l >= id) {
+            return Err(bad("lease ids out of order, repeated or 0"));
+        }
+        last_lease = Some(id);
         let ttl = take_i64(d).ok_or_else(|| bad("lease TTL"))?;
         let renewed_at = take_u64(d).ok_or_else(|| bad("lease renewal"))?;
         kv.leases.restore(id, ttl, renewed_at);

@@ -1,24 +1,23 @@
-//! The snapshot: restored whole in the current and the legacy form, serialized in steps,
-//! unknown versions refused by name.
+//! The snapshot: the whole state restored (history, leases, alarms, members, compaction
+//! point), serialized in steps while commands apply, the bytes of version 2 pinned, version
+//! 1 (both forms) still restored, corrupt and unknown data refused by name.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{LEGACY_MAGIC, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
-use crate::kv::tests::{b, put};
-use crate::kv::{Command, Kv};
+use crate::kv::tests::model::{self, Model, Rng};
+use crate::kv::tests::{b, delete, put, put_leased, run};
+use crate::kv::{Alarm, AlarmKind, Command, DeleteRange, Event, KeyRange, Kv, Put, Txn, TxnOp};
 
-/// The long (`KVSV`, versioned) form of a snapshot this build writes in version 1's short
-/// form (`KVS3`): the same body behind the version.
-fn versioned(short: &Bytes) -> Bytes {
-    assert_eq!(&short[..4], LEGACY_MAGIC);
-    let mut out = SNAPSHOT_MAGIC.to_vec();
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&short[4..]);
-    Bytes::from(out)
+fn finish_compaction(kv: &mut Kv) {
+    while kv.compaction_pending() {
+        kv.compact_step(1);
+    }
 }
 
-#[test]
-fn snapshot_restore_keeps_everything() {
+/// A state with every part: members and removed ids, leases with keys, an alarm, history
+/// with deletions and a transaction, and a compaction.
+fn everything() -> Kv {
     let mut kv = Kv::with_members([(1, "http://127.0.0.1:1".to_string())].into());
     kv.add_member(2, Some("http://127.0.0.1:2".into()));
     kv.add_member(3, Some("http://127.0.0.1:3".into()));
@@ -26,92 +25,241 @@ fn snapshot_restore_keeps_everything() {
     assert!(kv.is_removed(3));
     kv.add_member(2, None);
     assert_eq!(kv.members()[&2], "http://127.0.0.1:2");
-    put(&mut kv, "x", "1");
-    put(&mut kv, "y", "");
-    put(&mut kv, "x", "2");
+    kv.apply(4, Command::LeaseGrant { id: 1, ttl: 10 }, &mut Vec::new());
+    kv.apply(5, Command::LeaseGrant { id: 2, ttl: 20 }, &mut Vec::new());
+    kv.apply(6, Command::LeaseGrant { id: 3, ttl: 30 }, &mut Vec::new());
+    put(&mut kv, "x", "1"); // 1
+    put(&mut kv, "y", ""); // 2
+    put(&mut kv, "x", "2"); // 3
+    put_leased(&mut kv, "l1", "a", 1); // 4
+    put_leased(&mut kv, "l2", "b", 1); // 5
+    put_leased(&mut kv, "m", "c", 2); // 6
+    delete(&mut kv, "y"); // 7
+    let txn = Txn {
+        success: ["t1", "t2", "x"]
+            .iter()
+            .map(|k| TxnOp::Put(Put::new(b(k), b("t"))))
+            .collect(),
+        ..Txn::default()
+    };
+    run(&mut kv, Command::Txn(txn)); // 8
+    put(&mut kv, "y", "again"); // 9
+    run(&mut kv, Command::Compact { revision: 4 });
+    finish_compaction(&mut kv);
+    kv.apply(20, Command::LeaseKeepAlive { id: 2 }, &mut Vec::new());
+    let alarm = Alarm {
+        member: 2,
+        kind: AlarmKind::NoSpace,
+    };
+    run(
+        &mut kv,
+        Command::Alarm {
+            alarm,
+            active: true,
+        },
+    );
+    kv
+}
+
+#[test]
+fn a_restored_snapshot_is_the_state() {
+    let kv = everything();
     let restored = Kv::restore(kv.snapshot()).unwrap();
     assert_eq!(restored, kv);
-    assert_eq!(restored.data_bytes(), 3);
+    assert_eq!((restored.revision(), restored.compact_revision()), (9, 4));
+    assert_eq!(restored.lease(1).unwrap().keys.len(), 2);
+    assert_eq!(restored.lease(2).unwrap().renewed_at, 20);
+    assert!(restored.lease(3).unwrap().keys.is_empty());
+    assert_eq!(restored.alarms().count(), 1);
+    assert!(restored.is_removed(3));
+    assert_eq!(
+        (restored.live_bytes(), restored.total_bytes()),
+        (kv.live_bytes(), kv.total_bytes())
+    );
+    assert_eq!(restored.snapshot(), kv.snapshot());
     let snap = kv.snapshot();
     for cut in 0..snap.len() {
         assert!(Kv::restore(snap.slice(..cut)).is_err(), "cut at {cut}");
     }
 }
 
-/// A snapshot serialized a slice at a time while keys are written, deleted, created and
-/// re-created captures exactly the state at its start, whatever the interleaving.
+/// A snapshot taken while a compaction is still in progress holds the versions it will drop;
+/// restored, they are gone: the state the compaction ends in.
+#[test]
+fn a_snapshot_during_a_compaction_restores_the_compacted_state() {
+    let mut kv = everything();
+    put(&mut kv, "x", "3");
+    delete(&mut kv, "x");
+    run(&mut kv, Command::Compact { revision: 10 });
+    assert!(kv.compaction_pending());
+    let restored = Kv::restore(kv.snapshot()).unwrap();
+    assert!(!restored.compaction_pending());
+    assert!(restored.total_bytes() < kv.total_bytes());
+    finish_compaction(&mut kv);
+    assert_eq!(restored, kv);
+}
+
+/// The observable state: the snapshot bytes, and what a watch from the compaction point
+/// reads (within a revision in key order: a snapshot does not keep the order of a
+/// transaction's writes).
+fn assert_same(a: &Kv, b: &Kv, ctx: &str) {
+    assert_eq!(a.snapshot(), b.snapshot(), "{ctx}");
+    let changes = |kv: &Kv| {
+        let (events, next) = kv.changes(kv.compact_revision(), usize::MAX).unwrap();
+        (model::by_revision_and_key(events), next)
+    };
+    assert_eq!(changes(a), changes(b), "{ctx}");
+    assert_eq!(a.compaction_pending(), b.compaction_pending(), "{ctx}");
+}
+
+/// Random histories (the model's commands) restore to the same state.
+#[test]
+fn random_states_restore() {
+    for seed in 0..40 {
+        let mut rng = Rng::new(1000 + seed);
+        let mut kv = Kv::default();
+        let mut m = Model::new();
+        for n in 0..80 {
+            let cmd = model::command(&mut rng, n, &m);
+            model::step(
+                &mut kv,
+                &mut m,
+                cmd,
+                &mut Vec::new(),
+                &format!("seed {seed}"),
+            );
+        }
+        finish_compaction(&mut kv);
+        let restored = Kv::restore(kv.snapshot()).unwrap();
+        assert_same(&restored, &kv, &format!("seed {seed}"));
+        model::check(&restored, &m, &format!("seed {seed}, restored"));
+    }
+}
+
+/// A snapshot serialized a slice at a time while every kind of command applies between the
+/// slices (writes before and after the cursor, deletions, transactions, revocations,
+/// compactions) captures exactly the state at its start.
 #[test]
 fn a_snapshot_taken_in_steps_captures_the_state_at_its_start() {
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
-    for round in 0..30 {
+    for seed in 0..60 {
+        let mut rng = Rng::new(seed);
         let mut kv = Kv::default();
-        for i in 0..200 {
-            if next(3) > 0 {
-                put(&mut kv, &format!("k{:03}", i), &format!("v{i}"));
-            }
+        let mut m = Model::new();
+        for n in 0..rng.below(60) {
+            let cmd = model::command(&mut rng, n, &m);
+            model::step(
+                &mut kv,
+                &mut m,
+                cmd,
+                &mut Vec::new(),
+                &format!("seed {seed}"),
+            );
         }
         let expected = kv.snapshot();
         kv.begin_snapshot();
-        let budget = 1 + next(40) as usize;
+        assert!(kv.is_snapshotting());
+        let budget = 1 + rng.below(3) as usize;
+        let mut n = 100;
         let data = loop {
-            // Between steps: writes and deletes anywhere, before or after the cursor.
-            for _ in 0..next(20) {
-                let key = format!("k{:03}", next(220));
-                let cmd = if next(3) == 0 {
-                    Command::Delete {
-                        key,
-                        condition: None,
-                    }
-                } else {
-                    Command::put(key, b(&format!("new{round}")))
-                };
-                kv.apply(cmd, &mut Vec::new());
+            for _ in 0..rng.below(6) {
+                let cmd = model::command(&mut rng, n, &m);
+                model::step(
+                    &mut kv,
+                    &mut m,
+                    cmd,
+                    &mut Vec::new(),
+                    &format!("seed {seed}"),
+                );
+                kv.compact_step(1 + rng.below(3) as usize);
+                n += 1;
             }
             if let Some(data) = kv.snapshot_step(budget) {
                 break data;
             }
         };
-        assert_eq!(data, expected, "round {round}, budget {budget}");
+        assert_eq!(data, expected, "seed {seed}, budget {budget}");
         assert!(!kv.is_snapshotting());
-        let restored = Kv::restore(data).unwrap();
-        assert_eq!(restored.snapshot(), expected);
+        assert_eq!(kv.snapshot_step(budget), None);
+        assert_eq!(Kv::restore(data).unwrap(), Kv::restore(expected).unwrap());
+        // What applied meanwhile is all there, the physical compaction resumed.
+        finish_compaction(&mut kv);
+        model::check(&kv, &m, &format!("seed {seed}, after"));
     }
 }
 
+/// The bytes of a small version-2 snapshot, written out by hand from the module doc.
 #[test]
-fn both_forms_of_a_snapshot_restore_the_same_state() {
-    let mut kv = Kv::with_members([(1, "http://127.0.0.1:1".to_string())].into());
-    kv.add_member(2, Some("http://127.0.0.1:2".into()));
-    kv.remove_member(2);
-    put(&mut kv, "x", "1");
-    put(&mut kv, "x", "2");
-    put(&mut kv, "y", "");
-    let short = kv.snapshot();
-    let long = versioned(&short);
-    for form in [short, long] {
-        assert_eq!(Kv::restore(form.clone()).unwrap(), kv);
-        for cut in 0..form.len() {
-            assert!(Kv::restore(form.slice(..cut)).is_err(), "cut at {cut}");
-        }
-    }
-}
-
-/// The bytes of a small snapshot, written out by hand: version 1's short form, as c0c95b6
-/// wrote it (the fixture's snapshot file holds one) and as this build still writes it, and the
-/// long form, which restores the same.
-#[test]
-fn the_bytes_are_pinned() {
+fn the_version_2_bytes_are_pinned() {
     let mut kv = Kv::with_members([(1, "u".to_string())].into());
     kv.add_member(2, Some("w".into()));
     kv.remove_member(2);
-    put(&mut kv, "k", "v");
-    let body: Vec<u8> = [
+    kv.apply(3, Command::LeaseGrant { id: 7, ttl: 10 }, &mut Vec::new());
+    put_leased(&mut kv, "k", "v", 7); // 1
+    put(&mut kv, "d", "x"); // 2
+    delete(&mut kv, "d"); // 3
+    run(&mut kv, Command::Compact { revision: 2 });
+    let alarm = Alarm {
+        member: 1,
+        kind: AlarmKind::NoSpace,
+    };
+    run(
+        &mut kv,
+        Command::Alarm {
+            alarm,
+            active: true,
+        },
+    );
+    let le = |n: u64| n.to_le_bytes();
+    let data: Vec<u8> = [
+        &b"KVSV"[..],
+        &[2, 0, 0, 0],       // version 2
+        &le(3),              // revision
+        &le(2),              // compact revision
+        &[1, 0, 0, 0],       // one member
+        &le(1),              // id 1
+        &[1, 0, 0, 0, b'u'], // its URL
+        &[1, 0, 0, 0],       // one removed id
+        &le(2),              // id 2
+        &[1, 0, 0, 0],       // one lease
+        &le(7),              // id
+        &le(10),             // TTL
+        &le(3),              // renewed at
+        &[1, 0, 0, 0],       // one alarm
+        &le(1),              // member 1
+        &[1],                // NOSPACE
+        &le(2),              // two keys
+        &[1, 0, 0, 0, b'd'], // "d"
+        &[2, 0, 0, 0],       // two versions
+        &le(2),
+        &le(2),
+        &le(1),
+        &le(0),
+        &[1, 0, 0, 0, b'x'], // put at 2
+        &le(3),
+        &le(0),
+        &le(0),
+        &le(0),
+        &[0, 0, 0, 0],       // deleted at 3
+        &[1, 0, 0, 0, b'k'], // "k"
+        &[1, 0, 0, 0],       // one version
+        &le(1),
+        &le(1),
+        &le(1),
+        &le(7),
+        &[1, 0, 0, 0, b'v'], // put at 1, lease 7
+    ]
+    .concat();
+    assert_eq!(kv.snapshot(), data);
+    kv.begin_snapshot();
+    assert_eq!(kv.snapshot_step(1), None);
+    assert_eq!(kv.snapshot_step(1), Some(Bytes::from(data.clone())));
+    finish_compaction(&mut kv);
+    assert_eq!(Kv::restore(Bytes::from(data)).unwrap(), kv);
+}
+
+/// Version 1's body, as c0c95b6 wrote it (the fixture's snapshot file holds one).
+fn version_1_body() -> Vec<u8> {
+    [
         &[1, 0, 0, 0, 0, 0, 0, 0][..], // revision 1
         &[1, 0, 0, 0],                 // one member
         &[1, 0, 0, 0, 0, 0, 0, 0],     // id 1
@@ -124,22 +272,64 @@ fn the_bytes_are_pinned() {
         &[1, 0, 0, 0, 0, 0, 0, 0], // mod_revision
         &[1, 0, 0, 0, 0, 0, 0, 0], // version
     ]
-    .concat();
-    let short = [&b"KVS3"[..], &body].concat();
-    assert_eq!(kv.snapshot(), short);
-    kv.begin_snapshot();
-    assert_eq!(kv.snapshot_step(usize::MAX).unwrap(), short);
-    assert_eq!(Kv::restore(Bytes::from(short)).unwrap(), kv);
-    let long = [&b"KVSV"[..], &[1, 0, 0, 0], &body].concat();
-    assert_eq!(Kv::restore(Bytes::from(long)).unwrap(), kv);
+    .concat()
+}
+
+/// Both forms of version 1 restore: its one version per key, no history before its
+/// revision (the compaction point), no leases, no alarms.
+#[test]
+fn version_1_still_restores() {
+    let mut kv = Kv::with_members([(1, "u".to_string())].into());
+    kv.add_member(2, Some("w".into()));
+    kv.remove_member(2);
+    put(&mut kv, "k", "v");
+    run(&mut kv, Command::Compact { revision: 1 });
+    finish_compaction(&mut kv);
+    let short = [&LEGACY_MAGIC[..], &version_1_body()].concat();
+    let long = [&SNAPSHOT_MAGIC[..], &[1, 0, 0, 0], &version_1_body()].concat();
+    for form in [short, long] {
+        let restored = Kv::restore(Bytes::from(form.clone())).unwrap();
+        assert_eq!(restored, kv);
+        assert_eq!((restored.revision(), restored.compact_revision()), (1, 1));
+        assert_eq!(
+            (restored.leases().count(), restored.alarms().count()),
+            (0, 0)
+        );
+        assert!(!restored.compaction_pending());
+        let k = restored.get(b"k").unwrap();
+        assert_eq!(
+            (k.create_revision, k.mod_revision, k.version, k.lease),
+            (1, 1, 1, 0)
+        );
+        for cut in 0..form.len() {
+            assert!(
+                Kv::restore(Bytes::from(form[..cut].to_vec())).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+    // Version 1's keys were strings.
+    let mut bad = version_1_body();
+    let at = bad.len() - 24 - 5 - 1; // the key's byte
+    assert_eq!(bad[at], b'k');
+    bad[at] = 0xff;
+    let e = Kv::restore(Bytes::from([&LEGACY_MAGIC[..], &bad].concat())).unwrap_err();
+    assert!(e.to_string().ends_with("key is not UTF-8"), "{e}");
+}
+
+fn error(data: Vec<u8>) -> String {
+    match Kv::restore(Bytes::from(data)) {
+        Ok(kv) => panic!("restored {kv:?}"),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[test]
 fn unknown_versions_are_refused_by_name() {
-    let body = Kv::default().snapshot().slice(4..);
+    let body = Kv::default().snapshot().slice(8..);
     for version in [0u32, SNAPSHOT_VERSION + 1, u32::MAX] {
         let data = [&SNAPSHOT_MAGIC[..], &version.to_le_bytes(), &body].concat();
-        let e = Kv::restore(Bytes::from(data)).unwrap_err().to_string();
+        let e = error(data);
         assert!(
             e.contains(&format!(
                 "malformed snapshot data: unknown snapshot version {version} "
@@ -147,7 +337,118 @@ fn unknown_versions_are_refused_by_name() {
             "{e}"
         );
     }
-    for data in [&b""[..], b"KVS", b"KVS2", b"KVSV", b"KVSV\x01\0\0"] {
+    for data in [
+        &b""[..],
+        b"KVS",
+        b"KVS2",
+        b"KVSV",
+        b"KVSV\x02\0\0",
+        b"XXXX\x02\0\0\0",
+    ] {
         assert!(Kv::restore(Bytes::from_static(data)).is_err(), "{data:?}");
     }
+}
+
+/// One version as a version-2 snapshot stores it.
+type V = (u64, u64, u64, i64, &'static [u8]);
+
+/// A version-2 snapshot of revision 9, compacted at `compact`, with these leases and keys.
+fn v2(compact: u64, leases: &[i64], keys: &[(&[u8], &[V])]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_slice(b"KVSV");
+    out.put_u32_le(2);
+    out.put_u64_le(9);
+    out.put_u64_le(compact);
+    out.put_u32_le(0); // members
+    out.put_u32_le(0); // removed
+    out.put_u32_le(leases.len() as u32);
+    for id in leases {
+        out.put_i64_le(*id);
+        out.put_i64_le(10);
+        out.put_u64_le(1);
+    }
+    out.put_u32_le(0); // alarms
+    out.put_u64_le(keys.len() as u64);
+    for (key, versions) in keys {
+        out.put_u32_le(key.len() as u32);
+        out.put_slice(key);
+        out.put_u32_le(versions.len() as u32);
+        for (m, c, v, l, value) in versions.iter() {
+            out.put_u64_le(*m);
+            out.put_u64_le(*c);
+            out.put_u64_le(*v);
+            out.put_i64_le(*l);
+            out.put_u32_le(value.len() as u32);
+            out.put_slice(value);
+        }
+    }
+    out.to_vec()
+}
+
+#[test]
+fn corrupt_snapshots_are_refused() {
+    let one: &[V] = &[(1, 1, 1, 0, b"v")];
+    assert!(Kv::restore(Bytes::from(v2(0, &[-1, 1], &[(b"a", one), (b"b", one)]))).is_ok());
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (v2(0, &[], &[(b"b", one), (b"a", one)]), "keys out of order"),
+        (v2(0, &[], &[(b"a", one), (b"a", one)]), "keys out of order"),
+        (
+            v2(0, &[], &[(b"a", &[(2, 2, 1, 0, b""), (1, 1, 1, 0, b"")])]),
+            "versions out of order",
+        ),
+        (
+            v2(0, &[], &[(b"a", &[(2, 2, 1, 0, b""), (2, 2, 2, 0, b"")])]),
+            "versions out of order",
+        ),
+        (
+            v2(0, &[], &[(b"a", &[(10, 10, 1, 0, b"")])]),
+            "versions out of order",
+        ),
+        (v2(0, &[], &[(b"a", &[])]), "a key without versions"),
+        (
+            v2(0, &[1], &[(b"a", &[(1, 1, 1, 2, b"")])]),
+            "a key attached to a missing lease",
+        ),
+        (v2(10, &[], &[]), "compact revision after the revision"),
+        (v2(0, &[2, 1], &[]), "lease ids out of order, repeated or 0"),
+        (v2(0, &[1, 1], &[]), "lease ids out of order, repeated or 0"),
+        (v2(0, &[0], &[]), "lease ids out of order, repeated or 0"),
+        ([v2(0, &[], &[]), vec![0]].concat(), "trailing bytes"),
+    ];
+    for (data, why) in cases {
+        let e = error(data);
+        assert!(e.ends_with(why), "{e} (want {why})");
+    }
+    // A deleted key's old lease is no attachment.
+    let gone: &[V] = &[(1, 1, 1, 2, b"v"), (2, 0, 0, 0, b"")];
+    let kv = Kv::restore(Bytes::from(v2(0, &[], &[(b"a", gone)]))).unwrap();
+    assert!(kv.is_empty());
+}
+
+/// A watch's view survives a restore: every event from the compaction point on, each with
+/// its prev, whatever the order of a transaction's writes.
+#[test]
+fn a_restored_history_serves_the_same_changes() {
+    let mut kv = everything();
+    let mut published: Vec<Event> = Vec::new();
+    let txn = Txn {
+        success: vec![
+            TxnOp::Put(Put::new(b("z"), b("1"))),
+            TxnOp::Delete(DeleteRange {
+                range: KeyRange::Key(b("m")),
+                prev_kv: false,
+            }),
+            TxnOp::Put(Put::new(b("a"), b("1"))),
+        ],
+        ..Txn::default()
+    };
+    kv.apply(0, Command::Txn(txn), &mut published);
+    let restored = Kv::restore(kv.snapshot()).unwrap();
+    assert_same(
+        &restored,
+        &kv,
+        "after a transaction writing out of key order",
+    );
+    let (events, _) = restored.changes(10, usize::MAX).unwrap();
+    assert_eq!(events, model::by_revision_and_key(published));
 }
