@@ -100,9 +100,11 @@ fn range_query(
         Some("create_revision") => SortTarget::CreateRevision,
         Some("mod_revision") => SortTarget::ModRevision,
         Some("value") => SortTarget::Value,
-        Some(other) => return Err(bad(format!(
+        Some(other) => {
+            return Err(bad(format!(
             "?sort_target={other}: expected key, version, create_revision, mod_revision or value"
-        ))),
+        )))
+        }
     };
     let sort_order = match p.get("sort_order").map(String::as_str) {
         None => SortOrder::None,
