@@ -130,6 +130,7 @@ fn a_revocation_deletes_every_attached_key_in_one_revision() {
     assert_eq!(
         out,
         Outcome::LeaseRevoked {
+            id: 1,
             revision: 6,
             deleted: 3
         }
@@ -161,6 +162,7 @@ fn a_revocation_deletes_every_attached_key_in_one_revision() {
     assert_eq!(
         out,
         Outcome::LeaseRevoked {
+            id: 3,
             revision: 6,
             deleted: 0
         }
@@ -197,6 +199,7 @@ fn keep_alives_and_the_expiry_rule() {
     assert_eq!(
         out,
         Outcome::LeaseRevoked {
+            id: 1,
             revision: 2,
             deleted: 1
         }
