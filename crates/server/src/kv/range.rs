@@ -129,9 +129,10 @@ pub struct RangeQuery {
     pub range: KeyRange,
     /// The revision to read at; 0 reads the current state.
     pub revision: u64,
-    /// Keys returned at most (0: no limit). `count` still counts every match.
+    /// Keys returned at most (0: no limit). `count` still counts every key of the range.
     pub limit: usize,
-    /// Bytes of keys and values at which the answer stops (with `more`); at least one key.
+    /// Bytes of keys and values at which the answer stops (with `more`), sorted or not; at
+    /// least one key. Values count only if returned (not with `keys_only`).
     pub max_bytes: usize,
     pub keys_only: bool,
     pub count_only: bool,
