@@ -474,13 +474,15 @@ fn watch_follows_from_a_past_revision() {
 }
 
 #[test]
-fn watch_before_the_window_is_refused() {
+fn watch_before_the_compaction_point_is_refused() {
     let (c, _) = Cluster::start_with_leader(1, &["--watch-window", "2"]);
     let ep = c.client_url(1);
     let ep = ep.as_str();
     for i in 0..5 {
         c.put_ok(1, &format!("k{i}"), b"v");
     }
+    let compact = common::http::call(&c, 1, "POST", "/v1/compact", &[], br#"{"revision": 3}"#);
+    assert_eq!(compact.status, 200, "{}", compact.text());
     let gone = expect(ep, &["--json", "watch", "k0", "--from-revision", "1"], 1);
     assert!(
         gone.stderr.contains("no longer available"),

@@ -27,9 +27,9 @@ use crate::watch::WatchHub;
 pub enum Query {
     /// Keys of a range, at a revision, shaped.
     Range(RangeQuery),
-    /// The changes of whole revisions from `from` on, about `budget` log entries' worth (a
-    /// watch catching up from the history).
-    Changes { from: u64, budget: usize },
+    /// The changes of whole revisions from `from` on, about `max_bytes` of keys and values
+    /// of them (a watch catching up from the history).
+    Changes { from: u64, max_bytes: usize },
     /// One lease: its TTL and attached keys.
     Lease(LeaseId),
     /// Every lease's id.
@@ -127,7 +127,9 @@ impl Store {
         let revision = self.kv.revision();
         match query {
             Query::Range(q) => ReadResult::Range(self.kv.range(q)),
-            Query::Changes { from, budget } => ReadResult::Changes(self.kv.changes(*from, *budget)),
+            Query::Changes { from, max_bytes } => {
+                ReadResult::Changes(self.kv.changes(*from, *max_bytes))
+            }
             Query::Lease(id) => {
                 let info = self.kv.lease(*id).map(|l| LeaseInfo {
                     id: *id,

@@ -1,28 +1,25 @@
-//! Watch: one byte-bounded history of recent changes, read by every watcher through a cursor.
+//! Watch: the recent tail of the change history, kept in memory, bounded by bytes, and read
+//! by every live watcher through a cursor.
 //!
 //! The raft loop publishes every applied change here, in revision order, and bumps a wake-up
 //! signal (a `tokio::sync::watch` of the newest revision). Each event gets a sequence number;
-//! a watcher is a cursor into that sequence. A watcher that starts at revision `N` gets its
-//! cursor at the first event of revision `>= N` and then reads forward, whole revisions at a
-//! time, at most [`BATCH_BYTES`] per read; when it reaches the end it waits for the signal.
-//! Catching up and following live are the same code path, so there is no gap and no duplicate
-//! between them.
+//! a watcher is a cursor into that sequence, and reads forward whole revisions at a time, at
+//! most [`BATCH_BYTES`] per read; when it reaches the end it waits for the signal.
 //!
-//! **Memory.** The history is the only copy of the events: it holds at most `window` events
-//! and at most `window_bytes` bytes of keys and values (the older revisions go first, whole),
-//! but always the newest revision. A watcher holds only the batch it is sending (shared with
-//! the history while the history still has it), so its own memory is about one batch, never
-//! the distance it lags behind; the number of watchers is capped ([`WatchLimits::max_watchers`]).
-//! Before, each watcher had its own broadcast queue of 8192 revisions, and 100 stalled watchers
-//! on 1 MiB values grew a node by 840 MiB.
+//! This is a cache, not the history: the history is the store's MVCC revisions
+//! (`crate::kv`). A watch that starts before the tail, or whose cursor falls behind it (it
+//! read too slowly, or a snapshot from the leader replaced the state), reads the store's
+//! history instead and comes back here once it has caught up (`crate::service::watch`). So
+//! the tail's bounds decide memory and speed, never what a watcher can see.
 //!
-//! **Falling behind.** A watcher whose cursor is older than the history (it read too slowly,
-//! or a snapshot from the leader replaced the state and its history) is told where to resume —
-//! the first revision it did not fully get — and its stream ends, like etcd's "compacted". A
-//! start before the history is refused with the oldest revision still available.
+//! **Memory.** The tail holds at most `window` events and at most `window_bytes` bytes of keys
+//! and values (the older revisions go first, whole), but always the newest revision. Its
+//! values are shared with the store (`Bytes`). A watcher holds only the batch it is sending,
+//! so its own memory is about one batch, never the distance it lags behind; the number of
+//! watchers is capped ([`WatchLimits::max_watchers`]).
 //!
 //! Why not a broadcast ring of values: a ring is bounded by count, and every slot pins a value
-//! until overwritten, whether anyone still needs it or not. One history read by cursors holds
+//! until overwritten, whether anyone still needs it or not. One tail read by cursors holds
 //! each value once, bounded by bytes, and the signal carries no data.
 
 use std::collections::VecDeque;

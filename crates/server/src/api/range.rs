@@ -128,6 +128,8 @@ fn range_query(
         max_bytes: usize::MAX,
         keys_only: flag(p, "keys_only")?,
         count_only: flag(p, "count_only")?,
+        // The REST answer has no count (but with count_only): a page reads only its keys.
+        count_all: false,
         sort_target,
         sort_order,
         min_mod_revision: number(p, "min_mod_revision")?,

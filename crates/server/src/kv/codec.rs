@@ -469,6 +469,7 @@ fn take_query(d: &mut Bytes) -> Option<RangeQuery> {
         max_bytes,
         keys_only: flags & 1 != 0,
         count_only: flags & 2 != 0,
+        count_all: true,
         sort_target,
         sort_order,
         min_mod_revision: take_u64(d)?,

@@ -162,15 +162,15 @@ impl Kv {
         Ok(self.history.range(query, revision))
     }
 
-    /// The changes of whole revisions from `from` on (about `budget` of them), and the first
-    /// revision not included; refused if `from` is compacted.
-    pub fn changes(&self, from: u64, budget: usize) -> Result<(Vec<Event>, u64), Refusal> {
+    /// The changes of whole revisions from `from` on, about `max_bytes` of keys and values
+    /// of them, and the first revision not included; refused if `from` is compacted.
+    pub fn changes(&self, from: u64, max_bytes: usize) -> Result<(Vec<Event>, u64), Refusal> {
         if from < self.history.compact_revision() {
             return Err(Refusal::Compacted {
                 compact_revision: self.history.compact_revision(),
             });
         }
-        Ok(self.history.changes_from(from, budget))
+        Ok(self.history.changes_from(from, max_bytes))
     }
 
     /// The store revision: the number of committed changes so far.

@@ -53,6 +53,9 @@ impl Version {
     }
 }
 
+/// Log entries one page of changes looks at, at most (after finishing its revision).
+pub const MAX_CHANGES_PER_PAGE: usize = 4096;
+
 /// Bytes a version counts for in the store's size (its key and value; the quota's measure).
 fn version_bytes(key: &[u8], v: &Version) -> u64 {
     (key.len() + v.value.len()) as u64
@@ -194,10 +197,14 @@ impl History {
             if query.count_only || !query.admits(&kv) {
                 continue;
             }
-            // Sorting needs every match; otherwise stop collecting at the limits.
+            // Sorting needs every match; otherwise stop collecting at the limits, and stop
+            // reading too unless every key is to be counted.
             if !sorted && full(kvs.len(), bytes) {
                 more = true;
-                continue;
+                if query.count_all {
+                    continue;
+                }
+                break;
             }
             bytes = bytes.saturating_add(size(&kv));
             kvs.push(kv);
@@ -369,19 +376,24 @@ impl History {
             .map(|(k, v)| (k, v.as_slice()))
     }
 
-    /// The changes of whole revisions from `from` on, in revision order, after looking at
-    /// about `budget` log entries (a revision is never split); returns them and the first
-    /// revision not included (the current one + 1 when all were, or `from` if later).
-    pub fn changes_from(&self, from: u64, budget: usize) -> (Vec<Event>, u64) {
+    /// The changes of whole revisions from `from` on, in revision order, stopping at a
+    /// revision boundary once their keys and values reach `max_bytes` or
+    /// [`MAX_CHANGES_PER_PAGE`] log entries were looked at (a revision is never split, and
+    /// the first is always whole); returns them and the first revision not included (the
+    /// current one + 1 when all were).
+    pub fn changes_from(&self, from: u64, max_bytes: usize) -> (Vec<Event>, u64) {
         let start = self.log.partition_point(|(r, _)| *r < from);
         let mut out = Vec::new();
         let mut last = None;
+        let mut bytes = 0usize;
         for (i, (revision, key)) in self.log.iter().skip(start).enumerate() {
-            if i >= budget && last.is_some_and(|l| l != *revision) {
+            let full = bytes >= max_bytes || i >= MAX_CHANGES_PER_PAGE;
+            if full && last.is_some_and(|l| l != *revision) {
                 return (out, *revision);
             }
             last = Some(*revision);
             if let Some(e) = self.event(key, *revision) {
+                bytes = bytes.saturating_add(e.kv.key.len() + e.kv.value.len());
                 out.push(e);
             }
         }

@@ -136,6 +136,11 @@ pub struct RangeQuery {
     pub max_bytes: usize,
     pub keys_only: bool,
     pub count_only: bool,
+    /// Count every key of the range (etcd's `count`, the default). Without it a read in key
+    /// order stops at its limit, and `count` is only a lower bound: a page of a long listing
+    /// then costs its own size, not the rest of the range. Not part of the log format (a
+    /// transaction's reads always count).
+    pub count_all: bool,
     pub sort_target: SortTarget,
     pub sort_order: SortOrder,
     /// Only keys whose `mod_revision` / `create_revision` is within these (0: no bound).
@@ -155,6 +160,7 @@ impl RangeQuery {
             max_bytes: usize::MAX,
             keys_only: false,
             count_only: false,
+            count_all: true,
             sort_target: SortTarget::Key,
             sort_order: SortOrder::None,
             min_mod_revision: 0,
@@ -220,7 +226,7 @@ pub struct RangeResult {
     /// Keys of the range follow the ones returned (a limit or the byte budget stopped it).
     pub more: bool,
     /// Keys in the range at the revision read, whatever the limit and the revision filters
-    /// (etcd's count).
+    /// (etcd's count); a lower bound if the query did not ask to `count_all`.
     pub count: u64,
 }
 

@@ -257,3 +257,20 @@ fn events_carry_the_key_before_and_after() {
     // What a watch catching up reads is what was published when it applied.
     assert_eq!(kv.changes(0, usize::MAX).unwrap(), (ev, 3));
 }
+
+#[test]
+fn a_page_of_changes_stops_at_a_revision_boundary_past_its_byte_budget() {
+    let mut kv = Kv::default();
+    let value = "v".repeat(100);
+    for i in 0..10 {
+        put(&mut kv, &format!("k{i}"), &value);
+    }
+    // Each change is 102 bytes: the third crosses 250, the page ends after it.
+    let (events, next) = kv.changes(1, 250).unwrap();
+    assert_eq!((events.len(), next), (3, 4));
+    // A budget below one change still returns one whole revision.
+    let (events, next) = kv.changes(4, 1).unwrap();
+    assert_eq!((events.len(), next), (1, 5));
+    let (events, next) = kv.changes(5, usize::MAX).unwrap();
+    assert_eq!((events.len(), next), (6, 11));
+}

@@ -109,6 +109,12 @@ pub enum Internal {
     },
 }
 
+impl From<crate::kv::Refusal> for ServiceError {
+    fn from(r: crate::kv::Refusal) -> ServiceError {
+        ServiceError::Rejected(Rejection::Refused(r))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,11 +154,5 @@ mod tests {
             assert!(!u.outcome_unknown(), "{u:?}");
         }
         assert!(Unavailable::Timeout.outcome_unknown());
-    }
-}
-
-impl From<crate::kv::Refusal> for ServiceError {
-    fn from(r: crate::kv::Refusal) -> ServiceError {
-        ServiceError::Rejected(Rejection::Refused(r))
     }
 }

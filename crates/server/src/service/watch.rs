@@ -34,8 +34,9 @@ use super::node::{Consistency, Query, Raft, ReadResult};
 /// Bytes of events a watcher renders before it yields to the other tasks (the raft loop runs
 /// on the same threads): watchers catching up must not starve it.
 pub const WATCH_YIELD_BYTES: usize = 64 * 1024;
-/// Log entries of the store's history a watcher reads per page.
-pub const HISTORY_PAGE: usize = 512;
+/// Bytes of keys and values of the store's history a watcher reads per page (at least one
+/// revision): the size of a batch of the recent tail.
+pub const HISTORY_PAGE_BYTES: usize = crate::watch::BATCH_BYTES;
 
 /// Starts watches on the node's change history.
 #[derive(Clone)]
@@ -255,7 +256,7 @@ impl Watcher {
     async fn read_history(&mut self, from: u64) -> Result<Result<(), u64>, ServiceError> {
         let query = Query::Changes {
             from,
-            budget: HISTORY_PAGE,
+            max_bytes: HISTORY_PAGE_BYTES,
         };
         let read = self.raft.read(query, Consistency::Serializable).await?;
         let (events, next) = match read {
@@ -303,8 +304,10 @@ impl Watcher {
     fn wanted(&self, e: &Event) -> bool {
         e.revision() >= self.start
             && self.req.range.contains(&e.kv.key)
-            && !(e.deleted && self.req.no_delete)
-            && !(!e.deleted && self.req.no_put)
+            && match e.deleted {
+                true => !self.req.no_delete,
+                false => !self.req.no_put,
+            }
     }
 
     /// Renders the next pending event, letting other tasks run now and then: every event

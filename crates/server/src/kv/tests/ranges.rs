@@ -322,3 +322,23 @@ fn old_revisions_and_refused_ones() {
     assert_eq!(at(&empty, 0).unwrap().count, 0);
     assert_eq!(at(&empty, 1), Err(Refusal::FutureRevision { current: 0 }));
 }
+
+#[test]
+fn a_read_that_need_not_count_stops_at_its_limit() {
+    let mut kv = Kv::default();
+    for k in ["a", "b", "c", "d", "e"] {
+        put(&mut kv, k, "v");
+    }
+    let q = RangeQuery {
+        limit: 2,
+        count_all: false,
+        ..RangeQuery::new(KeyRange::Prefix(Bytes::new()))
+    };
+    let r = kv.range(&q).unwrap();
+    assert_eq!(keys(&r), ["a", "b"]);
+    assert!(r.more);
+    // Counted up to the key that showed there were more, not to the end.
+    assert_eq!(r.count, 3);
+    let all = kv.range(&RangeQuery { count_all: true, ..q }).unwrap();
+    assert_eq!((all.count, all.more), (5, true));
+}
