@@ -283,11 +283,38 @@ fn transactions_compare_then_write_atomically() {
 /// Reads a watch's events in a thread; each parsed event's data goes to the channel.
 fn watch(c: &Cluster, id: u64, path: &str) -> mpsc::Receiver<Value> {
     let (tx, rx) = mpsc::channel();
+    let events = watch_events(c, id, path, None);
+    thread::spawn(move || {
+        for (_, v) in events {
+            if tx.send(v).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A watch's events as `(id, data)`, reconnecting with `Last-Event-ID` if given.
+fn watch_events(
+    c: &Cluster,
+    id: u64,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> mpsc::Receiver<(Option<String>, Value)> {
+    let (tx, rx) = mpsc::channel();
     let (opened_tx, opened) = mpsc::channel();
     let mut conn = connect(c, id, Duration::from_secs(3600));
     let path = path.to_string();
+    let mut req = Request::get(path.clone());
+    if let Some(last) = last_event_id {
+        let value = hyper::header::HeaderValue::from_str(last).expect("an event id");
+        req = req.header(
+            hyper::header::HeaderName::from_static("last-event-id"),
+            value,
+        );
+    }
     thread::spawn(move || {
-        let stream = match conn.open(&Request::get(path.clone())) {
+        let stream = match conn.open(&req) {
             Ok(stream) => stream,
             Err(e) => {
                 let _ = opened_tx.send(Err(format!("watch {path}: {e}")));
@@ -302,7 +329,7 @@ fn watch(c: &Cluster, id: u64, path: &str) -> mpsc::Receiver<Value> {
         for event in stream.events() {
             let Ok(event) = event else { return };
             if let Ok(v) = serde_json::from_str::<Value>(event.data.trim()) {
-                if tx.send(v).is_err() {
+                if tx.send((event.id.clone(), v)).is_err() {
                     return;
                 }
             }
@@ -314,6 +341,75 @@ fn watch(c: &Cluster, id: u64, path: &str) -> mpsc::Receiver<Value> {
         Err(_) => panic!("the watch thread ended before it opened the watch"),
     }
     rx
+}
+
+#[test]
+fn a_reconnect_with_last_event_id_resumes_right_after_that_event() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    call(&c, 1, "PUT", "/v1/kv/t/a", &[], b"1");
+    let txn = json!({ "success": [
+        { "op": "put", "key": "t/d", "value": "2" },
+        { "op": "put", "key": "t/b", "value": "2" },
+        { "op": "put", "key": "t/c", "value": "2" },
+    ]});
+    let done = call(&c, 1, "POST", "/v1/txn", &[], txn.to_string().as_bytes());
+    assert_eq!(done.status, 200, "{}", done.text());
+    call(&c, 1, "PUT", "/v1/kv/t/e", &[], b"3");
+    let path = "/v1/watch/t/?prefix=true&from_revision=1";
+    let all = watch_events(&c, 1, path, None);
+    let all: Vec<(Option<String>, Value)> = (0..5)
+        .map(|_| all.recv_timeout(WAIT_TIMEOUT).expect("an event"))
+        .collect();
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|(id, _)| id.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, ["1", "2.1", "2.2", "2", "3"]);
+    // Within the transaction's revision, key order.
+    let keys: Vec<&str> = all
+        .iter()
+        .map(|(_, v)| v["key"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["t/a", "t/b", "t/c", "t/d", "t/e"]);
+    // A reconnect after any event gets exactly the ones after it.
+    for (i, (id, _)) in all.iter().enumerate().take(4) {
+        let id = id.as_deref().unwrap_or("");
+        let resumed = watch_events(&c, 1, "/v1/watch/t/?prefix=true", Some(id));
+        let first = resumed.recv_timeout(WAIT_TIMEOUT).expect("the next event");
+        assert_eq!(first, all[i + 1], "after {id}");
+    }
+}
+
+#[test]
+fn a_watcher_that_falls_behind_the_recent_window_goes_on_from_the_history() {
+    // The recent window keeps one revision, and this watcher's client reads nothing until
+    // 8 MB were written: the node cannot send them all, so the watcher falls behind.
+    let (c, _) = Cluster::start_with_leader(1, &["--watch-window-bytes", "1"]);
+    let mut conn = connect(&c, 1, Duration::from_secs(60));
+    let stream = conn
+        .open(&Request::get("/v1/watch/big/?prefix=true"))
+        .unwrap_or_else(|e| c.fail(&format!("watch: {e}")));
+    assert_eq!(stream.status().as_u16(), 200);
+    let value = vec![b'x'; 200_000];
+    for i in 0..40 {
+        let put = call(&c, 1, "PUT", &format!("/v1/kv/big/{i:02}"), &[], &value);
+        assert_eq!(put.status, 200, "{}", put.text());
+    }
+    let got: Vec<Value> = stream
+        .events()
+        .take(40)
+        .map(|e| {
+            let e = e.unwrap_or_else(|e| c.fail(&format!("the stream broke: {e}")));
+            serde_json::from_str(e.data.trim()).unwrap_or_else(|e| c.fail(&format!("{e}")))
+        })
+        .collect();
+    let revs: Vec<u64> = got.iter().map(|e| field(e, "revision")).collect();
+    assert_eq!(
+        revs,
+        (1..=40).collect::<Vec<u64>>(),
+        "no event cut off or repeated"
+    );
+    assert!(got.iter().all(|e| e["type"] == "put"));
 }
 
 #[test]
@@ -342,7 +438,10 @@ fn watch_replays_from_a_revision_and_refuses_compacted_ones() {
 
     // Once compacted, a start before the compaction point is refused with the oldest one.
     let body = json!({ "revision": 6 }).to_string();
-    assert_eq!(call(&c, 1, "POST", "/v1/compact", &[], body.as_bytes()).status, 200);
+    assert_eq!(
+        call(&c, 1, "POST", "/v1/compact", &[], body.as_bytes()).status,
+        200
+    );
     let gone = call(
         &c,
         1,

@@ -339,6 +339,11 @@ fn a_read_that_need_not_count_stops_at_its_limit() {
     assert!(r.more);
     // Counted up to the key that showed there were more, not to the end.
     assert_eq!(r.count, 3);
-    let all = kv.range(&RangeQuery { count_all: true, ..q }).unwrap();
+    let all = kv
+        .range(&RangeQuery {
+            count_all: true,
+            ..q
+        })
+        .unwrap();
     assert_eq!((all.count, all.more), (5, true));
 }
