@@ -132,6 +132,40 @@ fn a_data_dir_written_before_the_format_envelope_still_opens() {
     );
     assert_state(&c, &expected, None);
 
+    // The old snapshot had no history: the store's history starts at its revision, and the
+    // log replayed after it is history like any other.
+    let compacted = field(&c.status(1), "compact_revision");
+    assert!(
+        compacted > 0 && compacted <= field(&expected, "revision"),
+        "{compacted}"
+    );
+    let at = |rev: u64| {
+        let path = format!("v1/kv/?prefix=true&revision={rev}");
+        c.get(1, &path)
+            .unwrap_or_else(|e| c.fail(&format!("GET {path}: {e:?}")))
+    };
+    assert_eq!(
+        at(compacted).0,
+        200,
+        "a read at the old snapshot's revision"
+    );
+    assert_eq!(
+        at(compacted - 1).0,
+        410,
+        "a read before the old snapshot's revision"
+    );
+    // Leases work on the upgraded store.
+    let lease = c
+        .client()
+        .request(
+            1,
+            hyper::Method::POST,
+            "/v1/lease",
+            bytes::Bytes::from_static(br#"{"ttl": 60}"#),
+        )
+        .unwrap_or_else(|e| c.fail(&format!("a lease grant after opening the fixture: {e}")));
+    assert_eq!(lease.0, 200, "{}", String::from_utf8_lossy(&lease.1));
+
     // One write more, in today's encoding, then everything again after a restart.
     let revision = field(&expected, "revision") + 1;
     match c.put(1, "v1/kv/written/after%20upgrade", b"new") {

@@ -250,3 +250,27 @@ fn above_the_quota_writes_are_refused_until_space_is_freed_and_the_alarm_disarme
     assert_eq!(disarmed.json()["alarms"], json!([]), "{}", disarmed.text());
     assert_eq!(call(&c, 1, "PUT", "/v1/kv/tiny", &[], b"t").status, 200);
 }
+
+#[test]
+fn a_lease_nobody_keeps_alive_expires_under_the_next_leader_too() {
+    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
+    let survivor = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    let lease = grant(&c, survivor, 2);
+    let put = call(
+        &c,
+        survivor,
+        "PUT",
+        &format!("/v1/kv/orphan?lease={lease}"),
+        &[],
+        b"x",
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    c.kill(leader);
+    // The next leader extends the lease once, then expires it: the key goes.
+    let gone = wait_until(WAIT_TIMEOUT, || {
+        call(&c, survivor, "GET", "/v1/kv/orphan", &[], b"").status == 404
+    });
+    assert!(gone, "a lease nobody kept alive outlived a leader change");
+    let lease_gone = call(&c, survivor, "GET", &format!("/v1/lease/{lease}"), &[], b"");
+    assert_eq!(lease_gone.status, 404, "{}", lease_gone.text());
+}

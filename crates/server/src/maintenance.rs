@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::lessor::Lessor;
+use crate::metrics::METRICS;
 use crate::service::Services;
 use std::sync::Arc;
 
@@ -90,7 +91,10 @@ impl Keeper {
         let expired = lessor.take_expired(now, MAX_EXPIRIES_PER_TICK);
         let proposals = expired.into_iter().map(|(id, renewed_at)| async move {
             match services.lease.expire(id, renewed_at).await {
-                Ok(true) => tracing::info!(lease = id, "lease expired"),
+                Ok(true) => {
+                    METRICS.lease_expiries.inc();
+                    tracing::info!(lease = id, "lease expired");
+                }
                 Ok(false) => tracing::debug!(lease = id, "lease renewed before its expiry"),
                 Err(e) => tracing::debug!(lease = id, error = %e, "lease expiry not applied"),
             }

@@ -33,6 +33,16 @@ pub struct Metrics {
     pub accept_errors: IntCounter,
     /// Bytes of values and keys held in the watch history.
     pub watch_history_bytes: IntGauge,
+    /// The oldest revision still readable (the compaction point).
+    pub compact_revision: IntGauge,
+    /// Bytes of every kept version, history included (what the quota bounds).
+    pub store_bytes: IntGauge,
+    /// `--quota-backend-bytes`.
+    pub quota_bytes: IntGauge,
+    /// Leases that exist.
+    pub leases: IntGauge,
+    /// Leases this node (as leader) found expired and revoked.
+    pub lease_expiries: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -66,6 +76,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "watch_history_bytes",
             "Bytes held in the watch history",
         )?,
+        compact_revision: IntGauge::new("compact_revision", "The oldest revision still readable")?,
+        store_bytes: IntGauge::new(
+            "store_bytes",
+            "Bytes of keys and values of every kept version (what the quota bounds)",
+        )?,
+        quota_bytes: IntGauge::new("quota_bytes", "The store's quota (--quota-backend-bytes)")?,
+        leases: IntGauge::new("leases", "Leases that exist")?,
+        lease_expiries: IntCounter::new(
+            "lease_expiries_total",
+            "Leases this node, as leader, found expired and revoked",
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.requests.clone()))?;
@@ -80,6 +101,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.accept_errors.clone()))?;
     m.registry
         .register(Box::new(m.watch_history_bytes.clone()))?;
+    for gauge in [
+        &m.compact_revision,
+        &m.store_bytes,
+        &m.quota_bytes,
+        &m.leases,
+    ] {
+        m.registry.register(Box::new(gauge.clone()))?;
+    }
+    m.registry.register(Box::new(m.lease_expiries.clone()))?;
     coordinate_raft::metrics::METRICS.register(&m.registry)?;
     Ok(m)
 }
@@ -118,6 +148,9 @@ mod tests {
             "coordinate_wal_fsync_duration_seconds_bucket",
             "coordinate_applied_index",
             "coordinate_leader_changes_total",
+            "coordinate_store_bytes",
+            "coordinate_compact_revision",
+            "coordinate_leases",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

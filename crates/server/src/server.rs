@@ -177,6 +177,9 @@ async fn start_node(
         lessor: Arc::new(Lessor::new()),
         quota: Arc::new(Quota::new(cfg.quota_bytes)),
     };
+    crate::metrics::METRICS
+        .quota_bytes
+        .set(cfg.quota_bytes as i64);
     let store = Store::new(
         kv,
         shared.hub.clone(),

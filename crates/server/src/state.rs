@@ -111,6 +111,16 @@ impl Store {
         }
     }
 
+    /// The store's gauges, after a batch or a snapshot.
+    fn publish_metrics(&self) {
+        METRICS.revision.set(self.kv.revision() as i64);
+        METRICS
+            .compact_revision
+            .set(self.kv.compact_revision() as i64);
+        METRICS.store_bytes.set(self.kv.total_bytes() as i64);
+        METRICS.leases.set(self.kv.lease_count() as i64);
+    }
+
     /// Keeps the lessor in step with what a lease command did.
     fn track_leases(&self, index: u64, outcome: &Outcome) {
         match outcome {
@@ -173,7 +183,7 @@ impl StateMachine for Store {
         // The physical compaction, a bounded slice per batch (see kv::mvcc).
         self.kv.compact_step(kv::COMPACTION_STEP);
         self.quota.set_used(self.kv.total_bytes());
-        METRICS.revision.set(self.kv.revision() as i64);
+        self.publish_metrics();
     }
 
     fn query(&self, query: &Query) -> ReadResult {
@@ -238,9 +248,9 @@ impl StateMachine for Store {
         self.kv = snapshot;
         self.lessor.reset(lease_terms(&self.kv), Instant::now());
         self.quota.set_used(self.kv.total_bytes());
-        // Watchers cannot be told what the snapshot skipped: they resume from its revision.
+        // Open watchers read on from the new state's history.
         self.watch.reset(self.kv.revision());
-        METRICS.revision.set(self.kv.revision() as i64);
+        self.publish_metrics();
         tracing::info!(
             keys = self.kv.len(),
             revision = self.kv.revision(),
@@ -255,7 +265,7 @@ impl StateMachine for Store {
             total_bytes: self.kv.total_bytes(),
             revision: self.kv.revision(),
             compact_revision: self.kv.compact_revision(),
-            leases: self.kv.leases().count(),
+            leases: self.kv.lease_count(),
         }
     }
 }

@@ -213,6 +213,11 @@ impl Kv {
         self.leases.get(id)
     }
 
+    /// How many leases exist.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
     /// Every lease.
     pub fn leases(&self) -> impl Iterator<Item = (&LeaseId, &Lease)> {
         self.leases.iter()
