@@ -131,7 +131,9 @@ impl Drop for WatcherSlot {
 
 /// The bytes an event is counted for in the history.
 fn event_bytes(e: &Event) -> usize {
-    e.kv.key.len() + e.kv.value.len() + EVENT_OVERHEAD
+    // The previous value counts too: the event keeps it alive after compaction drops it.
+    let prev = e.prev.as_ref().map_or(0, |p| p.value.len());
+    e.kv.key.len() + e.kv.value.len() + prev + EVENT_OVERHEAD
 }
 
 impl State {
