@@ -339,3 +339,68 @@ fn an_observer_sees_each_leader() {
     observer.interrupt();
     assert!(observer.finish().0.success());
 }
+
+/// The lease id in a lock key (`<name>/<lease id in hex>`), in decimal.
+fn lease_of(key: &str) -> String {
+    let hex = key.rsplit('/').next().expect("a lock key");
+    i64::from_str_radix(hex, 16)
+        .expect("hex lease id")
+        .to_string()
+}
+
+#[test]
+fn a_lost_lease_ends_the_hold_and_kills_the_command() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    let ep = c.client_url(1);
+
+    // Without a command: the holder exits non-zero, saying it lost the lock.
+    let holder = Ctl::spawn(&["--endpoints", &ep, "lock", "a", "--ttl", "30"]);
+    let key = holder
+        .line(WAIT_TIMEOUT)
+        .expect("the holder prints its key");
+    expect(&ep, &["lease", "revoke", &lease_of(&key)], 0);
+    let (status, stderr) = holder.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost the lock"), "{stderr}");
+
+    // With a command: it is killed, and the lock's exit says why.
+    let pid_file = c.dir().join("command.pid");
+    let script = format!("echo $$ > '{}'; exec sleep 60", pid_file.display());
+    let holder = Ctl::spawn(&[
+        "--endpoints",
+        &ep,
+        "lock",
+        "b",
+        "--ttl",
+        "30",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let mut pid = String::new();
+    assert!(
+        wait_until(WAIT_TIMEOUT, || {
+            pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            pid.ends_with('\n')
+        }),
+        "the command never started"
+    );
+    let key = keys(&ep, "b/").pop().expect("the holder's key");
+    expect(&ep, &["lease", "revoke", &lease_of(&key)], 0);
+    let (status, stderr) = holder.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("killed the command"), "{stderr}");
+    // The command was killed and reaped by coordinatectl: its pid is gone.
+    let proc_dir = format!("/proc/{}", pid.trim());
+    assert!(
+        !std::path::Path::new(&proc_dir).exists(),
+        "{proc_dir} still exists"
+    );
+
+    // A command that fails: its exit status is the lock's, and the lock is released.
+    let (code, _, _) = run(&["--endpoints", &ep, "lock", "c", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(code, 7);
+    assert!(keys(&ep, "c/").is_empty());
+    assert_eq!(expect(&ep, &["lease", "list"], 0), "");
+}

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{failed, interrupted, Exit, Failed, Out};
+use super::{failed, Exit, Failed, Interrupts, Out};
 use coordinate_client::Client;
 
 /// The shortest time between two keep-alives.
@@ -113,21 +113,33 @@ pub(super) async fn revoke(client: &mut Client, out: &Out, id: i64) -> Result<()
     Ok(())
 }
 
-/// `lease keep-alive`: every TTL/3 until interrupted (or once), one line per renewal.
+/// `lease keep-alive`: every TTL/3 until interrupted (or once), one line per renewal. A
+/// failed keep-alive is retried until a TTL passed since the last successful one was sent;
+/// then, or once the lease is gone, it fails.
 pub(super) async fn keep_alive(
     client: &mut Client,
     out: &Out,
     id: i64,
     once: bool,
 ) -> Result<(), Failed> {
+    let stop = Interrupts::catch();
     let gone = || Failed::new(Exit::Refused, format!("lease {id} expired or was revoked"));
     let renewals = async {
+        let mut last_ok: Option<(Instant, i64)> = None;
         loop {
-            let ttl = client
-                .keep_alive(id)
-                .await
-                .map_err(failed)?
-                .ok_or_else(gone)?;
+            let sent = Instant::now();
+            let ttl = match client.keep_alive(id).await {
+                Ok(ttl) => ttl.ok_or_else(gone)?,
+                Err(e) => match last_ok {
+                    Some((at, ttl)) if !once && at.elapsed() < Duration::from_secs(ttl as u64) => {
+                        eprintln!("coordinatectl: keeping lease {id} alive: {e}; retrying");
+                        tokio::time::sleep(RETRY_INTERVAL).await;
+                        continue;
+                    }
+                    _ => return Err(failed(e)),
+                },
+            };
+            last_ok = Some((sent, ttl));
             if out.json {
                 out.json(&json!({ "id": id, "ttl": ttl }));
             } else {
@@ -141,7 +153,7 @@ pub(super) async fn keep_alive(
     };
     tokio::select! {
         r = renewals => r,
-        _ = interrupted() => Ok(()),
+        _ = stop.wait() => Ok(()),
     }
 }
 

@@ -203,20 +203,41 @@ fn failed(e: Error) -> Failed {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM (never, if they cannot be caught).
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// SIGINT and SIGTERM, caught from the moment [`Interrupts::catch`] is called, so that a
+/// long-running command (`lock`, `elect`, `lease keep-alive`) always gets to clean up (revoke
+/// its lease). Other commands do not catch them: Ctrl-C ends them at once.
+#[derive(Clone)]
+pub(crate) struct Interrupts(tokio::sync::watch::Receiver<bool>);
+
+impl Interrupts {
+    /// Installs the handlers (within the runtime). If they cannot be installed, [`wait`]
+    /// never resolves and the signals keep their default action.
+    ///
+    /// [`wait`]: Interrupts::wait
+    pub(crate) fn catch() -> Interrupts {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = tx.send(true);
+            });
         }
-        _ => std::future::pending().await,
+        Interrupts(rx)
+    }
+
+    /// Resolves once SIGINT or SIGTERM arrived (at once if one already did).
+    pub(crate) async fn wait(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|&caught| caught).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -14,7 +14,8 @@
 //!    back to 3: never assume that its deletion made us the holder (one further ahead may
 //!    still hold it). Watching only the predecessor wakes one waiter per release, not all.
 //! 4. Holding it: until interrupted, until the command (`-- cmd args`) ends, or until the
-//!    lease is lost — then the holder must stop acting as one: the command is killed.
+//!    lease is lost — the keeper finds it gone, or our key is deleted (a watch on it) — and
+//!    then the holder must stop acting as one: the command is killed.
 //! 5. Always revoke the lease on the way out: the key goes at once, and the next waiter's
 //!    watch fires. A holder that dies without revoking (`kill -9`) loses the lock when its
 //!    lease expires: within its TTL plus an election timeout.
@@ -30,17 +31,19 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::lease::Keeper;
-use super::{failed, interrupted, Exit, Failed, Options, Out};
+use super::{failed, Exit, Failed, Interrupts, Options, Out};
 use coordinate_client::{
     Client, CompareOp, EventKind, KeyValue, RangeOptions, SortOrder, SortTarget, Target, Txn, TxnOp,
 };
 
 /// How often an unknown outcome of the creating transaction is retried.
 const CREATE_ATTEMPTS: usize = 3;
-/// The pause before reading the queue again after a watch broke.
+/// The pause before reading or watching again after a watch broke.
 const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 /// Exit code after SIGINT or SIGTERM before the lock was held (128 + SIGINT, like shells).
 const INTERRUPTED: u8 = 130;
+/// Exit code when the command cannot be started (like shells).
+const CANNOT_RUN: u8 = 127;
 
 /// Our place in the queue under a name.
 #[derive(Clone, Debug)]
@@ -48,6 +51,117 @@ struct Entry {
     key: String,
     create_revision: u64,
     lease: i64,
+}
+
+/// A lease kept alive for one campaign, with the signals caught before it was granted.
+struct Session {
+    client: Client,
+    keeper: Keeper,
+    stop: Interrupts,
+    lease: i64,
+}
+
+impl Session {
+    async fn open(opts: &Options, ttl: i64) -> Result<Session, Failed> {
+        let stop = Interrupts::catch();
+        let mut client = Client::new(&opts.endpoints, opts.timeout);
+        let grant = client.grant_lease(ttl, 0).await.map_err(failed)?;
+        let keeper_client = Client::new(&opts.endpoints, opts.timeout);
+        Ok(Session {
+            client,
+            keeper: Keeper::start(keeper_client, grant.id, grant.ttl),
+            stop,
+            lease: grant.id,
+        })
+    }
+
+    /// Revokes the lease (best effort: if it fails, the lease expires by itself).
+    async fn close(self) {
+        let Session {
+            mut client,
+            keeper,
+            lease,
+            ..
+        } = self;
+        drop(keeper);
+        match client.revoke_lease(lease).await {
+            Ok(_) => {}
+            Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) => {}
+            Err(e) => {
+                eprintln!("coordinatectl: revoking lease {lease}: {e} (it expires by itself)")
+            }
+        }
+    }
+
+    /// Waits in the queue of `name` until first; fails if the lease is lost or on a signal.
+    async fn acquire(&mut self, name: &str, value: Bytes) -> Result<Entry, Failed> {
+        let prefix = format!("{name}/");
+        let lease = self.lease;
+        let client = &mut self.client;
+        tokio::select! {
+            r = async {
+                let entry = enqueue(client, &prefix, value, lease).await?;
+                wait_first(client, &prefix, &entry).await?;
+                Ok(entry)
+            } => r,
+            why = self.keeper.lost() => {
+                Err(Failed::new(Exit::Refused, format!("waiting for {name}: {why}")))
+            }
+            _ = self.stop.wait() => Err(Failed::with_code(
+                INTERRUPTED,
+                format!("interrupted while waiting for {name}"),
+            )),
+        }
+    }
+
+    /// Why the hold of `entry` ended, if not by a signal: the lease or the key is gone.
+    async fn lost(&mut self, entry: &Entry) -> String {
+        tokio::select! {
+            why = self.keeper.lost() => why,
+            () = until_deleted(&mut self.client, &entry.key, entry.create_revision) => {
+                format!("{} was deleted", entry.key)
+            }
+        }
+    }
+
+    /// Holds until a signal (success) or until the hold is lost (failure).
+    async fn hold(&mut self, entry: &Entry, what: &str) -> Result<(), Failed> {
+        let stop = self.stop.clone();
+        tokio::select! {
+            why = self.lost(entry) => Err(Failed::new(Exit::Refused, format!("lost {what}: {why}"))),
+            _ = stop.wait() => Ok(()),
+        }
+    }
+
+    /// Runs `command` while holding `entry`; its exit status is ours.
+    async fn run_holding(&mut self, entry: &Entry, command: &[String]) -> Result<(), Failed> {
+        let mut child = tokio::process::Command::new(&command[0])
+            .args(&command[1..])
+            .env("COORDINATE_LOCK_KEY", &entry.key)
+            .env("COORDINATE_LOCK_REV", entry.create_revision.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                Failed::with_code(CANNOT_RUN, format!("cannot run {:?}: {e}", command[0]))
+            })?;
+        let stop = self.stop.clone();
+        let (code, why) = tokio::select! {
+            status = child.wait() => {
+                return match status {
+                    Ok(s) => command_status(s),
+                    Err(e) => Err(Failed::new(Exit::Unavailable, format!("waiting for the command: {e}"))),
+                };
+            }
+            why = self.lost(entry) => (
+                Exit::Refused as u8,
+                format!("lost the lock {}: {why}; killed the command", entry.key),
+            ),
+            _ = stop.wait() => (INTERRUPTED, "interrupted; killed the command".to_string()),
+        };
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        Err(Failed::with_code(code, why))
+    }
 }
 
 /// `lock <name> [--ttl N] [-- cmd args...]`.
@@ -58,56 +172,42 @@ pub(super) async fn lock(
     ttl: i64,
     command: &[String],
 ) -> Result<(), Failed> {
-    let mut client = Client::new(&opts.endpoints, opts.timeout);
-    let grant = client.grant_lease(ttl, 0).await.map_err(failed)?;
-    let mut keeper = Keeper::start(
-        Client::new(&opts.endpoints, opts.timeout),
-        grant.id,
-        grant.ttl,
-    );
-    let result = lock_held(&mut client, &mut keeper, out, name, grant.id, command).await;
-    drop(keeper);
-    release(&mut client, grant.id).await;
+    let mut session = Session::open(opts, ttl).await?;
+    let result = async {
+        let entry = session.acquire(name, Bytes::new()).await?;
+        if command.is_empty() {
+            print_entry(out, &entry, None);
+            session.hold(&entry, "the lock").await
+        } else {
+            session.run_holding(&entry, command).await
+        }
+    }
+    .await;
+    session.close().await;
     result
 }
 
-async fn lock_held(
-    client: &mut Client,
-    keeper: &mut Keeper,
+/// `elect <name> <proposal>`: campaign, print the proposal once elected, lead until
+/// interrupted or the lease is lost.
+pub(super) async fn campaign(
+    opts: &Options,
     out: &Out,
     name: &str,
-    lease: i64,
-    command: &[String],
+    proposal: &str,
+    ttl: i64,
 ) -> Result<(), Failed> {
-    let entry = acquire(client, keeper, name, Bytes::new(), lease).await?;
-    if command.is_empty() {
-        print_entry(out, &entry, None);
-        return hold(keeper, "the lock").await;
+    let mut session = Session::open(opts, ttl).await?;
+    let value = Bytes::from(proposal.to_string());
+    let result = async {
+        let entry = session.acquire(name, value).await?;
+        print_entry(out, &entry, Some(proposal.as_bytes()));
+        session
+            .hold(&entry, &format!("the leadership of {name}"))
+            .await
     }
-    run_holding(keeper, &entry, command).await
-}
-
-/// Waits in the queue until `entry` is first; fails if the lease is lost or on a signal.
-async fn acquire(
-    client: &mut Client,
-    keeper: &mut Keeper,
-    name: &str,
-    value: Bytes,
-    lease: i64,
-) -> Result<Entry, Failed> {
-    let prefix = format!("{name}/");
-    tokio::select! {
-        r = async {
-            let entry = enqueue(client, &prefix, value, lease).await?;
-            wait_first(client, &prefix, &entry).await?;
-            Ok(entry)
-        } => r,
-        why = keeper.lost() => Err(Failed::new(Exit::Refused, format!("waiting for {name}: {why}"))),
-        _ = interrupted() => Err(Failed::with_code(
-            INTERRUPTED,
-            format!("interrupted while waiting for {name}"),
-        )),
-    }
+    .await;
+    session.close().await;
+    result
 }
 
 /// Step 2: create our key if absent and read its create revision.
@@ -206,39 +306,18 @@ async fn wait_deleted(client: &mut Client, key: &str, from_revision: u64) {
     }
 }
 
-/// Holds until a signal (success) or until the lease is lost (failure).
-async fn hold(keeper: &mut Keeper, what: &str) -> Result<(), Failed> {
-    tokio::select! {
-        why = keeper.lost() => Err(Failed::new(Exit::Refused, format!("lost {what}: {why}"))),
-        _ = interrupted() => Ok(()),
-    }
-}
-
-/// Runs `command` while holding the lock; its exit status is ours.
-async fn run_holding(keeper: &mut Keeper, entry: &Entry, command: &[String]) -> Result<(), Failed> {
-    let mut child = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .env("COORDINATE_LOCK_KEY", &entry.key)
-        .env("COORDINATE_LOCK_REV", entry.create_revision.to_string())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Failed::new(Exit::Usage, format!("cannot run {:?}: {e}", command[0])))?;
-    let (code, why) = tokio::select! {
-        status = child.wait() => {
-            return match status {
-                Ok(s) => command_status(s),
-                Err(e) => Err(Failed::new(Exit::Unavailable, format!("waiting for the command: {e}"))),
-            };
+/// Returns only once `key` is deleted (after `from_revision`): a broken watch is reopened
+/// after a read that confirms the key still exists.
+async fn until_deleted(client: &mut Client, key: &str, mut from_revision: u64) {
+    loop {
+        wait_deleted(client, key, from_revision).await;
+        match client.get(key, Default::default()).await {
+            Ok(None) => return,
+            Ok(Some(got)) => from_revision = got.revision + 1,
+            // Unreachable cluster: the keeper decides when the lease counts as lost.
+            Err(_) => tokio::time::sleep(REWATCH_PAUSE).await,
         }
-        why = keeper.lost() => (
-            Exit::Refused as u8,
-            format!("lost the lock {}: {why}; killed the command", entry.key),
-        ),
-        _ = interrupted() => (INTERRUPTED, "interrupted; killed the command".to_string()),
-    };
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    Err(Failed::with_code(code, why))
+    }
 }
 
 /// The command's exit status as ours: its code, or 128 + the signal that killed it.
@@ -261,15 +340,6 @@ fn command_status(status: ExitStatus) -> Result<(), Failed> {
     }
 }
 
-/// Revokes the lease (best effort: if it fails, the lease expires by itself).
-async fn release(client: &mut Client, lease: i64) {
-    match client.revoke_lease(lease).await {
-        Ok(_) => {}
-        Err(e) if e.status() == Some(hyper::StatusCode::NOT_FOUND) => {}
-        Err(e) => eprintln!("coordinatectl: revoking lease {lease}: {e} (it expires by itself)"),
-    }
-}
-
 fn print_entry(out: &Out, entry: &Entry, value: Option<&[u8]>) {
     if out.json {
         let mut doc = json!({
@@ -289,37 +359,10 @@ fn print_entry(out: &Out, entry: &Entry, value: Option<&[u8]>) {
     }
 }
 
-/// `elect <name> <proposal>`: campaign, print the proposal once elected, lead until
-/// interrupted or the lease is lost.
-pub(super) async fn campaign(
-    opts: &Options,
-    out: &Out,
-    name: &str,
-    proposal: &str,
-    ttl: i64,
-) -> Result<(), Failed> {
-    let mut client = Client::new(&opts.endpoints, opts.timeout);
-    let grant = client.grant_lease(ttl, 0).await.map_err(failed)?;
-    let mut keeper = Keeper::start(
-        Client::new(&opts.endpoints, opts.timeout),
-        grant.id,
-        grant.ttl,
-    );
-    let value = Bytes::from(proposal.to_string());
-    let result = async {
-        let entry = acquire(&mut client, &mut keeper, name, value, grant.id).await?;
-        print_entry(out, &entry, Some(proposal.as_bytes()));
-        hold(&mut keeper, &format!("the leadership of {name}")).await
-    }
-    .await;
-    drop(keeper);
-    release(&mut client, grant.id).await;
-    result
-}
-
 /// `elect <name> --listen`: print the leader's value now and at every change, until
 /// interrupted.
 pub(super) async fn observe(opts: &Options, out: &Out, name: &str) -> Result<(), Failed> {
+    let stop = Interrupts::catch();
     let mut client = Client::new(&opts.endpoints, opts.timeout);
     let prefix = format!("{name}/");
     let mut shown: Option<(String, u64)> = None;
@@ -338,7 +381,7 @@ pub(super) async fn observe(opts: &Options, out: &Out, name: &str) -> Result<(),
     };
     tokio::select! {
         r = follow => r,
-        _ = interrupted() => Ok(()),
+        _ = stop.wait() => Ok(()),
     }
 }
 
@@ -364,4 +407,21 @@ async fn show_leader(
         print_entry(out, &entry, Some(&kv.value));
     }
     Ok(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    #[test]
+    fn the_command_status_is_ours() {
+        assert!(command_status(ExitStatus::from_raw(0)).is_ok());
+        // A wait status: exit code in the high byte, signal in the low bits.
+        let exited = command_status(ExitStatus::from_raw(7 << 8)).unwrap_err();
+        assert_eq!(exited.code(), 7);
+        let killed = command_status(ExitStatus::from_raw(9)).unwrap_err();
+        assert_eq!(killed.code(), 128 + 9);
+        assert!(killed.message.contains("signal 9"), "{}", killed.message);
+    }
 }
