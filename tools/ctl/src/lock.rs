@@ -33,7 +33,8 @@ use serde_json::json;
 use super::lease::Keeper;
 use super::{failed, Exit, Failed, Interrupts, Options, Out};
 use coordinate_client::{
-    Client, CompareOp, EventKind, KeyValue, RangeOptions, SortOrder, SortTarget, Target, Txn, TxnOp,
+    Client, CompareOp, Error, EventKind, KeyValue, RangeOptions, RangeResponse, SortOrder,
+    SortTarget, Target, Txn, TxnOp,
 };
 
 /// How often an unknown outcome of the creating transaction is retried.
@@ -249,6 +250,26 @@ async fn enqueue(
     })
 }
 
+/// A range read of the queue, repeated while no endpoint can serve it (an election, a
+/// restarting node): whether the lease survives that is the keeper's to say, and the
+/// caller's `select!` ends the wait when it does not.
+async fn read_queue(
+    client: &mut Client,
+    prefix: &str,
+    options: &RangeOptions,
+) -> Result<RangeResponse, Failed> {
+    loop {
+        match client.range(prefix, options).await {
+            Ok(r) => return Ok(r),
+            Err(Error::Call(e)) => {
+                eprintln!("coordinatectl: reading {prefix}: {e}; retrying");
+                tokio::time::sleep(REWATCH_PAUSE).await;
+            }
+            Err(e) => return Err(failed(e)),
+        }
+    }
+}
+
 /// The queue's first key under `prefix`, and the revision it was read at.
 async fn first(client: &mut Client, prefix: &str) -> Result<(Option<KeyValue>, u64), Failed> {
     let options = RangeOptions {
@@ -256,7 +277,7 @@ async fn first(client: &mut Client, prefix: &str) -> Result<(Option<KeyValue>, u
         sort: Some((SortTarget::CreateRevision, SortOrder::Ascend)),
         ..RangeOptions::default()
     };
-    let r = client.range(prefix, &options).await.map_err(failed)?;
+    let r = read_queue(client, prefix, &options).await?;
     Ok((r.kvs.into_iter().next(), r.revision))
 }
 
@@ -283,7 +304,7 @@ async fn wait_first(client: &mut Client, prefix: &str, entry: &Entry) -> Result<
             sort: Some((SortTarget::CreateRevision, SortOrder::Descend)),
             ..RangeOptions::default()
         };
-        let ahead = client.range(prefix, &options).await.map_err(failed)?;
+        let ahead = read_queue(client, prefix, &options).await?;
         if let Some(kv) = ahead.kvs.first() {
             wait_deleted(client, &kv.key, ahead.revision + 1).await;
         }
