@@ -404,3 +404,40 @@ fn a_lost_lease_ends_the_hold_and_kills_the_command() {
     assert!(keys(&ep, "c/").is_empty());
     assert_eq!(expect(&ep, &["lease", "list"], 0), "");
 }
+
+#[test]
+fn a_held_lock_survives_a_leader_kill() {
+    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
+    let eps = format!(
+        "{},{},{}",
+        c.client_url(1),
+        c.client_url(2),
+        c.client_url(3)
+    );
+    // A TTL well above an election plus one request's wait for a leader.
+    let holder = Ctl::spawn(&["--endpoints", &eps, "lock", "jobs", "--ttl", "6"]);
+    let key = holder
+        .line(WAIT_TIMEOUT)
+        .expect("the holder prints its key");
+
+    c.kill(leader);
+    let new_leader = c.wait_for_leader();
+    let ep = c.client_url(new_leader);
+    // Keep-alives reach the new leader: after a few of them (TTL/3 each), the holder still
+    // holds the lock and says nothing, and a second locker has to wait.
+    let waiter = Ctl::spawn(&["--endpoints", &ep, "lock", "jobs", "--ttl", "6"]);
+    assert!(
+        wait_until(WAIT_TIMEOUT, || keys(&ep, "jobs/").len() == 2),
+        "the waiter never queued"
+    );
+    assert_eq!(holder.line(Duration::from_secs(3)), None);
+    assert_eq!(waiter.line(Duration::from_millis(100)), None);
+    assert!(keys(&ep, "jobs/").contains(&key));
+
+    // Released, it passes to the waiter at once.
+    holder.interrupt();
+    let (status, stderr) = holder.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    let got = waiter.line(WAIT_TIMEOUT).expect("the waiter gets the lock");
+    assert_ne!(got, key);
+}

@@ -68,23 +68,30 @@ async fn keep(mut client: Client, id: i64, mut ttl: i64, lost: watch::Sender<Opt
     loop {
         tokio::time::sleep(wait).await;
         let sent = Instant::now();
-        let deadline = Duration::from_secs(ttl.max(1) as u64);
-        match client.keep_alive(id).await {
-            Ok(Some(t)) => {
+        // However long one attempt takes, the lease counts as lost a TTL after the last
+        // successful keep-alive was sent.
+        let deadline = last_ok + Duration::from_secs(ttl.max(1) as u64);
+        match tokio::time::timeout_at(deadline, client.keep_alive(id)).await {
+            Ok(Ok(Some(t))) => {
                 last_ok = sent;
                 ttl = t;
                 wait = interval(ttl);
             }
-            Ok(None) => {
+            Ok(Ok(None)) => {
                 let _ = lost.send(Some(format!("lease {id} expired or was revoked")));
                 return;
             }
-            Err(e) if last_ok.elapsed() >= deadline => {
+            Ok(Err(_)) if Instant::now() < deadline => wait = RETRY_INTERVAL,
+            Ok(Err(e)) => {
                 let why = format!("lease {id}: no keep-alive succeeded for {ttl} s (TTL): {e}");
                 let _ = lost.send(Some(why));
                 return;
             }
-            Err(_) => wait = RETRY_INTERVAL,
+            Err(_) => {
+                let why = format!("lease {id}: no keep-alive succeeded for {ttl} s (TTL)");
+                let _ = lost.send(Some(why));
+                return;
+            }
         }
     }
 }
