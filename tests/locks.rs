@@ -1,7 +1,8 @@
 //! Leases, locks and elections through `coordinatectl`, against real nodes: the lease
 //! commands' round trip; a lock holder killed with `kill -9` loses the lock to a waiter once
-//! its lease expires; contenders running `lock -- cmd` never hold the lock together; an
-//! observer sees each new leader of an election.
+//! its lease expires; a lost lease ends a hold and kills its command; a held lock survives a
+//! leader kill; contenders running `lock -- cmd` on a 3-node cluster never hold the lock
+//! together; an observer sees each new leader of an election.
 //!
 //! Every `coordinatectl` process is a [`Ctl`], killed by pid (and reaped) when dropped. No
 //! test asserts on timing: each wait is a condition with a deadline.

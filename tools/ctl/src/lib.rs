@@ -20,7 +20,14 @@
 //!
 //! ## Exit codes ([`Exit`])
 //! `0` success; `1` the cluster refused (not found, precondition failed, conflict, bad
-//! request: its reason is printed); `2` usage error; `3` unavailable or outcome unknown.
+//! request: its reason is printed), a lease is gone or a lock was lost; `2` usage error; `3`
+//! unavailable or outcome unknown. `lock -- cmd` exits with the command's status (see
+//! `lock`), and `lock`/`elect` interrupted while waiting with 130.
+//!
+//! ## Long-running commands
+//! `watch` (module `watch`), `lease keep-alive` (module `lease`, with the background
+//! keeper of leases), `lock` and `elect` (module `lock`: etcd's concurrency recipes). The
+//! last three catch SIGINT/SIGTERM (`Interrupts`) so that they always clean up.
 
 pub mod cli;
 pub mod http;
