@@ -27,6 +27,8 @@ pub struct KeyValue {
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
+    /// The lease the key is attached to (0: none). Single-key reads do not say (0).
+    pub lease: i64,
 }
 
 /// A single-key read that found the key, and the store revision it was read at.
@@ -106,6 +108,10 @@ pub enum Target {
     ModRevision(u64),
     Version(u64),
     Exists(bool),
+    /// 0 for an absent key: `CreateRevision(0)` with `Eq` is "create only if absent".
+    CreateRevision(u64),
+    /// The lease a key is attached to (0: none, or absent).
+    Lease(i64),
 }
 
 /// A transaction's comparison operator.
@@ -120,8 +126,19 @@ pub enum CompareOp {
 /// A transaction's write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnOp {
-    Put { key: String, value: Bytes },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Bytes,
+    },
+    /// A put that attaches the key to a lease.
+    PutWithLease {
+        key: String,
+        value: Bytes,
+        lease: i64,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 /// `POST /v1/txn`: if every comparison holds, `success` is applied, else `failure`.
@@ -151,6 +168,8 @@ impl Txn {
                     Target::ModRevision(r) => ("mod_revision", json!(r)),
                     Target::Version(v) => ("version", json!(v)),
                     Target::Exists(e) => ("exists", json!(e)),
+                    Target::CreateRevision(r) => ("create_revision", json!(r)),
+                    Target::Lease(l) => ("lease", json!(l)),
                 };
                 json!({ "key": key, "target": target, "op": op, "value": value })
             })
@@ -160,6 +179,9 @@ impl Txn {
                 .map(|op| match op {
                     TxnOp::Put { key, value } => {
                         json!({ "op": "put", "key": key, "value": b64(value) })
+                    }
+                    TxnOp::PutWithLease { key, value, lease } => {
+                        json!({ "op": "put", "key": key, "value": b64(value), "lease": lease })
                     }
                     TxnOp::Delete { key } => json!({ "op": "delete", "key": key }),
                 })
@@ -200,7 +222,7 @@ impl Client {
     }
 
     /// Sends `req`; the answering endpoint and its answer if its status is `want`.
-    async fn expect(
+    pub(crate) async fn expect(
         &mut self,
         what: &str,
         req: &Request,
@@ -225,10 +247,19 @@ impl Client {
         key: &str,
         consistency: Consistency,
     ) -> Result<Option<GetResponse>, Error> {
-        let req = Request::kv_get(key, consistency);
+        self.get_request(key, &Request::kv_get(key, consistency))
+            .await
+    }
+
+    /// Sends a single-key read of `key` and decodes its answer.
+    pub(crate) async fn get_request(
+        &mut self,
+        key: &str,
+        req: &Request,
+    ) -> Result<Option<GetResponse>, Error> {
         let what = format!("get {key:?}");
         let (endpoint, r) = self
-            .expect(&what, &req, &[StatusCode::OK, StatusCode::NOT_FOUND])
+            .expect(&what, req, &[StatusCode::OK, StatusCode::NOT_FOUND])
             .await?;
         if r.status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -246,6 +277,7 @@ impl Client {
                 create_revision: header("x-coordinate-create-revision")?,
                 mod_revision: header("etag")?,
                 version: header("x-coordinate-version")?,
+                lease: 0,
                 value: r.body.clone(),
             },
             revision: header("x-coordinate-revision")?,
@@ -260,9 +292,14 @@ impl Client {
         value: Bytes,
         condition: Condition,
     ) -> Result<u64, Error> {
+        self.put_request(key, &Request::kv_put(key, value, condition))
+            .await
+    }
+
+    /// Sends a put of `key` and decodes its answer: the new revision.
+    pub(crate) async fn put_request(&mut self, key: &str, req: &Request) -> Result<u64, Error> {
         let what = format!("put {key:?}");
-        let req = Request::kv_put(key, value, condition);
-        let (endpoint, r) = self.expect(&what, &req, &[StatusCode::OK]).await?;
+        let (endpoint, r) = self.expect(&what, req, &[StatusCode::OK]).await?;
         let body: Value = decode(&what, &endpoint, &r)?;
         body["revision"]
             .as_u64()
@@ -316,47 +353,15 @@ impl Client {
 
     /// One page of the keys starting with `prefix`.
     pub async fn list(&mut self, prefix: &str, options: &ListOptions) -> Result<ListPage, Error> {
-        #[derive(Deserialize)]
-        struct Item {
-            key: String,
-            value: String,
-            #[serde(default)]
-            encoding: Option<String>,
-            create_revision: u64,
-            mod_revision: u64,
-            version: u64,
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            kvs: Vec<Item>,
-            more: bool,
-            revision: u64,
-        }
         let what = format!("ls {prefix:?}");
         let req = Request::kv_list(prefix, options);
         let (endpoint, r) = self.expect(&what, &req, &[StatusCode::OK]).await?;
-        let page: Page = decode(&what, &endpoint, &r)?;
-        let mut kvs = Vec::with_capacity(page.kvs.len());
-        for item in page.kvs {
-            let value = match item.encoding.as_deref() {
-                Some("base64") => base64::engine::general_purpose::STANDARD
-                    .decode(&item.value)
-                    .map(Bytes::from)
-                    .map_err(|e| invalid(&what, &endpoint, &format!("bad base64: {e}")))?,
-                _ => Bytes::from(item.value),
-            };
-            kvs.push(KeyValue {
-                key: item.key,
-                value,
-                create_revision: item.create_revision,
-                mod_revision: item.mod_revision,
-                version: item.version,
-            });
-        }
+        let page: RangeBody = decode(&what, &endpoint, &r)?;
+        let (more, revision) = (page.more, page.revision);
         Ok(ListPage {
-            kvs,
-            more: page.more,
-            revision: page.revision,
+            kvs: page.kvs(&what, &endpoint)?,
+            more,
+            revision,
         })
     }
 
@@ -413,7 +418,59 @@ impl Client {
     }
 }
 
-fn invalid(what: &str, endpoint: &str, detail: &str) -> Error {
+/// One key of a range read's JSON answer.
+#[derive(Deserialize)]
+struct RangeItem {
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    encoding: Option<String>,
+    create_revision: u64,
+    mod_revision: u64,
+    version: u64,
+    #[serde(default)]
+    lease: i64,
+}
+
+/// A range read's JSON answer (`count` only with `count_only`, `kvs` only without).
+#[derive(Deserialize)]
+pub(crate) struct RangeBody {
+    #[serde(default)]
+    kvs: Vec<RangeItem>,
+    #[serde(default)]
+    pub(crate) more: bool,
+    #[serde(default)]
+    pub(crate) count: Option<u64>,
+    pub(crate) revision: u64,
+}
+
+impl RangeBody {
+    /// The keys, values decoded.
+    pub(crate) fn kvs(self, what: &str, endpoint: &str) -> Result<Vec<KeyValue>, Error> {
+        let mut kvs = Vec::with_capacity(self.kvs.len());
+        for item in self.kvs {
+            let value = match item.encoding.as_deref() {
+                Some("base64") => base64::engine::general_purpose::STANDARD
+                    .decode(&item.value)
+                    .map(Bytes::from)
+                    .map_err(|e| invalid(what, endpoint, &format!("bad base64: {e}")))?,
+                _ => Bytes::from(item.value),
+            };
+            kvs.push(KeyValue {
+                key: item.key,
+                value,
+                create_revision: item.create_revision,
+                mod_revision: item.mod_revision,
+                version: item.version,
+                lease: item.lease,
+            });
+        }
+        Ok(kvs)
+    }
+}
+
+pub(crate) fn invalid(what: &str, endpoint: &str, detail: &str) -> Error {
     Error::Invalid {
         what: what.to_string(),
         endpoint: endpoint.to_string(),
@@ -421,7 +478,7 @@ fn invalid(what: &str, endpoint: &str, detail: &str) -> Error {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     what: &str,
     endpoint: &str,
     r: &Response,
@@ -443,6 +500,30 @@ mod tests {
             }],
             failure: vec![TxnOp::Delete { key: "w".into() }],
         };
+        let leased = Txn {
+            compare: vec![
+                ("l/1".into(), Target::CreateRevision(0), CompareOp::Eq),
+                ("l/1".into(), Target::Lease(7), CompareOp::Ne),
+            ],
+            success: vec![TxnOp::PutWithLease {
+                key: "l/1".into(),
+                value: Bytes::from_static(b"v"),
+                lease: 7,
+            }],
+            failure: vec![],
+        };
+        assert_eq!(
+            leased.to_json(),
+            json!({
+                "compare": [
+                    {"key": "l/1", "target": "create_revision", "op": "==", "value": 0},
+                    {"key": "l/1", "target": "lease", "op": "!=", "value": 7},
+                ],
+                "success": [{"op": "put", "key": "l/1", "value": "dg==", "lease": 7}],
+                "failure": [],
+                "encoding": "base64",
+            })
+        );
         assert_eq!(
             txn.to_json(),
             json!({
@@ -452,6 +533,27 @@ mod tests {
                 "encoding": "base64",
             })
         );
+    }
+
+    #[test]
+    fn range_answers_decode_values_leases_and_counts() {
+        let body: RangeBody = serde_json::from_str(
+            r#"{"kvs":[{"create_revision":4,"key":"a","lease":7,"mod_revision":5,"value":"x","version":2},{"create_revision":6,"encoding":"base64","key":"b","mod_revision":6,"value":"//4=","version":1}],"more":true,"revision":9}"#,
+        )
+        .unwrap();
+        assert!(body.more);
+        let kvs = body.kvs("ls", "e").unwrap();
+        assert_eq!(kvs[0].lease, 7);
+        assert_eq!(kvs[1].value, Bytes::from_static(&[0xff, 0xfe]));
+        assert_eq!(kvs[1].lease, 0);
+        let count: RangeBody = serde_json::from_str(r#"{"count":3,"revision":9}"#).unwrap();
+        assert_eq!((count.count, count.revision), (Some(3), 9));
+        // keys_only: values are empty.
+        let keys: RangeBody = serde_json::from_str(
+            r#"{"kvs":[{"create_revision":4,"key":"a","mod_revision":5,"value":"","version":2}],"more":false,"revision":9}"#,
+        )
+        .unwrap();
+        assert!(keys.kvs("ls", "e").unwrap()[0].value.is_empty());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   each marked idempotent or not.
 //! - [`Endpoints`] (`failover`): a list of nodes tried in order; the rules for what may be
 //!   retried on the next one live in [`failover::step`]. Its error is [`CallError`].
-//! - [`Client`]: typed calls (get, put, cas, delete, list, txn, members, status) that check
+//! - [`Client`]: typed calls (get, put, cas, delete, list, txn, members, status; in `lease`:
+//!   leases, range reads, reads at a revision, leased puts, compaction, alarms) that check
 //!   the status the API promises and decode the answer; refusals are [`Error::Refused`].
 //!   [`Client::watch`] opens a typed [`Watch`].
 //! - [`sse`]: Server-Sent Events for watches ([`Stream::events`]).
@@ -35,10 +36,14 @@ mod conn;
 mod endpoint;
 mod error;
 pub mod failover;
+mod lease;
 pub mod sse;
 mod watch;
 
-pub use api::{kv_path, query_value, Condition, Consistency, ListOptions, MAX_PAGE};
+pub use api::{
+    kv_path, query_value, Condition, Consistency, ListOptions, RangeEnd, RangeOptions, SortOrder,
+    SortTarget, MAX_PAGE,
+};
 pub use client::{
     Client, CompareOp, DeleteResponse, GetResponse, KeyValue, ListPage, Member, Status, Target,
     Txn, TxnOp, TxnResponse,
@@ -47,4 +52,5 @@ pub use conn::{key_path, Connection, Request, Response, Stream, ERROR_BODY_LIMIT
 pub use endpoint::{parse_endpoint, EndpointError};
 pub use error::{CallError, ClientError, Error};
 pub use failover::Endpoints;
+pub use lease::{Alarm, AlarmList, LeaseGrant, LeaseList, RangeResponse, TimeToLive};
 pub use watch::{EventKind, Watch, WatchError, WatchEvent};

@@ -51,6 +51,9 @@ enum Cmd {
         /// Read this node's state without a quorum round: fast, possibly stale.
         #[arg(long)]
         serializable: bool,
+        /// Read the value as it was at revision N (not compacted yet).
+        #[arg(long = "rev", value_name = "N")]
+        revision: Option<u64>,
     },
     /// Write a value (`-` reads it from stdin).
     Put {
@@ -63,6 +66,9 @@ enum Cmd {
         /// Only if the key does not exist.
         #[arg(long)]
         if_absent: bool,
+        /// Attach the key to lease ID: it is deleted when the lease expires or is revoked.
+        #[arg(long, value_name = "ID")]
+        lease: Option<i64>,
     },
     /// Delete a key, or every key under a prefix.
     Del {
@@ -114,6 +120,82 @@ enum Cmd {
     },
     /// Check every endpoint's /health; exit 0 only if all are healthy.
     Health,
+    /// Leases: keys that are deleted when their lease expires or is revoked.
+    Lease {
+        #[command(subcommand)]
+        action: LeaseCmd,
+    },
+    /// Forget every revision before REVISION (reads and watches before it fail).
+    Compact { revision: u64 },
+    /// The alarms raised (NOSPACE: the store is above its quota).
+    Alarm {
+        #[command(subcommand)]
+        action: AlarmCmd,
+    },
+    /// Hold a lock until interrupted, or while a command runs (`lock NAME -- cmd args`).
+    /// Released when the command ends, on SIGINT/SIGTERM, or when the holder dies (its lease
+    /// expires).
+    Lock {
+        name: String,
+        /// The lease's TTL in seconds: how long a holder that died keeps the lock.
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TTL)]
+        ttl: i64,
+        /// The command to run while holding the lock; its exit status is ours.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Campaign to lead NAME with PROPOSAL (print it once elected, lead until interrupted),
+    /// or, without PROPOSAL or with --listen, print the leader's proposal at every change.
+    Elect {
+        name: String,
+        proposal: Option<String>,
+        /// Observe instead of campaigning.
+        #[arg(long, conflicts_with = "proposal")]
+        listen: bool,
+        /// The campaign's lease TTL in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TTL)]
+        ttl: i64,
+    },
+}
+
+/// The TTL of `lock` and `elect` leases, like etcdctl's.
+const DEFAULT_TTL: i64 = 10;
+
+#[derive(Debug, Subcommand)]
+enum LeaseCmd {
+    /// Grant a lease of TTL seconds; prints its id.
+    Grant {
+        ttl: i64,
+        /// Ask for this id instead of one the server picks.
+        #[arg(long)]
+        id: Option<i64>,
+    },
+    /// Revoke a lease, deleting its keys.
+    Revoke { id: i64 },
+    /// Keep a lease alive (every TTL/3) until interrupted; exits 1 once it is gone.
+    KeepAlive {
+        id: i64,
+        /// One keep-alive, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// A lease's time left and granted TTL.
+    Ttl {
+        id: i64,
+        /// Also list its keys.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Every lease's id.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AlarmCmd {
+    /// The alarms raised.
+    List,
+    /// Disarm NOSPACE (after compacting and deleting enough).
+    Disarm,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,15 +252,21 @@ fn options(cli: &Cli) -> Result<Options, String> {
 /// The subcommand, validated; `stdin` supplies `put <key> -`.
 fn command(cmd: Cmd, stdin: impl FnOnce() -> std::io::Result<Vec<u8>>) -> Result<Command, String> {
     Ok(match cmd {
-        Cmd::Get { key, serializable } => Command::Get {
+        Cmd::Get {
+            key,
+            serializable,
+            revision,
+        } => Command::Get {
             key: non_empty(key)?,
             serializable,
+            revision: revision.unwrap_or(0),
         },
         Cmd::Put {
             key,
             value,
             if_match,
             if_absent,
+            lease,
         } => {
             let value = if value == "-" {
                 Bytes::from(stdin().map_err(|e| format!("reading the value from stdin: {e}"))?)
@@ -189,6 +277,7 @@ fn command(cmd: Cmd, stdin: impl FnOnce() -> std::io::Result<Vec<u8>>) -> Result
                 key: non_empty(key)?,
                 value,
                 condition: condition(if_match, if_absent)?,
+                lease: lease.map(lease_id).transpose()?.unwrap_or(0),
             }
         }
         Cmd::Del {
@@ -233,7 +322,71 @@ fn command(cmd: Cmd, stdin: impl FnOnce() -> std::io::Result<Vec<u8>>) -> Result
         Cmd::Member { action } => member_command(action)?,
         Cmd::Status { all } => Command::Status { all },
         Cmd::Health => Command::Health,
+        Cmd::Lease { action } => lease_command(action)?,
+        Cmd::Compact { revision } => Command::Compact {
+            revision: if revision == 0 {
+                return Err("revisions start at 1".into());
+            } else {
+                revision
+            },
+        },
+        Cmd::Alarm { action } => Command::Alarms {
+            disarm: matches!(action, AlarmCmd::Disarm),
+        },
+        Cmd::Lock { name, ttl, command } => Command::Lock {
+            name: non_empty(name)?,
+            ttl: ttl_seconds(ttl)?,
+            command,
+        },
+        Cmd::Elect {
+            name,
+            proposal,
+            listen,
+            ttl,
+        } => Command::Elect {
+            name: non_empty(name)?,
+            proposal: proposal.filter(|_| !listen),
+            ttl: ttl_seconds(ttl)?,
+        },
     })
+}
+
+/// `lease grant|revoke|keep-alive|ttl|list`, validated.
+fn lease_command(action: LeaseCmd) -> Result<Command, String> {
+    Ok(match action {
+        LeaseCmd::Grant { ttl, id } => Command::LeaseGrant {
+            ttl: ttl_seconds(ttl)?,
+            id: id.map(lease_id).transpose()?.unwrap_or(0),
+        },
+        LeaseCmd::Revoke { id } => Command::LeaseRevoke { id: lease_id(id)? },
+        LeaseCmd::KeepAlive { id, once } => Command::LeaseKeepAlive {
+            id: lease_id(id)?,
+            once,
+        },
+        LeaseCmd::Ttl { id, keys } => Command::LeaseTtl {
+            id: lease_id(id)?,
+            keys,
+        },
+        LeaseCmd::List => Command::LeaseList,
+    })
+}
+
+/// A lease id argument: positive.
+fn lease_id(id: i64) -> Result<i64, String> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(format!("lease id {id}: lease ids are positive"))
+    }
+}
+
+/// A TTL argument: positive seconds.
+fn ttl_seconds(ttl: i64) -> Result<i64, String> {
+    if ttl > 0 {
+        Ok(ttl)
+    } else {
+        Err(format!("TTL {ttl}: expected a positive number of seconds"))
+    }
 }
 
 /// `member add|remove|promote`, validated.
@@ -296,7 +449,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(Exit::Usage as u8);
         }
     };
-    std::process::ExitCode::from(ctl::run(options, command) as u8)
+    std::process::ExitCode::from(ctl::run(options, command))
 }
 
 #[cfg(test)]
@@ -353,7 +506,25 @@ mod tests {
             command(&["get", "a/b", "--serializable"]),
             Command::Get {
                 key: "a/b".into(),
-                serializable: true
+                serializable: true,
+                revision: 0,
+            }
+        );
+        assert_eq!(
+            command(&["get", "a/b", "--rev", "4"]),
+            Command::Get {
+                key: "a/b".into(),
+                serializable: false,
+                revision: 4,
+            }
+        );
+        assert_eq!(
+            command(&["put", "k", "v", "--lease", "7587"]),
+            Command::Put {
+                key: "k".into(),
+                value: Bytes::from("v"),
+                condition: Condition::Always,
+                lease: 7587,
             }
         );
         assert_eq!(
@@ -361,7 +532,8 @@ mod tests {
             Command::Put {
                 key: "k".into(),
                 value: Bytes::from("-v-"),
-                condition: Condition::Always
+                condition: Condition::Always,
+                lease: 0
             }
         );
         assert_eq!(
@@ -369,7 +541,8 @@ mod tests {
             Command::Put {
                 key: "k".into(),
                 value: Bytes::from("from stdin"),
-                condition: Condition::IfMatch(7)
+                condition: Condition::IfMatch(7),
+                lease: 0
             }
         );
         assert_eq!(
@@ -377,7 +550,8 @@ mod tests {
             Command::Put {
                 key: "k".into(),
                 value: Bytes::from("v"),
-                condition: Condition::IfAbsent
+                condition: Condition::IfAbsent,
+                lease: 0
             }
         );
         assert_eq!(
@@ -453,6 +627,74 @@ mod tests {
     }
 
     #[test]
+    fn leases_locks_and_elections() {
+        assert_eq!(
+            command(&["lease", "grant", "60"]),
+            Command::LeaseGrant { ttl: 60, id: 0 }
+        );
+        assert_eq!(
+            command(&["lease", "grant", "60", "--id", "7587"]),
+            Command::LeaseGrant { ttl: 60, id: 7587 }
+        );
+        assert_eq!(
+            command(&["lease", "revoke", "7"]),
+            Command::LeaseRevoke { id: 7 }
+        );
+        assert_eq!(
+            command(&["lease", "keep-alive", "7", "--once"]),
+            Command::LeaseKeepAlive { id: 7, once: true }
+        );
+        assert_eq!(
+            command(&["lease", "ttl", "7", "--keys"]),
+            Command::LeaseTtl { id: 7, keys: true }
+        );
+        assert_eq!(command(&["lease", "list"]), Command::LeaseList);
+        assert_eq!(command(&["compact", "9"]), Command::Compact { revision: 9 });
+        assert_eq!(
+            command(&["alarm", "disarm"]),
+            Command::Alarms { disarm: true }
+        );
+        assert_eq!(
+            command(&["alarm", "list"]),
+            Command::Alarms { disarm: false }
+        );
+        assert_eq!(
+            command(&["lock", "jobs"]),
+            Command::Lock {
+                name: "jobs".into(),
+                ttl: 10,
+                command: vec![]
+            }
+        );
+        assert_eq!(
+            command(&["lock", "jobs", "--ttl", "3", "--", "sh", "-c", "echo --x"]),
+            Command::Lock {
+                name: "jobs".into(),
+                ttl: 3,
+                command: vec!["sh".into(), "-c".into(), "echo --x".into()]
+            }
+        );
+        assert_eq!(
+            command(&["elect", "db", "node-1"]),
+            Command::Elect {
+                name: "db".into(),
+                proposal: Some("node-1".into()),
+                ttl: 10
+            }
+        );
+        for observe in [&["elect", "db"][..], &["elect", "db", "--listen"]] {
+            assert_eq!(
+                command(observe),
+                Command::Elect {
+                    name: "db".into(),
+                    proposal: None,
+                    ttl: 10
+                }
+            );
+        }
+    }
+
+    #[test]
     fn usage_errors() {
         for args in [
             &["put", "k"][..],
@@ -470,6 +712,17 @@ mod tests {
             &["member", "add", "0", "http://h:1"],
             &["member", "add", "x", "http://h:1"],
             &["member", "remove"],
+            &["lease", "grant", "0"],
+            &["lease", "grant"],
+            &["lease", "revoke", "0"],
+            &["lease", "keep-alive", "x"],
+            &["put", "k", "v", "--lease", "0"],
+            &["get", "k", "--rev", "x"],
+            &["compact", "0"],
+            &["alarm"],
+            &["lock", ""],
+            &["lock", "l", "--ttl", "0"],
+            &["elect", "db", "p", "--listen"],
             &["frobnicate"],
             &[],
         ] {

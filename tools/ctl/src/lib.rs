@@ -20,10 +20,19 @@
 //!
 //! ## Exit codes ([`Exit`])
 //! `0` success; `1` the cluster refused (not found, precondition failed, conflict, bad
-//! request: its reason is printed); `2` usage error; `3` unavailable or outcome unknown.
+//! request: its reason is printed), a lease is gone or a lock was lost; `2` usage error; `3`
+//! unavailable or outcome unknown. `lock -- cmd` exits with the command's status (see
+//! `lock`), and `lock`/`elect` interrupted while waiting with 130.
+//!
+//! ## Long-running commands
+//! `watch` (module `watch`), `lease keep-alive` (module `lease`, with the background
+//! keeper of leases), `lock` and `elect` (module `lock`: etcd's concurrency recipes). The
+//! last three catch SIGINT/SIGTERM (`Interrupts`) so that they always clean up.
 
 pub mod cli;
 pub mod http;
+mod lease;
+mod lock;
 pub mod output;
 mod watch;
 
@@ -34,7 +43,9 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use coordinate_client::{CallError, Consistency, Endpoints, ListOptions, Request, Response};
+use coordinate_client::{
+    CallError, Client, Consistency, Endpoints, Error, ListOptions, Request, Response,
+};
 pub use coordinate_client::{Condition, MAX_PAGE};
 
 /// How the CLI ended; the process exit code.
@@ -67,11 +78,15 @@ pub enum Command {
     Get {
         key: String,
         serializable: bool,
+        /// Read the value as it was at this revision (0: now).
+        revision: u64,
     },
     Put {
         key: String,
         value: Bytes,
         condition: Condition,
+        /// Attach the key to this lease (0: none).
+        lease: i64,
     },
     Del {
         key: String,
@@ -107,6 +122,41 @@ pub enum Command {
         all: bool,
     },
     Health,
+    LeaseGrant {
+        ttl: i64,
+        /// 0: the server picks one.
+        id: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+    LeaseKeepAlive {
+        id: i64,
+        once: bool,
+    },
+    LeaseTtl {
+        id: i64,
+        keys: bool,
+    },
+    LeaseList,
+    Compact {
+        revision: u64,
+    },
+    Alarms {
+        disarm: bool,
+    },
+    /// Hold the lock `name` (until interrupted, or while `command` runs).
+    Lock {
+        name: String,
+        ttl: i64,
+        command: Vec<String>,
+    },
+    /// Campaign with `proposal`, or observe the leader when `None`.
+    Elect {
+        name: String,
+        proposal: Option<String>,
+        ttl: i64,
+    },
 }
 
 /// A command that did not succeed: its exit code, what to tell the user, and (for `--json`)
@@ -116,6 +166,9 @@ pub struct Failed {
     pub exit: Exit,
     pub message: String,
     pub json: Option<Bytes>,
+    /// The process exit code when it is not `exit`'s: `lock -- cmd` exits with the
+    /// command's.
+    pub code: Option<u8>,
 }
 
 impl Failed {
@@ -124,6 +177,73 @@ impl Failed {
             exit,
             message: message.into(),
             json: None,
+            code: None,
+        }
+    }
+
+    /// A failure that exits with `code`.
+    fn with_code(code: u8, message: impl Into<String>) -> Failed {
+        Failed {
+            code: Some(code),
+            ..Failed::new(Exit::Refused, message)
+        }
+    }
+
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        self.code.unwrap_or(self.exit as u8)
+    }
+}
+
+/// A typed call's failure: a refusal exits by its status (with the server's JSON for
+/// `--json`), no answer or an unknown outcome with 3.
+fn failed(e: Error) -> Failed {
+    let message = e.to_string();
+    match e {
+        Error::Call(_) | Error::Invalid { .. } => Failed::new(Exit::Unavailable, message),
+        Error::Refused { status, body, .. } => Failed {
+            json: serde_json::from_slice::<Value>(&body)
+                .is_ok()
+                .then_some(body),
+            ..Failed::new(exit_for(status), message)
+        },
+    }
+}
+
+/// SIGINT and SIGTERM, caught from the moment [`Interrupts::catch`] is called, so that a
+/// long-running command (`lock`, `elect`, `lease keep-alive`) always gets to clean up (revoke
+/// its lease). Other commands do not catch them: Ctrl-C ends them at once.
+#[derive(Clone)]
+pub(crate) struct Interrupts(tokio::sync::watch::Receiver<bool>);
+
+impl Interrupts {
+    /// Installs the handlers (within the runtime). If they cannot be installed, [`wait`]
+    /// never resolves and the signals keep their default action.
+    ///
+    /// [`wait`]: Interrupts::wait
+    pub(crate) fn catch() -> Interrupts {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = tx.send(true);
+            });
+        }
+        Interrupts(rx)
+    }
+
+    /// Resolves once SIGINT or SIGTERM arrived (at once if one already did).
+    pub(crate) async fn wait(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|&caught| caught).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -155,6 +275,7 @@ fn refused(what: &str, endpoint: &str, reply: &Response) -> Failed {
             reply.status.as_u16()
         ),
         json: reply.is_json().then(|| reply.body.clone()),
+        code: None,
     }
 }
 
@@ -190,8 +311,9 @@ impl Out {
     }
 }
 
-/// Runs `cmd`; prints its output and any error; returns the exit code.
-pub fn run(opts: Options, cmd: Command) -> Exit {
+/// Runs `cmd`; prints its output and any error; returns the process exit code (an
+/// [`Exit`], or the command's status for `lock -- cmd`).
+pub fn run(opts: Options, cmd: Command) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,21 +321,24 @@ pub fn run(opts: Options, cmd: Command) -> Exit {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("coordinatectl: cannot start the async runtime: {e}");
-            return Exit::Unavailable;
+            return Exit::Unavailable as u8;
         }
     };
     let out = Out {
         json: opts.json,
         terminal: std::io::stdout().is_terminal(),
     };
-    match runtime.block_on(execute(&opts, cmd, &out)) {
-        Ok(()) => Exit::Ok,
+    let result = runtime.block_on(execute(&opts, cmd, &out));
+    // A command still running in the background (a lock's keeper) ends here.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => Exit::Ok as u8,
         Err(failed) => {
             if let (true, Some(body)) = (opts.json, failed.json.as_ref()) {
                 out.raw_json(body);
             }
             eprintln!("coordinatectl: {}", failed.message);
-            failed.exit
+            failed.code()
         }
     }
 }
@@ -237,14 +362,20 @@ fn parse_json(what: &str, reply: &Response) -> Result<Value, Failed> {
 
 async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> {
     let mut eps = Endpoints::new(&opts.endpoints, opts.timeout);
+    let mut client = Client::new(&opts.endpoints, opts.timeout);
     match cmd {
-        Command::Get { key, serializable } => get(&mut eps, out, &key, serializable).await,
+        Command::Get {
+            key,
+            serializable,
+            revision,
+        } => get(&mut eps, out, &key, serializable, revision).await,
         Command::Put {
             key,
             value,
             condition,
+            lease,
         } => {
-            let req = Request::kv_put(&key, value, condition);
+            let req = Request::kv_put_with_lease(&key, value, condition, lease);
             let what = format!("put {key:?}");
             let (_, reply) = expect(&mut eps, &req, StatusCode::OK, &what).await?;
             if out.json {
@@ -323,6 +454,24 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
         }
         Command::Status { all: true } => status_all(&mut eps, out).await,
         Command::Health => health(&mut eps, out).await,
+        Command::LeaseGrant { ttl, id } => lease::grant(&mut client, out, ttl, id).await,
+        Command::LeaseRevoke { id } => lease::revoke(&mut client, out, id).await,
+        Command::LeaseKeepAlive { id, once } => lease::keep_alive(&mut client, out, id, once).await,
+        Command::LeaseTtl { id, keys } => lease::time_to_live(&mut client, out, id, keys).await,
+        Command::LeaseList => lease::list(&mut client, out).await,
+        Command::Compact { revision } => lease::compact(&mut client, out, revision).await,
+        Command::Alarms { disarm } => lease::alarms(&mut client, out, disarm).await,
+        Command::Lock { name, ttl, command } => lock::lock(opts, out, &name, ttl, &command).await,
+        Command::Elect {
+            name,
+            proposal: Some(proposal),
+            ttl,
+        } => lock::campaign(opts, out, &name, &proposal, ttl).await,
+        Command::Elect {
+            name,
+            proposal: None,
+            ..
+        } => lock::observe(opts, out, &name).await,
     }
 }
 
@@ -340,8 +489,14 @@ async fn expect(
     Ok((endpoint, reply))
 }
 
-async fn get(eps: &mut Endpoints, out: &Out, key: &str, serializable: bool) -> Result<(), Failed> {
-    let req = Request::kv_get(key, consistency(serializable));
+async fn get(
+    eps: &mut Endpoints,
+    out: &Out,
+    key: &str,
+    serializable: bool,
+    revision: u64,
+) -> Result<(), Failed> {
+    let req = Request::kv_get_at(key, consistency(serializable), revision);
     let what = format!("get {key:?}");
     let (_, reply) = expect(eps, &req, StatusCode::OK, &what).await?;
     if out.json {

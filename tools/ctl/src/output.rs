@@ -369,12 +369,12 @@ mod tests {
         let text = status_text("127.0.0.1:12380", &status);
         assert!(
             text.starts_with(
-                "endpoint        127.0.0.1:12380\nid              1\nrole            leader\n"
+                "endpoint          127.0.0.1:12380\nid                1\nrole              leader\n"
             ),
             "{text}"
         );
-        assert!(text.contains("\nvoters          1,2\n"), "{text}");
-        assert!(text.contains("\nfuture_field    x\n"), "{text}");
+        assert!(text.contains("\nvoters            1,2\n"), "{text}");
+        assert!(text.contains("\nfuture_field      x\n"), "{text}");
         assert!(text.contains("\nmembers:\n  ID  ROLE "), "{text}");
 
         let all = status_table(&[
