@@ -57,6 +57,17 @@ fn reads_at_past_revisions_until_they_are_compacted() {
     assert_eq!(gone.status, 410, "{}", gone.text());
     assert_eq!(field(&gone.json(), "oldest_revision"), r2);
     assert_eq!(at(r2).body, b"two");
+    // A watch from before the compaction point is refused too, though the node's recent
+    // changes in memory still hold that revision.
+    let watch = call(
+        &c,
+        1,
+        "GET",
+        &format!("/v1/watch/k?from_revision={r1}"),
+        &[],
+        b"",
+    );
+    assert_eq!(watch.status, 410, "{}", watch.text());
     // Compacting again to the same point is refused: it is compacted already.
     let again = call(&c, 1, "POST", "/v1/compact", &[], body.as_bytes());
     assert_eq!(again.status, 410, "{}", again.text());

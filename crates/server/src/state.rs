@@ -36,6 +36,8 @@ pub enum Query {
     Leases,
     /// The alarms raised.
     Alarms,
+    /// The oldest revision still readable.
+    CompactRevision,
 }
 
 /// A lease as the state holds it.
@@ -59,6 +61,7 @@ pub enum ReadResult {
     Lease(Option<LeaseInfo>, u64),
     Leases(Vec<LeaseId>, u64),
     Alarms(Vec<Alarm>, u64),
+    CompactRevision(u64),
 }
 
 /// What the store adds to the node's status.
@@ -153,6 +156,7 @@ impl Store {
                 ReadResult::Leases(self.kv.leases().map(|(id, _)| *id).collect(), revision)
             }
             Query::Alarms => ReadResult::Alarms(self.kv.alarms().copied().collect(), revision),
+            Query::CompactRevision => ReadResult::CompactRevision(self.kv.compact_revision()),
         }
     }
 }

@@ -21,6 +21,7 @@ use std::collections::{btree_map, BTreeMap, VecDeque};
 use std::ops::Bound;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::command::{Event, KeyValue, LeaseId};
 use super::range::{KeyRange, RangeQuery, RangeResult};
@@ -56,6 +57,10 @@ impl Version {
 /// Log entries one page of changes looks at, at most (after finishing its revision).
 pub const MAX_CHANGES_PER_PAGE: usize = 4096;
 
+/// A key's versions, oldest first. Most keys hold one (after a compaction), so it is kept
+/// inline: a `Vec` would allocate room for four on its first push.
+pub(super) type Versions = SmallVec<[Version; 1]>;
+
 /// Bytes a version counts for in the store's size (its key and value; the quota's measure).
 fn version_bytes(key: &[u8], v: &Version) -> u64 {
     (key.len() + v.value.len()) as u64
@@ -64,7 +69,7 @@ fn version_bytes(key: &[u8], v: &Version) -> u64 {
 /// Every kept version of every key, and the revision counters.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct History {
-    keys: BTreeMap<Bytes, Vec<Version>>,
+    keys: BTreeMap<Bytes, Versions>,
     /// `(revision, key)` of every version, in revision order.
     log: VecDeque<(u64, Bytes)>,
     revision: u64,
@@ -253,7 +258,7 @@ impl History {
             }
             btree_map::Entry::Vacant(v) => {
                 let key = v.key().clone();
-                (key, v.insert(Vec::new()))
+                (key, v.insert(Versions::new()))
             }
         };
         let prev = versions
@@ -358,6 +363,9 @@ impl History {
         }
         if versions.is_empty() {
             self.keys.remove(&key[..]);
+        } else {
+            // Back inline once one version is left (most keys, after a compaction).
+            versions.shrink_to_fit();
         }
     }
 
@@ -427,10 +435,14 @@ impl History {
     /// order; `compact_revision` and `revision` as the snapshot says), physically compacted:
     /// the same history as the one snapshotted once its compaction finished.
     pub fn restore(
-        mut keys: BTreeMap<Bytes, Vec<Version>>,
+        keys: BTreeMap<Bytes, Vec<Version>>,
         revision: u64,
         compact_revision: u64,
     ) -> History {
+        let mut keys: BTreeMap<Bytes, Versions> = keys
+            .into_iter()
+            .map(|(k, v)| (k, Versions::from_vec(v)))
+            .collect();
         let mut h = History {
             revision,
             compact_revision,
@@ -438,6 +450,7 @@ impl History {
         };
         keys.retain(|_, versions| {
             versions.drain(..first_kept(versions, compact_revision));
+            versions.shrink_to_fit();
             !versions.is_empty()
         });
         let mut log = Vec::new();
@@ -492,7 +505,7 @@ fn append(
     total_bytes: &mut u64,
     log: &mut VecDeque<(u64, Bytes)>,
     key: &Bytes,
-    versions: &mut Vec<Version>,
+    versions: &mut Versions,
     v: Version,
 ) {
     *total_bytes += version_bytes(key, &v);

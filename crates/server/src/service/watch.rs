@@ -118,7 +118,8 @@ impl WatchService {
             }
             WatchError::Closed | WatchError::Compacted { .. } => Unavailable::WatchHubClosed.into(),
         })?;
-        let start = match req.from_revision {
+        let req_from = req.from_revision;
+        let start = match req_from {
             0 => sub.start,
             from => from,
         };
@@ -143,17 +144,44 @@ impl WatchService {
             done: false,
             _slot: sub.slot,
         };
-        if let Source::History(from) = source {
-            // The first page now: a start before the compaction point is refused up front.
-            if let Err(compact_revision) = watcher.read_history(from).await? {
-                return Err(Rejection::Compacted {
-                    requested: from,
-                    oldest: compact_revision,
-                }
-                .into());
+        // A start before the compaction point is refused up front, also when the recent
+        // tail still holds it (it keeps what compaction forgot, for a while).
+        let refused = |oldest| -> ServiceError {
+            Rejection::Compacted {
+                requested: start,
+                oldest,
             }
+            .into()
+        };
+        match source {
+            Source::History(from) => {
+                if let Err(compact_revision) = watcher.read_history(from).await? {
+                    return Err(refused(compact_revision));
+                }
+            }
+            Source::Tail(_) if req_from > 0 => {
+                let compacted = self.compact_revision().await?;
+                if start < compacted {
+                    return Err(refused(compacted));
+                }
+            }
+            Source::Tail(_) => {}
         }
         Ok(watcher)
+    }
+}
+
+impl WatchService {
+    /// The oldest revision the store can still serve.
+    async fn compact_revision(&self) -> Result<u64, ServiceError> {
+        match self
+            .raft
+            .read(Query::CompactRevision, Consistency::Serializable)
+            .await?
+        {
+            ReadResult::CompactRevision(r) => Ok(r),
+            other => Err(unexpected_read("the compaction point", other)),
+        }
     }
 }
 
