@@ -161,32 +161,12 @@ async fn start_node(
     wal: Wal,
     peer_listener: TcpListener,
 ) -> anyhow::Result<Running> {
-    let watch_limits = WatchLimits {
-        window: cfg.watch_window,
-        window_bytes: cfg.watch_window_bytes,
-        max_watchers: cfg.max_watchers,
-    };
     let Recovered {
         storage,
         state: kv,
         applied,
     } = recovered;
-    let shared = Shared {
-        member: cfg.id,
-        hub: Arc::new(WatchHub::new(watch_limits, kv.revision())),
-        lessor: Arc::new(Lessor::new()),
-        quota: Arc::new(Quota::new(cfg.quota_bytes)),
-    };
-    crate::metrics::METRICS
-        .quota_bytes
-        .set(cfg.quota_bytes as i64);
-    let store = Store::new(
-        kv,
-        shared.hub.clone(),
-        shared.lessor.clone(),
-        shared.quota.clone(),
-        cfg.max_value_size,
-    );
+    let (shared, store) = shared_state(cfg, kv);
     let recovered = Recovered {
         storage,
         state: store,
@@ -245,6 +225,33 @@ async fn start_node(
         shared,
         done,
     })
+}
+
+/// What the state machine shares with the services (the watch tail, the lessor, the
+/// quota), and the state machine over the recovered store.
+fn shared_state(cfg: &Config, kv: Kv) -> (Shared, Store) {
+    let watch_limits = WatchLimits {
+        window: cfg.watch_window,
+        window_bytes: cfg.watch_window_bytes,
+        max_watchers: cfg.max_watchers,
+    };
+    let shared = Shared {
+        member: cfg.id,
+        hub: Arc::new(WatchHub::new(watch_limits, kv.revision())),
+        lessor: Arc::new(Lessor::new()),
+        quota: Arc::new(Quota::new(cfg.quota_bytes)),
+    };
+    crate::metrics::METRICS
+        .quota_bytes
+        .set(cfg.quota_bytes as i64);
+    let store = Store::new(
+        kv,
+        shared.hub.clone(),
+        shared.lessor.clone(),
+        shared.quota.clone(),
+        cfg.max_value_size,
+    );
+    (shared, store)
 }
 
 /// The raft loop's settings, from the flags.

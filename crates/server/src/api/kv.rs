@@ -405,50 +405,11 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<Txn, ApiErro
         }
         Ok(bytes)
     };
-    let mut compares = Vec::new();
-    for c in req.compare {
-        let op = match c.op.as_str() {
-            "==" | "=" => CompareOp::Equal,
-            "!=" => CompareOp::NotEqual,
-            ">" => CompareOp::Greater,
-            "<" => CompareOp::Less,
-            other => {
-                return Err(bad(format!(
-                    "compare op {other:?}: expected ==, !=, > or <"
-                )))
-            }
-        };
-        let number = |v: &Value| {
-            v.as_u64()
-                .ok_or_else(|| bad(format!("compare on {}: {v} is not a revision", c.target)))
-        };
-        let target = match c.target.as_str() {
-            "value" => match &c.value {
-                Value::String(v) => CompareTarget::ValueOrMissing(decode(v)?),
-                v => return Err(bad(format!("compare value {v} is not a string"))),
-            },
-            "mod_revision" => CompareTarget::ModRevision(number(&c.value)?),
-            "create_revision" => CompareTarget::CreateRevision(number(&c.value)?),
-            "lease" => CompareTarget::Lease(number(&c.value)? as i64),
-            "version" => CompareTarget::Version(number(&c.value)?),
-            "exists" => CompareTarget::Exists(
-                c.value
-                    .as_bool()
-                    .ok_or_else(|| bad("compare on exists needs true or false".into()))?,
-            ),
-            other => {
-                return Err(bad(format!(
-                    "compare target {other:?}: expected value, mod_revision, create_revision, \
-                     version, lease or exists"
-                )))
-            }
-        };
-        compares.push(Compare {
-            range: KeyRange::Key(c.key.into()),
-            op,
-            target,
-        });
-    }
+    let compares = req
+        .compare
+        .into_iter()
+        .map(|c| txn_compare(c, &decode))
+        .collect::<Result<Vec<_>, _>>()?;
     let writes = |list: Vec<TxnWrite>| -> Result<Vec<TxnOp>, ApiError> {
         list.into_iter()
             .map(|w| match (w.op.as_str(), w.value) {
@@ -470,5 +431,54 @@ pub(super) fn txn_request(req: TxnBody, max_value: usize) -> Result<Txn, ApiErro
         compares,
         success: writes(req.success)?,
         failure: writes(req.failure)?,
+    })
+}
+
+/// One comparison of a `/v1/txn` body (values decoded by `decode`).
+fn txn_compare(
+    c: TxnCompare,
+    decode: &impl Fn(&str) -> Result<Bytes, ApiError>,
+) -> Result<Compare, ApiError> {
+    let bad = |m: String| json_err(StatusCode::BAD_REQUEST, m);
+    let op = match c.op.as_str() {
+        "==" | "=" => CompareOp::Equal,
+        "!=" => CompareOp::NotEqual,
+        ">" => CompareOp::Greater,
+        "<" => CompareOp::Less,
+        other => {
+            return Err(bad(format!(
+                "compare op {other:?}: expected ==, !=, > or <"
+            )))
+        }
+    };
+    let number = |v: &Value| {
+        v.as_u64()
+            .ok_or_else(|| bad(format!("compare on {}: {v} is not a revision", c.target)))
+    };
+    let target = match c.target.as_str() {
+        "value" => match &c.value {
+            Value::String(v) => CompareTarget::ValueOrMissing(decode(v)?),
+            v => return Err(bad(format!("compare value {v} is not a string"))),
+        },
+        "mod_revision" => CompareTarget::ModRevision(number(&c.value)?),
+        "create_revision" => CompareTarget::CreateRevision(number(&c.value)?),
+        "lease" => CompareTarget::Lease(number(&c.value)? as i64),
+        "version" => CompareTarget::Version(number(&c.value)?),
+        "exists" => CompareTarget::Exists(
+            c.value
+                .as_bool()
+                .ok_or_else(|| bad("compare on exists needs true or false".into()))?,
+        ),
+        other => {
+            return Err(bad(format!(
+                "compare target {other:?}: expected value, mod_revision, create_revision, \
+                 version, lease or exists"
+            )))
+        }
+    };
+    Ok(Compare {
+        range: KeyRange::Key(c.key.into()),
+        op,
+        target,
     })
 }

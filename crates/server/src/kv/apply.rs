@@ -18,15 +18,7 @@ impl Kv {
         match cmd {
             Command::Put(put) => self.apply_put(put, events),
             Command::Delete(delete) => self.apply_delete(delete, events),
-            Command::DeleteRange(d) => {
-                let revision = self.history.revision() + 1;
-                let (deleted, prev) = self.delete_range(&d, revision, events);
-                Outcome::Deleted {
-                    revision: self.history.revision(),
-                    deleted,
-                    prev,
-                }
-            }
+            Command::DeleteRange(d) => self.apply_delete_range(&d, events),
             Command::Txn(txn) => self.apply_txn(txn, events),
             Command::Compact { revision } => self.apply_compact(revision),
             Command::LeaseGrant { id, ttl } => self.apply_grant(id, ttl, index),
@@ -76,8 +68,13 @@ impl Kv {
             range: KeyRange::Key(delete.key),
             prev_kv: true,
         };
+        self.apply_delete_range(&d, events)
+    }
+
+    /// A delete of its own (not in a transaction): in the next revision, if anything goes.
+    fn apply_delete_range(&mut self, d: &DeleteRange, events: &mut Vec<Event>) -> Outcome {
         let revision = self.history.revision() + 1;
-        let (deleted, prev) = self.delete_range(&d, revision, events);
+        let (deleted, prev) = self.delete_range(d, revision, events);
         Outcome::Deleted {
             revision: self.history.revision(),
             deleted,

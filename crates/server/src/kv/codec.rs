@@ -498,42 +498,47 @@ fn take_op(d: &mut Bytes) -> Option<CompareOp> {
     }
 }
 
+/// A compare's target, tagged as in kind 8 (tags 1 to 3 are kind 4's too).
+fn put_target(b: &mut BytesMut, target: &CompareTarget) {
+    match target {
+        CompareTarget::Value(v) => {
+            b.put_u8(0);
+            put_bytes(b, v);
+        }
+        CompareTarget::ModRevision(r) => {
+            b.put_u8(1);
+            b.put_u64_le(*r);
+        }
+        CompareTarget::Version(v) => {
+            b.put_u8(2);
+            b.put_u64_le(*v);
+        }
+        CompareTarget::Exists(e) => {
+            b.put_u8(3);
+            b.put_u8(u8::from(*e));
+        }
+        CompareTarget::CreateRevision(r) => {
+            b.put_u8(4);
+            b.put_u64_le(*r);
+        }
+        CompareTarget::Lease(l) => {
+            b.put_u8(5);
+            b.put_i64_le(*l);
+        }
+        CompareTarget::ValueOrMissing(v) => {
+            b.put_u8(6);
+            put_bytes(b, v);
+        }
+    }
+}
+
 /// A kind-8 transaction body.
 fn put_txn(b: &mut BytesMut, txn: &Txn) {
     b.put_u32_le(txn.compares.len() as u32);
     for c in &txn.compares {
         put_range(b, &c.range);
         put_op(b, c.op);
-        match &c.target {
-            CompareTarget::Value(v) => {
-                b.put_u8(0);
-                put_bytes(b, v);
-            }
-            CompareTarget::ModRevision(r) => {
-                b.put_u8(1);
-                b.put_u64_le(*r);
-            }
-            CompareTarget::Version(v) => {
-                b.put_u8(2);
-                b.put_u64_le(*v);
-            }
-            CompareTarget::Exists(e) => {
-                b.put_u8(3);
-                b.put_u8(u8::from(*e));
-            }
-            CompareTarget::CreateRevision(r) => {
-                b.put_u8(4);
-                b.put_u64_le(*r);
-            }
-            CompareTarget::Lease(l) => {
-                b.put_u8(5);
-                b.put_i64_le(*l);
-            }
-            CompareTarget::ValueOrMissing(v) => {
-                b.put_u8(6);
-                put_bytes(b, v);
-            }
-        }
+        put_target(b, &c.target);
     }
     for ops in [&txn.success, &txn.failure] {
         b.put_u32_le(ops.len() as u32);
@@ -622,24 +627,13 @@ fn put_short_txn(b: &mut BytesMut, txn: &Txn) {
         put_bytes(b, c.range.start());
         put_op(b, c.op);
         match &c.target {
-            CompareTarget::ValueOrMissing(v) | CompareTarget::Value(v) => {
+            // Kind 4's tag 0 is the value compared by the REST rule.
+            CompareTarget::ValueOrMissing(v) => {
                 b.put_u8(0);
                 put_bytes(b, v);
             }
-            CompareTarget::ModRevision(r) => {
-                b.put_u8(1);
-                b.put_u64_le(*r);
-            }
-            CompareTarget::Version(v) => {
-                b.put_u8(2);
-                b.put_u64_le(*v);
-            }
-            CompareTarget::Exists(e) => {
-                b.put_u8(3);
-                b.put_u8(u8::from(*e));
-            }
-            // Not in the short form (see short_form).
-            CompareTarget::CreateRevision(_) | CompareTarget::Lease(_) => {}
+            // Tags 1 to 3 are the same in both kinds; short_form allows no other target.
+            other => put_target(b, other),
         }
     }
     for ops in [&txn.success, &txn.failure] {

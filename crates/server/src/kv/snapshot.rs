@@ -268,6 +268,32 @@ fn restore_v2(mut data: Bytes) -> Result<Kv> {
     }
     let mut kv = Kv::default();
     take_members(d, &mut kv)?;
+    take_leases(d, &mut kv)?;
+    take_alarms(d, &mut kv)?;
+    let keys = take_versioned_keys(d, revision)?;
+    if data.has_remaining() {
+        return Err(bad("trailing bytes"));
+    }
+    kv.history = History::restore(keys, revision, compact_revision);
+    // Attach each key to its lease; a key naming a lease that is not there is corrupt.
+    let attached: Vec<(Bytes, i64)> = kv
+        .history
+        .live()
+        .filter(|(_, v)| v.lease != 0)
+        .map(|(k, v)| (k.clone(), v.lease))
+        .collect();
+    for (key, lease) in attached {
+        if !kv.leases.contains(lease) {
+            return Err(bad("a key attached to a missing lease"));
+        }
+        kv.leases.reattach(&key, 0, lease);
+    }
+    Ok(kv)
+}
+
+/// The leases of a version-2 body (their keys are attached once the keys are read).
+fn take_leases(d: &mut Bytes, kv: &mut Kv) -> Result<()> {
+    let bad = malformed;
     let leases = take_u32(d).ok_or_else(|| bad("lease count"))?;
     let mut last_lease = None;
     for _ in 0..leases {
@@ -281,15 +307,26 @@ fn restore_v2(mut data: Bytes) -> Result<Kv> {
         let renewed_at = take_u64(d).ok_or_else(|| bad("lease renewal"))?;
         kv.leases.restore(id, ttl, renewed_at);
     }
-    let alarms = take_u32(d).ok_or_else(|| bad("alarm count"))?;
+    Ok(())
+}
+
+/// The alarms of a version-2 body.
+fn take_alarms(d: &mut Bytes, kv: &mut Kv) -> Result<()> {
+    let alarms = take_u32(d).ok_or_else(|| malformed("alarm count"))?;
     for _ in 0..alarms {
-        let member = take_u64(d).ok_or_else(|| bad("alarm member"))?;
+        let member = take_u64(d).ok_or_else(|| malformed("alarm member"))?;
         let kind = match d.has_remaining().then(|| d.get_u8()) {
             Some(1) => AlarmKind::NoSpace,
-            _ => return Err(bad("alarm kind")),
+            _ => return Err(malformed("alarm kind")),
         };
         kv.alarms.insert(Alarm { member, kind });
     }
+    Ok(())
+}
+
+/// The keys of a version-2 body, each with its versions (in order, none after `revision`).
+fn take_versioned_keys(d: &mut Bytes, revision: u64) -> Result<BTreeMap<Bytes, Vec<Version>>> {
+    let bad = malformed;
     let count = take_u64(d).ok_or_else(|| bad("key count"))?;
     let mut keys = BTreeMap::new();
     let mut last: Option<Bytes> = None;
@@ -319,24 +356,7 @@ fn restore_v2(mut data: Bytes) -> Result<Kv> {
         last = Some(key.clone());
         keys.insert(key, versions);
     }
-    if data.has_remaining() {
-        return Err(bad("trailing bytes"));
-    }
-    kv.history = History::restore(keys, revision, compact_revision);
-    // Attach each key to its lease; a key naming a lease that is not there is corrupt.
-    let attached: Vec<(Bytes, i64)> = kv
-        .history
-        .live()
-        .filter(|(_, v)| v.lease != 0)
-        .map(|(k, v)| (k.clone(), v.lease))
-        .collect();
-    for (key, lease) in attached {
-        if !kv.leases.contains(lease) {
-            return Err(bad("a key attached to a missing lease"));
-        }
-        kv.leases.reattach(&key, 0, lease);
-    }
-    Ok(kv)
+    Ok(keys)
 }
 
 #[cfg(test)]
