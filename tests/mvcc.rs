@@ -285,3 +285,33 @@ fn a_lease_nobody_keeps_alive_expires_under_the_next_leader_too() {
     let lease_gone = call(&c, survivor, "GET", &format!("/v1/lease/{lease}"), &[], b"");
     assert_eq!(lease_gone.status, 404, "{}", lease_gone.text());
 }
+
+#[test]
+fn history_is_compacted_before_it_fills_the_quota() {
+    // A retention the policy would not reach, and a quota a quarter of which the history
+    // passes: the leader compacts anyway.
+    let args = [
+        "--quota-backend-bytes",
+        "100000",
+        "--auto-compaction-retention",
+        "1000000",
+    ];
+    let (c, _) = Cluster::start_with_leader(1, &args);
+    let value = vec![b'h'; 1000];
+    for _ in 0..60 {
+        let put = call(&c, 1, "PUT", "/v1/kv/hot", &[], &value);
+        assert_eq!(put.status, 200, "{}", put.text());
+    }
+    let compacted = wait_until(WAIT_TIMEOUT, || {
+        field(
+            &call(&c, 1, "GET", "/v1/status", &[], b"").json(),
+            "compact_revision",
+        ) > 0
+    });
+    assert!(
+        compacted,
+        "the history was not compacted under quota pressure"
+    );
+    let status = call(&c, 1, "GET", "/v1/status", &[], b"").json();
+    assert!(field(&status, "total_bytes") < 60_000, "{status}");
+}

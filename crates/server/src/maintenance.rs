@@ -9,6 +9,10 @@
 //!   history stays within 1.1 × retention); `periodic` keeps `retention` of time, sampling the
 //!   revision every tenth of it (etcd's scheme) and compacting to the sample that is
 //!   `retention` old. Compaction is a command, so every replica forgets the same revisions.
+//!   Whatever the policy, once the history (the versions beyond the live keys) takes more than
+//!   [`HISTORY_SHARE`] of the quota, it compacts half of the history at a time: a policy
+//!   counted in revisions or time says nothing of their size, and a store full of history
+//!   would refuse every write.
 //!
 //! Leadership is read from the node's status each tick: a node that is not leader does
 //! nothing, and one that becomes leader waits for its first tick. Failures (no leader, a
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::lessor::Lessor;
 use crate::metrics::METRICS;
+use crate::quota::Quota;
 use crate::service::Services;
 use std::sync::Arc;
 
@@ -26,6 +31,9 @@ use std::sync::Arc;
 pub const TICK: Duration = Duration::from_millis(100);
 /// Lease expiries proposed per tick at most.
 pub const MAX_EXPIRIES_PER_TICK: usize = 100;
+/// The share of the quota the history may take before it is compacted by half, whatever the
+/// policy.
+pub const HISTORY_SHARE: f64 = 0.25;
 /// Shortest sampling interval of the periodic compactor.
 const MIN_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -41,7 +49,12 @@ pub enum AutoCompaction {
 }
 
 /// Runs the duties until the process ends.
-pub async fn run(services: Services, lessor: Arc<Lessor>, compaction: AutoCompaction) {
+pub async fn run(
+    services: Services,
+    lessor: Arc<Lessor>,
+    quota: Arc<Quota>,
+    compaction: AutoCompaction,
+) {
     let mut keeper = Keeper {
         promoted_term: None,
     };
@@ -66,7 +79,18 @@ pub async fn run(services: Services, lessor: Arc<Lessor>, compaction: AutoCompac
         }
         keeper.tick(&services, &lessor, status.term, now).await;
         let revision = status.state.revision;
-        if let Some(target) = compactor.target(revision, status.state.compact_revision, now) {
+        let compacted = status.state.compact_revision;
+        let history = status
+            .state
+            .total_bytes
+            .saturating_sub(status.state.data_bytes);
+        let pressed = history as f64 > quota.limit() as f64 * HISTORY_SHARE;
+        let target = compactor.target(revision, compacted, now).max(
+            pressed
+                .then(|| pressure_target(revision, compacted))
+                .flatten(),
+        );
+        if let Some(target) = target {
             match services.kv.compact(target).await {
                 Ok(rev) => tracing::info!(revision = rev, "auto-compacted the history"),
                 Err(e) => tracing::warn!(error = %e, target, "auto-compaction failed"),
@@ -152,6 +176,12 @@ impl Compactor {
     }
 }
 
+/// Under quota pressure: compact half of the history held (none if there is none).
+fn pressure_target(revision: u64, compacted: u64) -> Option<u64> {
+    let target = compacted + (revision - compacted).div_ceil(2);
+    (target > compacted && target <= revision).then_some(target)
+}
+
 /// Revision mode: compact to `revision - retention` once that is `retention / 10` (at least 1)
 /// past the compaction point.
 fn revision_target(revision: u64, compacted: u64, retention: u64) -> Option<u64> {
@@ -189,6 +219,14 @@ mod tests {
         assert_eq!(c.target(240, 20, at(120)), Some(40));
         c.follow();
         assert_eq!(c.target(300, 40, at(130)), None);
+    }
+
+    #[test]
+    fn quota_pressure_compacts_half_the_history() {
+        assert_eq!(pressure_target(100, 0), Some(50));
+        assert_eq!(pressure_target(101, 50), Some(76));
+        assert_eq!(pressure_target(51, 50), Some(51));
+        assert_eq!(pressure_target(50, 50), None);
     }
 
     #[test]

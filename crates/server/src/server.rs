@@ -99,6 +99,7 @@ pub async fn run(
     let duties = tokio::spawn(maintenance::run(
         services.clone(),
         shared.lessor.clone(),
+        shared.quota.clone(),
         cfg.auto_compaction,
     ));
     let app = api::router(ApiState {
