@@ -165,6 +165,14 @@ impl History {
         if range.is_empty() {
             return Box::new(std::iter::empty());
         }
+        if let KeyRange::Key(key) = range {
+            // One key (every GET): a lookup, not a range walk.
+            let one = self
+                .keys
+                .get_key_value(&key[..])
+                .and_then(|(k, versions)| History::at(k, versions, revision));
+            return Box::new(one.into_iter());
+        }
         let (lo, hi) = range.bounds();
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) =
             (lo.as_ref().map(|b| &b[..]), hi.as_ref().map(|b| &b[..]));
