@@ -6,11 +6,17 @@
 //! `LeaseExpire` for each lease past its deadline, naming the `renewed_at` index its decision
 //! rests on, and the state machine applies it only if no grant or keep-alive was applied since
 //! (see `crate::kv::lease`). A node that becomes leader first extends every deadline to now +
-//! TTL + [`ELECTION_EXTENSION`] ([`Lessor::promote`], etcd's rule): its deadlines were set when
-//! it applied the last keep-alives, possibly long before, and clients could not renew while
-//! there was no leader. So a lease is never revoked before TTL has passed since its last
-//! keep-alive was applied (a client measures from when it sent it, which is earlier), and a
-//! dead holder's keys outlive its TTL by at most one promotion's extension.
+//! TTL ([`Lessor::promote`], etcd's rule): its deadlines were set when it applied the last
+//! keep-alives, possibly long before, and clients could not renew while there was no leader.
+//!
+//! The two bounds this gives, both measured from the last keep-alive `k` that was applied:
+//! - **never early**: the deadline is always at least `k + TTL` — set then, or set at a
+//!   promotion, which comes after every keep-alive the old leader applied (a client that
+//!   measures from when it sent the keep-alive counts from earlier still);
+//! - **never much late**: a holder that died after `k` keeps its keys until `k + TTL` plus the
+//!   keeper's tick, or, if the leader died before that, until the next leader's promotion +
+//!   TTL: at most `k + TTL` + TTL + the election. etcd also adds an election timeout at
+//!   promotion; it protects nothing the first bound needs, and would break this one.
 //!
 //! Deadlines are `Instant`s: a wall-clock jump moves no deadline. Restarting a node sets every
 //! deadline to now + TTL (safe: later, never earlier).
@@ -26,9 +32,6 @@ use crate::kv::LeaseId;
 pub const MIN_TTL_SECONDS: i64 = 2;
 /// The longest TTL granted, in seconds (etcd's `MaxLeaseTTL`).
 pub const MAX_TTL_SECONDS: i64 = 9_000_000_000;
-/// How much longer than its TTL every lease lives after a leader change: the longest election
-/// (raft randomizes the election timeout between 1 and 2 seconds).
-pub const ELECTION_EXTENSION: Duration = Duration::from_secs(2);
 /// How long a lease whose expiry was proposed is left alone before proposing again (the
 /// proposal may have been lost in a leader change).
 pub const EXPIRY_RETRY: Duration = Duration::from_secs(2);
@@ -101,11 +104,10 @@ impl Lessor {
         }
     }
 
-    /// This node became leader at `now`: every lease gets its full TTL plus
-    /// [`ELECTION_EXTENSION`] from now.
+    /// This node became leader at `now`: every lease gets its full TTL from now.
     pub fn promote(&self, now: Instant) {
         for d in self.lock().values_mut() {
-            d.at = now + d.ttl + ELECTION_EXTENSION;
+            d.at = now + d.ttl;
             d.expiring_since = None;
         }
     }
@@ -169,14 +171,14 @@ mod tests {
     }
 
     #[test]
-    fn promotion_gives_every_lease_a_full_ttl_and_the_election_extension() {
+    fn promotion_gives_every_lease_a_full_ttl() {
         let l = Lessor::new();
         let t0 = Instant::now();
         l.renewed(1, 5, 1, t0);
         l.renewed(2, 60, 2, t0);
         let promoted = t0 + Duration::from_secs(30);
         l.promote(promoted);
-        let deadline_1 = promoted + Duration::from_secs(5) + ELECTION_EXTENSION;
+        let deadline_1 = promoted + Duration::from_secs(5);
         assert_eq!(l.remaining(1, promoted), Some(deadline_1 - promoted));
         assert!(l
             .take_expired(deadline_1 - Duration::from_millis(1), 10)
