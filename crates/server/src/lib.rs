@@ -1,10 +1,11 @@
 //! # coordinate
 //!
 //! A small, strongly consistent key-value store. Every node runs one Raft instance (raft-rs)
-//! and an in-memory ordered map as its state machine, and serves an HTTP API.
+//! and an in-memory multi-version store (every revision kept until compacted, leases,
+//! alarms) as its state machine, and serves an HTTP API.
 //!
 //! ## A PUT, end to end
-//! 1. [`api`] decodes the key and value into a [`service::PutRequest`];
+//! 1. [`api`] decodes the key and value into a [`kv::Put`];
 //!    [`service::KvService::put`] encodes the log command and calls
 //!    [`coordinate_raft::NodeHandle::propose`].
 //! 2. The handle queues an `Input::Propose` for the raft loop (`coordinate_raft::node`) and
@@ -21,13 +22,16 @@
 //! ## A GET
 //! Reads queued together share one ReadIndex round: the leader confirms with a quorum
 //! (heartbeat) that it is still leader and returns its commit index; the read waits until this
-//! node has applied that index, then reads the map. Followers do the same through the leader,
+//! node has applied that index, then reads the store (at the current revision, or a past one
+//! still held). Followers do the same through the leader,
 //! so a GET on any node sees every write acknowledged before it started.
 //!
 //! ## Durability
 //! Entries and hard state reach the WAL and are fsynced before this node acknowledges,
 //! votes or counts itself in a quorum. Every `--snapshot-count` applied entries (or
-//! `--snapshot-bytes` of log, so the log is bounded by size too) the map is serialized, a slice per loop iteration, as of one applied index, written to a snapshot file
+//! `--snapshot-bytes` of log, so the log is bounded by size too) the store, history included,
+//! is serialized, a slice per loop iteration, as of one applied index, written to a snapshot
+//! file
 //! (`coordinate_raft::storage::snapshot`) by a helper thread, and the log before it compacted.
 //!
 //! ## Hostile input
@@ -37,9 +41,15 @@
 //! are durable, and a data dir whose durable state went backwards refuses to start
 //! (`coordinate_raft::storage::datadir`). docs/SECURITY.md says what still gets through.
 //!
+//! ## Time
+//! The state machine reads no clock. Leases expire by the leader's clock ([`lessor`],
+//! [`maintenance`]), through Raft, as a command conditional on the last renewal the leader
+//! saw; compaction is a command the leader proposes by policy.
+//!
 //! ## Deliberately missing
-//! No TLS or authentication on either port yet; reads always go through ReadIndex (no leases);
-//! the state machine lives in memory (bounded by RAM, like etcd's working set).
+//! No TLS or authentication on either port yet; reads always go through ReadIndex (no
+//! leader leases for reads); the state machine lives in memory (bounded by RAM and by
+//! `--quota-backend-bytes`, like etcd's working set).
 
 pub mod api;
 pub mod config;

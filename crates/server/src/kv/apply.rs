@@ -8,6 +8,7 @@ use super::command::{
     AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange, Event, KeyValue,
     LeaseId, OpResponse, Outcome, Precondition, Put, Refusal, Txn, TxnOp, TxnOutcome,
 };
+use super::mvcc::Written;
 use super::range::KeyRange;
 use super::Kv;
 
@@ -51,7 +52,10 @@ impl Kv {
         if let Some(current) = self.failed_precondition(&put.key, put.condition) {
             return self.precondition_failed(current);
         }
-        let exists = self.history.current(&put.key).is_some();
+        // Whether the key exists matters only to a put that keeps its value or lease: no
+        // lookup for the others (every write runs this on the raft loop).
+        let keeps = put.ignore_value || put.ignore_lease;
+        let exists = keeps && self.history.current(&put.key).is_some();
         if let Err(refusal) = self.check_put(&put, exists) {
             return Outcome::Refused(refusal);
         }
@@ -101,7 +105,8 @@ impl Kv {
         (!holds).then_some(current)
     }
 
-    /// Why a put cannot apply, if it cannot (`exists`: its key exists when it runs).
+    /// Why a put cannot apply, if it cannot; `exists` (whether the key exists before it) is
+    /// read only for a put that keeps the key's value or lease.
     fn check_put(&self, put: &Put, exists: bool) -> Result<(), Refusal> {
         if self.no_space() {
             return Err(Refusal::NoSpace);
@@ -117,17 +122,24 @@ impl Kv {
 
     /// Writes a checked put at the current revision; returns the key before.
     fn put(&mut self, put: Put, events: &mut Vec<Event>) -> Option<KeyValue> {
-        let before = self.history.current(&put.key);
-        let value = match (&before, put.ignore_value) {
-            (Some(b), true) => b.value.clone(),
-            _ => put.value,
+        // Only a put that keeps the key's value or lease looks it up first (a put is one
+        // lookup otherwise: this runs on the raft loop for every write).
+        let (value, lease) = match put.ignore_value || put.ignore_lease {
+            false => (put.value, put.lease),
+            true => {
+                let before = self.history.current(&put.key);
+                let value = match (&before, put.ignore_value) {
+                    (Some(b), true) => b.value.clone(),
+                    _ => put.value,
+                };
+                let lease = match (&before, put.ignore_lease) {
+                    (Some(b), true) => b.lease,
+                    _ => put.lease,
+                };
+                (value, lease)
+            }
         };
-        let lease = match (&before, put.ignore_lease) {
-            (Some(b), true) => b.lease,
-            _ => put.lease,
-        };
-        let rewrite = self.history.written_now(&put.key);
-        let (kv, prev) = self.history.put(put.key, value, lease);
+        let Written { kv, prev, rewrite } = self.history.put(put.key, value, lease);
         self.leases
             .reattach(&kv.key, prev.as_ref().map_or(0, |p| p.lease), lease);
         let event = Event {
@@ -171,8 +183,7 @@ impl Kv {
 
     /// Deletes one key at the current revision, detaching it from its lease.
     fn delete_key(&mut self, key: &[u8], events: &mut Vec<Event>) -> Option<KeyValue> {
-        let rewrite = self.history.written_now(key);
-        let prev = self.history.delete(key)?;
+        let (prev, rewrite) = self.history.delete(key)?;
         self.leases.reattach(&prev.key, prev.lease, 0);
         let event = Event {
             kv: KeyValue {
@@ -293,7 +304,9 @@ impl Kv {
         for op in ops {
             match op {
                 TxnOp::Put(put) => {
-                    self.check_put(put, self.exists_after(&put.key, written))?;
+                    let keeps = put.ignore_value || put.ignore_lease;
+                    let exists = keeps && self.exists_after(&put.key, written);
+                    self.check_put(put, exists)?;
                     written.push(op);
                 }
                 TxnOp::Range(q) => {

@@ -57,6 +57,14 @@ impl Version {
 /// Log entries one page of changes looks at, at most (after finishing its revision).
 pub const MAX_CHANGES_PER_PAGE: usize = 4096;
 
+/// What a put wrote: the key after and before, and whether the key was already written in
+/// this revision (a transaction writing it twice).
+pub(super) struct Written {
+    pub kv: KeyValue,
+    pub prev: Option<KeyValue>,
+    pub rewrite: bool,
+}
+
 /// A key's versions, oldest first. Most keys hold one (after a compaction), so it is kept
 /// inline: a `Vec` would allocate room for four on its first push.
 pub(super) type Versions = SmallVec<[Version; 1]>;
@@ -124,15 +132,6 @@ impl History {
             .last()
             .filter(|v| !v.is_tombstone())
             .map(|v| v.to_kv(k))
-    }
-
-    /// True if `key` has a version (a write or a deletion) in the current revision: a
-    /// transaction writing it again replaces that version.
-    pub fn written_now(&self, key: &[u8]) -> bool {
-        self.keys
-            .get(key)
-            .and_then(|v| v.last())
-            .is_some_and(|v| v.mod_revision == self.revision)
     }
 
     /// The key as it was at `revision`.
@@ -251,12 +250,7 @@ impl History {
     /// Writes a new version of `key` at the current revision (the caller bumped it); returns
     /// the key after and before. A second write of one key in one revision (a transaction)
     /// replaces the first.
-    pub fn put(
-        &mut self,
-        key: Bytes,
-        value: Bytes,
-        lease: LeaseId,
-    ) -> (KeyValue, Option<KeyValue>) {
+    pub fn put(&mut self, key: Bytes, value: Bytes, lease: LeaseId) -> Written {
         let revision = self.revision;
         // One lookup: this runs on the raft loop for every write.
         let (key, versions) = match self.keys.entry(key) {
@@ -269,6 +263,7 @@ impl History {
                 (key, v.insert(Versions::new()))
             }
         };
+        let rewrite = versions.last().is_some_and(|v| v.mod_revision == revision);
         let prev = versions
             .last()
             .filter(|v| !v.is_tombstone())
@@ -287,19 +282,21 @@ impl History {
         self.live_bytes += version_bytes(&key, &new);
         let kv = new.to_kv(&key);
         append(&mut self.total_bytes, &mut self.log, &key, versions, new);
-        (kv, prev)
+        Written { kv, prev, rewrite }
     }
 
-    /// Deletes `key` at the current revision if it exists; returns it as it was.
-    pub fn delete(&mut self, key: &[u8]) -> Option<KeyValue> {
+    /// Deletes `key` at the current revision if it exists; returns it as it was, and whether
+    /// it was already written in this revision (a transaction).
+    pub fn delete(&mut self, key: &[u8]) -> Option<(KeyValue, bool)> {
         let revision = self.revision;
-        let (key, versions) = self.keys.get_key_value(key)?;
+        // One lookup, for the stored key and its versions at once.
+        let bounds = (Bound::Included(key), Bound::Included(key));
+        let (key, versions) = self.keys.range_mut::<[u8], _>(bounds).next()?;
         let prev = versions
             .last()
             .filter(|v| !v.is_tombstone())
             .map(|v| v.to_kv(key))?;
-        let key = key.clone();
-        let versions = self.keys.get_mut(&key[..])?;
+        let rewrite = versions.last().is_some_and(|v| v.mod_revision == revision);
         self.live_keys -= 1;
         self.live_bytes -= (prev.key.len() + prev.value.len()) as u64;
         let tombstone = Version {
@@ -312,11 +309,11 @@ impl History {
         append(
             &mut self.total_bytes,
             &mut self.log,
-            &key,
+            key,
             versions,
             tombstone,
         );
-        Some(prev)
+        Some((prev, rewrite))
     }
 
     /// The logical compaction: revisions before `revision` are unreadable from now on. The
