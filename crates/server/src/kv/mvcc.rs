@@ -368,10 +368,9 @@ impl History {
         }
         if versions.is_empty() {
             self.keys.remove(&key[..]);
-        } else {
-            // Back inline once one version is left (most keys, after a compaction).
-            versions.shrink_to_fit();
         }
+        // A key that spilled to the heap stays there: it is written to again (shrinking it
+        // back inline would free and allocate once per write). Keys written once stay inline.
     }
 
     /// The versions of every key with `mod_revision <= revision`, in key order (a
