@@ -177,20 +177,21 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
     assert_eq!(list.json()["kvs"], json!([]), "{}", list.text());
 }
 
+/// A 3-node cluster with `key` put on a follower under a lease of `ttl` seconds granted
+/// there: the cluster, its leader, that follower and the lease.
+fn leased_key_on_a_follower(key: &str, ttl: i64) -> (Cluster, u64, u64, i64) {
+    let (c, leader) = Cluster::start_with_leader(3, &[]);
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    let lease = grant(&c, follower, ttl);
+    let path = format!("/v1/kv/{key}?lease={lease}");
+    let put = call(&c, follower, "PUT", &path, &[], b"x");
+    assert_eq!(put.status, 200, "{}", put.text());
+    (c, leader, follower, lease)
+}
+
 #[test]
 fn a_lease_kept_alive_survives_a_leader_kill() {
-    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
-    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
-    let lease = grant(&c, follower, 3);
-    let put = call(
-        &c,
-        follower,
-        "PUT",
-        &format!("/v1/kv/held?lease={lease}"),
-        &[],
-        b"x",
-    );
-    assert_eq!(put.status, 200, "{}", put.text());
+    let (mut c, leader, follower, lease) = leased_key_on_a_follower("held", 3);
     c.kill(leader);
     // Keep alive through a survivor for a while, as a client does: every 300 ms, each
     // attempt given 1 s (a keep-alive the survivor forwarded to the dead leader waits for the
@@ -271,18 +272,7 @@ fn above_the_quota_writes_are_refused_until_space_is_freed_and_the_alarm_disarme
 
 #[test]
 fn a_lease_nobody_keeps_alive_expires_under_the_next_leader_too() {
-    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
-    let survivor = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
-    let lease = grant(&c, survivor, 2);
-    let put = call(
-        &c,
-        survivor,
-        "PUT",
-        &format!("/v1/kv/orphan?lease={lease}"),
-        &[],
-        b"x",
-    );
-    assert_eq!(put.status, 200, "{}", put.text());
+    let (mut c, leader, survivor, lease) = leased_key_on_a_follower("orphan", 2);
     c.kill(leader);
     // The next leader extends the lease once, then expires it: the key goes.
     let gone = wait_until(WAIT_TIMEOUT, || {
@@ -321,4 +311,117 @@ fn history_is_compacted_before_it_fills_the_quota() {
     );
     let status = call(&c, 1, "GET", "/v1/status", &[], b"").json();
     assert!(field(&status, "total_bytes") < 60_000, "{status}");
+}
+
+#[test]
+fn malformed_lease_range_and_compaction_requests_are_refused_cleanly() {
+    let (c, _) = Cluster::start_with_leader(1, &[]);
+    call(&c, 1, "PUT", "/v1/kv/k", &[], b"v");
+    let huge = format!("{{\"ttl\": 5, \"pad\": \"{}\"}}", "x".repeat(10_000));
+    let bad: Vec<(&str, String, Vec<u8>, u16)> = vec![
+        ("POST", "/v1/lease".into(), b"not json".to_vec(), 400),
+        ("POST", "/v1/lease".into(), b"[1, 2]".to_vec(), 400),
+        ("POST", "/v1/lease".into(), b"{}".to_vec(), 400),
+        ("POST", "/v1/lease".into(), br#"{"ttl": -1}"#.to_vec(), 400),
+        (
+            "POST",
+            "/v1/lease".into(),
+            br#"{"ttl": "ten"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/lease".into(),
+            br#"{"ttl": 5, "id": -3}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/lease".into(),
+            br#"{"ttl": 1e400}"#.to_vec(),
+            400,
+        ),
+        ("POST", "/v1/lease".into(), huge.into_bytes(), 413),
+        ("GET", "/v1/lease/abc".into(), Vec::new(), 400),
+        ("GET", "/v1/lease/-5".into(), Vec::new(), 400),
+        (
+            "GET",
+            "/v1/lease/99999999999999999999".into(),
+            Vec::new(),
+            400,
+        ),
+        ("POST", "/v1/lease/0/keep-alive".into(), Vec::new(), 400),
+        ("DELETE", "/v1/lease/7".into(), Vec::new(), 404),
+        ("PUT", "/v1/kv/k?lease=abc".into(), b"v".to_vec(), 400),
+        ("PUT", "/v1/kv/k?lease=-1".into(), b"v".to_vec(), 400),
+        ("GET", "/v1/kv/k?revision=abc".into(), Vec::new(), 400),
+        (
+            "GET",
+            "/v1/kv/k?revision=18446744073709551615".into(),
+            Vec::new(),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/kv/?prefix=true&sort_target=size".into(),
+            Vec::new(),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/kv/?prefix=true&sort_order=up".into(),
+            Vec::new(),
+            400,
+        ),
+        ("GET", "/v1/kv/?prefix=true&limit=0".into(), Vec::new(), 400),
+        (
+            "GET",
+            "/v1/kv/?prefix=true&max_create_revision=-1".into(),
+            Vec::new(),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/kv/a?prefix=true&range_end=b".into(),
+            Vec::new(),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/kv/%%%?key_encoding=base64".into(),
+            Vec::new(),
+            400,
+        ),
+        ("GET", "/v1/kv/k?key_encoding=rot13".into(), Vec::new(), 400),
+        ("POST", "/v1/compact".into(), b"garbage".to_vec(), 400),
+        (
+            "POST",
+            "/v1/compact".into(),
+            br#"{"revision": 0}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/compact".into(),
+            br#"{"revision": 1000000}"#.to_vec(),
+            400,
+        ),
+    ];
+    for (method, path, body, want) in &bad {
+        let got = call(&c, 1, method, path, &[], body);
+        assert_eq!(got.status, *want, "{method} {path}: {}", got.text());
+        assert!(
+            got.json()["error"].is_string(),
+            "{method} {path}: {}",
+            got.text()
+        );
+    }
+    let watch = |id: &str| call(&c, 1, "GET", "/v1/watch/k", &[("Last-Event-ID", id)], b"").status;
+    assert_eq!(watch("x"), 400);
+    assert_eq!(watch("3.x"), 400);
+    // Nothing was written by any of them.
+    let status = call(&c, 1, "GET", "/v1/status", &[], b"").json();
+    assert_eq!(field(&status, "revision"), 1, "{status}");
+    assert_eq!(field(&status, "leases"), 0, "{status}");
+    assert_eq!(call(&c, 1, "GET", "/v1/kv/k", &[], b"").body, b"v");
 }
