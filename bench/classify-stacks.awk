@@ -4,13 +4,14 @@
 # stack, so the order is the priority (e.g. a malloc inside a snapshot counts as snapshot).
 BEGIN {
   n = 0
-  cat[++n] = "snapshot: serialize, write, fsync, compact";  pat[n] = "maybe_snapshot|create_snapshot|Kv::snapshot"
+  cat[++n] = "snapshot: serialize, write, fsync, compact";  pat[n] = "maybe_snapshot|create_snapshot|Kv::snapshot|Kv>::snapshot"
+  cat[++n] = "MVCC compaction (physical step)";             pat[n] = "compact_step"
   cat[++n] = "WAL fsync (fdatasync)";                        pat[n] = "sys_fdatasync|sys_fsync"
   cat[++n] = "peer transport (queue, encode, send)";         pat[n] = "raft::transport"
   cat[++n] = "WAL encode + write";                           pat[n] = "storage::wal|RaftStorage::append|write_to_bytes"
-  cat[++n] = "apply: state machine, watch, replies";         pat[n] = "Node::apply|Kv::apply|WatchHub|serve_reads"
-  cat[++n] = "raft-rs: step, ready, propose";                pat[n] = "raft::raw_node|raft::raft::|RawNode|flush_proposals|flush_reads|Node::handle"
-  cat[++n] = "HTTP: hyper/axum, handlers";                   pat[n] = "hyper::|axum::|coordinate::api"
+  cat[++n] = "apply: state machine, watch, replies";         pat[n] = "Node::apply|Node<S>::apply|Kv::apply|Kv>::apply|StateMachine>::appl|state::Store|WatchHub|serve_reads"
+  cat[++n] = "raft-rs: step, ready, propose";                pat[n] = "raft::raw_node|raft::raft::|RawNode|flush_proposals|flush_reads|Node::handle|Node<S>::handle"
+  cat[++n] = "HTTP: hyper/axum, handlers";                   pat[n] = "hyper::|axum::|coordinate::api|coordinate_server::api"
   cat[++n] = "waiting: channel recv, tokio park, epoll";     pat[n] = "recv_timeout|Receiver.*recv|park|epoll_wait|futex_wait"
   cat[++n] = "other";                                        pat[n] = "."
 }

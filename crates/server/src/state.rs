@@ -90,6 +90,8 @@ pub struct Store {
     quota: Arc<Quota>,
     /// Changes applied in the current batch, published to watchers at its end.
     events: Vec<Event>,
+    /// Entries applied in the current batch: the physical compaction's budget grows with it.
+    applied_in_batch: usize,
     /// Largest value a command may write or compare (the HTTP limit).
     max_value_size: usize,
 }
@@ -110,6 +112,7 @@ impl Store {
             lessor,
             quota,
             events: Vec::new(),
+            applied_in_batch: 0,
             max_value_size,
         }
     }
@@ -173,6 +176,7 @@ impl StateMachine for Store {
     fn apply(&mut self, index: u64, command: &Bytes) -> Result<Outcome> {
         let result =
             Command::decode(command.clone()).map(|cmd| self.kv.apply(index, cmd, &mut self.events));
+        self.applied_in_batch += 1;
         if let Ok(outcome) = &result {
             self.track_leases(index, outcome);
         }
@@ -185,7 +189,8 @@ impl StateMachine for Store {
     fn applied(&mut self, _index: u64) {
         self.watch.publish(std::mem::take(&mut self.events));
         // The physical compaction, a bounded slice per batch (see kv::mvcc).
-        self.kv.compact_step(kv::COMPACTION_STEP);
+        let batch = std::mem::take(&mut self.applied_in_batch);
+        self.kv.compact_step(kv::compaction_budget(batch));
         self.quota.set_used(self.kv.total_bytes());
         self.publish_metrics();
     }

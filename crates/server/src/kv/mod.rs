@@ -95,9 +95,18 @@ pub use lease::Lease;
 pub use range::{prefix_end, KeyRange, RangeQuery, RangeResult, SortOrder, SortTarget};
 pub use snapshot::SNAPSHOT_VERSION;
 
-/// Log entries of history the physical compaction drops per applied batch at most, so a
-/// large compaction never stalls the raft loop for long (see [`mvcc`]).
-pub const COMPACTION_STEP: usize = 10_000;
+/// Log entries of history the physical compaction visits per applied batch, at least (see
+/// [`compaction_budget`]).
+pub const COMPACTION_STEP: usize = 1024;
+
+/// Log entries of history the physical compaction visits after a batch of `entries` applied
+/// entries: [`COMPACTION_STEP`], and two per entry, so that it outpaces the writes (each adds
+/// one entry) however large the batches. Each visit is a key lookup (about a microsecond at
+/// 100,000 keys): a compaction of 10,000 revisions done in one batch stalled the raft loop
+/// for 10 ms, and every write waiting behind it (see [`mvcc`] and BENCHMARKS.md).
+pub fn compaction_budget(entries: usize) -> usize {
+    COMPACTION_STEP.saturating_add(entries.saturating_mul(2))
+}
 
 /// The store: its history, leases, alarms and members.
 #[derive(Debug, Default, PartialEq, Eq)]

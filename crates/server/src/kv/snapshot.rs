@@ -95,7 +95,10 @@ impl Kv {
     /// The header and the small parts of the state, in the current version.
     fn snapshot_start(&self) -> SnapshotCursor {
         let h = &self.history;
-        let mut b = BytesMut::with_capacity(h.total_bytes() as usize + 64 * h.live_keys() + 256);
+        let members: usize = self.members.values().map(|url| 12 + url.len()).sum();
+        let small_parts =
+            64 + members + 8 * self.removed.len() + 24 * self.leases.len() + 9 * self.alarms.len();
+        let mut b = BytesMut::with_capacity(small_parts + h.snapshot_bytes_bound());
         b.put_slice(SNAPSHOT_MAGIC);
         b.put_u32_le(SNAPSHOT_VERSION);
         b.put_u64_le(h.revision());

@@ -83,6 +83,32 @@ fn a_restored_snapshot_is_the_state() {
     }
 }
 
+/// The buffer a snapshot starts with holds all of it: it never grows (copying the state) on
+/// the raft loop.
+fn assert_buffer_is_large_enough(kv: &Kv, ctx: &str) {
+    let capacity = kv.snapshot_start().out.capacity();
+    let len = kv.snapshot().len();
+    assert!(
+        len <= capacity,
+        "{ctx}: {len} bytes in a buffer of {capacity}"
+    );
+}
+
+#[test]
+fn the_snapshot_buffer_is_allocated_once() {
+    let mut kv = everything();
+    assert_buffer_is_large_enough(&kv, "everything");
+    kv.add_member(
+        9,
+        Some(format!("http://{}:1", "long-host-name.".repeat(40))),
+    );
+    assert_buffer_is_large_enough(&kv, "a long member URL");
+    run(&mut kv, Command::Compact { revision: 8 });
+    assert_buffer_is_large_enough(&kv, "compaction pending");
+    finish_compaction(&mut kv);
+    assert_buffer_is_large_enough(&kv, "compacted");
+}
+
 /// A snapshot taken while a compaction is still in progress holds the versions it will drop;
 /// restored, they are gone: the state the compaction ends in.
 #[test]
@@ -129,7 +155,9 @@ fn random_states_restore() {
                 &format!("seed {seed}"),
             );
         }
+        assert_buffer_is_large_enough(&kv, &format!("seed {seed}"));
         finish_compaction(&mut kv);
+        assert_buffer_is_large_enough(&kv, &format!("seed {seed}, compacted"));
         let restored = Kv::restore(kv.snapshot()).unwrap();
         assert_same(&restored, &kv, &format!("seed {seed}"));
         model::check(&restored, &m, &format!("seed {seed}, restored"));
