@@ -24,7 +24,9 @@ KEYS=${KEYS:-100000}
 BENCH=${BENCH:-target/release/coordinate-bench}
 WORK=$(mktemp -d /tmp/coordinate-pairs.XXXXXX)
 OUT=${OUT:-$WORK/results.jsonl}
-PORT_BASE=${PORT_BASE:-47000}
+# Below the kernel's ephemeral range (32768-60999 by default): a client port there can be
+# taken by an outgoing connection, even one connected to itself, and a node then cannot bind.
+PORT_BASE=${PORT_BASE:-27000}
 trap 'stop_started; rm -rf "$WORK/data"' EXIT
 [ -x "$BENCH" ] || die "no load tool at $BENCH (cargo build --release)"
 command -v jq >/dev/null || install_missing jq:jq
@@ -43,9 +45,13 @@ run_cluster() {
       --log-level warn >"$WORK/$label-$round-$i.log" 2>&1 &
     PIDS+=($!)
   done
-  for _ in $(seq 200); do
-    curl -sf --max-time 1 "http://127.0.0.1:$((PORT_BASE + 1))/v1/status" | jq -e '.leader > 0' >/dev/null 2>&1 && break
-    sleep 0.1
+  # Every node must be up and see a leader: a run against two nodes measures nothing.
+  for i in 1 2 3; do
+    for _ in $(seq 200); do
+      curl -sf --max-time 1 "http://127.0.0.1:$((PORT_BASE + i))/v1/status" | jq -e '.leader > 0' >/dev/null 2>&1 && break
+      kill -0 "${PIDS[$((i - 1))]}" 2>/dev/null || die "node $i of $label exited: $(cat "$WORK/$label-$round-$i.log")"
+      sleep 0.1
+    done
   done
   "$BENCH" --endpoints "$endpoints" --connections 64 --keys "$KEYS" --preload --ops 0 --no-progress --json >/dev/null
   for wl in put get; do
@@ -54,6 +60,7 @@ run_cluster() {
       jq -c --arg build "$label" --argjson round "$round" --arg wl "$wl" \
         '{build: $build, round: $round, workload: $wl, ops_per_sec: .ops_per_sec, p50_us: .latency[$wl].p50_us, p99_us: .latency[$wl].p99_us, errors: .error_total}' |
       tee -a "$OUT"
+    [ "$(tail -1 "$OUT" | jq .errors)" = 0 ] || die "$label round $round: $wl had errors; the run is void"
   done
   stop_started
   PIDS=()
