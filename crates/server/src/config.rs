@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use coordinate_tls::server::ServerSpec;
+
 use crate::maintenance::AutoCompaction;
 use crate::quota::DEFAULT_QUOTA_BYTES;
 
@@ -98,6 +100,57 @@ pub struct Args {
     /// [default: 2 GiB].
     #[arg(long, default_value_t = 0)]
     pub quota_backend_bytes: u64,
+    /// The client port's certificate (PEM, with its chain): the port then serves HTTPS only,
+    /// REST, health and metrics alike (etcd's flag). Needs --key-file.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The CA that signs client certificates (PEM): a client presenting one is verified
+    /// against it.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by --trusted-ca-file.
+    #[arg(long)]
+    pub client_cert_auth: bool,
+    /// Serve HTTPS on the client port with a self-signed certificate made at start:
+    /// encryption without verification, as in etcd (clients cannot verify it). Ignored when
+    /// --cert-file is given.
+    #[arg(long)]
+    pub auto_tls: bool,
+    /// How often the certificate files are checked for changes, in milliseconds (they are
+    /// also re-read on SIGHUP); new connections use the new certificates.
+    #[arg(long, default_value_t = 5_000)]
+    pub tls_reload_interval_ms: u64,
+}
+
+/// The client port's TLS from its flags (`None`: plain HTTP); the error is one line.
+fn client_tls(args: &Args) -> Result<Option<ServerSpec>, String> {
+    let spec = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => ServerSpec::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            trusted_ca: args.trusted_ca_file.clone(),
+            require_client_cert: args.client_cert_auth,
+        },
+        (Some(_), None) => return Err("--cert-file needs --key-file".into()),
+        (None, Some(_)) => return Err("--key-file needs --cert-file".into()),
+        (None, None) if args.auto_tls => ServerSpec::SelfSigned {
+            hosts: vec![args.listen_host.clone(), "localhost".into()],
+        },
+        (None, None) if args.client_cert_auth || args.trusted_ca_file.is_some() => {
+            return Err(
+                "--client-cert-auth and --trusted-ca-file need TLS: --cert-file and --key-file"
+                    .into(),
+            )
+        }
+        (None, None) => return Ok(None),
+    };
+    if args.client_cert_auth && args.trusted_ca_file.is_none() {
+        return Err("--client-cert-auth needs --trusted-ca-file".into());
+    }
+    Ok(Some(spec))
 }
 
 /// Revisions `--auto-compaction-mode revision` keeps by default: as far back as the watch
@@ -202,6 +255,10 @@ pub struct Config {
     pub auto_compaction: AutoCompaction,
     /// The store's quota in bytes (default 2 GiB).
     pub quota_bytes: u64,
+    /// TLS on the client port (default none: plain HTTP).
+    pub client_tls: Option<ServerSpec>,
+    /// How often certificate files are checked for changes (default 5 s).
+    pub tls_reload_interval: Duration,
 }
 
 impl Config {
@@ -261,6 +318,10 @@ impl Config {
             0 => DEFAULT_QUOTA_BYTES,
             n => n,
         };
+        if args.tls_reload_interval_ms == 0 {
+            return Err("invalid --tls-reload-interval-ms 0: it must be at least 1".into());
+        }
+        let client_tls = client_tls(&args)?;
         let peer_listen = peers[&args.id].clone();
         Ok(Config {
             id: args.id,
@@ -285,6 +346,8 @@ impl Config {
             threads: args.threads,
             auto_compaction,
             quota_bytes,
+            client_tls,
+            tls_reload_interval: Duration::from_millis(args.tls_reload_interval_ms),
         })
     }
 }

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// Failed accepts on the client port (e.g. out of file descriptors).
     pub accept_errors: IntCounter,
+    /// Client connections whose TLS handshake failed or timed out.
+    pub tls_handshake_failures: IntCounter,
     /// Bytes of values and keys held in the watch history.
     pub watch_history_bytes: IntGauge,
     /// The oldest revision still readable (the compaction point).
@@ -68,6 +70,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "client_connections_refused_total",
             "Client connections refused at the --max-connections cap",
         )?,
+        tls_handshake_failures: IntCounter::new(
+            "client_tls_handshake_failures_total",
+            "Client connections whose TLS handshake failed or timed out",
+        )?,
         accept_errors: IntCounter::new(
             "client_accept_errors_total",
             "Failed accepts on the client port",
@@ -99,6 +105,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry
         .register(Box::new(m.connections_refused.clone()))?;
     m.registry.register(Box::new(m.accept_errors.clone()))?;
+    m.registry
+        .register(Box::new(m.tls_handshake_failures.clone()))?;
     m.registry
         .register(Box::new(m.watch_history_bytes.clone()))?;
     for gauge in [

@@ -22,6 +22,7 @@ use coordinate_raft::storage::wal::Wal;
 use coordinate_raft::storage::RaftStorage;
 use coordinate_raft::transport::{self, Transport, TransportConfig};
 use coordinate_raft::NodeHandle;
+use coordinate_tls::server::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -66,6 +67,9 @@ impl Listeners {
     }
 }
 
+/// The protocols the client port offers over TLS (HTTP/1.1; gRPC's HTTP/2 comes with it).
+const CLIENT_ALPN: &[&[u8]] = &[b"http/1.1"];
+
 /// The binary's entry: binds both ports (so a port in use fails fast, before the data dir is
 /// touched), then runs the node until SIGTERM or SIGINT.
 pub async fn main(cfg: Config) -> anyhow::Result<()> {
@@ -88,6 +92,13 @@ pub async fn run(
             *own = peer_addr.to_string();
         }
     }
+    // Certificates are read before the data dir is touched: a bad one fails fast.
+    let client_tls = match &cfg.client_tls {
+        Some(spec) => Some(Arc::new(
+            ServerTls::new(spec.clone(), CLIENT_ALPN).context("TLS on the client port")?,
+        )),
+        None => None,
+    };
     let (recovered, wal) = recover(&cfg).await?;
     let Running {
         handle,
@@ -116,7 +127,16 @@ pub async fn run(
     let limits =
         api::serve::ServeLimits::from_flags(cfg.max_connections, cfg.client_header_timeout);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(api::serve::serve(listeners.client, app, limits, stop_rx));
+    let reloads = client_tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.keep_fresh("client", cfg.tls_reload_interval)));
+    let server = tokio::spawn(api::serve::serve(
+        listeners.client,
+        app,
+        limits,
+        client_tls,
+        stop_rx,
+    ));
     let mut early_result = None;
     tokio::select! {
         () = shutdown => tracing::info!("shutdown requested"),
@@ -124,6 +144,9 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     duties.abort();
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     // Open watch streams never finish by themselves; end them so the drain completes.
     watch.close();
     server.await.context("the HTTP server panicked")?;

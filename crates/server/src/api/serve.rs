@@ -28,10 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use coordinate_tls::server::ServerTls;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -215,11 +216,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then drains every connection.
+/// Serves `app` on `listener` (over TLS if `tls` is given) until `stop` turns true, then
+/// drains every connection.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
+    tls: Option<Arc<ServerTls>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let max = limits.max_connections.clamp(1, MAX_CONNECTIONS_LIMIT);
@@ -238,14 +241,13 @@ pub async fn serve(
                 errors.succeeded();
                 match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        let conn = serve_connection(
-                            stream,
-                            app.clone(),
-                            limits.header_timeout,
-                            stop.clone(),
+                        let conn = Connection {
+                            app: app.clone(),
+                            header_timeout: limits.header_timeout,
+                            stop: stop.clone(),
                             slot,
-                        );
-                        tokio::spawn(conn);
+                        };
+                        tokio::spawn(conn.start(stream, tls.clone()));
                     }
                     Err(_) => refuse(stream, &refusals, refusal.clone()),
                 }
@@ -264,16 +266,63 @@ pub async fn serve(
     let _ = slots.acquire_many(max as u32).await;
 }
 
-/// Serves one connection; `slot` is released when it ends.
-async fn serve_connection(
-    stream: TcpStream,
+/// One accepted client connection; its slot is released when it ends.
+struct Connection {
     app: Router,
     header_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
-) {
-    METRICS.client_connections.inc();
-    let _ = stream.set_nodelay(true);
+}
+
+impl Connection {
+    /// The TLS handshake if the port has TLS (given the header timeout: a client that never
+    /// finishes it holds a slot no longer than one that never sends headers), then HTTP.
+    async fn start(self, stream: TcpStream, tls: Option<Arc<ServerTls>>) {
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = tls else {
+            return self.serve(stream).await;
+        };
+        let handshake = tls.acceptor().accept(stream);
+        match tokio::time::timeout(self.header_timeout, handshake).await {
+            Ok(Ok(stream)) => self.serve(stream).await,
+            Ok(Err(e)) => {
+                METRICS.tls_handshake_failures.inc();
+                tracing::debug!(error = %e, "client TLS handshake failed");
+            }
+            Err(_) => {
+                METRICS.tls_handshake_failures.inc();
+                tracing::debug!("client TLS handshake timed out");
+            }
+        }
+    }
+
+    /// Serves HTTP on an established stream until it ends or the node stops.
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            app,
+            header_timeout,
+            mut stop,
+            slot,
+        } = self;
+        METRICS.client_connections.inc();
+        serve_http(stream, app, header_timeout, &mut stop).await;
+        METRICS.client_connections.dec();
+        drop(slot);
+    }
+}
+
+/// HTTP/1.1 on one connection, drained gracefully when `stop` turns true.
+async fn serve_http<S>(
+    stream: S,
+    app: Router,
+    header_timeout: Duration,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(app);
     let mut builder = http1::Builder::new();
     builder
@@ -289,7 +338,7 @@ async fn serve_connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = stopped(&mut stop) => {
+        () = stopped(stop) => {
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
                 Ok(result) => result,
@@ -304,8 +353,6 @@ async fn serve_connection(
         // Timeouts, resets and malformed requests: the client's problem, not the node's.
         tracing::debug!(error = %e, "client connection ended");
     }
-    METRICS.client_connections.dec();
-    drop(slot);
 }
 
 /// Answers a connection over the cap with `503` and closes it, if a refusal slot is free.
