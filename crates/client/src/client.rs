@@ -18,6 +18,7 @@ use crate::api::{Condition, Consistency, ListOptions};
 use crate::conn::{Request, Response};
 use crate::error::Error;
 use crate::failover::Endpoints;
+use crate::tls::ClientTls;
 
 /// A key's value with its revisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,8 +212,13 @@ pub struct Client {
 impl Client {
     /// A client of `endpoints` (`host:port` each, tried in order), with a per-request deadline.
     pub fn new(endpoints: &[String], timeout: Duration) -> Client {
+        Client::with_tls(endpoints, timeout, None)
+    }
+
+    /// The same, over TLS with `tls` if given.
+    pub fn with_tls(endpoints: &[String], timeout: Duration, tls: Option<ClientTls>) -> Client {
         Client {
-            endpoints: Endpoints::new(endpoints, timeout),
+            endpoints: Endpoints::with_tls(endpoints, timeout, tls),
         }
     }
 

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::ClientError;
+use crate::tls::{server_name, ClientTls};
 
 /// One request, with headers and whether repeating it is harmless.
 #[derive(Clone, Debug)]
@@ -188,6 +189,8 @@ pub struct Connection {
     /// then building each request fails, as it should).
     host: Option<HeaderValue>,
     timeout: Duration,
+    /// TLS for every (re)connection, if the node's port speaks it.
+    tls: Option<ClientTls>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
@@ -199,8 +202,15 @@ impl Connection {
             host: HeaderValue::from_str(&addr).ok(),
             addr,
             timeout,
+            tls: None,
             sender: None,
         }
+    }
+
+    /// The same connection, speaking TLS (`Some`) or plain HTTP (`None`).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Connection {
+        self.tls = tls;
+        self
     }
 
     /// The `host:port` this connection talks to.
@@ -382,6 +392,25 @@ impl Connection {
                 })?;
         // Requests are small and answered at once: do not wait to fill a segment.
         let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => self.handshake(stream).await,
+            Some(tls) => {
+                let name = server_name(&self.addr).map_err(|e| self.not_connected(e))?;
+                let stream = tls
+                    .connector()
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| self.not_connected(format!("TLS: {e}")))?;
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    /// HTTP/1.1 on an open stream.
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.not_connected(e.to_string()))?;

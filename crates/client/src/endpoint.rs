@@ -1,12 +1,11 @@
-//! Endpoints as people write them: `host:port`, or `http://host:port` with or without a
-//! trailing `/`. coordinate serves plain HTTP on its client port, so `https://` is refused
-//! rather than silently spoken to in clear text.
+//! Endpoints as people write them: `host:port`, or `http://host:port` / `https://host:port`
+//! with or without a trailing `/`. Whether a client speaks TLS is its TLS settings' choice
+//! (one for all its endpoints): an `https://` endpoint only says it must ([`is_https`]), so a
+//! tool refuses to speak clear text to it.
 
 /// Why an endpoint is not `host:port`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error("endpoint {0:?}: https is not supported (coordinate serves plain HTTP)")]
-    Https(String),
     #[error("endpoint {0:?}: expected host:port")]
     NotHostPort(String),
     #[error("endpoint {endpoint:?}: {port:?} is not a port number")]
@@ -21,10 +20,10 @@ pub enum EndpointError {
 /// ```
 pub fn parse_endpoint(s: &str) -> Result<String, EndpointError> {
     let trimmed = s.trim();
-    if trimmed.starts_with("https://") {
-        return Err(EndpointError::Https(s.to_string()));
-    }
-    let bare = trimmed.strip_prefix("http://").unwrap_or(trimmed);
+    let bare = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .unwrap_or(trimmed);
     let bare = bare.strip_suffix('/').unwrap_or(bare);
     let Some((host, port)) = bare.rsplit_once(':') else {
         return Err(EndpointError::NotHostPort(s.to_string()));
@@ -39,6 +38,11 @@ pub fn parse_endpoint(s: &str) -> Result<String, EndpointError> {
             port: port.to_string(),
         }),
     }
+}
+
+/// True if the endpoint is written `https://…`: it must be spoken to over TLS.
+pub fn is_https(s: &str) -> bool {
+    s.trim().starts_with("https://")
 }
 
 #[cfg(test)]
@@ -61,7 +65,8 @@ mod tests {
         assert!(parse_endpoint(":80").is_err());
         assert!(parse_endpoint("host:0").is_err());
         assert!(parse_endpoint("host:http").is_err());
-        assert!(parse_endpoint("https://host:443").is_err());
+        assert_eq!(parse_endpoint("https://host:443/").unwrap(), "host:443");
+        assert!(is_https(" https://host:443") && !is_https("http://host:1") && !is_https("h:1"));
         assert!(parse_endpoint("http://host:80/v1").is_err());
     }
 

@@ -20,6 +20,7 @@ use hyper::StatusCode;
 
 use crate::conn::{Connection, Request, Response};
 use crate::error::{CallError, ClientError};
+use crate::tls::ClientTls;
 
 /// What to do after one endpoint's attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,10 +74,15 @@ pub struct Endpoints {
 impl Endpoints {
     /// One lazily opened connection per `host:port` (see [`crate::parse_endpoint`]).
     pub fn new(addrs: &[String], timeout: Duration) -> Endpoints {
+        Endpoints::with_tls(addrs, timeout, None)
+    }
+
+    /// The same, every connection speaking TLS with `tls` if given.
+    pub fn with_tls(addrs: &[String], timeout: Duration, tls: Option<ClientTls>) -> Endpoints {
         Endpoints {
             conns: addrs
                 .iter()
-                .map(|a| Connection::new(a.clone(), timeout))
+                .map(|a| Connection::new(a.clone(), timeout).with_tls(tls.clone()))
                 .collect(),
             current: 0,
         }

@@ -38,6 +38,7 @@ mod error;
 pub mod failover;
 mod lease;
 pub mod sse;
+mod tls;
 mod watch;
 
 pub use api::{
@@ -49,8 +50,10 @@ pub use client::{
     Txn, TxnOp, TxnResponse,
 };
 pub use conn::{key_path, Connection, Request, Response, Stream, ERROR_BODY_LIMIT};
-pub use endpoint::{parse_endpoint, EndpointError};
+pub use coordinate_tls::client::ClientSpec as TlsSpec;
+pub use endpoint::{is_https, parse_endpoint, EndpointError};
 pub use error::{CallError, ClientError, Error};
 pub use failover::Endpoints;
 pub use lease::{Alarm, AlarmList, LeaseGrant, LeaseList, RangeResponse, TimeToLive};
+pub use tls::ClientTls;
 pub use watch::{EventKind, Watch, WatchError, WatchEvent};

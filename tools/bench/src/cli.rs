@@ -8,10 +8,13 @@ use clap::Parser;
 
 pub fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if let Err(e) = args.validate() {
-        eprintln!("coordinate-bench: {e}");
-        return std::process::ExitCode::from(2);
-    }
+    let tls = match args.validate().and_then(|()| args.tls()) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("coordinate-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         builder.worker_threads(n);
@@ -24,7 +27,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     let json = args.json;
-    let report = runtime.block_on(bench::run(args));
+    let report = runtime.block_on(bench::run(args, tls));
     if json {
         match serde_json::to_string(&report) {
             Ok(s) => println!("{s}"),

@@ -35,6 +35,7 @@ pub mod report;
 pub mod workload;
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +43,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tokio::time::Instant;
 
-use coordinate_client::{ClientError, Connection};
+use coordinate_client::{ClientError, ClientTls, Connection, TlsSpec};
 use report::{PreloadReport, Report, RunInfo, Stats};
 use workload::{Outcome, Plan, Rng, SizeRange};
 
@@ -145,6 +146,18 @@ pub struct Args {
     /// Seed of the key and value choices (each connection derives its own).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Speak TLS, verifying the nodes against this CA (PEM), as etcdctl's flag.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate (PEM), for nodes started with --client-cert-auth.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Speak TLS without verifying the nodes (for --auto-tls nodes).
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl Args {
@@ -185,6 +198,24 @@ impl Args {
             return Err("--threads must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// TLS for every connection, if a TLS flag is given (one handshake per connection: each
+    /// keeps its connection alive for the whole run).
+    pub fn tls(&self) -> Result<Option<ClientTls>, String> {
+        let cert_and_key = self.cert.clone().zip(self.key.clone());
+        if self.cacert.is_none() && cert_and_key.is_none() && !self.insecure_skip_tls_verify {
+            return Ok(None);
+        }
+        if self.cacert.is_none() && !self.insecure_skip_tls_verify {
+            return Err("TLS needs --cacert, or --insecure-skip-tls-verify".into());
+        }
+        let spec = TlsSpec {
+            trusted_ca: self.cacert.clone(),
+            cert_and_key,
+            insecure: self.insecure_skip_tls_verify,
+        };
+        ClientTls::new(&spec).map(Some).map_err(|e| e.to_string())
     }
 
     /// How the measured phase ends.
@@ -259,8 +290,9 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// Runs the benchmark described by `args` (already validated) on the current runtime.
-pub async fn run(args: Args) -> Report {
+/// Runs the benchmark described by `args` (already validated) on the current runtime, every
+/// connection over TLS with `tls` if given (`Args::tls`).
+pub async fn run(args: Args, tls: Option<ClientTls>) -> Report {
     let plan = Arc::new(Plan::new(
         args.target,
         args.workload,
@@ -273,7 +305,10 @@ pub async fn run(args: Args) -> Report {
     ));
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut conns: Vec<Connection> = (0..args.connections)
-        .map(|i| Connection::new(args.endpoints[i % args.endpoints.len()].clone(), timeout))
+        .map(|i| {
+            let addr = args.endpoints[i % args.endpoints.len()].clone();
+            Connection::new(addr, timeout).with_tls(tls.clone())
+        })
         .collect();
     let progress = !args.no_progress && std::io::stderr().is_terminal();
 

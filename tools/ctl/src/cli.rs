@@ -5,12 +5,14 @@
 //! 2 usage error, 3 unavailable or outcome unknown.
 
 use std::io::Read as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate as ctl;
 use crate::{http::parse_endpoint, Command, Condition, Exit, Options};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use coordinate_client::{is_https, ClientTls, TlsSpec};
 
 /// A client for coordinate's HTTP API.
 #[derive(Debug, Parser)]
@@ -39,6 +41,19 @@ struct Cli {
     /// Seconds to wait for each answer (the server's own request timeout is 5 s).
     #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
     timeout: f64,
+    /// Speak TLS, verifying the nodes against this CA (PEM); etcdctl's flag.
+    #[arg(long, global = true, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// A client certificate (PEM), for nodes started with --client-cert-auth.
+    #[arg(long, global = true, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The key of --cert (PEM). (Its id is not `key`: subcommands have a `key` argument.)
+    #[arg(long = "key", id = "tls_key", global = true, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Speak TLS without verifying the nodes (for --auto-tls nodes): encrypted, not
+    /// authenticated.
+    #[arg(long, global = true)]
+    insecure_skip_tls_verify: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -156,6 +171,19 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TTL)]
         ttl: i64,
     },
+    /// Write a development CA and certificates into DIR (no server is contacted): ca.pem,
+    /// node-<i>.pem and node-<i>-key.pem for the i-th --peers URL (which it names, so members
+    /// on one host are told apart), client.pem and client-key.pem. Never overwrites.
+    Certs {
+        dir: PathBuf,
+        /// The members' peer URLs, as in --cluster.
+        #[arg(long, value_delimiter = ',', default_value = "https://127.0.0.1:12379")]
+        peers: Vec<String>,
+        /// More host names (IP addresses or DNS names) for every member certificate, e.g.
+        /// the client port's host when it differs.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+    },
 }
 
 /// The TTL of `lock` and `elect` leases, like etcdctl's.
@@ -243,10 +271,36 @@ fn options(cli: &Cli) -> Result<Options, String> {
         ));
     }
     Ok(Options {
+        tls: tls(cli)?,
         endpoints,
         json: cli.json,
         timeout: Duration::from_secs_f64(cli.timeout),
     })
+}
+
+/// TLS from the flags: on if any is given or any endpoint is `https://`.
+fn tls(cli: &Cli) -> Result<Option<ClientTls>, String> {
+    let https = cli.endpoints.iter().any(|e| is_https(e));
+    let cert_and_key = match (&cli.cert, &cli.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together".into()),
+    };
+    let wanted = https || cli.cacert.is_some() || cert_and_key.is_some();
+    if !wanted && !cli.insecure_skip_tls_verify {
+        return Ok(None);
+    }
+    if cli.cacert.is_none() && !cli.insecure_skip_tls_verify {
+        return Err(
+            "TLS needs --cacert (the CA of the nodes), or --insecure-skip-tls-verify".into(),
+        );
+    }
+    let spec = TlsSpec {
+        trusted_ca: cli.cacert.clone(),
+        cert_and_key,
+        insecure: cli.insecure_skip_tls_verify,
+    };
+    ClientTls::new(&spec).map(Some).map_err(|e| e.to_string())
 }
 
 /// The subcommand, validated; `stdin` supplies `put <key> -`.
@@ -338,6 +392,7 @@ fn command(cmd: Cmd, stdin: impl FnOnce() -> std::io::Result<Vec<u8>>) -> Result
             ttl: ttl_seconds(ttl)?,
             command,
         },
+        Cmd::Certs { dir, peers, hosts } => Command::Certs { dir, peers, hosts },
         Cmd::Elect {
             name,
             proposal,
@@ -464,6 +519,22 @@ mod tests {
 
     fn command(args: &[&str]) -> Command {
         parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).1
+    }
+
+    #[test]
+    fn tls_flags_are_etcdctls_and_checked() {
+        let (o, _) = parse(&["health"]).unwrap();
+        assert!(o.tls.is_none());
+        let (o, _) = parse(&["--insecure-skip-tls-verify", "health"]).unwrap();
+        assert!(o.tls.is_some());
+        let err = |args: &[&str]| parse(args).err().unwrap_or_default();
+        assert!(err(&["--endpoints", "https://127.0.0.1:1", "health"]).contains("--cacert"));
+        assert!(err(&["--cert", "c.pem", "get", "k"]).contains("--cert and --key go together"));
+        assert!(err(&["--cacert", "/no/such/ca.pem", "health"]).contains("/no/such/ca.pem"));
+        // `--key` is the TLS key, and `get <key>` still takes its key.
+        let (o, cmd) = parse(&["--insecure-skip-tls-verify", "get", "config/db"]).unwrap();
+        assert!(o.tls.is_some());
+        assert!(matches!(cmd, Command::Get { key, .. } if key == "config/db"));
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! keeper of leases), `lock` and `elect` (module `lock`: etcd's concurrency recipes). The
 //! last three catch SIGINT/SIGTERM (`Interrupts`) so that they always clean up.
 
+mod certs;
 pub mod cli;
 pub mod http;
 mod lease;
@@ -44,7 +45,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use coordinate_client::{
-    CallError, Client, Consistency, Endpoints, Error, ListOptions, Request, Response,
+    CallError, Client, ClientTls, Consistency, Endpoints, Error, ListOptions, Request, Response,
 };
 pub use coordinate_client::{Condition, MAX_PAGE};
 
@@ -70,6 +71,20 @@ pub struct Options {
     /// Per-request deadline (connect, send, answer); above the server's own request timeout,
     /// so a slow cluster is seen as its 503/504 rather than as silence.
     pub timeout: Duration,
+    /// TLS for every endpoint (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`).
+    pub tls: Option<ClientTls>,
+}
+
+impl Options {
+    /// A typed client of the endpoints.
+    pub fn client(&self) -> Client {
+        Client::with_tls(&self.endpoints, self.timeout, self.tls.clone())
+    }
+
+    /// The endpoints, for raw requests.
+    pub fn endpoint_list(&self) -> Endpoints {
+        Endpoints::with_tls(&self.endpoints, self.timeout, self.tls.clone())
+    }
 }
 
 /// One thing to do.
@@ -156,6 +171,12 @@ pub enum Command {
         name: String,
         proposal: Option<String>,
         ttl: i64,
+    },
+    /// Make a development CA and certificates (no server is contacted).
+    Certs {
+        dir: std::path::PathBuf,
+        peers: Vec<String>,
+        hosts: Vec<String>,
     },
 }
 
@@ -361,8 +382,8 @@ fn parse_json(what: &str, reply: &Response) -> Result<Value, Failed> {
 }
 
 async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> {
-    let mut eps = Endpoints::new(&opts.endpoints, opts.timeout);
-    let mut client = Client::new(&opts.endpoints, opts.timeout);
+    let mut eps = opts.endpoint_list();
+    let mut client = opts.client();
     match cmd {
         Command::Get {
             key,
@@ -472,6 +493,12 @@ async fn execute(opts: &Options, cmd: Command, out: &Out) -> Result<(), Failed> 
             proposal: None,
             ..
         } => lock::observe(opts, out, &name).await,
+        Command::Certs { dir, peers, hosts } => {
+            for name in certs::write(&dir, &peers, &hosts)? {
+                out.text(&format!("{}\n", dir.join(name).display()));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -65,9 +65,9 @@ struct Session {
 impl Session {
     async fn open(opts: &Options, ttl: i64) -> Result<Session, Failed> {
         let stop = Interrupts::catch();
-        let mut client = Client::new(&opts.endpoints, opts.timeout);
+        let mut client = opts.client();
         let grant = client.grant_lease(ttl, 0).await.map_err(failed)?;
-        let keeper_client = Client::new(&opts.endpoints, opts.timeout);
+        let keeper_client = opts.client();
         Ok(Session {
             client,
             keeper: Keeper::start(keeper_client, grant.id, grant.ttl),
@@ -384,7 +384,7 @@ fn print_entry(out: &Out, entry: &Entry, value: Option<&[u8]>) {
 /// interrupted.
 pub(super) async fn observe(opts: &Options, out: &Out, name: &str) -> Result<(), Failed> {
     let stop = Interrupts::catch();
-    let mut client = Client::new(&opts.endpoints, opts.timeout);
+    let mut client = opts.client();
     let prefix = format!("{name}/");
     let mut shown: Option<(String, u64)> = None;
     let follow = async {
