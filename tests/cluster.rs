@@ -1,5 +1,7 @@
 //! Three `coordinate` processes on loopback: replication, linearizable reads from any node,
-//! leader crash, snapshot catch-up, whole-cluster restart and loss of quorum.
+//! leader crash, snapshot catch-up, whole-cluster restart, loss of quorum and garbage on the
+//! peer port. Every test runs twice: in clear (`plain::`), and with peer mTLS and client TLS
+//! requiring client certificates (`tls::`), a certificate per member from a CA of its own.
 
 mod common;
 
@@ -8,14 +10,35 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{field, show, wait_until, Client, Cluster, WAIT_TIMEOUT};
+use common::{field, show, wait_until, Client, Cluster, Security, WAIT_TIMEOUT};
+
+/// Runs each named test once in clear and once with TLS on both ports.
+macro_rules! plain_and_tls {
+    ($($name:ident),* $(,)?) => {
+        mod plain {
+            $(#[test] fn $name() { super::$name(super::Security::Plain) })*
+        }
+        mod tls {
+            $(#[test] fn $name() { super::$name(super::Security::Tls) })*
+        }
+    };
+}
+
+plain_and_tls!(
+    writes_on_any_node_are_immediately_readable_on_every_node,
+    leader_crash_under_writes_loses_no_acknowledged_write,
+    lagging_follower_catches_up_by_snapshot,
+    whole_cluster_restart_keeps_data,
+    quorum_loss_leader_survives,
+    quorum_loss_follower_survives,
+    garbage_on_the_peer_port_is_survived
+);
 
 /// Every key written through every node is readable, with its value, from every node at
 /// once: reads are linearizable, so no waiting for replication is allowed or needed.
 /// (The nodes run two event-loop threads here; every other test runs the default one.)
-#[test]
-fn writes_on_any_node_are_immediately_readable_on_every_node() {
-    let (c, _) = Cluster::start_with_leader(3, &["--threads", "2"]);
+fn writes_on_any_node_are_immediately_readable_on_every_node(security: Security) {
+    let (c, _) = Cluster::start_with_leader_as(security, 3, &["--threads", "2"]);
     for id in c.ids() {
         c.put_ok(
             id,
@@ -57,12 +80,11 @@ struct WriteLog {
 
 /// kill -9 of the leader while a client writes through every node: a new leader takes over,
 /// writes continue, and no acknowledged write is lost, on any node, once the old leader is back.
-#[test]
-fn leader_crash_under_writes_loses_no_acknowledged_write() {
+fn leader_crash_under_writes_loses_no_acknowledged_write(security: Security) {
     const BEFORE_KILL: usize = 20;
     const AFTER_KILL: usize = 20;
 
-    let (mut c, old_leader) = Cluster::start_with_leader(3, &[]);
+    let (mut c, old_leader) = Cluster::start_with_leader_as(security, 3, &[]);
     let n = c.size() as u64;
     let log = Arc::new(Mutex::new(WriteLog::default()));
     let dead = Arc::new(AtomicU64::new(0));
@@ -148,11 +170,10 @@ fn leader_crash_under_writes_loses_no_acknowledged_write() {
 
 /// A follower that was down while the leader compacted its log past the follower's last entry
 /// is caught up by a snapshot, and serves every key afterwards.
-#[test]
-fn lagging_follower_catches_up_by_snapshot() {
+fn lagging_follower_catches_up_by_snapshot(security: Security) {
     const KEYS: usize = 300;
 
-    let (mut c, leader) = Cluster::start_with_leader(3, &["--snapshot-count", "50"]);
+    let (mut c, leader) = Cluster::start_with_leader_as(security, 3, &["--snapshot-count", "50"]);
     let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
     let others: Vec<u64> = c.ids().into_iter().filter(|&id| id != follower).collect();
 
@@ -230,11 +251,10 @@ fn lagging_follower_catches_up_by_snapshot() {
 }
 
 /// SIGTERM every node (each exits 0), start them all again: everything written is still there.
-#[test]
-fn whole_cluster_restart_keeps_data() {
+fn whole_cluster_restart_keeps_data(security: Security) {
     const KEYS: usize = 30;
 
-    let (mut c, _) = Cluster::start_with_leader(3, &[]);
+    let (mut c, _) = Cluster::start_with_leader_as(security, 3, &[]);
     let ids = c.ids();
     for i in 0..KEYS {
         let node = ids[i % ids.len()];
@@ -306,9 +326,8 @@ fn assert_survivor_unavailable(c: &Cluster, survivor: u64) {
     );
 }
 
-#[test]
-fn quorum_loss_leader_survives() {
-    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
+fn quorum_loss_leader_survives(security: Security) {
+    let (mut c, leader) = Cluster::start_with_leader_as(security, 3, &[]);
     c.put_ok(leader, "before-quorum-loss", b"committed");
     for id in c.ids().into_iter().filter(|&id| id != leader) {
         c.kill(id);
@@ -316,9 +335,8 @@ fn quorum_loss_leader_survives() {
     assert_survivor_unavailable(&c, leader);
 }
 
-#[test]
-fn quorum_loss_follower_survives() {
-    let (mut c, leader) = Cluster::start_with_leader(3, &[]);
+fn quorum_loss_follower_survives(security: Security) {
+    let (mut c, leader) = Cluster::start_with_leader_as(security, 3, &[]);
     c.put_ok(leader, "before-quorum-loss", b"committed");
     let survivor = c.ids().into_iter().find(|&id| id != leader).unwrap();
     for id in c.ids().into_iter().filter(|&id| id != survivor) {
@@ -329,14 +347,13 @@ fn quorum_loss_follower_survives() {
 
 /// Garbage on the peer port — random bytes, a frame claiming 4 GiB, a valid frame header with
 /// a bad checksum, a half frame then a hang-up — costs those connections and nothing else.
-#[test]
-fn garbage_on_the_peer_port_is_survived() {
+fn garbage_on_the_peer_port_is_survived(security: Security) {
     use std::io::Write;
     use std::net::TcpStream;
 
-    let (c, _) = Cluster::start_with_leader(3, &[]);
+    let (c, _) = Cluster::start_with_leader_as(security, 3, &[]);
     c.put_ok(1, "before", b"garbage");
-    let peer = c.peer_urls()[1].trim_start_matches("http://").to_string();
+    let peer = c.peer_urls()[1].split_once("://").unwrap().1.to_string();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut noise = vec![0u8; 64 << 10];
     for b in noise.iter_mut() {

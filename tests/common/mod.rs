@@ -15,7 +15,7 @@ use std::process::ExitStatus;
 
 pub use coordinate_testkit::{
     field, free_port, peer, raw_put_status, role, show, tail, wait_exit, wait_until, Client,
-    REQUEST_TIMEOUT, WAIT_TIMEOUT,
+    Security, REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
 /// The binary under test.
@@ -35,7 +35,17 @@ impl Cluster {
     /// [`Cluster::start`], then wait until the nodes agree on a leader; returns the cluster
     /// and the leader's id.
     pub fn start_with_leader(n: usize, extra_args: &[&str]) -> (Cluster, u64) {
-        let (cluster, leader) = coordinate_testkit::Cluster::start_with_leader(BIN, n, extra_args);
+        Cluster::start_with_leader_as(Security::Plain, n, extra_args)
+    }
+
+    /// [`Cluster::start_with_leader`] with the ports speaking as `security` says.
+    pub fn start_with_leader_as(
+        security: Security,
+        n: usize,
+        extra_args: &[&str],
+    ) -> (Cluster, u64) {
+        let mut cluster = coordinate_testkit::Cluster::start_as(security, BIN, n, extra_args);
+        let leader = cluster.wait_for_leader();
         (Cluster(cluster), leader)
     }
 }

@@ -32,6 +32,12 @@ impl Connection {
         })
     }
 
+    /// The same connection, speaking TLS (`Some`) or plain HTTP (`None`).
+    pub fn with_tls(mut self, tls: Option<crate::ClientTls>) -> Connection {
+        self.inner = self.inner.with_tls(tls);
+        self
+    }
+
     /// The `host:port` this connection talks to.
     pub fn addr(&self) -> &str {
         self.inner.addr()

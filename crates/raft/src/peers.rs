@@ -26,26 +26,43 @@ pub fn parse_node_id(s: &str) -> Result<u64, String> {
     }
 }
 
-/// Extracts `host:port` from an `http://host:port` peer URL. Strict: no user info, path,
-/// query or fragment, a port from 1 to 65535, and a host that is an IP address or a DNS name.
+/// Extracts `host:port` from an `http://host:port` or `https://host:port` peer URL. Strict:
+/// no user info, path, query or fragment, a port from 1 to 65535, and a host that is an IP
+/// address or a DNS name.
 ///
 /// ```
 /// use coordinate_raft::peers::peer_addr;
 /// assert_eq!(peer_addr("http://127.0.0.1:12379").as_deref(), Ok("127.0.0.1:12379"));
+/// assert_eq!(peer_addr("https://node-1.local:2380").as_deref(), Ok("node-1.local:2380"));
 /// assert_eq!(peer_addr("http://[::1]:12379/").as_deref(), Ok("[::1]:12379"));
+/// assert!(peer_addr("ftp://127.0.0.1:12379").is_err());
 /// assert!(peer_addr("127.0.0.1:12379").is_err());
 /// assert!(peer_addr("http://127.0.0.1").is_err());
 /// assert!(peer_addr("http://127.0.0.1:0").is_err());
 /// assert!(peer_addr("http://user@127.0.0.1:1").is_err());
 /// ```
 pub fn peer_addr(url: &str) -> Result<String, String> {
+    parse(url).map(|(_, addr)| addr)
+}
+
+/// The scheme of a valid peer URL: `"http"`, or `"https"` for a peer speaking TLS.
+pub fn peer_scheme(url: &str) -> Result<&'static str, String> {
+    parse(url).map(|(scheme, _)| scheme)
+}
+
+/// The scheme and `host:port` of a peer URL (see [`peer_addr`]).
+fn parse(url: &str) -> Result<(&'static str, String), String> {
     if url.contains(['@', '#', ' ']) || url.chars().any(|c| c.is_control()) {
-        return Err("a peer URL is http://host:port, without user info, spaces or fragment".into());
+        return Err(
+            "a peer URL is http(s)://host:port, without user info, spaces or fragment".into(),
+        );
     }
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("the scheme must be http://".into());
-    }
+    let scheme = match uri.scheme_str() {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => return Err("the scheme must be http:// or https://".into()),
+    };
     let host = uri.host().filter(|h| !h.is_empty()).ok_or("missing host")?;
     if !valid_host(host) {
         return Err(format!("{host:?} is not an IP address or a DNS name"));
@@ -57,13 +74,13 @@ pub fn peer_addr(url: &str) -> Result<String, String> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err("a peer URL has no path".into());
     }
-    Ok(format!("{host}:{port}"))
+    Ok((scheme, format!("{host}:{port}")))
 }
 
 /// The one spelling of a peer URL that members are stored and compared under
-/// (`http://host:port`, no trailing slash), so one address cannot be added twice.
+/// (`http(s)://host:port`, no trailing slash), so one address cannot be added twice.
 pub fn canonical_peer_url(url: &str) -> Result<String, String> {
-    peer_addr(url).map(|addr| format!("http://{addr}"))
+    parse(url).map(|(scheme, addr)| format!("{scheme}://{addr}"))
 }
 
 /// An IPv4 or bracketed IPv6 literal, or a DNS name (letters, digits, `-` and `.`).

@@ -20,7 +20,7 @@
 //! changed only by the node, through the membership calls, when it applies a configuration
 //! change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -61,8 +61,9 @@ pub trait StateMachine: Send + 'static {
     /// Removes member `id` and remembers that it was removed.
     fn remove_member(&mut self, id: u64);
 
-    /// Whether member `id` was removed (a removed id is never added back silently).
-    fn is_removed(&self, id: u64) -> bool;
+    /// The ids removed from the cluster and not added back (a removed id is never added back
+    /// silently, and its hellos are answered so it learns it was removed).
+    fn removed(&self) -> &BTreeSet<u64>;
 
     /// Bytes of state a snapshot would write (the node snapshots less often as it grows).
     fn data_bytes(&self) -> u64;
@@ -104,6 +105,7 @@ pub(crate) mod testing {
     pub struct Counter {
         pub applied: u64,
         pub members: BTreeMap<u64, String>,
+        pub removed: BTreeSet<u64>,
         snapshot: Option<Bytes>,
     }
 
@@ -134,9 +136,10 @@ pub(crate) mod testing {
         }
         fn remove_member(&mut self, id: u64) {
             self.members.remove(&id);
+            self.removed.insert(id);
         }
-        fn is_removed(&self, _id: u64) -> bool {
-            false
+        fn removed(&self) -> &BTreeSet<u64> {
+            &self.removed
         }
         fn data_bytes(&self) -> u64 {
             8

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use coordinate_tls::peer::PeerSpec;
 use coordinate_tls::server::ServerSpec;
 
 use crate::maintenance::AutoCompaction;
@@ -119,6 +120,27 @@ pub struct Args {
     /// --cert-file is given.
     #[arg(long)]
     pub auto_tls: bool,
+    /// The peer port's certificate (PEM, with its chain), presented to peers both ways; with
+    /// it every --cluster URL is https:// (etcd's flag). Needs --peer-key-file and
+    /// --peer-trusted-ca-file.
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file (PEM).
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA that signs every member's peer certificate (PEM): a peer is accepted only with a
+    /// certificate it signed that names the member the peer claims to be.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Accepted for etcd's unit files: with --peer-cert-file, peer certificates are always
+    /// required and verified.
+    #[arg(long)]
+    pub peer_client_cert_auth: bool,
+    /// Encrypt peer traffic with a self-signed certificate made at start, verifying nothing
+    /// (as in etcd: it stops eavesdropping, not impersonation). Needs https:// --cluster URLs;
+    /// ignored when --peer-cert-file is given.
+    #[arg(long)]
+    pub peer_auto_tls: bool,
     /// How often the certificate files are checked for changes, in milliseconds (they are
     /// also re-read on SIGHUP); new connections use the new certificates.
     #[arg(long, default_value_t = 5_000)]
@@ -151,6 +173,51 @@ fn client_tls(args: &Args) -> Result<Option<ServerSpec>, String> {
         return Err("--client-cert-auth needs --trusted-ca-file".into());
     }
     Ok(Some(spec))
+}
+
+/// The peer port's TLS from its flags (`None`: plain TCP); checks that the --cluster URLs'
+/// scheme agrees. The error is one line.
+fn peer_tls(args: &Args, urls: &[&str], own_host: &str) -> Result<Option<PeerSpec>, String> {
+    let spec =
+        match (&args.peer_cert_file, &args.peer_key_file) {
+            (Some(cert), Some(key)) => match &args.peer_trusted_ca_file {
+                Some(ca) => Some(PeerSpec::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    trusted_ca: ca.clone(),
+                }),
+                None => return Err(
+                    "--peer-cert-file needs --peer-trusted-ca-file: peers are verified against it"
+                        .into(),
+                ),
+            },
+            (Some(_), None) => return Err("--peer-cert-file needs --peer-key-file".into()),
+            (None, Some(_)) => return Err("--peer-key-file needs --peer-cert-file".into()),
+            (None, None) if args.peer_auto_tls => Some(PeerSpec::SelfSigned {
+                hosts: vec![own_host.to_string(), "localhost".into()],
+            }),
+            (None, None) if args.peer_client_cert_auth || args.peer_trusted_ca_file.is_some() => {
+                return Err(
+                    "--peer-client-cert-auth and --peer-trusted-ca-file need peer TLS: \
+                 --peer-cert-file and --peer-key-file"
+                        .into(),
+                )
+            }
+            (None, None) => None,
+        };
+    let want = if spec.is_some() { "https" } else { "http" };
+    if let Some(url) = urls.iter().find(|u| peer_scheme(u) != Ok(want)) {
+        return Err(match spec {
+            Some(_) => {
+                format!("invalid --cluster URL {url:?}: with peer TLS every peer URL is https://")
+            }
+            None => format!(
+                "invalid --cluster URL {url:?}: https:// peer URLs need peer TLS \
+                 (--peer-cert-file, --peer-key-file and --peer-trusted-ca-file, or --peer-auto-tls)"
+            ),
+        });
+    }
+    Ok(spec)
 }
 
 /// Revisions `--auto-compaction-mode revision` keeps by default: as far back as the watch
@@ -257,11 +324,21 @@ pub struct Config {
     pub quota_bytes: u64,
     /// TLS on the client port (default none: plain HTTP).
     pub client_tls: Option<ServerSpec>,
+    /// TLS between peers (default none: plain TCP).
+    pub peer_tls: Option<PeerSpec>,
     /// How often certificate files are checked for changes (default 5 s).
     pub tls_reload_interval: Duration,
 }
 
 impl Config {
+    /// The scheme of this cluster's peer URLs: `"https"` with peer TLS.
+    pub fn peer_scheme(&self) -> &'static str {
+        match self.peer_tls {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+
     /// Validates flags into a configuration; the error is one line for the operator.
     pub fn from_args(args: Args) -> Result<Config, String> {
         let urls: Vec<&str> = args.cluster.split(',').map(str::trim).collect();
@@ -323,6 +400,12 @@ impl Config {
         }
         let client_tls = client_tls(&args)?;
         let peer_listen = peers[&args.id].clone();
+        let own_host = peer_listen
+            .rsplit_once(':')
+            .map_or(peer_listen.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let peer_tls = peer_tls(&args, &urls, own_host)?;
         Ok(Config {
             id: args.id,
             peer_listen,
@@ -347,12 +430,15 @@ impl Config {
             auto_compaction,
             quota_bytes,
             client_tls,
+            peer_tls,
             tls_reload_interval: Duration::from_millis(args.tls_reload_interval_ms),
         })
     }
 }
 
-pub use coordinate_raft::peers::{canonical_peer_url, parse_node_id, peer_addr, MAX_NODE_ID};
+pub use coordinate_raft::peers::{
+    canonical_peer_url, parse_node_id, peer_addr, peer_scheme, MAX_NODE_ID,
+};
 
 #[cfg(test)]
 mod tests {

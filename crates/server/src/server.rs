@@ -22,6 +22,7 @@ use coordinate_raft::storage::wal::Wal;
 use coordinate_raft::storage::RaftStorage;
 use coordinate_raft::transport::{self, Transport, TransportConfig};
 use coordinate_raft::NodeHandle;
+use coordinate_tls::peer::PeerTls;
 use coordinate_tls::server::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -99,12 +100,18 @@ pub async fn run(
         )),
         None => None,
     };
+    let peer_tls = match &cfg.peer_tls {
+        Some(spec) => Some(Arc::new(
+            PeerTls::new(spec.clone()).context("TLS on the peer port")?,
+        )),
+        None => None,
+    };
     let (recovered, wal) = recover(&cfg).await?;
     let Running {
         handle,
         shared,
         mut done,
-    } = start_node(&cfg, recovered, wal, listeners.peer).await?;
+    } = start_node(&cfg, recovered, wal, listeners.peer, peer_tls.clone()).await?;
     let watch = shared.hub.clone();
     let services = Services::new(handle.clone(), shared.clone());
     let duties = tokio::spawn(maintenance::run(
@@ -127,9 +134,16 @@ pub async fn run(
     let limits =
         api::serve::ServeLimits::from_flags(cfg.max_connections, cfg.client_header_timeout);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let reloads = client_tls
-        .clone()
-        .map(|tls| tokio::spawn(tls.keep_fresh("client", cfg.tls_reload_interval)));
+    let every = cfg.tls_reload_interval;
+    let mut reloads = Vec::new();
+    if let Some(tls) = client_tls.clone() {
+        reloads.push(tokio::spawn(coordinate_tls::keep_fresh(
+            tls, "client", every,
+        )));
+    }
+    if let Some(tls) = peer_tls {
+        reloads.push(tokio::spawn(coordinate_tls::keep_fresh(tls, "peer", every)));
+    }
     let server = tokio::spawn(api::serve::serve(
         listeners.client,
         app,
@@ -144,8 +158,8 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     duties.abort();
-    if let Some(reloads) = reloads {
-        reloads.abort();
+    for reload in reloads {
+        reload.abort();
     }
     // Open watch streams never finish by themselves; end them so the drain completes.
     watch.close();
@@ -184,6 +198,7 @@ async fn start_node(
     recovered: Recovered<Kv>,
     wal: Wal,
     peer_listener: TcpListener,
+    peer_tls: Option<Arc<PeerTls>>,
 ) -> anyhow::Result<Running> {
     let Recovered {
         storage,
@@ -208,6 +223,7 @@ async fn start_node(
             identity,
             known_peers: cfg.data_dir.join(identity::PEERS_FILE),
             incoming_dir: cfg.data_dir.join("snap"),
+            tls: peer_tls,
         },
         &cfg.peers,
         tx.clone(),
@@ -326,7 +342,7 @@ async fn recover(cfg: &Config) -> anyhow::Result<(Recovered<Kv>, Wal)> {
         let members: BTreeMap<u64, String> = cfg
             .peers
             .iter()
-            .map(|(&id, addr)| (id, format!("http://{addr}")))
+            .map(|(&id, addr)| (id, format!("{}://{addr}", cfg.peer_scheme())))
             .collect();
         let voters: Vec<u64> = members.keys().copied().collect();
         let kv = Kv::with_members(members);

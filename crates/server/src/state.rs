@@ -5,7 +5,7 @@
 //! Everything here runs on the raft loop's task, in log order (see
 //! `coordinate_raft::state_machine` for the contract).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -222,8 +222,8 @@ impl StateMachine for Store {
         self.kv.remove_member(id);
     }
 
-    fn is_removed(&self, id: u64) -> bool {
-        self.kv.is_removed(id)
+    fn removed(&self) -> &BTreeSet<u64> {
+        self.kv.removed()
     }
 
     /// The live keys and values: what the snapshot threshold compares the log with. Not the

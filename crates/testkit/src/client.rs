@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coordinate_client::blocking::Connection;
-use coordinate_client::ClientError;
+use coordinate_client::{ClientError, ClientTls};
 use hyper::Method;
 
 /// Per-request timeout of the default client: comfortably above the server's 5 s
@@ -24,11 +24,23 @@ pub struct Client {
     timeout: Duration,
     /// Client base URL of node `id` at index `id - 1`.
     pub(crate) urls: Vec<String>,
+    /// TLS, for a cluster whose client ports speak it (`https://` URLs).
+    pub(crate) tls: Option<ClientTls>,
 }
 
 impl Client {
     pub fn new(urls: Vec<String>, timeout: Duration) -> Client {
-        Client { timeout, urls }
+        Client {
+            timeout,
+            urls,
+            tls: None,
+        }
+    }
+
+    /// The same client, speaking TLS (`Some`) or plain HTTP (`None`).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Client {
+        self.tls = tls;
+        self
     }
 
     pub fn url(&self, id: u64) -> &str {
@@ -44,11 +56,13 @@ impl Client {
         body: Bytes,
     ) -> Result<(u16, Vec<u8>), ClientError> {
         let url = self.url(id);
-        let addr = url.strip_prefix("http://").unwrap_or(url);
-        let mut conn = Connection::new(addr, self.timeout).map_err(|e| ClientError::Connect {
-            addr: addr.to_string(),
-            source: e,
-        })?;
+        let addr = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let mut conn = Connection::new(addr, self.timeout)
+            .map_err(|e| ClientError::Connect {
+                addr: addr.to_string(),
+                source: e,
+            })?
+            .with_tls(self.tls.clone());
         let resp = conn.request(method, path, body)?;
         Ok((resp.status.as_u16(), resp.body.to_vec()))
     }

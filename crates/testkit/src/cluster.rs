@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::certs::Certs;
 use crate::client::{field, show, Client, REQUEST_TIMEOUT};
 use crate::log::tail;
 use crate::ports::free_port;
@@ -60,34 +61,68 @@ pub struct Cluster {
     /// Arguments for one node only (e.g. `--join`).
     extra_for: HashMap<u64, Vec<String>>,
     client: Client,
+    /// With TLS on both ports: the cluster's CA and certificates.
+    certs: Option<Certs>,
     dir: Option<tempfile::TempDir>,
+}
+
+/// How a cluster's ports speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// Plain TCP between peers, plain HTTP on the client ports.
+    Plain,
+    /// Peer mTLS with a certificate per member, client TLS requiring client certificates.
+    Tls,
 }
 
 impl Cluster {
     /// Spawns `n` nodes (ids 1..=n) of `bin` with `extra_args` appended to each command line.
     /// Does not wait for them: call [`Cluster::wait_for_leader`].
     pub fn start(bin: impl Into<PathBuf>, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_as(Security::Plain, bin, n, extra_args)
+    }
+
+    /// [`Cluster::start`] with the ports speaking as `security` says.
+    pub fn start_as(
+        security: Security,
+        bin: impl Into<PathBuf>,
+        n: usize,
+        extra_args: &[&str],
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("coordinate-test-")
             .tempdir()
             .expect("create temp dir");
+        let certs = (security == Security::Tls).then(|| Certs::new(&dir.path().join("certs")));
+        let scheme = match security {
+            Security::Plain => "http",
+            Security::Tls => "https",
+        };
         let peer_urls: Vec<String> = (0..n)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .map(|_| format!("{scheme}://127.0.0.1:{}", free_port()))
             .collect();
+        if let Some(certs) = &certs {
+            for (i, url) in peer_urls.iter().enumerate() {
+                certs.issue_member(i as u64 + 1, url);
+            }
+        }
         let nodes: Vec<Node> = (1..=n as u64)
             .map(|id| Node::new(id, free_port(), dir.path()))
             .collect();
         let urls = nodes
             .iter()
-            .map(|node| format!("http://127.0.0.1:{}", node.client_port))
+            .map(|node| format!("{scheme}://127.0.0.1:{}", node.client_port))
             .collect();
+        let client =
+            Client::new(urls, REQUEST_TIMEOUT).with_tls(certs.as_ref().map(Certs::client_tls));
         let mut cluster = Cluster {
             bin: bin.into(),
             nodes,
             peer_urls,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             extra_for: Default::default(),
-            client: Client::new(urls, REQUEST_TIMEOUT),
+            client,
+            certs,
             dir: Some(dir),
         };
         for id in 1..=n as u64 {
@@ -148,7 +183,20 @@ impl Cluster {
 
     /// A client for this cluster's nodes with another per-request timeout.
     pub fn client_with_timeout(&self, timeout: Duration) -> Client {
-        Client::new(self.client.urls.clone(), timeout)
+        Client::new(self.client.urls.clone(), timeout).with_tls(self.client.tls.clone())
+    }
+
+    /// The cluster's CA and certificates, if its ports speak TLS.
+    pub fn certs(&self) -> Option<&Certs> {
+        self.certs.as_ref()
+    }
+
+    /// `"https"` if the cluster's ports speak TLS, else `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        match self.certs {
+            Some(_) => "https",
+            None => "http",
+        }
     }
 
     /// The command line of node `id` (without the binary).
@@ -167,6 +215,9 @@ impl Cluster {
         if let Ok(level) = std::env::var("COORDINATE_TEST_LOG_LEVEL") {
             args.push("--log-level".to_string());
             args.push(level);
+        }
+        if let Some(certs) = &self.certs {
+            args.extend(certs.member_args(id));
         }
         args.extend(self.extra_args.iter().cloned());
         if let Some(extra) = self.extra_for.get(&id) {

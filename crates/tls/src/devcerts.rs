@@ -34,6 +34,16 @@ pub struct Subject {
     pub expired: bool,
 }
 
+impl Subject {
+    /// A subject with only a common name (add hosts and URIs with struct update syntax).
+    pub fn named(name: &str) -> Subject {
+        Subject {
+            name: name.to_string(),
+            ..Subject::default()
+        }
+    }
+}
+
 /// A signed certificate and its key, PEM-encoded.
 #[derive(Clone, Debug)]
 pub struct Issued {

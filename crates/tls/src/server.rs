@@ -89,46 +89,75 @@ impl ServerTls {
         Ok(())
     }
 
-    /// Reloads on SIGHUP and whenever a file changes (checked every `every`), logging each
-    /// reload and each failure, until the task is dropped. `what` names the port in logs.
-    pub async fn keep_fresh(self: Arc<ServerTls>, what: &'static str, every: Duration) {
-        if !matches!(self.spec, ServerSpec::Files { .. }) {
-            return;
-        }
+    /// Whether any file changed since the last load (false for a self-signed port).
+    pub fn files_changed(&self) -> bool {
+        *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) != stamps(&self.spec)
+    }
+}
+
+impl Reload for ServerTls {
+    fn reload(&self) -> Result<(), TlsError> {
+        ServerTls::reload(self)
+    }
+
+    fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        ServerTls::reload_if_changed(self)
+    }
+
+    fn has_files(&self) -> bool {
+        matches!(self.spec, ServerSpec::Files { .. })
+    }
+}
+
+/// Certificates that can be re-read: a port's ([`ServerTls`]) or the peer side's
+/// ([`crate::peer::PeerTls`]).
+pub trait Reload: Send + Sync + 'static {
+    /// Re-reads the files (SIGHUP).
+    fn reload(&self) -> Result<(), TlsError>;
+    /// Re-reads the files if any changed; true if it did.
+    fn reload_if_changed(&self) -> Result<bool, TlsError>;
+    /// Whether there are files at all (a self-signed certificate has none to re-read).
+    fn has_files(&self) -> bool;
+}
+
+/// Reloads on SIGHUP and whenever a file changes (checked every `every`), logging each
+/// reload and each failure, until the task is dropped. `what` names the port in logs.
+pub async fn keep_fresh<R: Reload>(tls: Arc<R>, what: &'static str, every: Duration) {
+    if !tls.has_files() {
+        return;
+    }
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
         #[cfg(unix)]
-        let mut hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            #[cfg(unix)]
-            let forced = match hangups.as_mut() {
-                Some(h) => tokio::select! {
-                    _ = h.recv() => true,
-                    _ = ticks.tick() => false,
-                },
-                None => {
-                    ticks.tick().await;
-                    false
-                }
-            };
-            #[cfg(not(unix))]
-            let forced = {
+        let forced = match hangups.as_mut() {
+            Some(h) => tokio::select! {
+                _ = h.recv() => true,
+                _ = ticks.tick() => false,
+            },
+            None => {
                 ticks.tick().await;
                 false
-            };
-            let result = match forced {
-                true => self.reload().map(|()| true),
-                false => self.reload_if_changed(),
-            };
-            match result {
-                Ok(true) => tracing::info!(port = what, "TLS certificates reloaded"),
-                Ok(false) => {}
-                Err(error) => tracing::warn!(
-                    port = what, %error,
-                    "cannot reload the TLS certificates; serving on with the previous ones"
-                ),
             }
+        };
+        #[cfg(not(unix))]
+        let forced = {
+            ticks.tick().await;
+            false
+        };
+        let result = match forced {
+            true => tls.reload().map(|()| true),
+            false => tls.reload_if_changed(),
+        };
+        match result {
+            Ok(true) => tracing::info!(port = what, "TLS certificates reloaded"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(
+                port = what, %error,
+                "cannot reload the TLS certificates; serving on with the previous ones"
+            ),
         }
     }
 }

@@ -103,7 +103,7 @@ impl<S: StateMachine> Node<S> {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let url = (!cc.context.is_empty())
                     .then(|| String::from_utf8_lossy(&cc.context).into_owned());
-                if self.sm.is_removed(id) {
+                if self.sm.removed().contains(&id) {
                     // Added back, normally with an empty data dir: trust the data-dir identity
                     // it presents next (see `storage::identity`).
                     self.transport.forget_identity(id);
@@ -157,6 +157,8 @@ impl<S: StateMachine> Node<S> {
             })
             .collect();
         self.transport.set_peers(peers);
+        self.transport
+            .set_removed(self.sm.removed().iter().copied());
     }
 
     /// Validates a change against this node's view and proposes it.
@@ -230,9 +232,17 @@ impl<S: StateMachine> Node<S> {
                 "node id {id} is above {MAX_NODE_ID}: no node could be started with it"
             ))));
         }
-        if canonical_peer_url(url).as_ref() != Ok(url) {
+        let scheme = self.transport.scheme();
+        if canonical_peer_url(url).as_ref() != Ok(url) || !url.starts_with(&format!("{scheme}://"))
+        {
             return Err(Declined::Rejected(Rejection::Invalid(format!(
-                "invalid peer URL {url:?}: expected http://host:port"
+                "invalid peer URL {url:?}: expected {scheme}://host:port (this cluster's peers \
+                 speak {})",
+                if scheme == "https" {
+                    "TLS"
+                } else {
+                    "plain TCP"
+                }
             ))));
         }
         if self.is_member(id) {

@@ -26,7 +26,7 @@
 //! accepts from peers is decided in [`guard`] (pure rules) and [`inbound`] (the checks that need
 //! the state machine: received snapshots, forwarded proposals) before raft-rs sees a message.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -260,6 +260,9 @@ pub struct Node<S: StateMachine> {
     ticks: u64,
     /// The tick at which this node applied its own removal (cleared if it is added back).
     removed_at: Option<u64>,
+    /// Members that answered this node's hello saying they applied its removal (a node that
+    /// missed its own removal learns it this way).
+    removed_by: BTreeSet<u64>,
     /// A received snapshot, parsed before it was stepped, for `handle_ready` to install.
     verified_snapshot: Option<inbound::VerifiedSnapshot<S>>,
     /// Rate limit of the log lines about refused peer messages.
@@ -332,6 +335,7 @@ impl<S: StateMachine> Node<S> {
             role: StateRole::Follower,
             ticks: 0,
             removed_at: None,
+            removed_by: BTreeSet::new(),
             verified_snapshot: None,
             refusals: guard::RefusalLog::default(),
         })
@@ -372,7 +376,7 @@ impl<S: StateMachine> Node<S> {
             self.flush_reads();
             self.handle_ready()?;
             self.maybe_snapshot()?;
-            if self.removal_is_final() {
+            if self.removal_is_final() || self.told_removed() {
                 tokio::task::block_in_place(|| {
                     self.writer.barrier()?;
                     self.raw.mut_store().mark_removed()
@@ -404,6 +408,24 @@ impl<S: StateMachine> Node<S> {
             self.ticks >= at + ELECTION_TICKS as u64
                 && self.applied >= self.raw.raft.raft_log.committed
         })
+    }
+
+    /// True once most of the other voters this node knows told it they applied its removal:
+    /// it was removed while it could not hear of it, and no one will send it the entry. (A
+    /// majority, so one forged answer — without peer TLS — cannot stop a member.)
+    fn told_removed(&self) -> bool {
+        let others: Vec<u64> = self
+            .conf_state
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.cfg.id)
+            .collect();
+        let told = others
+            .iter()
+            .filter(|v| self.removed_by.contains(v))
+            .count();
+        !others.is_empty() && told > others.len() / 2
     }
 
     /// Handles one input; returns true on shutdown.
@@ -467,6 +489,15 @@ impl<S: StateMachine> Node<S> {
                 };
                 self.raw.report_snapshot(to, status);
             }
+            TransportEvent::RemovedBy { member, to } if to == self.cfg.id => {
+                if self.removed_by.insert(member) {
+                    tracing::warn!(
+                        member,
+                        "member says it applied this node's removal from the cluster"
+                    );
+                }
+            }
+            TransportEvent::RemovedBy { .. } => {}
         }
     }
 

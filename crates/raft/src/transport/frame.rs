@@ -9,6 +9,8 @@
 //!   2 SNAP_HEAD: total data length: u64 LE, crc32c of the data: u32 LE,
 //!                raft MsgSnapshot protobuf without its snapshot data
 //!   3 SNAP_DATA: the next chunk of snapshot data
+//!   5 REMOVED:   from: u64 LE, to: u64 LE   (the only frame sent back on a connection: its
+//!                hello came from a member `from` has removed; then the connection closes)
 //! ```
 //! Bounds, all checked before anything is allocated: a frame is at most the limit its reader
 //! gives ([`MAX_FRAME`] after the hello, [`HELLO_FRAME`] before it); a snapshot announces at
@@ -46,6 +48,9 @@ pub const MESSAGES: u8 = 1;
 pub const SNAP_HEAD: u8 = 2;
 pub const SNAP_DATA: u8 = 3;
 pub const HELLO: u8 = 4;
+pub const REMOVED: u8 = 5;
+/// Payload length of a REMOVED answer (kind included).
+pub const REMOVED_LEN: usize = 1 + 8 + 8;
 
 /// The first frame of every connection: who is talking to whom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +73,8 @@ pub enum FrameError {
     Kind(u8),
     #[error("hello of {0} bytes, want {HELLO_LEN}")]
     HelloLength(usize),
+    #[error("removal answer of {0} bytes, want {REMOVED_LEN}")]
+    RemovedLength(usize),
     #[error("peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
     Version(u8),
     #[error("message cut short")]
@@ -102,6 +109,11 @@ pub enum Frame {
         message: Box<Message>,
     },
     SnapData(Bytes),
+    /// Member `from` answers a hello from `to`, which it applied the removal of.
+    Removed {
+        from: u64,
+        to: u64,
+    },
 }
 
 /// Parses a header, refusing a length of 0 or over `max` (before anything is allocated).
@@ -146,6 +158,11 @@ pub fn decode_payload(payload: Bytes, crc: u32) -> Result<Frame, FrameError> {
             })
         }
         SNAP_DATA => Ok(Frame::SnapData(body)),
+        REMOVED if payload.len() == REMOVED_LEN => Ok(Frame::Removed {
+            from: u64::from_le_bytes(array(&body[..8])),
+            to: u64::from_le_bytes(array(&body[8..16])),
+        }),
+        REMOVED => Err(FrameError::RemovedLength(payload.len())),
         k => Err(FrameError::Kind(k)),
     }
 }
@@ -285,6 +302,17 @@ pub fn header(parts: &[&[u8]]) -> [u8; HEADER_LEN] {
     h[..4].copy_from_slice(&(len as u32).to_le_bytes());
     h[4..].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// A whole REMOVED frame: member `from` tells `to` that it was removed.
+pub fn encode_removed(from: u64, to: u64) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(REMOVED_LEN);
+    payload.push(REMOVED);
+    payload.extend_from_slice(&from.to_le_bytes());
+    payload.extend_from_slice(&to.to_le_bytes());
+    let mut out = header(&[&payload]).to_vec();
+    out.extend_from_slice(&payload);
+    out
 }
 
 /// A whole HELLO frame.

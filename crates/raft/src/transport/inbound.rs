@@ -4,14 +4,17 @@
 //! # Rules, in the order they are checked
 //! 1. At most [`MAX_PEER_CONNECTIONS`] connections are open on the peer port; one more is
 //!    closed at once.
-//! 2. The first frame must be a valid HELLO (at most [`frame::HELLO_FRAME`] bytes: nothing
-//!    bigger is read before it) within [`HELLO_TIMEOUT`], addressed to this node, from one of
-//!    the transport's current peers, presenting the data-dir identity this node remembers for
-//!    that peer, or any identity if it remembers none (it is then remembered, durably, before
-//!    any message is read).
-//! 3. One connection per peer: a newer hello from the same peer closes the older connection.
+//! 2. With peer TLS, the handshake must complete with a client certificate the peer CA signed.
+//! 3. The first frame must be a valid HELLO (at most [`frame::HELLO_FRAME`] bytes: nothing
+//!    bigger is read before it), handshake included within [`HELLO_TIMEOUT`], addressed to this
+//!    node, from one of the transport's current peers (a hello from a removed member is
+//!    answered with REMOVED, so it learns it), whose certificate (with peer TLS) names that
+//!    peer's URL, presenting the data-dir identity this node remembers for that peer, or any
+//!    identity if it remembers none (it is then remembered, durably, before any message is
+//!    read).
+//! 4. One connection per peer: a newer hello from the same peer closes the older connection.
 //!    A peer removed from the transport's set loses its connection.
-//! 4. Every message must be from the hello's peer to this node; snapshots only come as
+//! 5. Every message must be from the hello's peer to this node; snapshots only come as
 //!    SNAP_HEAD + SNAP_DATA, one at a time per connection, at most [`frame::MAX_SNAPSHOT`]
 //!    bytes, streamed to `<incoming_dir>/incoming-<from>-<n>.tmp` and checked against the
 //!    announced length and CRC (again after reading the file back) before the node sees them.
@@ -39,8 +42,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use coordinate_tls::rustls::pki_types::CertificateDer;
 use raft::eraftpb::{Message, MessageType};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -77,6 +81,12 @@ pub enum Refusal {
     Io(#[from] io::Error),
     #[error("no hello within {HELLO_TIMEOUT:?}")]
     NoHello,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(io::Error),
+    #[error("hello from node {id}, but its certificate does not prove it: {reason}")]
+    Certificate { id: u64, reason: String },
+    #[error("hello from node {0}, which was removed from the cluster (told so)")]
+    Removed(u64),
     #[error("the first frame is not a hello")]
     NotHello,
     #[error("hello addressed to node {to}, but this is node {own}")]
@@ -91,6 +101,8 @@ pub enum Refusal {
     Identity { id: u64, presented: u64, known: u64 },
     #[error("a second hello")]
     SecondHello,
+    #[error("a removal answer on an inbound connection")]
+    Answer,
     #[error("a message from node {from} to node {to} on the connection of peer {peer}")]
     Misaddressed { from: u64, to: u64, peer: u64 },
     #[error("a snapshot message outside a snapshot stream")]
@@ -118,11 +130,14 @@ impl Refusal {
             Refusal::Frame(_) => "frame",
             Refusal::Io(_) => "io",
             Refusal::NoHello | Refusal::NotHello => "hello",
-            Refusal::WrongNode { .. } | Refusal::NotPeer(_) => "who",
+            Refusal::Handshake(_) => "tls",
+            Refusal::Certificate { .. } => "certificate",
+            Refusal::WrongNode { .. } | Refusal::NotPeer(_) | Refusal::Removed(_) => "who",
             Refusal::Identity { .. } => "identity",
-            Refusal::SecondHello | Refusal::Misaddressed { .. } | Refusal::InlineSnapshot => {
-                "message"
-            }
+            Refusal::SecondHello
+            | Refusal::Answer
+            | Refusal::Misaddressed { .. }
+            | Refusal::InlineSnapshot => "message",
             Refusal::Stalled => "stalled",
             Refusal::SnapshotOverlap
             | Refusal::SnapshotDataAlone
@@ -272,12 +287,41 @@ pub async fn serve<E: NodeQueue>(listener: TcpListener, transport: Transport<E>)
     }
 }
 
-/// Serves one connection: the hello, then its frames, until it ends or breaks a rule.
+/// Serves one connection: the TLS handshake if configured, then the hello and its frames,
+/// until it ends or breaks a rule.
 async fn connection<E: NodeQueue>(stream: TcpStream, t: &Arc<Inner<E>>) -> Result<(), Refusal> {
     stream.set_nodelay(true)?;
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let Some(tls) = &t.tls else {
+        return serve_stream(stream, None, deadline, t).await;
+    };
+    let stream = tokio::time::timeout_at(deadline, tls.acceptor().accept(stream))
+        .await
+        .map_err(|_| Refusal::NoHello)?
+        .map_err(Refusal::Handshake)?;
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned();
+    serve_stream(stream, cert, deadline, t).await
+}
+
+/// Serves one connection after its handshake (`cert`: the certificate its client presented).
+async fn serve_stream<S, E>(
+    stream: S,
+    cert: Option<CertificateDer<'static>>,
+    deadline: tokio::time::Instant,
+    t: &Arc<Inner<E>>,
+) -> Result<(), Refusal>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    E: NodeQueue,
+{
     let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
-    let first = tokio::time::timeout(
-        HELLO_TIMEOUT,
+    let first = tokio::time::timeout_at(
+        deadline,
         read_frame(&mut reader, &t.inbound.budget, HELLO_FRAME),
     )
     .await
@@ -287,7 +331,20 @@ async fn connection<E: NodeQueue>(stream: TcpStream, t: &Arc<Inner<E>>) -> Resul
         Some((Frame::Hello(h), _permit)) => h,
         Some(_) => return Err(Refusal::NotHello),
     };
-    admit(t, &hello).await?;
+    if let Err(refusal) = admit(t, &hello, cert.as_ref()).await {
+        if let Refusal::Removed(id) = refusal {
+            // Tell it, so it stops for good instead of campaigning alone forever. Best effort:
+            // it hears it again at its next attempt.
+            let answer = frame::encode_removed(t.id, id);
+            let stream = reader.get_mut();
+            let _ = tokio::time::timeout_at(deadline, async {
+                stream.write_all(&answer).await?;
+                stream.shutdown().await
+            })
+            .await;
+        }
+        return Err(refusal);
+    }
     let (serial, mut replaced) = t.inbound.register(hello.from);
     let mut session = Session {
         peer: hello.from,
@@ -302,16 +359,27 @@ async fn connection<E: NodeQueue>(stream: TcpStream, t: &Arc<Inner<E>>) -> Resul
     result
 }
 
-/// Checks a hello against rule 2 (see the module doc), remembering a new peer's identity.
-async fn admit<E: NodeQueue>(t: &Arc<Inner<E>>, h: &Hello) -> Result<(), Refusal> {
+/// Checks a hello against rule 3 (see the module doc), remembering a new peer's identity.
+async fn admit<E: NodeQueue>(
+    t: &Arc<Inner<E>>,
+    h: &Hello,
+    cert: Option<&CertificateDer<'static>>,
+) -> Result<(), Refusal> {
     if h.to != t.id {
         return Err(Refusal::WrongNode {
             to: h.to,
             own: t.id,
         });
     }
-    if h.from == t.id || !t.peers().contains_key(&h.from) {
-        return Err(Refusal::NotPeer(h.from));
+    let addr = match t.peers().get(&h.from) {
+        Some(peer) if h.from != t.id => peer.addr.clone(),
+        _ if t.removed().contains(&h.from) => return Err(Refusal::Removed(h.from)),
+        _ => return Err(Refusal::NotPeer(h.from)),
+    };
+    if let Some(tls) = &t.tls {
+        let url = format!("https://{addr}");
+        tls.check_member(cert, &url)
+            .map_err(|reason| Refusal::Certificate { id: h.from, reason })?;
     }
     match t.known.check(h.from, h.identity) {
         Verdict::Known => Ok(()),
@@ -392,6 +460,7 @@ impl Session {
             };
             match frame {
                 Frame::Hello(_) => return Err(Refusal::SecondHello),
+                Frame::Removed { .. } => return Err(Refusal::Answer),
                 Frame::Messages(msgs) => {
                     for m in msgs {
                         let m = m?;

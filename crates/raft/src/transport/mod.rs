@@ -1,5 +1,5 @@
-//! Peer transport: raft messages between nodes over plain TCP, one long-lived connection per
-//! peer in each direction.
+//! Peer transport: raft messages between nodes over TCP, in clear or under mutual TLS, one
+//! long-lived connection per peer in each direction.
 //!
 //! # Outbound ([`outbound`])
 //! The thread that produced a message writes it: [`Transport::send`] encodes the messages for a
@@ -16,6 +16,14 @@
 //! the peer unreachable, so raft stops pipelining to it and retransmits later), flushes the
 //! outbox, and streams snapshots, during which senders only buffer. An outbox over
 //! [`PEER_BUFFER`] bytes refuses new messages (reported unreachable, as a dropped message is).
+//!
+//! # TLS ([`link`])
+//! With peer TLS every connection starts with a handshake in which both sides present a
+//! certificate the peer CA signed, and each checks that the other's names the member it
+//! stands for (`coordinate_tls::identity`): the dialler that it reached the member it meant,
+//! the acceptor that the hello's sender is that member — before any raft message is decoded.
+//! Senders still write directly: the outbound TLS session sits beside the socket, and a
+//! writer seals its frames into records and pushes them with `try_write` ([`link::Link`]).
 //!
 //! # Frames ([`frame`])
 //! Every connection starts with a HELLO (protocol version, from, to, the sender's data-dir
@@ -34,6 +42,7 @@
 
 pub mod frame;
 mod inbound;
+mod link;
 mod outbound;
 pub use inbound::InboundShare;
 
@@ -42,6 +51,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::{Message, MessageType};
+
+use coordinate_tls::peer::PeerTls;
 
 use crate::error::{Error, Result};
 use crate::storage::identity::KnownPeers;
@@ -61,6 +72,9 @@ pub enum TransportEvent {
     Unreachable(u64),
     /// Sending a snapshot to `to` finished (or failed).
     SnapshotSent { to: u64, ok: bool },
+    /// `member` answered this node's hello saying it applied the removal of `to` (this node,
+    /// or the id it said hello as).
+    RemovedBy { member: u64, to: u64 },
 }
 
 /// The raft loop's input queue, as the transport sees it: anything a [`TransportEvent`]
@@ -88,6 +102,8 @@ pub struct TransportConfig {
     pub known_peers: PathBuf,
     /// Where incoming snapshots are streamed to (`<data_dir>/snap`).
     pub incoming_dir: PathBuf,
+    /// Peer TLS (`None`: plain TCP, and `http://` peer URLs).
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 /// Handle used by the raft loop and the log writer to send messages to peers.
@@ -112,6 +128,9 @@ struct Inner<E> {
     known: Arc<KnownPeers>,
     incoming_dir: PathBuf,
     inbound: inbound::Inbound,
+    tls: Option<Arc<PeerTls>>,
+    /// Ids removed from the cluster: a hello from one is answered with REMOVED.
+    removed: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl<E: NodeQueue> Transport<E> {
@@ -137,6 +156,8 @@ impl<E: NodeQueue> Transport<E> {
                 known,
                 incoming_dir: cfg.incoming_dir,
                 inbound: inbound::Inbound::new(),
+                tls: cfg.tls,
+                removed: Mutex::new(Default::default()),
             }),
         };
         for (&peer, addr) in peers {
@@ -169,6 +190,7 @@ impl<E: NodeQueue> Transport<E> {
             peer.clone(),
             self.inner.node.clone(),
             hello,
+            self.inner.tls.clone(),
         ));
         if let Some(old) = peers.insert(id, peer) {
             old.close();
@@ -191,6 +213,17 @@ impl<E: NodeQueue> Transport<E> {
         for (id, addr) in wanted {
             self.add_peer(id, addr);
         }
+    }
+
+    /// Remembers the ids removed from the cluster (and not added back), so their hellos are
+    /// answered with REMOVED.
+    pub fn set_removed(&self, removed: impl IntoIterator<Item = u64>) {
+        *self.inner.removed() = removed.into_iter().collect();
+    }
+
+    /// The scheme of this cluster's peer URLs: `"https"` with peer TLS, else `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        self.inner.scheme()
     }
 
     /// True while the outbound connection to peer `id` is up (connected, hello sent, not
@@ -268,6 +301,17 @@ impl<E: NodeQueue> Inner<E> {
         // The map is only touched briefly; a poisoned lock still holds a usable map.
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn removed(&self) -> MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.removed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.tls {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +360,7 @@ mod tests {
             identity,
             known_peers: dir.join(format!("PEERS-{id}")),
             incoming_dir: dir.join(format!("snap-{id}")),
+            tls: None,
         };
         Transport::new(cfg, &peers, node, rt.handle().clone()).expect("transport")
     }

@@ -1,9 +1,11 @@
 //! Outbound: one connection per peer, owned by that peer's task, written directly by senders
 //! while it is idle (see the module doc of [`super`]).
 //!
-//! The task connects, sends the hello (this node's id, the peer's id, this data directory's
-//! identity) as the first frame, and only then lets senders write. The peer never sends
-//! anything back on this connection, so the task also watches it for reads: end of stream
+//! The task connects (with peer TLS: completes the handshake and checks that the peer's
+//! certificate names the member this node means to reach), sends the hello (this node's id,
+//! the peer's id, this data directory's identity) as the first frame, and only then lets
+//! senders write. The peer sends nothing back on this connection but, once, a REMOVED answer
+//! (it applied this node's removal), so the task also watches it for reads: end of stream
 //! means the peer hung up (for instance it refused the hello), and the task reconnects.
 
 use std::collections::VecDeque;
@@ -13,13 +15,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use coordinate_tls::peer::PeerTls;
+use coordinate_tls::rustls::pki_types::ServerName;
 use raft::eraftpb::Message;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::frame::{self, SNAP_DATA};
+use super::frame::{self, Frame, REMOVED_LEN, SNAP_DATA};
+use super::link::Link;
 use super::{NodeQueue, TransportEvent};
-use super::{BATCH_BYTES, PEER_BUFFER, SNAPSHOT_CHUNK, SNAPSHOT_QUEUE};
+use super::{BATCH_BYTES, HELLO_TIMEOUT, PEER_BUFFER, SNAPSHOT_CHUNK, SNAPSHOT_QUEUE};
 
 /// A connection the peer closes sooner than this after the hello counts as refused.
 const REFUSED_WITHIN: Duration = Duration::from_secs(1);
@@ -40,7 +45,7 @@ pub(super) struct Peer {
 #[derive(Default)]
 pub(super) struct Outbox {
     /// The connection, while it is up and no snapshot is streaming: senders may write to it.
-    stream: Option<Arc<TcpStream>>,
+    stream: Option<Arc<Link>>,
     /// Encoded frames not yet written; they go before anything newer.
     pending: BytesMut,
     /// Snapshots for the task to stream, each after the frames that were pending when it was
@@ -81,8 +86,8 @@ impl Peer {
         let mut written = 0;
         if out.pending.is_empty() {
             if let Some(stream) = &out.stream {
-                match write_now(stream, frames) {
-                    Ok(n) if n == frames.len() => return Ok(()),
+                match stream.write_now(frames) {
+                    Ok(n) if n == frames.len() && !stream.has_backlog() => return Ok(()),
                     Ok(n) => written = n,
                     Err(_) => {
                         out.stream = None;
@@ -137,30 +142,6 @@ impl Peer {
     }
 }
 
-/// Writes as much of `buf` as the socket takes without blocking.
-fn write_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < buf.len() {
-        match stream.try_write(&buf[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
-}
-
-/// Writes all of `buf`, waiting for the socket to drain as needed.
-async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        stream.writable().await?;
-        let n = write_now(stream, buf)?;
-        buf = &buf[n..];
-    }
-    Ok(())
-}
-
 /// The peer's task: connects, says hello, flushes the outbox, streams snapshots, reconnects
 /// after errors, until the peer is removed. `hello` is the encoded HELLO frame.
 pub(super) async fn run_peer<E: NodeQueue>(
@@ -168,12 +149,13 @@ pub(super) async fn run_peer<E: NodeQueue>(
     peer: Arc<Peer>,
     node: flume::Sender<E>,
     hello: Vec<u8>,
+    tls: Option<Arc<PeerTls>>,
 ) {
     let mut backoff = Duration::from_millis(20);
     let mut was_connected = true;
     let mut refused = false;
     while !peer.is_closed() {
-        let stream = match connect(&peer.addr, &hello).await {
+        let stream = match connect(&peer.addr, &hello, tls.as_deref()).await {
             Ok(s) => s,
             Err(e) => {
                 if was_connected {
@@ -216,28 +198,54 @@ pub(super) async fn run_peer<E: NodeQueue>(
     }
 }
 
-/// Connects and sends the hello.
-async fn connect(addr: &str, hello: &[u8]) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    write_all(&stream, hello).await?;
-    Ok(stream)
+/// Connects (under TLS if configured, checking the peer's certificate) and sends the hello.
+async fn connect(addr: &str, hello: &[u8], tls: Option<&PeerTls>) -> io::Result<Link> {
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let link = match tls {
+        None => Link::plain(tcp),
+        Some(tls) => {
+            let name = ServerName::try_from(host(addr).to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let handshake = tls.connector().connect(name, tcp);
+            let stream = tokio::time::timeout(HELLO_TIMEOUT, handshake)
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            let (tcp, session) = stream.into_inner();
+            let cert = session.peer_certificates().and_then(|c| c.first());
+            tls.check_member(cert, &format!("https://{addr}"))
+                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+            Link::tls(tcp, session)
+        }
+    };
+    link.write_all(hello).await?;
+    Ok(link)
+}
+
+/// The host of a `host:port` address, IPv6 without its brackets.
+fn host(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Serves one connection until it fails, the peer hangs up, or the peer is removed.
 async fn serve_connection<E: NodeQueue>(
     id: u64,
     peer: &Peer,
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Link>,
     node: &flume::Sender<E>,
 ) -> io::Result<()> {
+    let mut answer = Vec::new();
     loop {
         flush(id, peer, stream, node).await?;
         tokio::select! {
             () = peer.wake.notified() => {}
             ready = stream.readable() => {
                 ready?;
-                check_hung_up(stream)?;
+                stream.read_now(&mut answer)?;
+                check_answer(id, &answer, node)?;
             }
         }
         if peer.is_closed() {
@@ -246,18 +254,20 @@ async fn serve_connection<E: NodeQueue>(
     }
 }
 
-/// The peer never writes on this connection: a readable socket means it hung up (or broke
-/// the protocol); either way the connection is done.
-fn check_hung_up(stream: &TcpStream) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    match stream.try_read(&mut byte) {
-        Ok(0) => Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "the peer hung up",
-        )),
-        Ok(_) => Err(io::Error::other("the peer wrote on an outbound connection")),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-        Err(e) => Err(e),
+/// What the peer sent back so far: nothing, part of a REMOVED answer, or a whole one (reported
+/// to the node). Anything else breaks the protocol and ends the connection.
+fn check_answer<E: NodeQueue>(id: u64, answer: &[u8], node: &flume::Sender<E>) -> io::Result<()> {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    match frame::decode(answer, REMOVED_LEN) {
+        Ok(None) => Ok(()),
+        Ok(Some((Frame::Removed { from, to }, _))) if from == id => {
+            report(node, TransportEvent::RemovedBy { member: from, to });
+            Ok(())
+        }
+        Ok(Some(_)) => Err(bad("the peer wrote on an outbound connection".into())),
+        Err(e) => Err(bad(format!(
+            "the peer wrote on an outbound connection: {e}"
+        ))),
     }
 }
 
@@ -267,7 +277,7 @@ fn check_hung_up(stream: &TcpStream) -> io::Result<()> {
 async fn flush<E: NodeQueue>(
     id: u64,
     peer: &Peer,
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Link>,
     node: &flume::Sender<E>,
 ) -> io::Result<()> {
     loop {
@@ -279,9 +289,9 @@ async fn flush<E: NodeQueue>(
             match out.snapshots.pop_front() {
                 Some(next) => Some(next),
                 None => {
-                    let n = write_now(stream, &out.pending)?;
+                    let n = stream.write_now(&out.pending)?;
                     out.pending.advance(n);
-                    if out.pending.is_empty() {
+                    if out.pending.is_empty() && !stream.has_backlog() {
                         out.stream = Some(stream.clone());
                         return Ok(());
                     }
@@ -291,7 +301,7 @@ async fn flush<E: NodeQueue>(
         };
         match snapshot {
             Some((before, m)) => {
-                write_all(stream, &before).await?;
+                stream.write_all(&before).await?;
                 let sent = write_snapshot(stream, &m).await;
                 report(
                     node,
@@ -330,15 +340,15 @@ fn report<E: NodeQueue>(node: &flume::Sender<E>, event: TransportEvent) {
     let _ = node.try_send(E::from(event));
 }
 
-async fn write_frame(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<()> {
-    write_all(stream, &frame::header(parts)).await?;
+async fn write_frame(stream: &Link, parts: &[&[u8]]) -> io::Result<()> {
+    stream.write_all(&frame::header(parts)).await?;
     for p in parts {
-        write_all(stream, p).await?;
+        stream.write_all(p).await?;
     }
     Ok(())
 }
 
-async fn write_snapshot(stream: &TcpStream, m: &Message) -> io::Result<()> {
+async fn write_snapshot(stream: &Link, m: &Message) -> io::Result<()> {
     let data = m.get_snapshot().data.clone();
     let head = frame::snap_head_payload(m, &data).map_err(io::Error::other)?;
     write_frame(stream, &[&head]).await?;

@@ -155,6 +155,11 @@ impl Kv {
         self.removed.contains(&id)
     }
 
+    /// Ids removed from the cluster and not added back.
+    pub fn removed(&self) -> &BTreeSet<u64> {
+        &self.removed
+    }
+
     /// The member list (id → peer URL).
     pub fn members(&self) -> &BTreeMap<u64, String> {
         &self.members

@@ -16,12 +16,16 @@ impl Cluster {
     /// seed's walkthrough; start it with [`Cluster::start_joining`].
     pub fn add_node_slot(&mut self) -> (u64, String) {
         let id = self.nodes.len() as u64 + 1;
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let scheme = self.scheme();
+        let peer_url = format!("{scheme}://127.0.0.1:{}", free_port());
+        if let Some(certs) = &self.certs {
+            certs.issue_member(id, &peer_url);
+        }
         self.peer_urls.push(peer_url.clone());
         let client_port = free_port();
         self.client
             .urls
-            .push(format!("http://127.0.0.1:{client_port}"));
+            .push(format!("{scheme}://127.0.0.1:{client_port}"));
         let node = Node::new(id, client_port, self.dir());
         self.nodes.push(node);
         (id, peer_url)
@@ -59,7 +63,7 @@ impl Cluster {
             "PUT" => hyper::Method::PUT,
             other => panic!("unsupported method {other}"),
         };
-        let client = crate::Client::new(self.client.urls.clone(), MEMBERSHIP_REQUEST_TIMEOUT);
+        let client = self.client_with_timeout(MEMBERSHIP_REQUEST_TIMEOUT);
         let body = bytes::Bytes::copy_from_slice(body.as_bytes());
         match client.request(id, method.clone(), path, body) {
             Ok((status, text)) => (status, String::from_utf8_lossy(&text).into_owned()),
