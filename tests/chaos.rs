@@ -80,6 +80,21 @@ fn five_nodes_under_kills_pauses_and_partitions_stay_linearizable() {
     ]);
 }
 
+/// Peer mTLS and client TLS on every node (a CA made for the run): kills, pauses, partitions
+/// and membership changes, and the re-added nodes rejoin over TLS too.
+#[test]
+fn three_nodes_with_tls_on_both_ports_stay_linearizable() {
+    chaos_passes(&[
+        "--nodes",
+        "3",
+        "--duration",
+        "20",
+        "--nemesis",
+        "kill,pause,partition,membership",
+        "--tls",
+    ]);
+}
+
 /// Snapshots every few entries: restarted and partitioned nodes catch up by snapshot while
 /// the workload runs.
 #[test]

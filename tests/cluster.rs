@@ -12,19 +12,7 @@ use std::time::Duration;
 
 use common::{field, show, wait_until, Client, Cluster, Security, WAIT_TIMEOUT};
 
-/// Runs each named test once in clear and once with TLS on both ports.
-macro_rules! plain_and_tls {
-    ($($name:ident),* $(,)?) => {
-        mod plain {
-            $(#[test] fn $name() { super::$name(super::Security::Plain) })*
-        }
-        mod tls {
-            $(#[test] fn $name() { super::$name(super::Security::Tls) })*
-        }
-    };
-}
-
-plain_and_tls!(
+crate::plain_and_tls!(
     writes_on_any_node_are_immediately_readable_on_every_node,
     leader_crash_under_writes_loses_no_acknowledged_write,
     lagging_follower_catches_up_by_snapshot,

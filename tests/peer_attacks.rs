@@ -1,4 +1,6 @@
-//! Forged raft messages on the peer port of a real 3-node cluster (issue 11, items 1-7).
+//! Forged raft messages on the peer port of a real 3-node cluster (issue 11, items 1-7), in
+//! clear and with peer mTLS (`tls::`), where the attacker holds a real member's certificate
+//! and claims to be another member (the leader, say): refused before any message is decoded.
 //!
 //! Each test writes acknowledged keys, performs one attack through a raw socket — claiming a
 //! non-member id (99) and a real member's id, with messages no honest member can send — and then
@@ -17,8 +19,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::peer::{identity_of, peer_addr_of, RawPeer};
-use common::{field, wait_until, Cluster, WAIT_TIMEOUT};
+use common::{field, wait_until, Cluster, Security, WAIT_TIMEOUT};
 use coordinate_server::kv::{Command, Kv};
+use coordinate_testkit::certs::peer_client;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, Snapshot};
 
@@ -26,6 +29,16 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Messa
 const STRANGER: u64 = 99;
 /// Terms an attack may not push the cluster beyond (ordinary elections only).
 const TERM_SLACK: u64 = 5;
+
+crate::plain_and_tls!(
+    a_forged_snapshot_replaces_nothing,
+    a_heartbeat_at_the_last_term_is_refused,
+    a_heartbeat_commit_past_the_log_is_refused,
+    a_forged_append_is_not_applied,
+    a_malformed_snapshot_is_refused_before_it_is_durable,
+    forged_proposals_are_refused,
+    strangers_cannot_lead_or_force_elections
+);
 
 /// A 3-node cluster with acknowledged keys.
 struct Setup {
@@ -36,8 +49,8 @@ struct Setup {
 }
 
 impl Setup {
-    fn new() -> Setup {
-        let (c, leader) = Cluster::start_with_leader(3, &[]);
+    fn new(security: Security) -> Setup {
+        let (c, leader) = Cluster::start_with_leader_as(security, 3, &[]);
         let mut s = Setup {
             c,
             leader,
@@ -98,18 +111,36 @@ impl Setup {
         } else {
             identity_of(&self.c, from)
         };
-        let mut peer =
-            match RawPeer::connect(&peer_addr_of(&self.c, target), from, target, identity) {
-                Ok(peer) => peer,
-                // A transport may refuse a stranger's connection outright: nothing is delivered.
-                Err(e) if from == STRANGER => {
-                    eprintln!("node {target} refused a connection from {from}: {e}");
-                    return;
-                }
-                Err(e) => self
-                    .c
-                    .fail(&format!("connect to node {target} as {from}: {e}")),
-            };
+        // With peer TLS the attacker holds a real member's certificate, but not `from`'s: a
+        // member gone rogue, claiming to be another (or a stranger).
+        let tls = self.c.certs().map(|certs| {
+            let holder = self
+                .c
+                .ids()
+                .into_iter()
+                .find(|&id| id != from)
+                .expect("a member");
+            peer_client(&certs.ca(), certs.files(&format!("node-{holder}")))
+        });
+        let secure = tls.is_some();
+        let mut peer = match RawPeer::connect_with(
+            tls,
+            &peer_addr_of(&self.c, target),
+            from,
+            target,
+            identity,
+        ) {
+            Ok(peer) => peer,
+            // A transport may refuse a stranger's connection outright, and with TLS anyone
+            // whose certificate does not name them: nothing is delivered.
+            Err(e) if from == STRANGER || secure => {
+                eprintln!("node {target} refused a connection from {from}: {e}");
+                return;
+            }
+            Err(e) => self
+                .c
+                .fail(&format!("connect to node {target} as {from}: {e}")),
+        };
         // A node may hang up mid-way; what counts is what it did with the rest.
         let sent = send(&mut peer);
         let handled = wait_until(WAIT_TIMEOUT, || {
@@ -255,9 +286,8 @@ fn real_members(s: &Setup) -> Vec<(u64, String)> {
 }
 
 /// Item 1: a snapshot holding the attacker's state, at a higher term and index.
-#[test]
-fn a_forged_snapshot_replaces_nothing() {
-    let mut s = Setup::new();
+fn a_forged_snapshot_replaces_nothing(security: Security) {
+    let mut s = Setup::new(security);
     let members = real_members(&s);
     for target in s.c.ids() {
         let (term, last) = s.term_and_last(target);
@@ -302,9 +332,8 @@ fn a_forged_snapshot_replaces_nothing() {
 }
 
 /// Item 2: a heartbeat with term 2^64-1 (and one far beyond any election).
-#[test]
-fn a_heartbeat_at_the_last_term_is_refused() {
-    let mut s = Setup::new();
+fn a_heartbeat_at_the_last_term_is_refused(security: Security) {
+    let mut s = Setup::new(security);
     for target in s.c.ids() {
         let (term, _) = s.term_and_last(target);
         let member = if target == s.leader {
@@ -330,9 +359,8 @@ fn a_heartbeat_at_the_last_term_is_refused() {
 }
 
 /// Item 3: a heartbeat whose commit index is past the follower's log.
-#[test]
-fn a_heartbeat_commit_past_the_log_is_refused() {
-    let mut s = Setup::new();
+fn a_heartbeat_commit_past_the_log_is_refused(security: Security) {
+    let mut s = Setup::new(security);
     for target in s.followers() {
         let (term, last) = s.term_and_last(target);
         for from in [STRANGER, s.leader] {
@@ -351,9 +379,8 @@ fn a_heartbeat_commit_past_the_log_is_refused() {
 }
 
 /// Item 4: an append carrying the attacker's write, committed at once.
-#[test]
-fn a_forged_append_is_not_applied() {
-    let mut s = Setup::new();
+fn a_forged_append_is_not_applied(security: Security) {
+    let mut s = Setup::new(security);
     for target in s.followers() {
         let (term, last) = s.term_and_last(target);
         let append = |from: u64, term: u64, entries: Vec<Entry>| {
@@ -402,9 +429,8 @@ fn a_forged_append_is_not_applied() {
 }
 
 /// Item 5: a snapshot whose data is not a state machine.
-#[test]
-fn a_malformed_snapshot_is_refused_before_it_is_durable() {
-    let mut s = Setup::new();
+fn a_malformed_snapshot_is_refused_before_it_is_durable(security: Security) {
+    let mut s = Setup::new(security);
     let members = real_members(&s);
     let valid = forged_state(&members, "forged");
     let garbage: Vec<Bytes> = vec![
@@ -460,9 +486,8 @@ fn conf_change_entry(proposer: u64, kind: EntryType) -> Entry {
 }
 
 /// Item 6: proposals that skip the HTTP checks (a 5 MiB value, a new voter 42).
-#[test]
-fn forged_proposals_are_refused() {
-    let mut s = Setup::new();
+fn forged_proposals_are_refused(security: Security) {
+    let mut s = Setup::new(security);
     let big = || put_entry(0, 0, "big", vec![b'x'; 5 << 20]);
     for target in s.c.ids() {
         let claimed = if target == s.leader {
@@ -523,9 +548,8 @@ fn forged_proposals_are_refused() {
 
 /// Item 7: heartbeats from a non-member (followers would adopt it as leader) and elections
 /// forced at will with MsgTimeoutNow.
-#[test]
-fn strangers_cannot_lead_or_force_elections() {
-    let mut s = Setup::new();
+fn strangers_cannot_lead_or_force_elections(security: Security) {
+    let mut s = Setup::new(security);
     for target in s.followers() {
         let (term, last) = s.term_and_last(target);
         let other = s.bystander(target);

@@ -18,6 +18,20 @@ pub use coordinate_testkit::{
     Security, REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
+/// Runs each named test, a function taking a [`Security`], twice: once in clear (as
+/// `plain::<name>`) and once with TLS on both ports (as `tls::<name>`).
+#[macro_export]
+macro_rules! plain_and_tls {
+    ($($name:ident),* $(,)?) => {
+        mod plain {
+            $(#[test] fn $name() { super::$name($crate::common::Security::Plain) })*
+        }
+        mod tls {
+            $(#[test] fn $name() { super::$name($crate::common::Security::Tls) })*
+        }
+    };
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_coordinate");
 

@@ -4,9 +4,13 @@
 //! the client that speaks to such a cluster.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use coordinate_client::{ClientTls, TlsSpec};
+use coordinate_tls::client::ClientSpec;
 use coordinate_tls::devcerts::{Authority, Subject};
+use coordinate_tls::peer::PEER_ALPN;
+use coordinate_tls::rustls::ClientConfig;
 
 /// A cluster's CA and the files it issued, in one directory.
 pub struct Certs {
@@ -33,10 +37,19 @@ impl Certs {
         self.dir.join("ca.pem")
     }
 
-    /// Issues member `id`'s certificate for `peer_url`.
+    /// Issues member `id`'s certificate for `peer_url` (its host too, besides loopback).
     pub fn issue_member(&self, id: u64, peer_url: &str) {
+        let host = peer_url
+            .split_once("://")
+            .map_or(peer_url, |(_, a)| a)
+            .rsplit_once(':')
+            .map_or("", |(h, _)| h);
+        let mut hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        if !host.is_empty() && !hosts.iter().any(|h| h == host) {
+            hosts.push(host.to_string());
+        }
         let subject = Subject {
-            hosts: vec!["127.0.0.1".into(), "localhost".into()],
+            hosts,
             uris: vec![peer_url.to_string()],
             ..Subject::named(&format!("node-{id}"))
         };
@@ -54,10 +67,17 @@ impl Certs {
         (cert, key)
     }
 
+    /// The certificate and key files issued as `name`.
+    pub fn files(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}-key.pem")),
+        )
+    }
+
     /// Member `id`'s flags: peer mTLS, and client TLS requiring client certificates.
     pub fn member_args(&self, id: u64) -> Vec<String> {
-        let cert = self.dir.join(format!("node-{id}.pem"));
-        let key = self.dir.join(format!("node-{id}-key.pem"));
+        let (cert, key) = self.files(&format!("node-{id}"));
         let ca = self.ca();
         let mut args = Vec::new();
         for (flag, path) in [
@@ -84,4 +104,16 @@ impl Certs {
         })
         .expect("client TLS from the test certificates")
     }
+}
+
+/// What a peer dialling a node's peer port speaks with: it trusts `ca` and presents `cert`
+/// (a member's, another CA's, an expired one...).
+pub fn peer_client(ca: &Path, (cert, key): (PathBuf, PathBuf)) -> Arc<ClientConfig> {
+    ClientSpec {
+        trusted_ca: Some(ca.to_path_buf()),
+        cert_and_key: Some((cert, key)),
+        insecure: false,
+    }
+    .build(&[PEER_ALPN])
+    .expect("a peer client configuration from test certificates")
 }

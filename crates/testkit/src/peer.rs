@@ -13,8 +13,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use coordinate_tls::rustls::pki_types::ServerName;
+use coordinate_tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
@@ -31,9 +34,48 @@ pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// How long a write to a node may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A raw connection to a node's peer port.
+/// A raw connection to a node's peer port, in clear or under TLS.
 pub struct RawPeer {
-    stream: TcpStream,
+    stream: Stream,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
 }
 
 /// A whole frame (header and payload) of `kind` with `body`.
@@ -84,18 +126,46 @@ impl RawPeer {
     /// Connects to `addr` (host:port of a node's peer port) and introduces itself as node
     /// `from` talking to node `to`, presenting data-dir identity `identity`.
     pub fn connect(addr: &str, from: u64, to: u64, identity: u64) -> std::io::Result<RawPeer> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let mut peer = RawPeer { stream };
+        RawPeer::connect_with(None, addr, from, to, identity)
+    }
+
+    /// [`RawPeer::connect`], under TLS with `tls` if given (the handshake happens with the
+    /// hello, so a refused certificate fails the hello or the next read).
+    pub fn connect_with(
+        tls: Option<Arc<ClientConfig>>,
+        addr: &str,
+        from: u64,
+        to: u64,
+        identity: u64,
+    ) -> std::io::Result<RawPeer> {
+        let mut peer = RawPeer::connect_silent_with(tls, addr)?;
+        peer.stream.tcp().set_nodelay(true)?;
         peer.send_raw(&hello_frame(from, to, identity))?;
         Ok(peer)
     }
 
     /// A connection that has sent nothing yet.
     pub fn connect_silent(addr: &str) -> std::io::Result<RawPeer> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        RawPeer::connect_silent_with(None, addr)
+    }
+
+    /// [`RawPeer::connect_silent`], under TLS with `tls` if given.
+    pub fn connect_silent_with(
+        tls: Option<Arc<ClientConfig>>,
+        addr: &str,
+    ) -> std::io::Result<RawPeer> {
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let name = ServerName::try_from(host.to_string())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let session = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                Stream::Tls(Box::new(StreamOwned::new(session, tcp)))
+            }
+        };
         Ok(RawPeer { stream })
     }
 
@@ -118,7 +188,8 @@ impl RawPeer {
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// True if the node closed the connection within `timeout` (reads EOF or an error).
@@ -130,7 +201,7 @@ impl RawPeer {
             if left.is_zero() {
                 return false;
             }
-            if self.stream.set_read_timeout(Some(left)).is_err() {
+            if self.stream.tcp().set_read_timeout(Some(left)).is_err() {
                 return true;
             }
             match self.stream.read(&mut buf) {
@@ -160,7 +231,8 @@ pub fn identity_of(c: &Cluster, id: u64) -> u64 {
 
 /// host:port of node `id`'s peer port.
 pub fn peer_addr_of(c: &Cluster, id: u64) -> String {
-    c.peer_urls()[(id - 1) as usize]
-        .trim_start_matches("http://")
+    let url = &c.peer_urls()[(id - 1) as usize];
+    url.split_once("://")
+        .map_or(url.as_str(), |(_, a)| a)
         .to_string()
 }

@@ -80,6 +80,10 @@ pub(crate) struct Args {
     /// Keep every run's directory.
     #[arg(long)]
     pub keep: bool,
+    /// Peer mTLS and client TLS requiring client certificates on every node, from a CA made
+    /// for the run (the workload and the checks speak TLS too).
+    #[arg(long)]
+    pub tls: bool,
     /// `--log-level` of every node.
     #[arg(long, default_value = "info")]
     pub log_level: String,

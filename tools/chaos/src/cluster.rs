@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coordinate_check::{self as check, Time};
-use coordinate_client::{ClientError, Connection};
+use coordinate_client::{ClientError, ClientTls, Connection};
+use coordinate_testkit::certs::Certs;
 use coordinate_testkit::log::last_lines;
 use coordinate_testkit::process::{NodeProcess, Signal, SpawnError};
 
@@ -45,11 +46,11 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// Every node in its own namespace, on the same ports.
-    pub fn namespaces(n: usize) -> Layout {
+    /// Every node in its own namespace, on the same ports (`scheme`: `https` for peer TLS).
+    pub fn namespaces(n: usize, scheme: &str) -> Layout {
         Layout {
             peer_urls: (1..=n as u64)
-                .map(|id| format!("http://{}:{}", netns::node_ip(id), netns::PEER_PORT))
+                .map(|id| format!("{scheme}://{}:{}", netns::node_ip(id), netns::PEER_PORT))
                 .collect(),
             client_addrs: (1..=n as u64)
                 .map(|id| format!("{}:{}", netns::node_ip(id), netns::CLIENT_PORT))
@@ -59,12 +60,12 @@ impl Layout {
     }
 
     /// Every node on loopback, on ports of its own.
-    pub fn loopback(n: usize) -> Result<Layout, String> {
+    pub fn loopback(n: usize, scheme: &str) -> Result<Layout, String> {
         let ports = coordinate_testkit::free_ports(2 * n).map_err(|_| "no free loopback ports")?;
         Ok(Layout {
             peer_urls: ports[..n]
                 .iter()
-                .map(|p| format!("http://127.0.0.1:{p}"))
+                .map(|p| format!("{scheme}://127.0.0.1:{p}"))
                 .collect(),
             client_addrs: ports[n..]
                 .iter()
@@ -96,7 +97,15 @@ pub(crate) struct Node {
 impl Node {
     /// Node `id` of `layout` (`bin` after the words of `cmd`), its data dir and log in `dir`,
     /// not started.
-    fn new(id: u64, layout: &Layout, dir: &Path, cmd: Vec<String>, bin: &str, args: &Args) -> Node {
+    fn new(
+        id: u64,
+        layout: &Layout,
+        dir: &Path,
+        cmd: Vec<String>,
+        bin: &str,
+        args: &Args,
+        certs: Option<&Certs>,
+    ) -> Node {
         let i = id as usize - 1;
         let data_dir = dir.join(format!("node-{id}"));
         let port = layout.client_addrs[i]
@@ -124,6 +133,9 @@ impl Node {
             "--log-level".into(),
             args.log_level.clone(),
         ]);
+        if let Some(certs) = certs {
+            cmd.extend(certs.member_args(id));
+        }
         Node {
             id,
             cmd,
@@ -152,6 +164,8 @@ pub(crate) struct Cluster {
     pub notes: Vec<String>,
     /// For status queries from the controlling thread.
     pub rt: tokio::runtime::Runtime,
+    /// TLS for every client connection (`--tls`).
+    pub tls: Option<ClientTls>,
 }
 
 impl Cluster {
@@ -164,10 +178,16 @@ impl Cluster {
         args: &Args,
     ) -> Result<Cluster, String> {
         let bin = bin.display().to_string();
+        let certs = args.tls.then(|| Certs::new(&dir.join("certs")));
+        if let Some(certs) = &certs {
+            for (i, url) in layout.peer_urls.iter().enumerate() {
+                certs.issue_member(i as u64 + 1, url);
+            }
+        }
         let nodes = (1..=layout.peer_urls.len() as u64)
             .map(|id| {
                 let prefix = net.map(|net| net.exec_prefix(id)).unwrap_or_default();
-                Node::new(id, layout, dir, prefix, &bin, args)
+                Node::new(id, layout, dir, prefix, &bin, args, certs.as_ref())
             })
             .collect();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -179,6 +199,7 @@ impl Cluster {
             crashes: Vec::new(),
             notes: Vec::new(),
             rt,
+            tls: certs.as_ref().map(Certs::client_tls),
         })
     }
 
@@ -270,7 +291,8 @@ impl Cluster {
         if !node.is_running() || node.paused {
             return None;
         }
-        let mut conn = Connection::new(node.client_addr.clone(), STATUS_TIMEOUT);
+        let mut conn =
+            Connection::new(node.client_addr.clone(), STATUS_TIMEOUT).with_tls(self.tls.clone());
         let resp = self
             .rt
             .block_on(conn.request(hyper::Method::GET, "/v1/status", Bytes::new()))
@@ -291,7 +313,8 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<(u16, String), ClientError> {
         let node = &self.nodes[id as usize - 1];
-        let mut conn = Connection::new(node.client_addr.clone(), timeout);
+        let mut conn =
+            Connection::new(node.client_addr.clone(), timeout).with_tls(self.tls.clone());
         let body = Bytes::from(body.to_string());
         let r = self.rt.block_on(conn.request(method, path, body))?;
         Ok((

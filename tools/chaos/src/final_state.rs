@@ -82,7 +82,7 @@ fn read_everything(
     let mut unexpected = Vec::new();
     for node in cluster.ids() {
         let addr = cluster.nodes[node as usize - 1].client_addr.clone();
-        let mut conn = Connection::new(addr, timeout);
+        let mut conn = Connection::new(addr, timeout).with_tls(cluster.tls.clone());
         for key in keys {
             let invoke = clock.now();
             let r = cluster.rt.block_on(conn.get(key));

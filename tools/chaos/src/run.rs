@@ -181,9 +181,10 @@ impl Run<'_> {
             }
             false => None,
         };
+        let scheme = if self.args.tls { "https" } else { "http" };
         let layout = match &net {
-            Some(_) => Layout::namespaces(n),
-            None => Layout::loopback(n)?,
+            Some(_) => Layout::namespaces(n, scheme),
+            None => Layout::loopback(n, scheme)?,
         };
         let mut cluster = self.start_cluster(&layout, net.as_ref(), dir)?;
         let keys: Vec<String> = (0..self.args.keys).map(|k| format!("chaos/k{k}")).collect();
@@ -246,6 +247,7 @@ impl Run<'_> {
         let deadline = self.clock.epoch() + Duration::from_secs(args.duration);
         let workload = Workload {
             addrs: layout.client_addrs.clone(),
+            tls: cluster.tls.clone(),
             keys: keys.to_vec(),
             clients: args.clients,
             timeout: Duration::from_millis(args.client_timeout_ms),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coordinate_check::{Call, Operation, Outcome, Time};
-use coordinate_client::{ClientError, Connection, Response};
+use coordinate_client::{ClientError, ClientTls, Connection, Response};
 
 use crate::interrupt::interrupted;
 use crate::rng::Rng;
@@ -30,6 +30,8 @@ enum OpKind {
 pub(crate) struct Workload {
     /// Client address of node `i + 1`.
     pub addrs: Vec<String>,
+    /// TLS for the client connections (`--tls`).
+    pub tls: Option<ClientTls>,
     pub keys: Vec<String>,
     pub clients: usize,
     pub timeout: Duration,
@@ -95,7 +97,7 @@ async fn client(w: Arc<Workload>, id: usize) -> (Vec<Operation>, Unexpected) {
         conns: w
             .addrs
             .iter()
-            .map(|a| Connection::new(a.clone(), w.timeout))
+            .map(|a| Connection::new(a.clone(), w.timeout).with_tls(w.tls.clone()))
             .collect(),
         seq: 0,
         unexpected: Vec::new(),

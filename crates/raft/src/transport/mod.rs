@@ -355,14 +355,81 @@ mod tests {
         node: flume::Sender<TransportEvent>,
         rt: &tokio::runtime::Runtime,
     ) -> Transport<TransportEvent> {
+        secure_transport(id, identity, dir, peers, node, rt, None)
+    }
+
+    /// [`transport`] with peer TLS if given.
+    fn secure_transport(
+        id: u64,
+        identity: u64,
+        dir: &std::path::Path,
+        peers: HashMap<u64, String>,
+        node: flume::Sender<TransportEvent>,
+        rt: &tokio::runtime::Runtime,
+        tls: Option<Arc<PeerTls>>,
+    ) -> Transport<TransportEvent> {
         let cfg = TransportConfig {
             id,
             identity,
             known_peers: dir.join(format!("PEERS-{id}")),
             incoming_dir: dir.join(format!("snap-{id}")),
-            tls: None,
+            tls,
         };
         Transport::new(cfg, &peers, node, rt.handle().clone()).expect("transport")
+    }
+
+    /// A CA for the TLS variants of the tests, issuing member certificates into `dir`.
+    struct Pki {
+        ca: coordinate_tls::devcerts::Authority,
+        dir: std::path::PathBuf,
+    }
+
+    impl Pki {
+        fn new(dir: &std::path::Path) -> Pki {
+            let ca = coordinate_tls::devcerts::Authority::new("test CA").expect("CA");
+            std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("write CA");
+            Pki {
+                ca,
+                dir: dir.to_path_buf(),
+            }
+        }
+
+        /// Node `id`'s peer TLS, its certificate naming `https://<addr>`.
+        fn member(&self, id: u64, addr: &str) -> Arc<PeerTls> {
+            use coordinate_tls::devcerts::Subject;
+            use coordinate_tls::peer::PeerSpec;
+            let issued = self
+                .ca
+                .issue(&Subject {
+                    hosts: vec!["127.0.0.1".into()],
+                    uris: vec![format!("https://{addr}")],
+                    ..Subject::named("member")
+                })
+                .expect("issue");
+            let cert = self.dir.join(format!("node-{id}.pem"));
+            let key = self.dir.join(format!("node-{id}-key.pem"));
+            std::fs::write(&cert, issued.cert_pem).expect("write cert");
+            std::fs::write(&key, issued.key_pem).expect("write key");
+            let spec = PeerSpec::Files {
+                cert,
+                key,
+                trusted_ca: self.dir.join("ca.pem"),
+            };
+            Arc::new(PeerTls::new(spec).expect("peer TLS"))
+        }
+    }
+
+    /// Node 2's transport toward node 1 at `addr`, under TLS if `pki` is given.
+    fn sender(
+        rt: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+        addr: String,
+        node: flume::Sender<TransportEvent>,
+        pki: Option<&Pki>,
+    ) -> Transport<TransportEvent> {
+        let tls = pki.map(|pki| pki.member(2, "127.0.0.1:9"));
+        let peers = HashMap::from([(1, addr)]);
+        secure_transport(2, 0x2222, dir, peers, node, rt, tls)
     }
 
     /// Node 1 (peer 2 at an address nobody serves) listening on a fresh port; returns its
@@ -371,14 +438,15 @@ mod tests {
         rt: &tokio::runtime::Runtime,
         dir: &std::path::Path,
     ) -> (String, flume::Receiver<TransportEvent>) {
-        let (addr, rx, _) = receiver_transport(rt, dir);
+        let (addr, rx, _) = receiver_transport(rt, dir, None);
         (addr, rx)
     }
 
-    /// [`receiver`], and node 1's transport.
+    /// [`receiver`] (under TLS if `pki` is given), and node 1's transport.
     fn receiver_transport(
         rt: &tokio::runtime::Runtime,
         dir: &std::path::Path,
+        pki: Option<&Pki>,
     ) -> (
         String,
         flume::Receiver<TransportEvent>,
@@ -388,7 +456,8 @@ mod tests {
         let addr = listener.local_addr().expect("addr").to_string();
         let (tx, rx) = flume::unbounded();
         let peers = HashMap::from([(2, "127.0.0.1:9".to_string())]);
-        let t = transport(1, 0x1111, dir, peers, tx, rt);
+        let tls = pki.map(|pki| pki.member(1, &addr));
+        let t = secure_transport(1, 0x1111, dir, peers, tx, rt, tls);
         rt.spawn(serve(listener, t.clone()));
         (addr, rx, t)
     }
@@ -407,11 +476,22 @@ mod tests {
     /// raft loop does): part is written directly, the rest by the peer's task, all in order.
     #[test]
     fn a_burst_larger_than_the_socket_buffer_arrives_whole_and_in_order() {
+        burst_arrives_whole_and_in_order(false);
+    }
+
+    /// The same under TLS, where a burst also overflows the session's record backlog.
+    #[test]
+    fn a_burst_under_tls_arrives_whole_and_in_order() {
+        burst_arrives_whole_and_in_order(true);
+    }
+
+    fn burst_arrives_whole_and_in_order(secure: bool) {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("dir");
-        let (addr, rx) = receiver(&rt, dir.path());
+        let pki = secure.then(|| Pki::new(dir.path()));
+        let (addr, rx, _receiver) = receiver_transport(&rt, dir.path(), pki.as_ref());
         let (node, _reports) = flume::unbounded();
-        let t = transport(2, 0x2222, dir.path(), HashMap::from([(1, addr)]), node, &rt);
+        let t = sender(&rt, dir.path(), addr, node, pki.as_ref());
         // The first send may find no connection yet: retry until one is delivered.
         let mut first = None;
         for _ in 0..200 {
@@ -442,11 +522,22 @@ mod tests {
     /// snapshot whole, and messages sent after it arrive after it.
     #[test]
     fn messages_sent_during_a_snapshot_follow_it() {
+        snapshot_then_messages(false);
+    }
+
+    /// The same under TLS.
+    #[test]
+    fn under_tls_messages_sent_during_a_snapshot_follow_it() {
+        snapshot_then_messages(true);
+    }
+
+    fn snapshot_then_messages(secure: bool) {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("dir");
-        let (addr, rx) = receiver(&rt, dir.path());
+        let pki = secure.then(|| Pki::new(dir.path()));
+        let (addr, rx, _receiver) = receiver_transport(&rt, dir.path(), pki.as_ref());
         let (node, reports) = flume::unbounded();
-        let t = transport(2, 0x2222, dir.path(), HashMap::from([(1, addr)]), node, &rt);
+        let t = sender(&rt, dir.path(), addr, node, pki.as_ref());
         for _ in 0..200 {
             if t.send(vec![append(1, 0, 10)]).is_empty()
                 && matches!(
@@ -479,6 +570,30 @@ mod tests {
             }
         };
         assert!(sent);
+    }
+
+    /// A member this node removed is answered so: its hello gets a REMOVED frame, which its
+    /// transport reports (in clear and under TLS).
+    #[test]
+    fn a_removed_member_is_told_so() {
+        for secure in [false, true] {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let dir = tempfile::tempdir().expect("dir");
+            let pki = secure.then(|| Pki::new(dir.path()));
+            let (addr, _rx, receiver) = receiver_transport(&rt, dir.path(), pki.as_ref());
+            receiver.set_peers(HashMap::new());
+            receiver.set_removed([2]);
+            let (node, reports) = flume::unbounded();
+            let _t = sender(&rt, dir.path(), addr, node, pki.as_ref());
+            let told = loop {
+                match reports.recv_timeout(Duration::from_secs(10)) {
+                    Ok(TransportEvent::RemovedBy { member, to }) => break (member, to),
+                    Ok(_) => continue,
+                    Err(e) => panic!("not told (TLS: {secure}): {e}"),
+                }
+            };
+            assert_eq!(told, (1, 2), "TLS: {secure}");
+        }
     }
 
     /// Sending to a peer that is down never blocks and never errors out of `send`: what is
@@ -680,7 +795,7 @@ mod tests {
         use std::io::Write;
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("dir");
-        let (addr, rx, t) = receiver_transport(&rt, dir.path());
+        let (addr, rx, t) = receiver_transport(&rt, dir.path(), None);
         let mut s = raw(&addr, 2, 0x2222);
         let frames = frame::encode_messages(&[append(1, 7, 4096), append(1, 8, 4096)], 1 << 20)
             .expect("encode");
@@ -713,7 +828,7 @@ mod tests {
         use std::io::Write;
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("dir");
-        let (addr, _rx, t) = receiver_transport(&rt, dir.path());
+        let (addr, _rx, t) = receiver_transport(&rt, dir.path(), None);
         assert_eq!(t.inbound_buffered_bytes(), 0);
         let mut s = raw(&addr, 2, 0x2222);
         let mut head = ((1u32 << 20).to_le_bytes()).to_vec();

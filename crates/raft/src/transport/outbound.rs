@@ -244,8 +244,10 @@ async fn serve_connection<E: NodeQueue>(
             () = peer.wake.notified() => {}
             ready = stream.readable() => {
                 ready?;
-                stream.read_now(&mut answer)?;
+                // What arrived is looked at even if the peer hung up right after it.
+                let read = stream.read_now(&mut answer);
                 check_answer(id, &answer, node)?;
+                read?;
             }
         }
         if peer.is_closed() {

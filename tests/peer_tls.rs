@@ -1,0 +1,216 @@
+//! Who may speak on the peer port of a 3-node cluster with peer mTLS: a member presenting its
+//! own certificate is admitted; a certificate from another CA, an expired one, a valid member
+//! certificate claiming another member's id (the leader's), and a plain-TCP peer are refused
+//! before a single raft message is decoded, and change nothing. Also, in clear and under TLS:
+//! a member removed while it was down learns of its removal from the others and stops.
+
+mod common;
+
+use std::time::Duration;
+
+use common::peer::{identity_of, peer_addr_of, RawPeer};
+use common::{field, wait_until, Cluster, Security, WAIT_TIMEOUT};
+use coordinate_testkit::certs::{peer_client, Certs};
+use coordinate_tls::devcerts::Subject;
+use raft::eraftpb::{Entry, Message, MessageType};
+
+/// How long a refused connection may stay open before the test calls it admitted.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refused peer messages on node `id`, from its metrics: a message counts only once the node
+/// decoded it (the guard refused what it says).
+fn refused(c: &Cluster, id: u64) -> u64 {
+    let Ok((200, body)) = c.get(id, "metrics") else {
+        c.fail(&format!("no metrics from node {id}"));
+    };
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("coordinate_peer_messages_refused_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A heartbeat from `from` whose commit index is past `target`'s log: the node's guard
+/// refuses (and counts) it once decoded, and it changes nothing.
+fn bad_heartbeat(from: u64, target: u64, term: u64, last: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = from;
+    m.to = target;
+    m.term = term;
+    m.commit = last + 1000;
+    m
+}
+
+/// An append from `from` at a future term, holding a put of `forged`.
+fn forged_append(from: u64, target: u64, term: u64, last: u64) -> Message {
+    use coordinate_server::kv::Command;
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgAppend);
+    m.from = from;
+    m.to = target;
+    m.term = term + 1;
+    m.index = last;
+    m.log_term = term;
+    m.commit = last + 1;
+    m.mut_entries().push(Entry {
+        index: last + 1,
+        term: term + 1,
+        data: Command::put("forged".into(), "by an impostor".into()).encode(),
+        ..Default::default()
+    });
+    m
+}
+
+#[test]
+fn impostors_on_the_peer_port_are_refused_and_change_nothing() {
+    let (mut c, leader) = Cluster::start_with_leader_as(Security::Tls, 3, &[]);
+    for i in 0..5 {
+        c.put_ok(leader, &format!("acked-{i}"), b"before the impostors");
+    }
+    let leader = c.wait_caught_up();
+    let target = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let other = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader && id != target)
+        .unwrap();
+    let status = c.status(target);
+    let (term, last) = (field(&status, "term"), field(&status, "last_index"));
+    let addr = peer_addr_of(&c, target);
+    let certs = c.certs().expect("a TLS cluster");
+    let ca = certs.ca();
+    let leader_url = c.peer_urls()[leader as usize - 1].clone();
+    let leader_identity = identity_of(&c, leader);
+
+    // The control: the leader's own certificate is admitted, and its message reaches the
+    // node (whose guard refuses what it says). Without this the refusals below prove nothing.
+    let before = refused(&c, target);
+    let own = peer_client(&ca, certs.files(&format!("node-{leader}")));
+    let mut peer = RawPeer::connect_with(Some(own), &addr, leader, target, leader_identity)
+        .expect("connect with the leader's own certificate");
+    peer.send(&[bad_heartbeat(leader, target, term, last)])
+        .expect("send as the leader");
+    if !wait_until(WAIT_TIMEOUT, || refused(&c, target) > before) {
+        c.fail("a heartbeat over the leader's own certificate never reached the node");
+    }
+    drop(peer);
+
+    // The impostors, each claiming to be the leader.
+    let stranger_ca = Certs::new(&c.dir().join("stranger-ca"));
+    let leader_subject = Subject {
+        hosts: vec!["127.0.0.1".into()],
+        uris: vec![leader_url.clone()],
+        ..Subject::named("impostor")
+    };
+    let foreign = stranger_ca.issue("foreign", &leader_subject);
+    let expired = certs.issue(
+        "expired",
+        &Subject {
+            expired: true,
+            ..leader_subject.clone()
+        },
+    );
+    let impostors = [
+        (
+            "a certificate from another CA",
+            Some(peer_client(&ca, foreign)),
+        ),
+        ("an expired certificate", Some(peer_client(&ca, expired))),
+        (
+            "another member's valid certificate",
+            Some(peer_client(&ca, certs.files(&format!("node-{other}")))),
+        ),
+        ("plain TCP", None),
+    ];
+    let before = refused(&c, target);
+    for (who, tls) in impostors {
+        let attempt =
+            RawPeer::connect_with(tls, &addr, leader, target, leader_identity).and_then(|mut p| {
+                p.send(&[
+                    forged_append(leader, target, term, last),
+                    bad_heartbeat(leader, target, term, last),
+                ])?;
+                Ok(p)
+            });
+        match attempt {
+            Err(e) => eprintln!("{who}: refused while sending: {e}"),
+            Ok(mut p) => {
+                if !p.closed_within(REFUSAL_TIMEOUT) {
+                    c.fail(&format!("{who}: the connection was not closed"));
+                }
+            }
+        }
+        let now = refused(&c, target);
+        assert_eq!(
+            now, before,
+            "{who}: a message was decoded (refused count {before} -> {now})"
+        );
+    }
+    let log = c.log_text(target);
+    for line in ["TLS handshake failed", "its certificate does not prove it"] {
+        assert!(log.contains(line), "node {target}'s log lacks {line:?}");
+    }
+
+    // Nothing changed: same leader and term on every node, the acknowledged keys and no
+    // forged one, and the cluster writes through every node.
+    c.check_alive();
+    for id in c.ids() {
+        let s = c.status(id);
+        assert_eq!(field(&s, "leader"), leader, "node {id}: {s}");
+        assert_eq!(field(&s, "term"), term, "node {id}: {s}");
+        for i in 0..5 {
+            c.assert_value(id, &format!("acked-{i}"), b"before the impostors");
+        }
+        match c.get(id, "forged") {
+            Ok((404, _)) => {}
+            other => c.fail(&format!("node {id}: the forged key: {other:?}")),
+        }
+    }
+    for id in c.ids() {
+        c.put_ok(id, &format!("after-{id}"), b"written");
+    }
+    c.wait_caught_up();
+}
+
+/// A member removed while it was down never hears of the removal from the log (nobody sends
+/// it entries any more). When it comes back, the members answer its hello saying it was
+/// removed; told so by most of them, it stops for good, as a member that applied its own
+/// removal does.
+fn a_member_removed_while_down_learns_it_and_stops(security: Security) {
+    let (mut c, leader) = Cluster::start_with_leader_as(security, 3, &[]);
+    c.put_ok(leader, "before", b"the removal");
+    let gone = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    c.kill(gone);
+    let (status, body) = c.request(leader, "DELETE", &format!("/{gone}"), "");
+    assert_eq!(status, 204, "DELETE /{gone}: {body}");
+    let term = field(&c.status(leader), "term");
+
+    c.restart(gone);
+    let exit = c.wait_exit_of(gone, WAIT_TIMEOUT);
+    let Some(exit) = exit else {
+        c.fail(&format!("node {gone} was removed but keeps running"));
+    };
+    assert!(exit.success(), "node {gone} exited with {exit}");
+    let log = c.log_text(gone);
+    assert!(
+        log.contains("says it applied this node's removal"),
+        "node {gone}'s log does not say why it stopped"
+    );
+    // It stays stopped: the data dir is marked removed.
+    c.restart(gone);
+    let again = c.wait_exit_of(gone, WAIT_TIMEOUT);
+    assert!(
+        again.is_some_and(|s| !s.success()),
+        "node {gone} started again on the data dir of a removed member: {again:?}"
+    );
+    // The others served on, undisturbed.
+    for id in c.ids().into_iter().filter(|&id| id != gone) {
+        let s = c.status(id);
+        assert_eq!(field(&s, "term"), term, "node {id}: {s}");
+        c.assert_value(id, "before", b"the removal");
+        c.put_ok(id, &format!("after-{id}"), b"written");
+    }
+}
+
+crate::plain_and_tls!(a_member_removed_while_down_learns_it_and_stops);
