@@ -147,6 +147,10 @@ fn impostors_on_the_peer_port_are_refused_and_change_nothing() {
             "{who}: a message was decoded (refused count {before} -> {now})"
         );
     }
+    // A member added with a clear-text URL could never be reached.
+    let (status, body) = c.request(leader, "POST", "/4", "http://127.0.0.1:1");
+    assert_eq!(status, 400, "POST /4 with an http:// URL: {body}");
+    assert!(body.contains("https://"), "POST /4: {body}");
     let log = c.log_text(target);
     for line in ["TLS handshake failed", "its certificate does not prove it"] {
         assert!(log.contains(line), "node {target}'s log lacks {line:?}");
@@ -171,6 +175,79 @@ fn impostors_on_the_peer_port_are_refused_and_change_nothing() {
         c.put_ok(id, &format!("after-{id}"), b"written");
     }
     c.wait_caught_up();
+}
+
+/// New certificate files are picked up without a restart: the next handshake on the peer
+/// port presents the new certificate, and members reconnecting afterwards are admitted.
+#[test]
+fn peer_certificates_rotate_without_a_restart() {
+    let (mut c, _) =
+        Cluster::start_with_leader_as(Security::Tls, 3, &["--tls-reload-interval-ms", "100"]);
+    c.put_ok(1, "before", b"rotation");
+    let certs = c.certs().expect("a TLS cluster");
+    let addr = peer_addr_of(&c, 1);
+    let presented = |c: &Cluster| {
+        let certs = c.certs().expect("a TLS cluster");
+        let tls = peer_client(&certs.ca(), certs.files("node-2"));
+        let mut p = RawPeer::connect_silent_with(Some(tls), &addr).expect("connect");
+        p.server_certificate()
+            .expect("handshake")
+            .expect("a certificate")
+    };
+    let der = |path: &std::path::Path| {
+        coordinate_tls::pem::certificates(path).expect("read the certificate")[0]
+            .as_ref()
+            .to_vec()
+    };
+    let (old_file, _) = certs.files("node-1");
+    assert_eq!(presented(&c), der(&old_file));
+    // Re-issued (same names, new key), as a renewal does.
+    certs.issue_member(1, &c.peer_urls()[0].clone());
+    let new = der(&old_file);
+    if !wait_until(WAIT_TIMEOUT, || presented(&c) == new) {
+        c.fail("node 1 still presents its old peer certificate");
+    }
+    let logged = wait_until(WAIT_TIMEOUT, || {
+        c.log_text(1).contains("TLS certificates reloaded")
+    });
+    assert!(logged, "node 1 did not log the reload");
+    // The others reconnect to it over the new certificate.
+    c.kill(2);
+    c.restart(2);
+    c.wait_caught_up();
+    c.put_ok(2, "after", b"rotation");
+    for id in c.ids() {
+        c.assert_value(id, "before", b"rotation");
+        c.assert_value(id, "after", b"rotation");
+    }
+}
+
+/// `--peer-auto-tls`: peers speak TLS with self-signed certificates (encryption, no
+/// verification, as in etcd); a clear-text peer is refused.
+#[test]
+fn peer_auto_tls_encrypts_between_peers() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::PeerAutoTls, 3, &[]);
+    assert!(c.peer_urls().iter().all(|u| u.starts_with("https://")));
+    for id in c.ids() {
+        c.put_ok(id, &format!("via-{id}"), b"auto");
+    }
+    for id in c.ids() {
+        for from in c.ids() {
+            c.assert_value(id, &format!("via-{from}"), b"auto");
+        }
+    }
+    let target = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let mut plain =
+        RawPeer::connect(&peer_addr_of(&c, target), leader, target, 0).expect("connect in clear");
+    assert!(
+        plain.closed_within(REFUSAL_TIMEOUT),
+        "a clear-text hello was not refused"
+    );
+    // Logged once the connection is dropped, so maybe just after the hang-up.
+    let logged = wait_until(WAIT_TIMEOUT, || {
+        c.log_text(target).contains("TLS handshake failed")
+    });
+    assert!(logged, "node {target} did not log the refused handshake");
 }
 
 /// A member removed while it was down never hears of the removal from the log (nobody sends

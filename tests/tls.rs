@@ -371,31 +371,62 @@ fn bad_tls_flags_are_refused_at_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.pem");
     let garbage = write(dir.path(), "garbage.pem", "not a certificate");
-    let cases: Vec<(Vec<String>, &str)> = vec![
+    let file = |flag: &str, path: &Path| format!("{flag}={}", path.display());
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
         (
-            vec![format!("--cert-file={}", garbage.display())],
+            "http",
+            vec![file("--cert-file", &garbage)],
             "--cert-file needs --key-file",
         ),
-        (vec!["--client-cert-auth".into()], "need TLS"),
+        ("http", vec!["--client-cert-auth".into()], "need TLS"),
         (
+            "http",
+            vec![file("--cert-file", &missing), file("--key-file", &missing)],
+            "missing.pem",
+        ),
+        (
+            "http",
+            vec![file("--cert-file", &garbage), file("--key-file", &garbage)],
+            "garbage.pem",
+        ),
+        (
+            "https",
+            vec![file("--peer-cert-file", &garbage)],
+            "--peer-cert-file needs --peer-key-file",
+        ),
+        (
+            "https",
             vec![
-                format!("--cert-file={}", missing.display()),
-                format!("--key-file={}", missing.display()),
+                file("--peer-cert-file", &garbage),
+                file("--peer-key-file", &garbage),
+            ],
+            "needs --peer-trusted-ca-file",
+        ),
+        (
+            "https",
+            vec![
+                file("--peer-cert-file", &missing),
+                file("--peer-key-file", &missing),
+                file("--peer-trusted-ca-file", &missing),
             ],
             "missing.pem",
         ),
         (
-            vec![
-                format!("--cert-file={}", garbage.display()),
-                format!("--key-file={}", garbage.display()),
-            ],
-            "garbage.pem",
+            "http",
+            vec!["--peer-client-cert-auth".into()],
+            "need peer TLS",
+        ),
+        ("https", vec![], "https:// peer URLs need peer TLS"),
+        (
+            "http",
+            vec!["--peer-auto-tls".into()],
+            "with peer TLS every peer URL is https://",
         ),
     ];
-    for (args, expected) in cases {
+    for (scheme, args, expected) in cases {
         let ports = free_ports(2).unwrap();
         let out = Command::new(BIN)
-            .args(["--cluster", &format!("http://127.0.0.1:{}", ports[0])])
+            .args(["--cluster", &format!("{scheme}://127.0.0.1:{}", ports[0])])
             .args(["--port", &ports[1].to_string()])
             .args(["--data-dir", &dir.path().join("data").display().to_string()])
             .args(&args)
@@ -404,6 +435,12 @@ fn bad_tls_flags_are_refused_at_start_with_one_line() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} started");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        // Log lines start with their time; the error is the one line that does not.
+        let error_lines = stderr
+            .lines()
+            .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        assert_eq!(error_lines, 1, "{args:?}: {stderr}");
     }
     // Nothing was created: the certificates are read before the data dir is touched.
     assert!(!dir.path().join("data").exists());

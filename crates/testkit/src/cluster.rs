@@ -73,6 +73,9 @@ pub enum Security {
     Plain,
     /// Peer mTLS with a certificate per member, client TLS requiring client certificates.
     Tls,
+    /// `--peer-auto-tls`: peers encrypt with self-signed certificates, verifying nothing;
+    /// plain HTTP on the client ports.
+    PeerAutoTls,
 }
 
 impl Cluster {
@@ -94,13 +97,21 @@ impl Cluster {
             .tempdir()
             .expect("create temp dir");
         let certs = (security == Security::Tls).then(|| Certs::new(&dir.path().join("certs")));
-        let scheme = match security {
+        let scheme = match certs {
+            Some(_) => "https",
+            None => "http",
+        };
+        let peer_scheme = match security {
             Security::Plain => "http",
-            Security::Tls => "https",
+            Security::Tls | Security::PeerAutoTls => "https",
         };
         let peer_urls: Vec<String> = (0..n)
-            .map(|_| format!("{scheme}://127.0.0.1:{}", free_port()))
+            .map(|_| format!("{peer_scheme}://127.0.0.1:{}", free_port()))
             .collect();
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        if security == Security::PeerAutoTls {
+            extra_args.push("--peer-auto-tls".into());
+        }
         if let Some(certs) = &certs {
             for (i, url) in peer_urls.iter().enumerate() {
                 certs.issue_member(i as u64 + 1, url);
@@ -119,7 +130,7 @@ impl Cluster {
             bin: bin.into(),
             nodes,
             peer_urls,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args,
             extra_for: Default::default(),
             client,
             certs,
@@ -191,12 +202,20 @@ impl Cluster {
         self.certs.as_ref()
     }
 
-    /// `"https"` if the cluster's ports speak TLS, else `"http"`.
+    /// `"https"` if the cluster's client ports speak TLS, else `"http"`.
     pub fn scheme(&self) -> &'static str {
         match self.certs {
             Some(_) => "https",
             None => "http",
         }
+    }
+
+    /// The scheme of the cluster's peer URLs.
+    pub fn peer_scheme(&self) -> &str {
+        self.peer_urls
+            .first()
+            .and_then(|u| u.split_once("://"))
+            .map_or("http", |(scheme, _)| scheme)
     }
 
     /// The command line of node `id` (without the binary).

@@ -169,6 +169,21 @@ impl RawPeer {
         Ok(RawPeer { stream })
     }
 
+    /// Under TLS, completes the handshake and returns the node's certificate (DER).
+    pub fn server_certificate(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let Stream::Tls(tls) = &mut self.stream else {
+            return Ok(None);
+        };
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(tls
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec()))
+    }
+
     pub fn send(&mut self, msgs: &[Message]) -> std::io::Result<()> {
         self.send_raw(&messages_frame(msgs))
     }

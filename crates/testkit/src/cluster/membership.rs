@@ -17,7 +17,7 @@ impl Cluster {
     pub fn add_node_slot(&mut self) -> (u64, String) {
         let id = self.nodes.len() as u64 + 1;
         let scheme = self.scheme();
-        let peer_url = format!("{scheme}://127.0.0.1:{}", free_port());
+        let peer_url = format!("{}://127.0.0.1:{}", self.peer_scheme(), free_port());
         if let Some(certs) = &self.certs {
             certs.issue_member(id, &peer_url);
         }
