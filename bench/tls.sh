@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The cost of TLS on the client port: one build of `coordinate`, as a fresh 3-node cluster on
-# loopback, alternately plain and with HTTPS on the client port (certificates from
-# `coordinatectl certs`, client certificates required), the same coordinate-bench load (PUT,
+# The cost of TLS on both ports: one build of `coordinate`, as a fresh 3-node cluster on
+# loopback, alternately plain and with TLS on both ports — peer mTLS and HTTPS on the client
+# port (certificates from `coordinatectl certs`, client certificates required) — the same
+# coordinate-bench load (PUT,
 # then linearizable GET, 64 keep-alive connections over 100,000 preloaded keys), ROUNDS times;
 # one line of JSON per run.
 #
@@ -33,21 +34,26 @@ trap 'stop_started; rm -rf "$WORK/data"' EXIT
 [ -x "$CTL" ] || die "no coordinatectl at $CTL (cargo build --release)"
 command -v jq >/dev/null || install_missing jq:jq
 
-cluster="http://127.0.0.1:$((PORT_BASE + 11)),http://127.0.0.1:$((PORT_BASE + 12)),http://127.0.0.1:$((PORT_BASE + 13))"
+peers="127.0.0.1:$((PORT_BASE + 11)),127.0.0.1:$((PORT_BASE + 12)),127.0.0.1:$((PORT_BASE + 13))"
+plain_cluster=$(echo "$peers" | sed 's|^|http://|; s|,|,http://|g')
+tls_cluster=$(echo "$peers" | sed 's|^|https://|; s|,|,https://|g')
 endpoints="127.0.0.1:$((PORT_BASE + 1)),127.0.0.1:$((PORT_BASE + 2)),127.0.0.1:$((PORT_BASE + 3))"
-"$CTL" certs "$WORK/certs" --peers "$cluster" >/dev/null
+"$CTL" certs "$WORK/certs" --peers "$tls_cluster" >/dev/null
 C=$WORK/certs
 client_tls=(--cacert "$C/ca.pem" --cert "$C/client.pem" --key "$C/client-key.pem")
 
 # run_cluster MODE ROUND — MODE is plain or tls: one fresh cluster, preload, PUT and GET runs.
 run_cluster() {
-  local mode=$1 round=$2 i node_tls bench_tls
+  local mode=$1 round=$2 i node_tls bench_tls cluster=$plain_cluster
   PIDS=()
   rm -rf "$WORK/data"
+  [ "$mode" = tls ] && cluster=$tls_cluster
   for i in 1 2 3; do
     node_tls=()
     [ "$mode" = tls ] && node_tls=(--cert-file "$C/node-$i.pem" --key-file "$C/node-$i-key.pem"
-      --trusted-ca-file "$C/ca.pem" --client-cert-auth)
+      --trusted-ca-file "$C/ca.pem" --client-cert-auth
+      --peer-cert-file "$C/node-$i.pem" --peer-key-file "$C/node-$i-key.pem"
+      --peer-trusted-ca-file "$C/ca.pem")
     mkdir -p "$WORK/data/$i"
     "$BIN" --id "$i" --cluster "$cluster" --port $((PORT_BASE + i)) --data-dir "$WORK/data/$i" \
       --log-level warn "${node_tls[@]}" >"$WORK/$mode-$round-$i.log" 2>&1 &

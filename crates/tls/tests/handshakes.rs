@@ -272,3 +272,82 @@ async fn certificates_rotate_from_the_files_and_a_broken_file_keeps_the_old_ones
     assert!(server.reload_if_changed().is_err());
     handshake(&server, &trusting(&new_ca_file)).await.unwrap();
 }
+
+/// One handshake and round trip from `connector` to `acceptor`; how the client's handshake
+/// went (full, or resumed from an earlier session), and whether the server has the client's
+/// certificate.
+async fn handshake_kind(
+    acceptor: coordinate_tls::tokio_rustls::TlsAcceptor,
+    connector: TlsConnector,
+) -> (coordinate_tls::rustls::HandshakeKind, bool) {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let serve = async move {
+        let mut s = acceptor.accept(a).await.expect("server handshake");
+        let client_cert = s.get_ref().1.peer_certificates().is_some();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.expect("server read");
+        s.write_all(&buf).await.expect("server write");
+        s.flush().await.expect("server flush");
+        // Keep the connection until the client has read the echo (and the tickets).
+        let _ = s.read(&mut buf).await;
+        client_cert
+    };
+    let dial = async move {
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut c = connector.connect(name, b).await.expect("client handshake");
+        c.write_all(b"ping").await.expect("client write");
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).await.expect("client read");
+        let kind = c.get_ref().1.handshake_kind().expect("handshake done");
+        c.shutdown().await.expect("client shutdown");
+        kind
+    };
+    let (client_cert, kind) = tokio::join!(serve, dial);
+    (kind, client_cert)
+}
+
+/// A client that reconnects with the same configuration resumes its session instead of a
+/// full handshake, on the client port and between peers alike.
+#[tokio::test]
+async fn a_reconnection_resumes_the_session() {
+    use coordinate_tls::peer::{PeerSpec, PeerTls};
+    use coordinate_tls::rustls::HandshakeKind;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("test CA").unwrap();
+    let (ca_file, cert, key) = files(dir.path(), "node", &ca, &node(&ca, false));
+
+    let server = ServerTls::new(
+        ServerSpec::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            trusted_ca: None,
+            require_client_cert: false,
+        },
+        ALPN,
+    )
+    .unwrap();
+    let connector = TlsConnector::from(trusting(&ca_file).build(ALPN).unwrap());
+    let (first, _) = handshake_kind(server.acceptor(), connector.clone()).await;
+    let (second, _) = handshake_kind(server.acceptor(), connector).await;
+    assert_eq!(
+        (first, second),
+        (HandshakeKind::Full, HandshakeKind::Resumed),
+        "client port"
+    );
+
+    let peer = PeerTls::new(PeerSpec::Files {
+        cert,
+        key,
+        trusted_ca: ca_file,
+    })
+    .unwrap();
+    let first = handshake_kind(peer.acceptor(), peer.connector()).await;
+    let second = handshake_kind(peer.acceptor(), peer.connector()).await;
+    // A resumed peer session still carries the member's certificate, which the identity
+    // check reads.
+    assert_eq!(
+        (first, second),
+        ((HandshakeKind::Full, true), (HandshakeKind::Resumed, true)),
+        "peer port"
+    );
+}
