@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::peer::{identity_of, peer_addr_of, RawPeer};
+use common::peer::{identity_of, peer_addr_of, refused_messages, RawPeer};
 use common::{field, wait_until, Cluster, Security, WAIT_TIMEOUT};
 use coordinate_server::kv::{Command, Kv};
 use coordinate_testkit::certs::peer_client;
@@ -105,7 +105,7 @@ impl Setup {
         count: u64,
         send: impl FnOnce(&mut RawPeer) -> std::io::Result<()>,
     ) {
-        let before = refused(&self.c, target);
+        let before = refused_messages(&self.c, target);
         let identity = if from == STRANGER {
             0
         } else {
@@ -144,7 +144,7 @@ impl Setup {
         // A node may hang up mid-way; what counts is what it did with the rest.
         let sent = send(&mut peer);
         let handled = wait_until(WAIT_TIMEOUT, || {
-            refused(&self.c, target) >= before + count
+            refused_messages(&self.c, target) >= before + count
                 || peer.closed_within(Duration::from_millis(50))
         });
         if !handled {
@@ -212,18 +212,6 @@ impl Setup {
         let s = self.c.status(id);
         (field(&s, "term"), field(&s, "last_index"))
     }
-}
-
-/// Refused peer messages on node `id`, from its metrics.
-fn refused(c: &Cluster, id: u64) -> u64 {
-    let Ok((200, body)) = c.get(id, "metrics") else {
-        return 0;
-    };
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| l.starts_with("coordinate_peer_messages_refused_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn msg(kind: MessageType, from: u64, to: u64, term: u64) -> Message {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::peer::{identity_of, peer_addr_of, RawPeer};
+use common::peer::{identity_of, peer_addr_of, refused_messages, RawPeer};
 use common::{field, wait_until, Cluster, Security, WAIT_TIMEOUT};
 use coordinate_testkit::certs::{peer_client, Certs};
 use coordinate_tls::devcerts::Subject;
@@ -16,19 +16,6 @@ use raft::eraftpb::{Entry, Message, MessageType};
 
 /// How long a refused connection may stay open before the test calls it admitted.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Refused peer messages on node `id`, from its metrics: a message counts only once the node
-/// decoded it (the guard refused what it says).
-fn refused(c: &Cluster, id: u64) -> u64 {
-    let Ok((200, body)) = c.get(id, "metrics") else {
-        c.fail(&format!("no metrics from node {id}"));
-    };
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| l.starts_with("coordinate_peer_messages_refused_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// A heartbeat from `from` whose commit index is past `target`'s log: the node's guard
 /// refuses (and counts) it once decoded, and it changes nothing.
@@ -85,13 +72,13 @@ fn impostors_on_the_peer_port_are_refused_and_change_nothing() {
 
     // The control: the leader's own certificate is admitted, and its message reaches the
     // node (whose guard refuses what it says). Without this the refusals below prove nothing.
-    let before = refused(&c, target);
+    let before = refused_messages(&c, target);
     let own = peer_client(&ca, certs.files(&format!("node-{leader}")));
     let mut peer = RawPeer::connect_with(Some(own), &addr, leader, target, leader_identity)
         .expect("connect with the leader's own certificate");
     peer.send(&[bad_heartbeat(leader, target, term, last)])
         .expect("send as the leader");
-    if !wait_until(WAIT_TIMEOUT, || refused(&c, target) > before) {
+    if !wait_until(WAIT_TIMEOUT, || refused_messages(&c, target) > before) {
         c.fail("a heartbeat over the leader's own certificate never reached the node");
     }
     drop(peer);
@@ -123,7 +110,7 @@ fn impostors_on_the_peer_port_are_refused_and_change_nothing() {
         ),
         ("plain TCP", None),
     ];
-    let before = refused(&c, target);
+    let before = refused_messages(&c, target);
     for (who, tls) in impostors {
         let attempt =
             RawPeer::connect_with(tls, &addr, leader, target, leader_identity).and_then(|mut p| {
@@ -141,7 +128,7 @@ fn impostors_on_the_peer_port_are_refused_and_change_nothing() {
                 }
             }
         }
-        let now = refused(&c, target);
+        let now = refused_messages(&c, target);
         assert_eq!(
             now, before,
             "{who}: a message was decoded (refused count {before} -> {now})"

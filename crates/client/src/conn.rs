@@ -33,7 +33,8 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::ClientError;
-use crate::tls::{server_name, ClientTls};
+use crate::tls::ClientTls;
+use coordinate_tls::server_name;
 
 /// One request, with headers and whether repeating it is harmless.
 #[derive(Clone, Debug)]

@@ -16,7 +16,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coordinate_tls::rustls::pki_types::ServerName;
 use coordinate_tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
@@ -159,8 +158,7 @@ impl RawPeer {
         let stream = match tls {
             None => Stream::Plain(tcp),
             Some(config) => {
-                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-                let name = ServerName::try_from(host.to_string())
+                let name = coordinate_tls::server_name(addr)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
                 let session = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
                 Stream::Tls(Box::new(StreamOwned::new(session, tcp)))
@@ -242,6 +240,19 @@ pub fn identity_of(c: &Cluster, id: u64) -> u64 {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     u64::from_str_radix(text.trim(), 16)
         .unwrap_or_else(|e| panic!("{}: not an identity: {e}", path.display()))
+}
+
+/// Refused peer messages on node `id`, from its metrics: a message counts once the node
+/// decoded it and its guard refused what it says (0 if the node does not answer).
+pub fn refused_messages(c: &Cluster, id: u64) -> u64 {
+    let Ok((200, body)) = c.get(id, "metrics") else {
+        return 0;
+    };
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("coordinate_peer_messages_refused_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// host:port of node `id`'s peer port.

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use coordinate_tls::peer::PeerTls;
-use coordinate_tls::rustls::pki_types::ServerName;
 use raft::eraftpb::Message;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -205,7 +204,7 @@ async fn connect(addr: &str, hello: &[u8], tls: Option<&PeerTls>) -> io::Result<
     let link = match tls {
         None => Link::plain(tcp),
         Some(tls) => {
-            let name = ServerName::try_from(host(addr).to_string())
+            let name = coordinate_tls::server_name(addr)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let handshake = tls.connector().connect(name, tcp);
             let stream = tokio::time::timeout(HELLO_TIMEOUT, handshake)
@@ -222,12 +221,6 @@ async fn connect(addr: &str, hello: &[u8], tls: Option<&PeerTls>) -> io::Result<
     };
     link.write_all(hello).await?;
     Ok(link)
-}
-
-/// The host of a `host:port` address, IPv6 without its brackets.
-fn host(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Serves one connection until it fails, the peer hangs up, or the peer is removed.
