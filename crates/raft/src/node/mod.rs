@@ -410,10 +410,15 @@ impl<S: StateMachine> Node<S> {
         })
     }
 
-    /// True once most of the other voters this node knows told it they applied its removal:
-    /// it was removed while it could not hear of it, and no one will send it the entry. (A
-    /// majority, so one forged answer — without peer TLS — cannot stop a member.)
+    /// True once most of the other voters this node knows told it they applied its removal,
+    /// while it hears from no leader: it was removed while it could not hear of it, and no one
+    /// will send it the entry. (A majority, so one forged answer — without peer TLS — cannot
+    /// stop a member; no leader, so answers from members that have not yet applied its
+    /// re-addition cannot stop a node that was added back.)
     fn told_removed(&self) -> bool {
+        if self.raw.raft.leader_id != raft::INVALID_ID {
+            return false;
+        }
         let others: Vec<u64> = self
             .conf_state
             .voters
@@ -489,7 +494,11 @@ impl<S: StateMachine> Node<S> {
                 };
                 self.raw.report_snapshot(to, status);
             }
-            TransportEvent::RemovedBy { member, to } if to == self.cfg.id => {
+            // A node that hears from a leader is a member, whatever a lagging peer says (one
+            // that has not applied this node's re-addition yet, say).
+            TransportEvent::RemovedBy { member, to }
+                if to == self.cfg.id && self.raw.raft.leader_id == raft::INVALID_ID =>
+            {
                 if self.removed_by.insert(member) {
                     tracing::warn!(
                         member,
@@ -556,6 +565,10 @@ impl<S: StateMachine> Node<S> {
 
     fn on_tick(&mut self) {
         self.ticks += 1;
+        if self.raw.raft.leader_id != raft::INVALID_ID && !self.removed_by.is_empty() {
+            // Heard from a leader since: those answers were stale.
+            self.removed_by.clear();
+        }
         let timeout_ticks = (self.cfg.request_timeout.as_millis() / TICK.as_millis()).max(1) as u32;
         // Re-send read-index rounds that got no answer (no leader yet, or a new leader that
         // has not committed in its term drops them); give up on those nobody waits for.
