@@ -1,6 +1,7 @@
 //! [`NodeHandle`]: the cloneable, async front of the raft loop, and the errors a request can
 //! get back ([`RequestError`], [`Rejection`]). A front-end holds a handle, never the node.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,10 +98,34 @@ impl Declined {
 /// Where the raft loop sends a request's answer.
 pub type Reply<T> = oneshot::Sender<Result<T, Declined>>;
 
+/// What the raft loop publishes after every turn, for front-ends to read without a round
+/// trip to it (a response header's term, say): its term and the leader it knows (0: none).
+#[derive(Debug, Default)]
+pub struct Published {
+    term: AtomicU64,
+    leader: AtomicU64,
+}
+
+impl Published {
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, term: u64, leader: u64) {
+        self.term.store(term, Ordering::Relaxed);
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+}
+
 /// A cloneable, async front for the raft loop.
 pub struct NodeHandle<S: StateMachine> {
     tx: flume::Sender<Input<S>>,
     timeout: Duration,
+    published: Arc<Published>,
 }
 
 impl<S: StateMachine> Clone for NodeHandle<S> {
@@ -108,6 +133,7 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
         NodeHandle {
             tx: self.tx.clone(),
             timeout: self.timeout,
+            published: self.published.clone(),
         }
     }
 }
@@ -116,8 +142,22 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
 const NO_LEADER_RETRY: Duration = Duration::from_millis(50);
 
 impl<S: StateMachine> NodeHandle<S> {
-    pub fn new(tx: flume::Sender<Input<S>>, timeout: Duration) -> NodeHandle<S> {
-        NodeHandle { tx, timeout }
+    /// A handle on the loop fed by `tx`, which publishes into `published`.
+    pub fn new(
+        tx: flume::Sender<Input<S>>,
+        timeout: Duration,
+        published: Arc<Published>,
+    ) -> NodeHandle<S> {
+        NodeHandle {
+            tx,
+            timeout,
+            published,
+        }
+    }
+
+    /// The term and leader as of the raft loop's last turn.
+    pub fn published(&self) -> &Published {
+        &self.published
     }
 
     /// Replicates a command; returns what applying it returned, once it is committed and

@@ -21,7 +21,7 @@ use coordinate_raft::storage::identity;
 use coordinate_raft::storage::wal::Wal;
 use coordinate_raft::storage::RaftStorage;
 use coordinate_raft::transport::{self, Transport, TransportConfig};
-use coordinate_raft::NodeHandle;
+use coordinate_raft::{NodeHandle, Published};
 use coordinate_tls::peer::PeerTls;
 use coordinate_tls::server::ServerTls;
 use tokio::net::TcpListener;
@@ -68,8 +68,8 @@ impl Listeners {
     }
 }
 
-/// The protocols the client port offers over TLS (HTTP/1.1; gRPC's HTTP/2 comes with it).
-const CLIENT_ALPN: &[&[u8]] = &[b"http/1.1"];
+/// The protocols the client port offers over TLS: HTTP/2 (gRPC, and REST too) and HTTP/1.1.
+const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// The binary's entry: binds both ports (so a port in use fails fast, before the data dir is
 /// touched), then runs the node until SIGTERM or SIGINT.
@@ -120,10 +120,14 @@ pub async fn run(
         shared.quota.clone(),
         cfg.auto_compaction,
     ));
-    let app = api::router(ApiState {
-        services,
-        max_value_size: cfg.max_value_size,
-    });
+    let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, cluster_id(&cfg));
+    let app = api::both(
+        api::router(ApiState {
+            services,
+            max_value_size: cfg.max_value_size,
+        }),
+        api::grpc::router(grpc),
+    );
     tracing::info!(
         id = cfg.id,
         client = %listeners.client.local_addr().map_or(cfg.client_listen.clone(), |a| a.to_string()),
@@ -184,6 +188,18 @@ pub async fn run(
     }
 }
 
+/// The id etcd's response headers call `cluster_id`: a hash of member 1's peer address, the
+/// one entry every member's `--cluster` list shares (a joining node's list extends the
+/// founders'). Provisional: a cluster id chosen at bootstrap and kept in the replicated state
+/// would survive a change of member 1's address.
+fn cluster_id(cfg: &Config) -> u64 {
+    let first = cfg.peers.get(&1).map_or("", String::as_str);
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    first.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// A started node: its handle, what its state machine shares with the services, and where
 /// the raft loop reports its end.
 struct Running {
@@ -212,6 +228,7 @@ async fn start_node(
         applied,
     };
     let (tx, rx) = flume::bounded(NODE_QUEUE);
+    let published = Arc::new(Published::default());
     let identity_dir = cfg.data_dir.clone();
     let identity = tokio::task::spawn_blocking(move || identity::load_or_create(&identity_dir))
         .await
@@ -246,6 +263,7 @@ async fn start_node(
             writer,
             rx,
             tx: tx.clone(),
+            published: published.clone(),
         },
         &raft_logger(),
     )
@@ -261,7 +279,7 @@ async fn start_node(
         let _ = done_tx.send(result);
     });
     Ok(Running {
-        handle: NodeHandle::new(tx, cfg.request_timeout),
+        handle: NodeHandle::new(tx, cfg.request_timeout, published),
         shared,
         done,
     })

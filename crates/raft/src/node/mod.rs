@@ -214,6 +214,8 @@ pub struct NodeIo<S: StateMachine> {
     pub rx: flume::Receiver<Input<S>>,
     /// The same queue's sending side, for the node's own background work (snapshot saves).
     pub tx: flume::Sender<Input<S>>,
+    /// Where the term and leader are published for the handles.
+    pub published: Arc<crate::handle::Published>,
 }
 
 /// Where this node's own snapshot is: at most one is taken at a time.
@@ -263,6 +265,8 @@ pub struct Node<S: StateMachine> {
     /// Members that answered this node's hello saying they applied its removal (a node that
     /// missed its own removal learns it this way).
     removed_by: BTreeSet<u64>,
+    /// The term and leader, for the handles.
+    published: Arc<crate::handle::Published>,
     /// A received snapshot, parsed before it was stepped, for `handle_ready` to install.
     verified_snapshot: Option<inbound::VerifiedSnapshot<S>>,
     /// Rate limit of the log lines about refused peer messages.
@@ -282,6 +286,7 @@ impl<S: StateMachine> Node<S> {
             writer,
             rx,
             tx,
+            published,
         } = io;
         let Recovered {
             storage,
@@ -336,6 +341,7 @@ impl<S: StateMachine> Node<S> {
             ticks: 0,
             removed_at: None,
             removed_by: BTreeSet::new(),
+            published,
             verified_snapshot: None,
             refusals: guard::RefusalLog::default(),
         })
@@ -375,6 +381,7 @@ impl<S: StateMachine> Node<S> {
             self.flush_proposals();
             self.flush_reads();
             self.handle_ready()?;
+            self.published.set(self.raw.raft.term, self.leader);
             self.maybe_snapshot()?;
             if self.removal_is_final() || self.told_removed() {
                 tokio::task::block_in_place(|| {

@@ -8,13 +8,16 @@
 //! - `members`: `/v1/members` — list, add (voter or learner), promote, remove.
 //! - `ops`: `/health`, `/v1/status`, `/metrics`.
 //! - `error`: `ApiError` and the mapping of [`crate::service::ServiceError`] to HTTP.
-//! - `serve`: the accept loop (connection cap, header and idle timeouts, graceful drain).
+//! - `serve`: the accept loop (connection cap, header and idle timeouts, graceful drain),
+//!   HTTP/1.1 and HTTP/2, gRPC requests to `grpc`.
+//! - `grpc`: etcd's v3 gRPC API, the second front-end.
 //!
 //! Every error is a status code and a one-line reason (JSON under `/v1`, plain text on the
 //! root API). Writes that time out after reaching raft say "outcome unknown" (504); writes
 //! refused before reaching raft say they were not applied (503).
 
 mod error;
+pub mod grpc;
 mod kv;
 mod lease;
 mod members;
@@ -63,6 +66,21 @@ pub(crate) type RestState = Arc<Rest>;
 
 /// Header carrying the store revision.
 pub(crate) const REVISION: &str = "x-coordinate-revision";
+
+/// One service for both front-ends: a request whose content type is `application/grpc` (any
+/// variant: `+proto`, ...) goes to `grpc`, everything else to the REST `rest`. By content
+/// type, not path, so a REST key that looks like a gRPC method is still a key.
+pub fn both(rest: Router, grpc: Router) -> Router {
+    use tower::ServiceExt;
+    Router::new().fallback_service(tower::service_fn(move |req: Request| {
+        let is_grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let service = if is_grpc { grpc.clone() } else { rest.clone() };
+        service.oneshot(req)
+    }))
+}
 
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {

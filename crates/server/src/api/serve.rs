@@ -1,4 +1,5 @@
-//! The client port's accept loop: HTTP/1.1 over hyper, with the limits `axum::serve` lacks.
+//! The client port's accept loop: HTTP/1.1 and HTTP/2 (gRPC) over hyper, with the limits
+//! `axum::serve` lacks.
 //!
 //! An unauthenticated client must not be able to take the node down by opening sockets, so
 //! every connection is bounded three ways:
@@ -29,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use coordinate_tls::server::ServerTls;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -314,7 +315,8 @@ impl Connection {
     }
 }
 
-/// HTTP/1.1 on one connection, drained gracefully when `stop` turns true.
+/// HTTP on one connection — HTTP/1.1, or HTTP/2 when it opens with HTTP/2's preface (gRPC
+/// clients, in clear or under TLS) — drained gracefully when `stop` turns true.
 async fn serve_http<S>(
     stream: S,
     app: Router,
@@ -324,8 +326,10 @@ async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = TowerToHyperService::new(app);
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().timer(TokioTimer::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         // Copy each body chunk into one flat write buffer instead of queueing the chunk

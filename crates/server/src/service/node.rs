@@ -37,6 +37,11 @@ impl Raft {
         Raft { handle }
     }
 
+    /// The raft term as of the loop's last turn (no round trip).
+    pub(super) fn term(&self) -> u64 {
+        self.handle.published().term()
+    }
+
     /// Replicates a command; returns what applying it did on this node.
     pub(super) async fn propose(&self, cmd: &Command) -> Result<Outcome, ServiceError> {
         let applied = self

@@ -27,6 +27,12 @@ impl StatusService {
         StatusService { raft }
     }
 
+    /// The raft term as of the raft loop's last turn, without asking it (for response
+    /// headers).
+    pub fn term(&self) -> u64 {
+        self.raft.term()
+    }
+
     pub async fn status(&self) -> Result<StatusResponse, ServiceError> {
         self.raft.status().await
     }

@@ -1,0 +1,16 @@
+//! Compiles `proto/` into the wire types and the server and client stubs, with protox (a
+//! protobuf compiler in Rust), so a fresh machine needs no `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/rpc.proto", "proto/mvcc.proto", "proto/auth.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .generate_default_stubs(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! etcd's v3 gRPC API on the client port: a second front-end over [`crate::service`], beside
+//! the REST one. Each service module translates etcd's requests into the services' and their
+//! answers back, with etcd's response header and etcd's error codes and texts (`status`).
+//!
+//! - `kv`: Range, Put, DeleteRange, Txn, Compact.
+//! - `status`: service errors as gRPC statuses.
+//!
+//! Served on the same port as REST (`api::serve` sends a request whose content type is
+//! `application/grpc` here), in clear as HTTP/2 with prior knowledge (h2c, what etcd's
+//! `http://` endpoints speak) or under the port's TLS.
+
+mod kv;
+mod status;
+
+use coordinate_etcd_api::etcdserverpb as pb;
+use coordinate_etcd_api::etcdserverpb::kv_server::KvServer;
+
+use crate::service::Services;
+
+pub use kv::MAX_TXN_OPS;
+
+/// What every gRPC handler holds.
+#[derive(Clone)]
+pub struct Grpc {
+    services: Services,
+    /// This member's id (etcd's member_id).
+    member: u64,
+    /// The cluster's id (etcd's cluster_id).
+    cluster: u64,
+}
+
+impl Grpc {
+    pub fn new(services: Services, member: u64, cluster: u64) -> Grpc {
+        Grpc {
+            services,
+            member,
+            cluster,
+        }
+    }
+
+    /// The header of an answer given at store revision `revision`.
+    fn header(&self, revision: u64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster,
+            member_id: self.member,
+            revision: revision as i64,
+            raft_term: self.services.status.term(),
+        }
+    }
+}
+
+/// The gRPC services, as one router.
+pub fn router(grpc: Grpc) -> axum::Router {
+    let mut routes = tonic::service::Routes::builder();
+    routes.add_service(KvServer::new(grpc));
+    routes.routes().into_axum_router()
+}

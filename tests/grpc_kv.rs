@@ -1,0 +1,252 @@
+//! etcd's KV service on coordinate's client port, spoken to by a published etcd client
+//! (`etcd-client`, the crates.io client Rust users have), against real processes: Range with
+//! its options, Put, DeleteRange, Txn, Compact, the response header, and etcd's error codes
+//! and texts. The REST API keeps working on the same port.
+
+mod common;
+
+use common::{Cluster, Security};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, Error, GetOptions, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse,
+};
+
+/// An etcd client of node `id`.
+async fn client(c: &Cluster, id: u64) -> Client {
+    let url = c.client_url(id);
+    let endpoint = url.split_once("://").map_or(url.as_str(), |(_, a)| a);
+    Client::connect([endpoint], None)
+        .await
+        .unwrap_or_else(|e| panic!("connect to node {id}: {e}"))
+}
+
+/// The gRPC code and message of a failed call.
+fn grpc_error(e: Error) -> (tonic::Code, String) {
+    match e {
+        Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("not a gRPC status: {other:?}"),
+    }
+}
+
+#[test]
+fn kv_calls_behave_as_etcds() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 1, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(kv_calls(&c, leader));
+    // The REST API on the same port still answers, and sees the gRPC writes.
+    c.assert_value(leader, "a", b"2");
+}
+
+async fn kv_calls(c: &Cluster, leader: u64) {
+    let mut etcd = client(c, leader).await;
+
+    // Put, and the header of its answer.
+    let put = etcd.put("a", "1", None).await.expect("put");
+    let header = put.header().expect("a header");
+    assert_eq!(header.member_id(), 1);
+    assert!(header.raft_term() >= 1);
+    let first = header.revision();
+    assert!(first >= 1);
+    let put = etcd
+        .put("a", "2", Some(PutOptions::new().with_prev_key()))
+        .await
+        .expect("put with prev_kv");
+    assert_eq!(put.prev_key().map(|kv| kv.value()), Some(&b"1"[..]));
+    assert_eq!(put.header().unwrap().revision(), first + 1);
+    for (k, v) in [("b/1", "x"), ("b/2", "y"), ("b/3", "z"), ("c", "w")] {
+        etcd.put(k, v, None).await.expect("put");
+    }
+
+    // Range: one key, its versions and revisions.
+    let got = etcd.get("a", None).await.expect("get");
+    let kv = &got.kvs()[0];
+    assert_eq!((kv.key(), kv.value()), (&b"a"[..], &b"2"[..]));
+    assert_eq!(
+        (kv.create_revision(), kv.mod_revision()),
+        (first, first + 1)
+    );
+    assert_eq!(kv.version(), 2);
+    assert_eq!(got.count(), 1);
+    // A prefix, limited, counted, sorted, keys only.
+    let prefix = etcd
+        .get("b/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("prefix");
+    let keys: Vec<&[u8]> = prefix.kvs().iter().map(|kv| kv.key()).collect();
+    assert_eq!(keys, [&b"b/1"[..], b"b/2", b"b/3"]);
+    let limited = etcd
+        .get("b/", Some(GetOptions::new().with_prefix().with_limit(2)))
+        .await
+        .expect("limited");
+    assert_eq!(
+        (limited.kvs().len(), limited.more(), limited.count()),
+        (2, true, 3)
+    );
+    let counted = etcd
+        .get(
+            "b/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count only");
+    assert_eq!((counted.kvs().len(), counted.count()), (0, 3));
+    let sorted = etcd
+        .get(
+            "b/",
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Value, SortOrder::Descend),
+            ),
+        )
+        .await
+        .expect("sorted");
+    let values: Vec<&[u8]> = sorted.kvs().iter().map(|kv| kv.value()).collect();
+    assert_eq!(values, [&b"z"[..], b"y", b"x"]);
+    let keys_only = etcd
+        .get("b/1", Some(GetOptions::new().with_keys_only()))
+        .await
+        .expect("keys only");
+    assert_eq!(keys_only.kvs()[0].value(), b"");
+    // From a key on, and [key, range_end).
+    let from = etcd
+        .get("b/2", Some(GetOptions::new().with_from_key()))
+        .await
+        .expect("from key");
+    assert_eq!(from.count(), 3, "b/2, b/3, c");
+    let between = etcd
+        .get("b/1", Some(GetOptions::new().with_range("b/3")))
+        .await
+        .expect("range");
+    assert_eq!(between.count(), 2);
+    // An old revision, until compacted.
+    let old = etcd
+        .get("a", Some(GetOptions::new().with_revision(first)))
+        .await
+        .expect("get at a revision");
+    assert_eq!(old.kvs()[0].value(), b"1");
+
+    // Txn: compares, both branches, a read inside, the header revision of a write.
+    let txn = Txn::new()
+        .when([Compare::value("a", CompareOp::Equal, "2")])
+        .and_then([
+            TxnOp::put("t", "yes", None),
+            TxnOp::get("b/", Some(GetOptions::new().with_prefix())),
+        ])
+        .or_else([TxnOp::put("t", "no", None)]);
+    let done = etcd.txn(txn).await.expect("txn");
+    assert!(done.succeeded());
+    let now = etcd.get("t", None).await.expect("get t");
+    assert_eq!(now.kvs()[0].value(), b"yes");
+    assert_eq!(
+        done.header().unwrap().revision(),
+        now.kvs()[0].mod_revision()
+    );
+    match &done.op_responses()[1] {
+        TxnOpResponse::Get(r) => assert_eq!(r.count(), 3),
+        other => panic!("second answer of the txn: {other:?}"),
+    }
+    let failed = etcd
+        .txn(
+            Txn::new()
+                .when([Compare::version("a", CompareOp::Greater, 5)])
+                .and_then([TxnOp::put("t", "yes again", None)])
+                .or_else([TxnOp::delete("t", None)]),
+        )
+        .await
+        .expect("txn");
+    assert!(!failed.succeeded());
+    assert!(etcd.get("t", None).await.unwrap().kvs().is_empty());
+    // etcd's API-layer checks of a transaction.
+    let twice = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
+    assert_eq!(
+        grpc_error(etcd.txn(twice).await.unwrap_err()),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: duplicate key given in txn request".to_string()
+        )
+    );
+    let many = Txn::new().and_then(
+        (0..129)
+            .map(|i| TxnOp::put(format!("m{i}"), "v", None))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        grpc_error(etcd.txn(many).await.unwrap_err()).1,
+        "etcdserver: too many operations in txn request"
+    );
+
+    // DeleteRange with prev_kv.
+    let deleted = etcd
+        .delete(
+            "b/",
+            Some(DeleteOptions::new().with_prefix().with_prev_key()),
+        )
+        .await
+        .expect("delete prefix");
+    assert_eq!(deleted.deleted(), 3);
+    assert_eq!(deleted.prev_kvs().len(), 3);
+
+    // Compact, then the old revision is gone, with etcd's code and text.
+    let current = etcd
+        .get("a", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    etcd.compact(current, None).await.expect("compact");
+    let compacted = etcd
+        .get("a", Some(GetOptions::new().with_revision(first)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        grpc_error(compacted),
+        (
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted".to_string()
+        )
+    );
+    let future = etcd
+        .get("a", Some(GetOptions::new().with_revision(current + 100)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        grpc_error(future).1,
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+    // An empty key, and ignore_value on a missing key.
+    assert_eq!(
+        grpc_error(etcd.put("", "v", None).await.unwrap_err()),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: key is not provided".to_string()
+        )
+    );
+    let ignore = etcd
+        .put("missing", "", Some(PutOptions::new().with_ignore_value()))
+        .await
+        .unwrap_err();
+    assert_eq!(grpc_error(ignore).1, "etcdserver: key not found");
+}
+
+/// Three nodes: a write through one member's gRPC endpoint is read through another's at
+/// once (Range is linearizable by default).
+#[test]
+fn writes_through_one_member_are_read_through_another() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut writer = client(&c, follower).await;
+        let mut reader = client(&c, leader).await;
+        for i in 0..20 {
+            writer
+                .put(format!("k{i}"), format!("v{i}"), None)
+                .await
+                .expect("put through a follower");
+            let got = reader.get(format!("k{i}"), None).await.expect("get");
+            assert_eq!(got.kvs()[0].value(), format!("v{i}").as_bytes());
+        }
+    });
+}
