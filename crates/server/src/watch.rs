@@ -192,6 +192,11 @@ impl WatchHub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The store revision of the last change published (this node's applied state).
+    pub fn current(&self) -> u64 {
+        self.lock().current
+    }
+
     /// Publishes applied changes (called by the raft loop, in revision order).
     pub fn publish(&self, events: Vec<Event>) {
         if events.is_empty() {

@@ -172,6 +172,12 @@ impl WatchService {
 }
 
 impl WatchService {
+    /// The store revision this node has applied (no round trip: for response headers of
+    /// calls that change no key).
+    pub fn applied_revision(&self) -> u64 {
+        self.hub.current()
+    }
+
     /// The oldest revision the store can still serve.
     async fn compact_revision(&self) -> Result<u64, ServiceError> {
         match self

@@ -317,9 +317,7 @@ fn txn_response(header: pb::ResponseHeader, out: TxnOutcome) -> pb::TxnResponse 
                         prev_kvs: prev.into_iter().map(kv).collect(),
                     })
                 }
-                OpResponse::Range(result) => {
-                    Op::ResponseRange(range_response(header, result))
-                }
+                OpResponse::Range(result) => Op::ResponseRange(range_response(header, result)),
                 OpResponse::Txn(inner) => Op::ResponseTxn(txn_response(header, inner)),
             }),
         })

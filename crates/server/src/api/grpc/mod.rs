@@ -3,6 +3,9 @@
 //! answers back, with etcd's response header and etcd's error codes and texts (`status`).
 //!
 //! - `kv`: Range, Put, DeleteRange, Txn, Compact.
+//! - `lease`: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a stream), LeaseTimeToLive,
+//!   LeaseLeases.
+//! - `maintenance`: Status, Alarm, Defragment (a no-op: there is no file to defragment).
 //! - `status`: service errors as gRPC statuses.
 //!
 //! Served on the same port as REST (`api::serve` sends a request whose content type is
@@ -10,10 +13,14 @@
 //! `http://` endpoints speak) or under the port's TLS.
 
 mod kv;
+mod lease;
+mod maintenance;
 mod status;
 
 use coordinate_etcd_api::etcdserverpb as pb;
 use coordinate_etcd_api::etcdserverpb::kv_server::KvServer;
+use coordinate_etcd_api::etcdserverpb::lease_server::LeaseServer;
+use coordinate_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 
 use crate::service::Services;
 
@@ -52,6 +59,8 @@ impl Grpc {
 /// The gRPC services, as one router.
 pub fn router(grpc: Grpc) -> axum::Router {
     let mut routes = tonic::service::Routes::builder();
-    routes.add_service(KvServer::new(grpc));
+    routes.add_service(KvServer::new(grpc.clone()));
+    routes.add_service(LeaseServer::new(grpc.clone()));
+    routes.add_service(MaintenanceServer::new(grpc));
     routes.routes().into_axum_router()
 }

@@ -13,6 +13,7 @@ pub(crate) const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a fu
 pub(crate) const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 pub(crate) const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 pub(crate) const LEASE_EXISTS: &str = "etcdserver: lease already exists";
+pub(crate) const LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
 pub(crate) const KEY_NOT_FOUND: &str = "etcdserver: key not found";
 pub(crate) const VALUE_PROVIDED: &str = "etcdserver: value is provided";
 pub(crate) const LEASE_PROVIDED: &str = "etcdserver: lease is provided";

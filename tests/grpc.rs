@@ -1,14 +1,16 @@
-//! etcd's KV service on coordinate's client port, spoken to by a published etcd client
-//! (`etcd-client`, the crates.io client Rust users have), against real processes: Range with
-//! its options, Put, DeleteRange, Txn, Compact, the response header, and etcd's error codes
-//! and texts. The REST API keeps working on the same port.
+//! etcd's v3 gRPC API on coordinate's client port, spoken to by a published etcd client
+//! (`etcd-client`, the crates.io client Rust users have), against real processes: KV (Range
+//! with its options, Put, DeleteRange, Txn, Compact), Lease (grant, keep-alive stream,
+//! time-to-live, list, revoke), Maintenance (Status, Alarm, Defragment), the response header,
+//! and etcd's error codes and texts. The REST API keeps working on the same port.
 
 mod common;
 
 use common::{Cluster, Security};
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, Error, GetOptions, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse,
+    AlarmAction, AlarmType, Client, Compare, CompareOp, DeleteOptions, Error, GetOptions,
+    LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
 };
 
 /// An etcd client of node `id`.
@@ -249,4 +251,91 @@ fn writes_through_one_member_are_read_through_another() {
             assert_eq!(got.kvs()[0].value(), format!("v{i}").as_bytes());
         }
     });
+}
+
+#[test]
+fn leases_and_maintenance_behave_as_etcds() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 1, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(lease_calls(&c, leader));
+    rt.block_on(maintenance_calls(&c, leader));
+}
+
+async fn lease_calls(c: &Cluster, leader: u64) {
+    let mut etcd = client(c, leader).await;
+    let granted = etcd.lease_grant(30, None).await.expect("grant");
+    let id = granted.id();
+    assert!(id > 0);
+    assert_eq!(granted.ttl(), 30);
+    etcd.put("leased", "v", Some(PutOptions::new().with_lease(id)))
+        .await
+        .expect("put with a lease");
+    let ttl = etcd
+        .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .expect("time to live");
+    assert_eq!(ttl.granted_ttl(), 30);
+    assert!((1..=30).contains(&ttl.ttl()), "ttl {}", ttl.ttl());
+    assert_eq!(ttl.keys(), [b"leased".to_vec()]);
+    let (mut keeper, mut answers) = etcd.lease_keep_alive(id).await.expect("keep-alive stream");
+    keeper.keep_alive().await.expect("send a keep-alive");
+    let answer = answers
+        .message()
+        .await
+        .expect("a keep-alive answer")
+        .expect("the stream is open");
+    assert_eq!((answer.id(), answer.ttl()), (id, 30));
+    let listed = etcd.leases().await.expect("leases");
+    assert!(listed.leases().iter().any(|l| l.id() == id));
+    // etcd's refusals.
+    let exists = etcd
+        .lease_grant(30, Some(LeaseGrantOptions::new().with_id(id)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        grpc_error(exists),
+        (
+            tonic::Code::FailedPrecondition,
+            "etcdserver: lease already exists".to_string()
+        )
+    );
+    let huge = etcd.lease_grant(9_000_000_001, None).await.unwrap_err();
+    assert_eq!(grpc_error(huge).1, "etcdserver: too large lease TTL");
+    // Revoked: its key goes, and etcd's answers for a lease that is gone.
+    etcd.lease_revoke(id).await.expect("revoke");
+    assert!(etcd.get("leased", None).await.unwrap().kvs().is_empty());
+    let gone = etcd
+        .lease_time_to_live(id, None)
+        .await
+        .expect("time to live");
+    assert_eq!(gone.ttl(), -1);
+    keeper.keep_alive().await.expect("send a keep-alive");
+    let answer = answers.message().await.expect("an answer").expect("open");
+    assert_eq!(answer.ttl(), 0, "a keep-alive of a revoked lease");
+    let again = etcd.lease_revoke(id).await.unwrap_err();
+    assert_eq!(
+        grpc_error(again),
+        (
+            tonic::Code::NotFound,
+            "etcdserver: requested lease not found".to_string()
+        )
+    );
+}
+
+async fn maintenance_calls(c: &Cluster, leader: u64) {
+    let mut etcd = client(c, leader).await;
+    etcd.put("k", "v", None).await.expect("put");
+    let status = etcd.status().await.expect("status");
+    assert_eq!(status.leader(), leader);
+    assert!(status.raft_term() >= 1);
+    assert!(status.db_size() > 0);
+    assert!(status.raft_index() >= 2);
+    assert!(!status.version().is_empty());
+    assert_eq!(status.header().unwrap().member_id(), leader);
+    let alarms = etcd
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .expect("alarm list");
+    assert!(alarms.alarms().is_empty());
+    etcd.defragment().await.expect("defragment (a no-op)");
 }

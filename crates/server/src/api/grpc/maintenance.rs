@@ -1,0 +1,106 @@
+//! etcd's Maintenance service, the calls coordinate serves so far: Status (this member's
+//! raft and store state), Alarm (the NOSPACE alarm of the quota: list, raise, disarm) and
+//! Defragment (a no-op: coordinate's store is in memory, with no file to defragment).
+
+use coordinate_etcd_api::etcdserverpb as pb;
+use coordinate_etcd_api::etcdserverpb::maintenance_server::Maintenance;
+use tonic::{Request, Response, Status};
+
+use super::status;
+use super::Grpc;
+use crate::kv::{Alarm, AlarmKind};
+
+/// The etcd version Status reports: the API level served. (3.4: watch progress
+/// notifications, which a higher version makes Kubernetes rely on, are not served yet.)
+pub const REPORTED_VERSION: &str = "3.4.0";
+
+#[tonic::async_trait]
+impl Maintenance for Grpc {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self
+            .services
+            .status
+            .status()
+            .await
+            .map_err(status::status)?;
+        let (alarms, _) = self.services.kv.alarms().await.map_err(status::status)?;
+        let learner = s
+            .members
+            .iter()
+            .any(|m| m.id == s.id && m.role == "learner");
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.header(s.state.revision)),
+            version: REPORTED_VERSION.to_string(),
+            db_size: s.state.total_bytes as i64,
+            leader: s.leader,
+            raft_index: s.commit_index,
+            raft_term: s.term,
+            raft_applied_index: s.applied_index,
+            errors: alarms.iter().map(alarm_text).collect(),
+            db_size_in_use: s.state.total_bytes as i64,
+            is_learner: learner,
+        }))
+    }
+
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        let req = request.into_inner();
+        let kv = &self.services.kv;
+        let raised = match (req.action(), req.alarm()) {
+            (AlarmAction::Get, _) => kv.alarms().await.map(|(a, _)| a),
+            (AlarmAction::Deactivate, pb::AlarmType::Nospace) => {
+                kv.disarm(AlarmKind::NoSpace).await
+            }
+            (AlarmAction::Activate, pb::AlarmType::Nospace) => {
+                let alarm = Alarm {
+                    member: req.member_id,
+                    kind: AlarmKind::NoSpace,
+                };
+                kv.set_alarm(alarm, true).await
+            }
+            // No other alarm exists here: nothing to raise or clear.
+            (_, _) => kv.alarms().await.map(|(a, _)| a),
+        }
+        .map_err(status::status)?;
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.header(self.services.watch.applied_revision())),
+            alarms: raised
+                .iter()
+                .map(|a| pb::AlarmMember {
+                    member_id: a.member,
+                    alarm: alarm_type(a.kind) as i32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.header(self.services.watch.applied_revision())),
+        }))
+    }
+}
+
+fn alarm_type(kind: AlarmKind) -> pb::AlarmType {
+    match kind {
+        AlarmKind::NoSpace => pb::AlarmType::Nospace,
+    }
+}
+
+/// An alarm as etcd's Status lists it in `errors`.
+fn alarm_text(a: &Alarm) -> String {
+    format!(
+        "memberID:{} alarm:{}",
+        a.member,
+        alarm_type(a.kind).as_str_name()
+    )
+}
