@@ -339,3 +339,145 @@ async fn maintenance_calls(c: &Cluster, leader: u64) {
     assert!(alarms.alarms().is_empty());
     etcd.defragment().await.expect("defragment (a no-op)");
 }
+
+#[test]
+fn watches_behave_as_etcds() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 1, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(watch_calls(&c, leader));
+}
+
+/// The next answer of a watch stream, within 10 s.
+async fn answer(stream: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("an answer within 10 s")
+        .expect("the stream is fine")
+        .expect("the stream is open")
+}
+
+/// The watch id of the next answer, which must say the watcher was created.
+async fn created(stream: &mut etcd_client::WatchStream) -> i64 {
+    let a = answer(stream).await;
+    assert!(a.created(), "not a created answer: {a:?}");
+    a.watch_id()
+}
+
+/// (watch id, kind, key, value) of each event of an answer.
+fn events(a: &etcd_client::WatchResponse) -> Vec<(i64, etcd_client::EventType, String, String)> {
+    a.events()
+        .iter()
+        .map(|e| {
+            let kv = e.kv().expect("an event's key");
+            (
+                a.watch_id(),
+                e.event_type(),
+                kv.key_str().unwrap().to_string(),
+                kv.value_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn watch_calls(c: &Cluster, leader: u64) {
+    use etcd_client::EventType::{Delete, Put};
+    use etcd_client::{WatchFilterType, WatchOptions};
+    let mut etcd = client(c, leader).await;
+    let first = etcd
+        .put("w/a", "0", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+
+    // Two watchers on one stream, from now: each gets its key's events, in order.
+    let mut stream = etcd.watch("w/a", None).await.expect("watch");
+    let a = created(&mut stream).await;
+    stream.watch("w/b", None).await.expect("a second watcher");
+    let b = created(&mut stream).await;
+    assert_ne!(a, b);
+    etcd.put("w/a", "1", None).await.unwrap();
+    etcd.put("w/b", "1", None).await.unwrap();
+    etcd.put("w/a", "2", None).await.unwrap();
+    etcd.delete("w/a", None).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        seen.extend(events(&answer(&mut stream).await));
+    }
+    let of = |id: i64| -> Vec<_> { seen.iter().filter(|e| e.0 == id).cloned().collect() };
+    let s = |v: &str| v.to_string();
+    assert_eq!(
+        of(a),
+        [
+            (a, Put, s("w/a"), s("1")),
+            (a, Put, s("w/a"), s("2")),
+            (a, Delete, s("w/a"), s("")),
+        ]
+    );
+    assert_eq!(of(b), [(b, Put, s("w/b"), s("1"))]);
+    stream.cancel(a).await.expect("cancel");
+    let canceled = answer(&mut stream).await;
+    assert!(
+        canceled.canceled() && canceled.watch_id() == a,
+        "{canceled:?}"
+    );
+
+    // From a past revision, a prefix, with the previous values.
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(first)
+        .with_prev_key();
+    let mut past = etcd
+        .watch("w/", Some(options))
+        .await
+        .expect("watch the past");
+    created(&mut past).await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let a = answer(&mut past).await;
+        for e in a.events() {
+            let prev = e.prev_kv().map(|kv| kv.value_str().unwrap().to_string());
+            got.push((e.kv().unwrap().mod_revision(), prev));
+        }
+    }
+    assert_eq!(got[0], (first, None));
+    assert_eq!(
+        got[4].1.as_deref(),
+        Some("2"),
+        "the delete's previous value"
+    );
+
+    // Filters: no puts.
+    let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+    let mut deletes = etcd
+        .watch("w/f", Some(options))
+        .await
+        .expect("watch deletes");
+    let d = created(&mut deletes).await;
+    etcd.put("w/f", "x", None).await.unwrap();
+    etcd.delete("w/f", None).await.unwrap();
+    assert_eq!(
+        events(&answer(&mut deletes).await),
+        [(d, Delete, s("w/f"), s(""))]
+    );
+
+    // A start before the compaction point: created, then canceled with the oldest revision.
+    let now = etcd
+        .put("w/c", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    etcd.compact(now, None).await.expect("compact");
+    let options = WatchOptions::new().with_start_revision(first);
+    let mut old = etcd
+        .watch("w/c", Some(options))
+        .await
+        .expect("watch compacted");
+    created(&mut old).await;
+    let a = answer(&mut old).await;
+    assert!(a.canceled(), "{a:?}");
+    assert_eq!(a.compact_revision(), now);
+}

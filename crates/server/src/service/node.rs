@@ -42,6 +42,11 @@ impl Raft {
         self.handle.published().term()
     }
 
+    /// The leader as of the loop's last turn (0: none known; no round trip).
+    pub(super) fn leader(&self) -> u64 {
+        self.handle.published().leader()
+    }
+
     /// Replicates a command; returns what applying it did on this node.
     pub(super) async fn propose(&self, cmd: &Command) -> Result<Outcome, ServiceError> {
         let applied = self

@@ -33,6 +33,11 @@ impl StatusService {
         self.raft.term()
     }
 
+    /// The leader as of the raft loop's last turn (0: none known), without asking it.
+    pub fn leader(&self) -> u64 {
+        self.raft.leader()
+    }
+
     pub async fn status(&self) -> Result<StatusResponse, ServiceError> {
         self.raft.status().await
     }

@@ -5,6 +5,7 @@
 //! - `kv`: Range, Put, DeleteRange, Txn, Compact.
 //! - `lease`: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a stream), LeaseTimeToLive,
 //!   LeaseLeases.
+//! - `watch`: Watch, many watchers on one bidirectional stream.
 //! - `maintenance`: Status, Alarm, Defragment (a no-op: there is no file to defragment).
 //! - `status`: service errors as gRPC statuses.
 //!
@@ -16,11 +17,13 @@ mod kv;
 mod lease;
 mod maintenance;
 mod status;
+mod watch;
 
 use coordinate_etcd_api::etcdserverpb as pb;
 use coordinate_etcd_api::etcdserverpb::kv_server::KvServer;
 use coordinate_etcd_api::etcdserverpb::lease_server::LeaseServer;
 use coordinate_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use coordinate_etcd_api::etcdserverpb::watch_server::WatchServer;
 
 use crate::service::Services;
 
@@ -61,6 +64,7 @@ pub fn router(grpc: Grpc) -> axum::Router {
     let mut routes = tonic::service::Routes::builder();
     routes.add_service(KvServer::new(grpc.clone()));
     routes.add_service(LeaseServer::new(grpc.clone()));
+    routes.add_service(WatchServer::new(grpc.clone()));
     routes.add_service(MaintenanceServer::new(grpc));
     routes.routes().into_axum_router()
 }

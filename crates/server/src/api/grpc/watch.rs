@@ -1,0 +1,256 @@
+//! etcd's Watch service: one bidirectional stream carrying many watchers, over
+//! [`crate::service::WatchService`].
+//!
+//! A stream's requests are read by one task, in order: a create is answered `created` (with
+//! the client's watch id, or the next free one from 0) before any event of that watcher, then
+//! the watcher runs in a task of its own; a cancel ends that task and is answered `canceled`.
+//! Every answer goes through one bounded queue to the client, so a client that stops reading
+//! holds its watchers back (the watch hub then moves them to the history), never memory.
+//! A watcher's events are sent one revision per response, as soon as its last event is
+//! rendered. A start before the compaction point is answered `created`, then `canceled` with
+//! `compact_revision` (the oldest revision still held), as etcd does.
+//!
+//! Not served yet: progress notifications (`progress_notify`, `RequestProgress`) and
+//! `fragment` (a revision is always one response).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use coordinate_etcd_api::etcdserverpb as pb;
+use coordinate_etcd_api::etcdserverpb::watch_server::Watch;
+use coordinate_etcd_api::mvccpb;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::kv::kv;
+use super::status::{self, COMPACTED, NO_LEADER};
+use super::Grpc;
+use crate::kv::{Event, KeyRange};
+use crate::service::{Rejection, ServiceError, WatchItem, WatchRequest};
+
+/// Answers queued for one stream's client before its watchers wait.
+const STREAM_QUEUE: usize = 64;
+
+type Answers = std::pin::Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for Grpc {
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Answers>, Status> {
+        // etcd's `hasleader` metadata: refuse the stream while no leader is known.
+        let wants_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if wants_leader && self.services.status.leader() == 0 {
+            return Err(Status::unavailable(NO_LEADER));
+        }
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let stream = WatchStream {
+            grpc: self.clone(),
+            tx,
+            watchers: Arc::new(Mutex::new(HashMap::new())),
+            next_id: 0,
+        };
+        tokio::spawn(stream.serve(request.into_inner()));
+        let answers = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|answer| (Ok(answer), rx))
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// One client stream: its queue of answers and its running watchers by id.
+struct WatchStream {
+    grpc: Grpc,
+    tx: mpsc::Sender<pb::WatchResponse>,
+    watchers: Arc<Mutex<HashMap<i64, JoinHandle<()>>>>,
+    /// The next watch id to hand out (client-chosen ids are skipped).
+    next_id: i64,
+}
+
+impl WatchStream {
+    /// Reads requests until the client closes its side or the stream breaks; the watchers
+    /// run on until the client goes away (their answers then fail to send).
+    async fn serve(mut self, mut requests: Streaming<pb::WatchRequest>) {
+        use pb::watch_request::RequestUnion;
+        while let Some(Ok(req)) = requests.next().await {
+            let delivered = match req.request_union {
+                Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+                Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
+                // Progress notifications are not served yet: nothing to answer.
+                Some(RequestUnion::ProgressRequest(_)) | None => true,
+            };
+            if !delivered {
+                break;
+            }
+        }
+    }
+
+    /// Creates a watcher; false once the client is gone.
+    async fn create(&mut self, create: pb::WatchCreateRequest) -> bool {
+        let id = match create.watch_id {
+            0 => self.fresh_id().await,
+            chosen => chosen,
+        };
+        if self.watchers.lock().await.contains_key(&id) {
+            let refused = pb::WatchResponse {
+                header: Some(
+                    self.grpc
+                        .header(self.grpc.services.watch.applied_revision()),
+                ),
+                watch_id: id,
+                created: true,
+                canceled: true,
+                cancel_reason: "etcdserver: duplicate watch ID".into(),
+                ..Default::default()
+            };
+            return self.tx.send(refused).await.is_ok();
+        }
+        let prev_kv = create.prev_kv;
+        let started = self.grpc.services.watch.watch(watch_request(&create)).await;
+        let created = pb::WatchResponse {
+            header: Some(
+                self.grpc
+                    .header(self.grpc.services.watch.applied_revision()),
+            ),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
+        if self.tx.send(created).await.is_err() {
+            return false;
+        }
+        let mut watcher = match started {
+            Ok(watcher) => watcher,
+            Err(e) => return self.tx.send(self.refusal(id, e)).await.is_ok(),
+        };
+        let grpc = self.grpc.clone();
+        let tx = self.tx.clone();
+        let watchers = self.watchers.clone();
+        let task = tokio::spawn(async move {
+            let mut events = Vec::new();
+            loop {
+                let item = watcher
+                    .next(|e, position| (render(e, prev_kv), position.last))
+                    .await;
+                let answer = match item {
+                    Some(WatchItem::Event((event, last))) => {
+                        events.push(event);
+                        if !last {
+                            continue;
+                        }
+                        pb::WatchResponse {
+                            header: Some(grpc.header(grpc.services.watch.applied_revision())),
+                            watch_id: id,
+                            events: std::mem::take(&mut events),
+                            ..Default::default()
+                        }
+                    }
+                    Some(WatchItem::Compacted {
+                        compact_revision, ..
+                    }) => canceled(&grpc, id, compact_revision),
+                    None => break,
+                };
+                if tx.send(answer).await.is_err() {
+                    break;
+                }
+            }
+            watchers.lock().await.remove(&id);
+        });
+        self.watchers.lock().await.insert(id, task);
+        true
+    }
+
+    /// The lowest id from `next_id` on that no watcher of the stream holds.
+    async fn fresh_id(&mut self) -> i64 {
+        let watchers = self.watchers.lock().await;
+        while watchers.contains_key(&self.next_id) {
+            self.next_id += 1;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Ends watcher `id` and says so; false once the client is gone.
+    async fn cancel(&mut self, id: i64) -> bool {
+        if let Some(task) = self.watchers.lock().await.remove(&id) {
+            task.abort();
+        }
+        let answer = pb::WatchResponse {
+            header: Some(
+                self.grpc
+                    .header(self.grpc.services.watch.applied_revision()),
+            ),
+            watch_id: id,
+            canceled: true,
+            ..Default::default()
+        };
+        self.tx.send(answer).await.is_ok()
+    }
+
+    /// The answer to a watch that could not start.
+    fn refusal(&self, id: i64, e: ServiceError) -> pb::WatchResponse {
+        match e {
+            ServiceError::Rejected(Rejection::Compacted { oldest, .. }) => {
+                canceled(&self.grpc, id, oldest)
+            }
+            e => pb::WatchResponse {
+                header: Some(
+                    self.grpc
+                        .header(self.grpc.services.watch.applied_revision()),
+                ),
+                watch_id: id,
+                canceled: true,
+                cancel_reason: status::status(e).message().to_string(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A watcher ended because its next revision was compacted away.
+fn canceled(grpc: &Grpc, id: i64, compact_revision: u64) -> pb::WatchResponse {
+    pb::WatchResponse {
+        header: Some(grpc.header(grpc.services.watch.applied_revision())),
+        watch_id: id,
+        canceled: true,
+        compact_revision: compact_revision as i64,
+        cancel_reason: COMPACTED.into(),
+        ..Default::default()
+    }
+}
+
+/// etcd's create request as the service's.
+fn watch_request(create: &pb::WatchCreateRequest) -> WatchRequest {
+    use pb::watch_create_request::FilterType;
+    let range = KeyRange::from_etcd(
+        Bytes::copy_from_slice(&create.key),
+        Bytes::copy_from_slice(&create.range_end),
+    );
+    let filters: Vec<FilterType> = create.filters().collect();
+    WatchRequest {
+        no_put: filters.contains(&FilterType::Noput),
+        no_delete: filters.contains(&FilterType::Nodelete),
+        ..WatchRequest::new(range, create.start_revision.max(0) as u64)
+    }
+}
+
+/// An event as etcd shows it.
+fn render(e: &Event, prev_kv: bool) -> mvccpb::Event {
+    let kind = match e.deleted {
+        true => mvccpb::event::EventType::Delete,
+        false => mvccpb::event::EventType::Put,
+    };
+    mvccpb::Event {
+        r#type: kind as i32,
+        kv: Some(kv(e.kv.clone())),
+        prev_kv: e.prev.clone().filter(|_| prev_kv).map(kv),
+    }
+}
