@@ -481,3 +481,44 @@ async fn watch_calls(c: &Cluster, leader: u64) {
     assert!(a.canceled(), "{a:?}");
     assert_eq!(a.compact_revision(), now);
 }
+
+/// MemberList, MemberAdd (a learner nobody runs yet), MemberPromote refused for it (not
+/// caught up), MemberRemove, on three nodes.
+#[test]
+fn members_through_grpc() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut etcd = client(&c, leader).await;
+        let listed = etcd.member_list().await.expect("member list");
+        let mut urls: Vec<String> = listed
+            .members()
+            .iter()
+            .map(|m| m.peer_urls()[0].clone())
+            .collect();
+        urls.sort();
+        let mut want = c.peer_urls().to_vec();
+        want.sort();
+        assert_eq!(urls, want);
+        let me = listed.members().iter().find(|m| m.id() == leader).unwrap();
+        assert_eq!(me.client_urls(), [c.client_url(leader)]);
+
+        let url = format!("http://127.0.0.1:{}", common::free_port());
+        let added = etcd
+            .member_add(
+                [url.clone()],
+                Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .expect("add a learner");
+        let new = added.member().expect("the new member");
+        assert_eq!((new.id(), new.is_learner()), (4, true));
+        assert_eq!(added.member_list().len(), 4);
+        let promote = etcd.member_promote(4).await.unwrap_err();
+        assert_eq!(grpc_error(promote).0, tonic::Code::FailedPrecondition);
+        let removed = etcd.member_remove(4).await.expect("remove");
+        assert_eq!(removed.members().len(), 3);
+        let gone = etcd.member_remove(4).await.unwrap_err();
+        assert_eq!(grpc_error(gone).0, tonic::Code::NotFound);
+    });
+}

@@ -120,7 +120,19 @@ pub async fn run(
         shared.quota.clone(),
         cfg.auto_compaction,
     ));
-    let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, cluster_id(&cfg));
+    let client_scheme = if client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let client_url = format!(
+        "{client_scheme}://{}",
+        listeners
+            .client
+            .local_addr()
+            .map_or(cfg.client_listen.clone(), |a| a.to_string())
+    );
+    let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, cluster_id(&cfg), client_url);
     let app = api::both(
         api::router(ApiState {
             services,

@@ -5,6 +5,7 @@
 //! - `kv`: Range, Put, DeleteRange, Txn, Compact.
 //! - `lease`: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a stream), LeaseTimeToLive,
 //!   LeaseLeases.
+//! - `cluster`: MemberList, MemberAdd, MemberRemove, MemberPromote.
 //! - `watch`: Watch, many watchers on one bidirectional stream.
 //! - `maintenance`: Status, Alarm, Defragment (a no-op: there is no file to defragment).
 //! - `status`: service errors as gRPC statuses.
@@ -13,6 +14,7 @@
 //! `application/grpc` here), in clear as HTTP/2 with prior knowledge (h2c, what etcd's
 //! `http://` endpoints speak) or under the port's TLS.
 
+mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
@@ -20,6 +22,7 @@ mod status;
 mod watch;
 
 use coordinate_etcd_api::etcdserverpb as pb;
+use coordinate_etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use coordinate_etcd_api::etcdserverpb::kv_server::KvServer;
 use coordinate_etcd_api::etcdserverpb::lease_server::LeaseServer;
 use coordinate_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -37,14 +40,17 @@ pub struct Grpc {
     member: u64,
     /// The cluster's id (etcd's cluster_id).
     cluster: u64,
+    /// This member's client URL, as MemberList shows it.
+    client_url: String,
 }
 
 impl Grpc {
-    pub fn new(services: Services, member: u64, cluster: u64) -> Grpc {
+    pub fn new(services: Services, member: u64, cluster: u64, client_url: String) -> Grpc {
         Grpc {
             services,
             member,
             cluster,
+            client_url,
         }
     }
 
@@ -65,6 +71,7 @@ pub fn router(grpc: Grpc) -> axum::Router {
     routes.add_service(KvServer::new(grpc.clone()));
     routes.add_service(LeaseServer::new(grpc.clone()));
     routes.add_service(WatchServer::new(grpc.clone()));
+    routes.add_service(ClusterServer::new(grpc.clone()));
     routes.add_service(MaintenanceServer::new(grpc));
     routes.routes().into_axum_router()
 }
