@@ -5,6 +5,7 @@
 //! - `kv`: Range, Put, DeleteRange, Txn, Compact.
 //! - `lease`: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a stream), LeaseTimeToLive,
 //!   LeaseLeases.
+//! - `auth`: every call refused with one clear message (no users or roles yet).
 //! - `cluster`: MemberList, MemberAdd, MemberRemove, MemberPromote.
 //! - `watch`: Watch, many watchers on one bidirectional stream.
 //! - `maintenance`: Status, Alarm, Defragment (a no-op: there is no file to defragment).
@@ -14,6 +15,7 @@
 //! `application/grpc` here), in clear as HTTP/2 with prior knowledge (h2c, what etcd's
 //! `http://` endpoints speak) or under the port's TLS.
 
+mod auth;
 mod cluster;
 mod kv;
 mod lease;
@@ -22,6 +24,7 @@ mod status;
 mod watch;
 
 use coordinate_etcd_api::etcdserverpb as pb;
+use coordinate_etcd_api::etcdserverpb::auth_server::AuthServer;
 use coordinate_etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use coordinate_etcd_api::etcdserverpb::kv_server::KvServer;
 use coordinate_etcd_api::etcdserverpb::lease_server::LeaseServer;
@@ -72,6 +75,7 @@ pub fn router(grpc: Grpc) -> axum::Router {
     routes.add_service(LeaseServer::new(grpc.clone()));
     routes.add_service(WatchServer::new(grpc.clone()));
     routes.add_service(ClusterServer::new(grpc.clone()));
+    routes.add_service(AuthServer::new(grpc.clone()));
     routes.add_service(MaintenanceServer::new(grpc));
     routes.routes().into_axum_router()
 }

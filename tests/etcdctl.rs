@@ -1,0 +1,237 @@
+//! etcd's own command-line client, etcdctl 3.4 (Debian's `etcd-client` package, which
+//! `.ci/run` installs), against real coordinate processes: the Go client and its wire format,
+//! not ours. Each command's output is compared with what etcdctl prints against etcd.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::{Cluster, Security};
+
+const ETCDCTL: &str = "etcdctl";
+
+/// Runs etcdctl against `endpoint` with `args` (and `stdin`); its stdout, or a panic with its
+/// stderr if it failed.
+fn etcdctl(endpoint: &str, extra: &[String], args: &[&str], stdin: &str) -> String {
+    etcdctl_output(endpoint, extra, args, stdin).0
+}
+
+/// [`etcdctl`]'s stdout and stderr (some commands, `endpoint health` among them, report on
+/// stderr).
+fn etcdctl_output(
+    endpoint: &str,
+    extra: &[String],
+    args: &[&str],
+    stdin: &str,
+) -> (String, String) {
+    let mut child = Command::new(ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(extra)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {ETCDCTL} ({e}): install it with `apt-get install etcd-client` (.ci/run does)")
+        });
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .expect("write etcdctl's stdin");
+    }
+    let out = child.wait_with_output().expect("wait for etcdctl");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {stderr}\n{stdout}"
+    );
+    (stdout, stderr)
+}
+
+/// host:port of node `id`'s client port.
+fn endpoint(c: &Cluster, id: u64) -> String {
+    let url = c.client_url(id);
+    url.split_once("://")
+        .map_or(url.clone(), |(_, a)| a.to_string())
+}
+
+#[test]
+fn etcdctl_speaks_to_a_three_node_cluster() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let on = |id: u64| endpoint(&c, id);
+    let run = |id: u64, args: &[&str]| etcdctl(&on(id), &[], args, "");
+
+    assert_eq!(run(follower, &["put", "k1", "v1"]), "OK\n");
+    run(leader, &["put", "k2", "v2"]);
+    run(leader, &["put", "other", "x"]);
+    assert_eq!(run(leader, &["get", "k1"]), "k1\nv1\n");
+    assert_eq!(
+        run(follower, &["get", "k", "--prefix", "--keys-only"]),
+        "k1\n\nk2\n\n"
+    );
+    assert_eq!(
+        run(
+            leader,
+            &["get", "k", "--prefix", "--print-value-only", "--limit=1"]
+        ),
+        "v1\n"
+    );
+    assert_eq!(
+        run(
+            leader,
+            &[
+                "get",
+                "k",
+                "--prefix",
+                "--sort-by=KEY",
+                "--order=DESCEND",
+                "--keys-only"
+            ]
+        ),
+        "k2\n\nk1\n\n"
+    );
+    let json = run(leader, &["get", "k1", "-w", "json"]);
+    assert!(json.contains("\"count\":1"), "{json}");
+    assert!(json.contains("\"member_id\":"), "{json}");
+    // Old revisions, with --rev, until compacted.
+    run(leader, &["put", "k1", "v1b"]);
+    let rev: i64 = {
+        let j = run(leader, &["get", "k1", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&j).expect("json");
+        v["header"]["revision"].as_i64().expect("a revision")
+    };
+    assert_eq!(
+        run(
+            leader,
+            &[
+                "get",
+                "k1",
+                &format!("--rev={}", rev - 1),
+                "--print-value-only"
+            ]
+        ),
+        "v1\n"
+    );
+    // A transaction from stdin, etcdctl's interactive format.
+    let txn = "value(\"k1\") = \"v1b\"\n\nput k3 yes\n\nput k3 no\n\n";
+    assert_eq!(etcdctl(&on(leader), &[], &["txn"], txn), "SUCCESS\n\nOK\n");
+    assert_eq!(run(follower, &["get", "k3", "--print-value-only"]), "yes\n");
+    // Deletes.
+    assert_eq!(run(leader, &["del", "k", "--prefix"]), "3\n");
+    assert_eq!(run(leader, &["get", "k", "--prefix"]), "");
+
+    // A watch, in the background, sees a put and a delete. Its output is read by a thread;
+    // the watch is known to be established once a put made after its start shows up.
+    let mut watch = Command::new(ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", on(follower)))
+        .args(["watch", "w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcdctl watch");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = watch.stdout.take().expect("watch stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let seen = |what: &str| lines.lock().unwrap().iter().any(|l| l == what);
+    let established = common::wait_until(common::WAIT_TIMEOUT, || {
+        run(leader, &["put", "w", "ping"]);
+        seen("ping")
+    });
+    let printed = || lines.lock().unwrap().join("\n");
+    assert!(established, "the watch printed: {}", printed());
+    run(leader, &["put", "w", "seen"]);
+    run(leader, &["del", "w"]);
+    let delivered = common::wait_until(common::WAIT_TIMEOUT, || {
+        printed().contains("PUT\nw\nseen\nDELETE\nw")
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = reader.join();
+    assert!(delivered, "the watch printed: {}", printed());
+
+    // Leases.
+    let granted = run(leader, &["lease", "grant", "60"]);
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("a lease id")
+        .to_string();
+    run(leader, &["put", "leased", "v", &format!("--lease={id}")]);
+    let ttl = run(follower, &["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        ttl.contains("granted with TTL(60s)") && ttl.contains("attached keys([leased])"),
+        "{ttl}"
+    );
+    assert!(
+        run(leader, &["lease", "keep-alive", "--once", &id]).contains("keepalived with TTL(60)")
+    );
+    assert!(run(leader, &["lease", "list"]).contains(&id));
+    assert_eq!(
+        run(leader, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(run(leader, &["get", "leased"]), "");
+
+    // Cluster and maintenance.
+    let members = run(leader, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for url in c.peer_urls() {
+        assert!(members.contains(url.as_str()), "{members} lacks {url}");
+    }
+    let status = run(leader, &["endpoint", "status", "-w", "json"]);
+    assert!(status.contains(&format!("\"leader\":{leader}")), "{status}");
+    let (_, health) = etcdctl_output(&on(follower), &[], &["endpoint", "health"], "");
+    assert!(health.contains("is healthy"), "{health}");
+    assert_eq!(run(leader, &["alarm", "list"]), "");
+    assert!(run(leader, &["defrag"]).contains("Finished defragmenting"));
+    assert_eq!(
+        run(leader, &["compaction", &rev.to_string()]),
+        format!("compacted revision {rev}\n")
+    );
+
+    // The concurrency recipes etcdctl runs client-side: a lock, an election.
+    assert_eq!(run(follower, &["lock", "mutex", "echo", "held"]), "held\n");
+}
+
+/// etcdctl's own TLS flags against a node that requires client certificates.
+#[test]
+fn etcdctl_speaks_tls_with_client_certificates() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Tls, 1, &[]);
+    let certs = c.certs().expect("a TLS cluster");
+    let (cert, key) = certs.files("client");
+    let tls = vec![
+        format!("--cacert={}", certs.ca().display()),
+        format!("--cert={}", cert.display()),
+        format!("--key={}", key.display()),
+    ];
+    let url = c.client_url(leader);
+    assert_eq!(etcdctl(&url, &tls, &["put", "secure", "yes"], ""), "OK\n");
+    assert_eq!(
+        etcdctl(&url, &tls, &["get", "secure", "--print-value-only"], ""),
+        "yes\n"
+    );
+    // Without a client certificate it gets nothing.
+    let refused = Command::new(ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={url}"))
+        .arg(format!("--cacert={}", certs.ca().display()))
+        .args(["--command-timeout=2s", "--dial-timeout=2s", "get", "secure"])
+        .output()
+        .expect("run etcdctl");
+    assert!(!refused.status.success());
+}
