@@ -168,6 +168,18 @@ impl KvService {
         self.range_query(query, req.consistency).await
     }
 
+    /// A range read whose answer is bounded by `max_bytes`, not by [`MAX_PAGE_BYTES`] (etcd's
+    /// Range answers every key asked for: its clients do not page unless they set a limit).
+    pub async fn range_within(
+        &self,
+        req: RangeRequest,
+        max_bytes: usize,
+    ) -> Result<RangeResult, ServiceError> {
+        let mut query = req.query;
+        query.max_bytes = query.max_bytes.min(max_bytes);
+        self.range_query(query, req.consistency).await
+    }
+
     async fn range_query(
         &self,
         query: RangeQuery,

@@ -20,6 +20,9 @@ use crate::service::{Consistency, RangeRequest};
 /// Operations one transaction may hold, nested ones included (etcd's `--max-txn-ops`
 /// default).
 pub const MAX_TXN_OPS: usize = 128;
+/// Bytes of keys and values one Range answer holds at most. etcd answers every key asked for;
+/// past this, coordinate refuses rather than hand back part of the range.
+pub const MAX_RANGE_BYTES: usize = 512 << 20;
 
 #[tonic::async_trait]
 impl Kv for Grpc {
@@ -33,12 +36,19 @@ impl Kv for Grpc {
             false => Consistency::Linearizable,
         };
         let query = range_query(req)?;
+        let limit = query.limit;
         let result = self
             .services
             .kv
-            .range(RangeRequest { query, consistency })
+            .range_within(RangeRequest { query, consistency }, MAX_RANGE_BYTES)
             .await
             .map_err(status::status)?;
+        if result.more && (limit == 0 || result.kvs.len() < limit) {
+            return Err(Status::resource_exhausted(format!(
+                "etcdserver: the range holds more than {} MiB; read it in pages (a limit)",
+                MAX_RANGE_BYTES >> 20
+            )));
+        }
         let header = self.header(result.revision);
         Ok(Response::new(range_response(header, result)))
     }
