@@ -520,5 +520,16 @@ fn members_through_grpc() {
         assert_eq!(removed.members().len(), 3);
         let gone = etcd.member_remove(4).await.unwrap_err();
         assert_eq!(grpc_error(gone).0, tonic::Code::NotFound);
+
+        // MoveLeader: refused on a follower and for a non-voter, done on the leader.
+        let target = c.ids().into_iter().find(|&id| id != leader).unwrap();
+        let mut on_follower = client(&c, target).await;
+        let refused = on_follower.move_leader(leader).await.unwrap_err();
+        assert_eq!(grpc_error(refused).1, "etcdserver: not leader");
+        let bad = etcd.move_leader(99).await.unwrap_err();
+        assert_eq!(grpc_error(bad).1, "etcdserver: bad leader transferee");
+        etcd.move_leader(target).await.expect("move the leadership");
+        let status = on_follower.status().await.expect("status");
+        assert_eq!(status.leader(), target);
     });
 }

@@ -238,6 +238,31 @@ impl<S: StateMachine> NodeHandle<S> {
         rx.await.map_err(|_| RequestError::Shutdown)
     }
 
+    /// Moves leadership to voter `to` (this node must lead); returns once `to` leads, or
+    /// [`RequestError::Timeout`] if it does not within the request timeout.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), RequestError> {
+        let deadline = Instant::now() + self.timeout;
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send_async(Input::TransferLeader { to, reply })
+            .await
+            .is_err()
+        {
+            return Err(RequestError::Shutdown);
+        }
+        rx.await
+            .map_err(|_| RequestError::Shutdown)?
+            .map_err(RequestError::Rejected)?;
+        while self.published.leader() != to {
+            if Instant::now() >= deadline {
+                return Err(RequestError::Timeout);
+            }
+            tokio::time::sleep(NO_LEADER_RETRY).await;
+        }
+        Ok(())
+    }
+
     /// Asks the raft loop to sync and stop; false if it already stopped.
     pub async fn shutdown(&self) -> bool {
         self.tx.send_async(Input::Shutdown).await.is_ok()

@@ -97,6 +97,11 @@ pub enum Input<S: StateMachine> {
     Members(oneshot::Sender<Vec<MemberInfo>>),
     /// Report the node's status.
     Status(oneshot::Sender<NodeStatus<S::Status>>),
+    /// Start moving leadership to voter `to` (this node must lead); answered once started.
+    TransferLeader {
+        to: u64,
+        reply: oneshot::Sender<std::result::Result<(), crate::handle::Rejection>>,
+    },
     /// A snapshot of this node's state, written in the background, is durable (or failed).
     SnapshotSaved {
         meta: SnapshotMetadata,
@@ -476,6 +481,9 @@ impl<S: StateMachine> Node<S> {
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Input::TransferLeader { to, reply } => {
+                let _ = reply.send(self.transfer_leader(to));
+            }
             // The writer's state is looked at on every turn of the loop; this only wakes it.
             Input::Log(LogEvent::Persisted | LogEvent::Failed) => {}
             Input::SnapshotSaved {
@@ -486,6 +494,22 @@ impl<S: StateMachine> Node<S> {
             Input::Shutdown => return Ok(true),
         }
         Ok(false)
+    }
+
+    /// Starts a leadership transfer to voter `to`, if this node leads.
+    fn transfer_leader(&mut self, to: u64) -> std::result::Result<(), crate::handle::Rejection> {
+        use crate::handle::Rejection;
+        if self.role != StateRole::Leader {
+            return Err(Rejection::Misdirected("this node is not the leader".into()));
+        }
+        if to == self.cfg.id || !self.conf_state.voters.contains(&to) {
+            return Err(Rejection::Invalid(format!(
+                "node {to} is not a voter other than the leader"
+            )));
+        }
+        tracing::info!(to, "moving leadership, as asked");
+        self.raw.transfer_leader(to);
+        Ok(())
     }
 
     fn on_transport_event(&mut self, event: TransportEvent) {

@@ -47,6 +47,14 @@ impl Raft {
         self.handle.published().leader()
     }
 
+    /// Moves leadership to voter `to` (this node must lead).
+    pub(super) async fn transfer_leader(&self, to: u64) -> Result<(), ServiceError> {
+        self.handle
+            .transfer_leader(to)
+            .await
+            .map_err(ServiceError::from)
+    }
+
     /// Replicates a command; returns what applying it did on this node.
     pub(super) async fn propose(&self, cmd: &Command) -> Result<Outcome, ServiceError> {
         let applied = self

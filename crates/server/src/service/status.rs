@@ -38,6 +38,11 @@ impl StatusService {
         self.raft.leader()
     }
 
+    /// Moves leadership to voter `to`; this node must lead. Returns once `to` leads.
+    pub async fn move_leader(&self, to: u64) -> Result<(), ServiceError> {
+        self.raft.transfer_leader(to).await
+    }
+
     pub async fn status(&self) -> Result<StatusResponse, ServiceError> {
         self.raft.status().await
     }

@@ -1,6 +1,7 @@
 //! etcd's Maintenance service, the calls coordinate serves so far: Status (this member's
-//! raft and store state), Alarm (the NOSPACE alarm of the quota: list, raise, disarm) and
-//! Defragment (a no-op: coordinate's store is in memory, with no file to defragment).
+//! raft and store state), Alarm (the NOSPACE alarm of the quota: list, raise, disarm),
+//! MoveLeader (sent to the leader, as etcdctl does) and Defragment (a no-op: coordinate's
+//! store is in memory, with no file to defragment).
 
 use coordinate_etcd_api::etcdserverpb as pb;
 use coordinate_etcd_api::etcdserverpb::maintenance_server::Maintenance;
@@ -9,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::status;
 use super::Grpc;
 use crate::kv::{Alarm, AlarmKind};
+use crate::service::{Rejection, ServiceError, Unavailable};
 
 /// The etcd version Status reports: the API level served. (3.4: watch progress
 /// notifications, which a higher version makes Kubernetes rely on, are not served yet.)
@@ -78,6 +80,28 @@ impl Maintenance for Grpc {
                 })
                 .collect(),
         }))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let to = request.into_inner().target_id;
+        match self.services.status.move_leader(to).await {
+            Ok(()) => Ok(Response::new(pb::MoveLeaderResponse {
+                header: Some(self.header(self.services.watch.applied_revision())),
+            })),
+            Err(ServiceError::Rejected(Rejection::Misdirected(_))) => {
+                Err(Status::failed_precondition("etcdserver: not leader"))
+            }
+            Err(ServiceError::Rejected(Rejection::Invalid(_))) => Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            )),
+            Err(ServiceError::Unavailable(Unavailable::Timeout)) => Err(Status::unavailable(
+                "etcdserver: request timed out, leader transfer took too long",
+            )),
+            Err(e) => Err(status::status(e)),
+        }
     }
 
     async fn defragment(
