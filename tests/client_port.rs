@@ -1,5 +1,5 @@
 //! The client port under attack, on real processes: more idle connections than the cap
-//! (refused with a 503, the node stays up and serves once they close), a slowloris client and
+//! (refused with a 503, the node stays up and serves once they close), silent and slowloris clients (HTTP/1.1 and HTTP/2) and
 //! an idle keep-alive connection (both closed by the server), idle sockets by the hundred on a
 //! node with a small open-file limit while snapshots are written, accepts failing for want of
 //! descriptors (survived), a watcher that stopped reading at shutdown, watchers beyond the cap,
@@ -136,6 +136,19 @@ fn connections_over_the_cap_are_refused_and_the_node_recovers() {
 fn slowloris_and_idle_keep_alive_connections_are_closed() {
     let (mut c, _) = Cluster::start_with_leader(1, &["--client-header-timeout-ms", "500"]);
     let a = addr(&c, 1);
+    // Nothing at all; HTTP/2's preface and then nothing (a client that answers no ping).
+    let mut silent = connect(&a);
+    assert!(
+        read_until_closed(&mut silent, WAIT_TIMEOUT).is_some(),
+        "a connection that never sent a byte is still open"
+    );
+    let mut h2 = connect(&a);
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("send the HTTP/2 preface");
+    assert!(
+        read_until_closed(&mut h2, WAIT_TIMEOUT).is_some(),
+        "an HTTP/2 connection that answers no ping is still open"
+    );
     // Half a request head, then nothing.
     let mut slow = connect(&a);
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")

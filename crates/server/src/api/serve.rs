@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use coordinate_tls::server::ServerTls;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -315,47 +314,166 @@ impl Connection {
     }
 }
 
+/// HTTP/2's connection preface: a connection that opens with it speaks HTTP/2.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// HTTP on one connection — HTTP/1.1, or HTTP/2 when it opens with HTTP/2's preface (gRPC
 /// clients, in clear or under TLS) — drained gracefully when `stop` turns true.
+///
+/// Which one is decided here, from the first bytes, within the header timeout: a connection
+/// that sends nothing (or half a preface) is closed like one that never finishes its request
+/// head. An HTTP/2 connection is then kept alive by pings, answered within the header
+/// timeout, and closed when they are not.
 async fn serve_http<S>(
-    stream: S,
+    mut stream: S,
     app: Router,
     header_timeout: Duration,
     stop: &mut watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let opening = match tokio::time::timeout(header_timeout, read_opening(&mut stream)).await {
+        Ok(Ok(opening)) if !opening.is_empty() => opening,
+        // Closed, broken or silent before saying anything.
+        _ => return,
+    };
+    let h2 = opening.starts_with(H2_PREFACE);
+    let stream = TokioIo::new(Prefixed::new(opening, stream));
     let service = TowerToHyperService::new(app);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().timer(TokioTimer::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        // Copy each body chunk into one flat write buffer instead of queueing the chunk
-        // itself: a stalled watch stream then holds a tight copy of one event, not the
-        // over-allocated buffer it was rendered into (measured: 2.3 vs 4.7 MiB per stalled
-        // watcher on 1 MiB values). axum::serve got the same through hyper-util's `Rewind`.
-        .writev(false)
-        .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stopped(stop) => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::debug!("a client connection did not finish in time; closing it");
-                    Ok(())
-                }
-            }
-        }
+    let result = if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(header_timeout))
+            .keep_alive_timeout(header_timeout);
+        let conn = builder.serve_connection(stream, service);
+        drain(conn, stop, |c| c.graceful_shutdown()).await
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            // Copy each body chunk into one flat write buffer instead of queueing the chunk
+            // itself: a stalled watch stream then holds a tight copy of one event, not the
+            // over-allocated buffer it was rendered into (measured: 2.3 vs 4.7 MiB per
+            // stalled watcher on 1 MiB values).
+            .writev(false)
+            .keep_alive(true);
+        let conn = builder.serve_connection(stream, service);
+        drain(conn, stop, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {
         // Timeouts, resets and malformed requests: the client's problem, not the node's.
         tracing::debug!(error = %e, "client connection ended");
+    }
+}
+
+/// Runs a connection to its end; once `stop` turns true, shuts it down gracefully and waits
+/// at most [`DRAIN_TIMEOUT`] more.
+async fn drain<C, T, E>(
+    conn: C,
+    stop: &mut watch::Receiver<bool>,
+    shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+) -> Result<T, E>
+where
+    C: std::future::Future<Output = Result<T, E>>,
+    T: Default,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        () = stopped(stop) => {
+            shutdown(conn.as_mut());
+            match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!("a client connection did not finish in time; closing it");
+                    Ok(T::default())
+                }
+            }
+        }
+    }
+}
+
+/// Reads the first bytes of a connection: until they are HTTP/2's whole preface or differ
+/// from it (HTTP/1.1), or the stream ends. At most the preface's length.
+async fn read_opening<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Vec<u8>> {
+    let mut opening = vec![0u8; H2_PREFACE.len()];
+    let mut len = 0;
+    while len < H2_PREFACE.len() {
+        let n = stream.read(&mut opening[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if opening[..len] != H2_PREFACE[..len] {
+            break;
+        }
+    }
+    opening.truncate(len);
+    Ok(opening)
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    consumed: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            prefix,
+            consumed: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.consumed < this.prefix.len() {
+            let rest = &this.prefix[this.consumed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.consumed += n;
+            if this.consumed == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.consumed = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
