@@ -1,7 +1,8 @@
 //! The client port under attack, on real processes: more idle connections than the cap
 //! (refused with a 503, the node stays up and serves once they close), silent and slowloris
-//! clients (HTTP/1.1 and HTTP/2) and an idle keep-alive connection (all closed by the server), idle sockets by the hundred on a
-//! node with a small open-file limit while snapshots are written, accepts failing for want of
+//! clients (HTTP/1.1 and HTTP/2) and an idle keep-alive connection (all closed by the
+//! server), idle sockets by the hundred on a node with a small open-file limit while
+//! snapshots are written, accepts failing for want of
 //! descriptors (survived), a watcher that stopped reading at shutdown, watchers beyond the cap,
 //! hundreds of watchers from revision 1 (stalled or catching up) while a writer writes, and a
 //! prefix listing larger than a page's byte budget.
