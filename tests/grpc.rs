@@ -159,6 +159,24 @@ async fn kv_calls(c: &Cluster, leader: u64) {
         .expect("txn");
     assert!(!failed.succeeded());
     assert!(etcd.get("t", None).await.unwrap().kvs().is_empty());
+    // A put in a transaction returns the previous key only when it asks.
+    let puts = Txn::new().and_then([
+        TxnOp::put("t", "plain", None),
+        TxnOp::put("t2", "asked", Some(PutOptions::new().with_prev_key())),
+    ]);
+    etcd.put("t2", "before", None).await.unwrap();
+    let done = etcd.txn(puts).await.expect("txn of puts");
+    let prevs: Vec<Option<Vec<u8>>> = done
+        .op_responses()
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Put(p) => p.prev_key().map(|kv| kv.value().to_vec()),
+            other => panic!("not a put answer: {other:?}"),
+        })
+        .collect();
+    assert_eq!(prevs, [None, Some(b"before".to_vec())]);
+    etcd.delete("t", None).await.unwrap();
+    etcd.delete("t2", None).await.unwrap();
     // etcd's API-layer checks of a transaction.
     let twice = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
     assert_eq!(

@@ -49,7 +49,7 @@ impl Cluster for Grpc {
                 is_learner: req.is_learner,
             });
         Ok(Response::new(pb::MemberAddResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
             member: Some(member),
             members: members.iter().map(|m| self.member(m)).collect(),
         }))
@@ -66,7 +66,7 @@ impl Cluster for Grpc {
             .await
             .map_err(status::status)?;
         Ok(Response::new(pb::MemberRemoveResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
             members: self.members().await?,
         }))
     }
@@ -86,7 +86,7 @@ impl Cluster for Grpc {
         _request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
             members: self.members().await?,
         }))
     }
@@ -102,7 +102,7 @@ impl Cluster for Grpc {
             .await
             .map_err(status::status)?;
         Ok(Response::new(pb::MemberPromoteResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
             members: self.members().await?,
         }))
     }

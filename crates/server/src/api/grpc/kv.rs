@@ -91,10 +91,11 @@ impl Kv for Grpc {
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let req = request.into_inner();
         check_txn(&req)?;
+        let wanted = prev_wanted(&req);
         let txn = txn(req)?;
         let out = self.services.kv.txn(txn).await.map_err(status::status)?;
         let header = self.header(out.revision);
-        Ok(Response::new(txn_response(header, out)))
+        Ok(Response::new(txn_response(header, out, &wanted)))
     }
 
     async fn compact(
@@ -309,16 +310,59 @@ fn compare(mut c: pb::Compare) -> Result<Compare, Status> {
     })
 }
 
-fn txn_response(header: pb::ResponseHeader, out: TxnOutcome) -> pb::TxnResponse {
+/// Which puts of a transaction asked for the previous key, branch by branch (the state
+/// machine returns it for every put; etcd only when asked).
+#[derive(Default)]
+struct PrevWanted {
+    success: Vec<OpWant>,
+    failure: Vec<OpWant>,
+}
+
+enum OpWant {
+    Put(bool),
+    Txn(PrevWanted),
+    Other,
+}
+
+fn prev_wanted(req: &pb::TxnRequest) -> PrevWanted {
+    use pb::request_op::Request as Op;
+    let branch = |ops: &[pb::RequestOp]| {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(Op::RequestPut(p)) => OpWant::Put(p.prev_kv),
+                Some(Op::RequestTxn(t)) => OpWant::Txn(prev_wanted(t)),
+                _ => OpWant::Other,
+            })
+            .collect()
+    };
+    PrevWanted {
+        success: branch(&req.success),
+        failure: branch(&req.failure),
+    }
+}
+
+fn txn_response(
+    header: pb::ResponseHeader,
+    out: TxnOutcome,
+    wanted: &PrevWanted,
+) -> pb::TxnResponse {
     use pb::response_op::Response as Op;
+    let branch = match out.succeeded {
+        true => &wanted.success,
+        false => &wanted.failure,
+    };
+    let no_inner = PrevWanted::default();
     let responses = out
         .responses
         .into_iter()
-        .map(|r| pb::ResponseOp {
+        .enumerate()
+        .map(|(i, r)| pb::ResponseOp {
             response: Some(match r {
                 OpResponse::Put { prev } => Op::ResponsePut(pb::PutResponse {
                     header: Some(header),
-                    prev_kv: prev.map(kv),
+                    prev_kv: prev
+                        .filter(|_| matches!(branch.get(i), Some(OpWant::Put(true))))
+                        .map(kv),
                 }),
                 OpResponse::Delete { deleted, prev } => {
                     Op::ResponseDeleteRange(pb::DeleteRangeResponse {
@@ -328,7 +372,13 @@ fn txn_response(header: pb::ResponseHeader, out: TxnOutcome) -> pb::TxnResponse 
                     })
                 }
                 OpResponse::Range(result) => Op::ResponseRange(range_response(header, result)),
-                OpResponse::Txn(inner) => Op::ResponseTxn(txn_response(header, inner)),
+                OpResponse::Txn(inner) => {
+                    let inner_wanted = match branch.get(i) {
+                        Some(OpWant::Txn(w)) => w,
+                        _ => &no_inner,
+                    };
+                    Op::ResponseTxn(txn_response(header, inner, inner_wanted))
+                }
             }),
         })
         .collect();

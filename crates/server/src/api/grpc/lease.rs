@@ -36,7 +36,7 @@ impl Lease for Grpc {
             .await
             .map_err(status::status)?;
         Ok(Response::new(pb::LeaseGrantResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
             id: granted.id,
             ttl: granted.ttl,
             error: String::new(),
@@ -92,7 +92,7 @@ impl Lease for Grpc {
                 keys: t.keys.into_iter().map(|k| k.to_vec()).collect(),
             },
             None => pb::LeaseTimeToLiveResponse {
-                header: Some(self.header(self.services.watch.applied_revision())),
+                header: Some(self.current_header()),
                 id: req.id,
                 ttl: -1,
                 granted_ttl: 0,
@@ -123,7 +123,7 @@ impl Grpc {
             Err(e) => return Err(status::status(e)),
         };
         Ok(pb::LeaseKeepAliveResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
             id,
             ttl,
         })

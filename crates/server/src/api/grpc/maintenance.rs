@@ -71,7 +71,7 @@ impl Maintenance for Grpc {
         }
         .map_err(status::status)?;
         Ok(Response::new(pb::AlarmResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
             alarms: raised
                 .iter()
                 .map(|a| pb::AlarmMember {
@@ -89,7 +89,7 @@ impl Maintenance for Grpc {
         let to = request.into_inner().target_id;
         match self.services.status.move_leader(to).await {
             Ok(()) => Ok(Response::new(pb::MoveLeaderResponse {
-                header: Some(self.header(self.services.watch.applied_revision())),
+                header: Some(self.current_header()),
             })),
             Err(ServiceError::Rejected(Rejection::Misdirected(_))) => {
                 Err(Status::failed_precondition("etcdserver: not leader"))
@@ -109,7 +109,7 @@ impl Maintenance for Grpc {
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.header(self.services.watch.applied_revision())),
+            header: Some(self.current_header()),
         }))
     }
 }

@@ -57,6 +57,12 @@ impl Grpc {
         }
     }
 
+    /// The header of an answer that read or changed no key: at the revision this node has
+    /// applied.
+    fn current_header(&self) -> pb::ResponseHeader {
+        self.header(self.services.watch.applied_revision())
+    }
+
     /// The header of an answer given at store revision `revision`.
     fn header(&self, revision: u64) -> pb::ResponseHeader {
         pb::ResponseHeader {

@@ -100,10 +100,7 @@ impl WatchStream {
         };
         if self.watchers.lock().await.contains_key(&id) {
             let refused = pb::WatchResponse {
-                header: Some(
-                    self.grpc
-                        .header(self.grpc.services.watch.applied_revision()),
-                ),
+                header: Some(self.grpc.current_header()),
                 watch_id: id,
                 created: true,
                 canceled: true,
@@ -115,10 +112,7 @@ impl WatchStream {
         let prev_kv = create.prev_kv;
         let started = self.grpc.services.watch.watch(watch_request(&create)).await;
         let created = pb::WatchResponse {
-            header: Some(
-                self.grpc
-                    .header(self.grpc.services.watch.applied_revision()),
-            ),
+            header: Some(self.grpc.current_header()),
             watch_id: id,
             created: true,
             ..Default::default()
@@ -146,7 +140,7 @@ impl WatchStream {
                             continue;
                         }
                         pb::WatchResponse {
-                            header: Some(grpc.header(grpc.services.watch.applied_revision())),
+                            header: Some(grpc.current_header()),
                             watch_id: id,
                             events: std::mem::take(&mut events),
                             ..Default::default()
@@ -184,10 +178,7 @@ impl WatchStream {
             task.abort();
         }
         let answer = pb::WatchResponse {
-            header: Some(
-                self.grpc
-                    .header(self.grpc.services.watch.applied_revision()),
-            ),
+            header: Some(self.grpc.current_header()),
             watch_id: id,
             canceled: true,
             ..Default::default()
@@ -202,10 +193,7 @@ impl WatchStream {
                 canceled(&self.grpc, id, oldest)
             }
             e => pb::WatchResponse {
-                header: Some(
-                    self.grpc
-                        .header(self.grpc.services.watch.applied_revision()),
-                ),
+                header: Some(self.grpc.current_header()),
                 watch_id: id,
                 canceled: true,
                 cancel_reason: status::status(e).message().to_string(),
@@ -218,7 +206,7 @@ impl WatchStream {
 /// A watcher ended because its next revision was compacted away.
 fn canceled(grpc: &Grpc, id: i64, compact_revision: u64) -> pb::WatchResponse {
     pb::WatchResponse {
-        header: Some(grpc.header(grpc.services.watch.applied_revision())),
+        header: Some(grpc.current_header()),
         watch_id: id,
         canceled: true,
         compact_revision: compact_revision as i64,
