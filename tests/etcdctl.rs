@@ -235,3 +235,87 @@ fn etcdctl_speaks_tls_with_client_certificates() {
         .expect("run etcdctl");
     assert!(!refused.status.success());
 }
+
+/// Processes this test started, killed (by pid) when it ends.
+struct Nodes(Vec<std::process::Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Three nodes started with etcd's core flags only, as an etcd unit file would start them,
+/// serve etcdctl.
+#[test]
+fn etcds_own_flags_start_a_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let peers: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let clients: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let initial: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("n{}=http://127.0.0.1:{p}", i + 1))
+        .collect();
+    let mut nodes = Nodes(Vec::new());
+    for i in 0..3 {
+        let child = Command::new(common::BIN)
+            .args(["--name", &format!("n{}", i + 1)])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                peers[i]
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", peers[i]))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{}",
+                clients[i]
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{}",
+                clients[i]
+            ))
+            .arg(format!(
+                "--data-dir={}",
+                dir.path().join(format!("n{i}")).display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start coordinate");
+        nodes.0.push(child);
+    }
+    let endpoint = |i: usize| format!("127.0.0.1:{}", clients[i]);
+    let up = common::wait_until(common::WAIT_TIMEOUT, || {
+        Command::new(ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoint(0)))
+            .args(["--command-timeout=2s", "put", "unit", "file"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(
+        up,
+        "the cluster started with etcd's flags never took a write"
+    );
+    assert_eq!(
+        etcdctl(
+            &endpoint(2),
+            &[],
+            &["get", "unit", "--print-value-only"],
+            ""
+        ),
+        "file\n"
+    );
+    let members = etcdctl(&endpoint(1), &[], &["member", "list"], "");
+    assert_eq!(members.lines().count(), 3, "{members}");
+    assert!(
+        members.contains(&format!("http://127.0.0.1:{}", clients[1])),
+        "{members}"
+    );
+    drop(nodes);
+}

@@ -28,10 +28,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub id: u64,
     /// Comma-separated peer (Raft) URLs of the cluster; node i listens on entry i.
-    #[arg(long, default_value = "http://127.0.0.1:12379")]
+    #[arg(long, default_value = DEFAULT_CLUSTER)]
     pub cluster: String,
     /// Client HTTP port.
-    #[arg(long, default_value_t = 12380)]
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
     /// Start with no configuration and wait to be added to an existing cluster.
     #[arg(long)]
@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = coordinate_raft::node::DEFAULT_SNAPSHOT_BYTES)]
     pub snapshot_bytes: u64,
     /// Interface the client HTTP port binds to.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = DEFAULT_LISTEN_HOST)]
     pub listen_host: String,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, default_value = "info")]
@@ -145,6 +145,166 @@ pub struct Args {
     /// also re-read on SIGHUP); new connections use the new certificates.
     #[arg(long, default_value_t = 5_000)]
     pub tls_reload_interval_ms: u64,
+    /// etcd's `--name`: this member's name in --initial-cluster (its position there is its id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// etcd's `--initial-cluster`: `name=peer-URL,...`, in place of --cluster and --id (one
+    /// URL per member).
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// etcd's `--initial-cluster-state`: `new`, or `existing` (the same as --join).
+    #[arg(long)]
+    pub initial_cluster_state: Option<String>,
+    /// etcd's `--initial-advertise-peer-urls`: must be this member's URL in --initial-cluster.
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// etcd's `--listen-peer-urls`: where the peer port binds, if not its advertised URL
+    /// (e.g. `http://0.0.0.0:2380`).
+    #[arg(long)]
+    pub listen_peer_urls: Option<String>,
+    /// etcd's `--listen-client-urls`: one URL, in place of --listen-host and --port.
+    #[arg(long)]
+    pub listen_client_urls: Option<String>,
+    /// etcd's `--advertise-client-urls`: the client URL MemberList shows for this member.
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
+}
+
+/// `--cluster`'s default.
+const DEFAULT_CLUSTER: &str = "http://127.0.0.1:12379";
+/// `--port`'s default.
+const DEFAULT_PORT: u16 = 12380;
+/// `--listen-host`'s default.
+const DEFAULT_LISTEN_HOST: &str = "127.0.0.1";
+
+/// What etcd's core flags say beyond the seed's: where the peer port binds, and the client URL
+/// this member advertises.
+#[derive(Debug, Default)]
+struct EtcdExtras {
+    peer_listen: Option<String>,
+    advertise_client_url: Option<String>,
+}
+
+/// Rewrites etcd's core flags into the seed's (`--initial-cluster` and `--name` into
+/// `--cluster` and `--id`, `--listen-client-urls` into `--listen-host` and `--port`,
+/// `--initial-cluster-state existing` into `--join`), so an etcd unit file works with the
+/// binary changed. Using both styles for one setting is an error.
+fn apply_etcd_flags(args: &mut Args) -> Result<EtcdExtras, String> {
+    let mut extras = EtcdExtras::default();
+    let one = |flag: &str, value: &str| -> Result<String, String> {
+        let urls: Vec<&str> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        match urls[..] {
+            [url] => Ok(url.to_string()),
+            _ => Err(format!(
+                "invalid --{flag} {value:?}: coordinate takes exactly one URL here"
+            )),
+        }
+    };
+    if let Some(initial) = args.initial_cluster.clone() {
+        if args.cluster != DEFAULT_CLUSTER || args.id != 1 {
+            return Err(
+                "--initial-cluster replaces --cluster and --id: give one style, not both".into(),
+            );
+        }
+        let name = args.name.clone().unwrap_or_else(|| "default".into());
+        let mut urls = Vec::new();
+        let mut id = None;
+        for (i, entry) in initial.split(',').map(str::trim).enumerate() {
+            let (n, url) = entry.split_once('=').ok_or_else(|| {
+                format!("invalid --initial-cluster entry {entry:?}: expected name=peer-URL")
+            })?;
+            if urls.iter().any(|(seen, _): &(String, String)| seen == n) {
+                return Err(format!(
+                    "invalid --initial-cluster: {n:?} appears twice (coordinate takes one peer URL per member)"
+                ));
+            }
+            if n == name {
+                id = Some(i as u64 + 1);
+            }
+            urls.push((n.to_string(), url.to_string()));
+        }
+        let id = id.ok_or_else(|| {
+            format!("--name {name:?} is not one of the names in --initial-cluster")
+        })?;
+        if let Some(advertised) = &args.initial_advertise_peer_urls {
+            let advertised = one("initial-advertise-peer-urls", advertised)?;
+            if advertised.trim_end_matches('/') != urls[id as usize - 1].1.trim_end_matches('/') {
+                return Err(format!(
+                    "--initial-advertise-peer-urls {advertised} is not {name}'s URL in --initial-cluster"
+                ));
+            }
+        }
+        args.id = id;
+        args.cluster = urls
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    match args.initial_cluster_state.as_deref() {
+        None | Some("new") => {}
+        Some("existing") => args.join = true,
+        Some(other) => {
+            return Err(format!(
+                "invalid --initial-cluster-state {other:?}: it is new or existing"
+            ))
+        }
+    }
+    if let Some(listen) = &args.listen_peer_urls {
+        let url = one("listen-peer-urls", listen)?;
+        extras.peer_listen =
+            Some(peer_addr(&url).map_err(|e| format!("invalid --listen-peer-urls {url:?}: {e}"))?);
+    }
+    if let Some(listen) = args.listen_client_urls.clone() {
+        if args.port != DEFAULT_PORT || args.listen_host != DEFAULT_LISTEN_HOST {
+            return Err(
+                "--listen-client-urls replaces --listen-host and --port: give one style, not both"
+                    .into(),
+            );
+        }
+        let url = one("listen-client-urls", &listen)?;
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid --listen-client-urls {url:?}: {e}"))?;
+        let wants_tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(format!(
+                    "invalid --listen-client-urls {url:?}: it is http:// or https://"
+                ))
+            }
+        };
+        let has_tls = args.cert_file.is_some() || args.auto_tls;
+        if wants_tls != has_tls {
+            return Err(format!(
+                "invalid --listen-client-urls {url:?}: https:// needs --cert-file (or --auto-tls), and only https:// takes them"
+            ));
+        }
+        let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+            return Err(format!(
+                "invalid --listen-client-urls {url:?}: it needs a host and a port"
+            ));
+        };
+        args.listen_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        args.port = port;
+    }
+    if let Some(advertised) = &args.advertise_client_urls {
+        let first = advertised
+            .split(',')
+            .map(str::trim)
+            .next()
+            .unwrap_or_default();
+        extras.advertise_client_url = Some(first.to_string());
+    }
+    Ok(extras)
 }
 
 /// The client port's TLS from its flags (`None`: plain HTTP); the error is one line.
@@ -326,6 +486,9 @@ pub struct Config {
     pub client_tls: Option<ServerSpec>,
     /// TLS between peers (default none: plain TCP).
     pub peer_tls: Option<PeerSpec>,
+    /// The client URL this member advertises (etcd's `--advertise-client-urls`; default:
+    /// the one it listens on).
+    pub advertise_client_url: Option<String>,
     /// How often certificate files are checked for changes (default 5 s).
     pub tls_reload_interval: Duration,
 }
@@ -340,7 +503,8 @@ impl Config {
     }
 
     /// Validates flags into a configuration; the error is one line for the operator.
-    pub fn from_args(args: Args) -> Result<Config, String> {
+    pub fn from_args(mut args: Args) -> Result<Config, String> {
+        let extras = apply_etcd_flags(&mut args)?;
         let urls: Vec<&str> = args.cluster.split(',').map(str::trim).collect();
         if urls.len() as u64 > MAX_NODE_ID {
             return Err(format!(
@@ -399,13 +563,14 @@ impl Config {
             return Err("invalid --tls-reload-interval-ms 0: it must be at least 1".into());
         }
         let client_tls = client_tls(&args)?;
-        let peer_listen = peers[&args.id].clone();
-        let own_host = peer_listen
+        let advertised_peer = peers[&args.id].clone();
+        let own_host = advertised_peer
             .rsplit_once(':')
-            .map_or(peer_listen.as_str(), |(h, _)| h)
+            .map_or(advertised_peer.as_str(), |(h, _)| h)
             .trim_start_matches('[')
             .trim_end_matches(']');
         let peer_tls = peer_tls(&args, &urls, own_host)?;
+        let peer_listen = extras.peer_listen.unwrap_or(advertised_peer);
         Ok(Config {
             id: args.id,
             peer_listen,
@@ -432,6 +597,7 @@ impl Config {
             client_tls,
             peer_tls,
             tls_reload_interval: Duration::from_millis(args.tls_reload_interval_ms),
+            advertise_client_url: extras.advertise_client_url,
         })
     }
 }
@@ -448,6 +614,102 @@ mod tests {
         let mut full = vec!["coordinate"];
         full.extend_from_slice(args);
         Config::from_args(Args::try_parse_from(full).map_err(|e| e.to_string())?)
+    }
+
+    const ETCD_CLUSTER: &str = "n1=http://127.0.0.1:1,n2=http://127.0.0.1:2,n3=http://127.0.0.1:3";
+
+    #[test]
+    fn etcds_core_flags_stand_for_the_seeds() {
+        let c = parse(&[
+            "--name",
+            "n2",
+            "--initial-cluster",
+            ETCD_CLUSTER,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2",
+            "--listen-peer-urls",
+            "http://0.0.0.0:2",
+            "--listen-client-urls",
+            "http://0.0.0.0:2379",
+            "--advertise-client-urls",
+            "http://10.0.0.2:2379",
+            "--initial-cluster-state",
+            "existing",
+        ])
+        .unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.peers[&2], "127.0.0.1:2");
+        assert_eq!(c.peer_listen, "0.0.0.0:2");
+        assert_eq!(c.client_listen, "0.0.0.0:2379");
+        assert_eq!(
+            c.advertise_client_url.as_deref(),
+            Some("http://10.0.0.2:2379")
+        );
+        assert!(c.join);
+        let new = parse(&["--name", "n3", "--initial-cluster", ETCD_CLUSTER]).unwrap();
+        assert_eq!(
+            (new.id, new.join, new.peer_listen.as_str()),
+            (3, false, "127.0.0.1:3")
+        );
+    }
+
+    #[test]
+    fn mixed_or_bad_etcd_flags_are_refused_in_one_line() {
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &[
+                    "--initial-cluster",
+                    ETCD_CLUSTER,
+                    "--name",
+                    "n1",
+                    "--id",
+                    "2",
+                ],
+                "give one style",
+            ),
+            (
+                &["--initial-cluster", ETCD_CLUSTER, "--name", "n9"],
+                "is not one of the names",
+            ),
+            (
+                &[
+                    "--initial-cluster",
+                    "a=http://127.0.0.1:1,a=http://127.0.0.1:2",
+                    "--name",
+                    "a",
+                ],
+                "appears twice",
+            ),
+            (
+                &[
+                    "--initial-cluster",
+                    ETCD_CLUSTER,
+                    "--name",
+                    "n1",
+                    "--initial-advertise-peer-urls",
+                    "http://127.0.0.1:9",
+                ],
+                "is not n1's URL",
+            ),
+            (&["--initial-cluster-state", "old"], "new or existing"),
+            (
+                &[
+                    "--listen-client-urls",
+                    "http://127.0.0.1:1,http://127.0.0.1:2",
+                ],
+                "exactly one URL",
+            ),
+            (
+                &["--listen-client-urls", "https://127.0.0.1:1"],
+                "needs --cert-file",
+            ),
+        ];
+        for (args, expected) in cases {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(expected), "{args:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -125,13 +125,15 @@ pub async fn run(
     } else {
         "http"
     };
-    let client_url = format!(
-        "{client_scheme}://{}",
-        listeners
-            .client
-            .local_addr()
-            .map_or(cfg.client_listen.clone(), |a| a.to_string())
-    );
+    let client_url = cfg.advertise_client_url.clone().unwrap_or_else(|| {
+        format!(
+            "{client_scheme}://{}",
+            listeners
+                .client
+                .local_addr()
+                .map_or(cfg.client_listen.clone(), |a| a.to_string())
+        )
+    });
     let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, cluster_id(&cfg), client_url);
     let app = api::both(
         api::router(ApiState {
