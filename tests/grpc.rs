@@ -551,3 +551,51 @@ fn members_through_grpc() {
         assert_eq!(status.leader(), target);
     });
 }
+
+/// HashKV at one revision is the same on every member, before and after a compaction, and
+/// differs once the history does.
+#[test]
+fn hash_kv_is_equal_on_every_member() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut clients = Vec::new();
+        for id in c.ids() {
+            clients.push(client(&c, id).await);
+        }
+        let writer = &mut client(&c, leader).await;
+        for i in 0..50 {
+            writer
+                .put(format!("h{}", i % 7), format!("v{i}"), None)
+                .await
+                .unwrap();
+        }
+        let rev = writer
+            .get("h0", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        let mut hashes = Vec::new();
+        for etcd in clients.iter_mut() {
+            // A linearizable read first: this member has applied `rev` when it answers.
+            etcd.get("h0", None).await.unwrap();
+            hashes.push(etcd.hash_kv(rev).await.expect("hash kv").hash());
+        }
+        assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+        writer.compact(rev - 10, None).await.expect("compact");
+        let mut after = Vec::new();
+        for etcd in clients.iter_mut() {
+            etcd.get("h0", None).await.unwrap();
+            after.push(etcd.hash_kv(rev).await.expect("hash kv").hash());
+        }
+        assert!(after.iter().all(|h| *h == after[0]), "{after:?}");
+        assert_ne!(
+            after[0], hashes[0],
+            "compaction made old versions unreadable"
+        );
+        let old = clients[0].hash_kv(rev - 20).await.unwrap_err();
+        assert_eq!(grpc_error(old).0, tonic::Code::OutOfRange);
+    });
+}

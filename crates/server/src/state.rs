@@ -38,6 +38,8 @@ pub enum Query {
     Alarms,
     /// The oldest revision still readable.
     CompactRevision,
+    /// A hash of the history readable up to a revision (0: the current one).
+    Hash(u64),
 }
 
 /// A lease as the state holds it.
@@ -62,6 +64,8 @@ pub enum ReadResult {
     Leases(Vec<LeaseId>, u64),
     Alarms(Vec<Alarm>, u64),
     CompactRevision(u64),
+    /// The hash, the revision it covers, and the compaction point.
+    Hash(std::result::Result<(u32, u64), Refusal>, u64),
 }
 
 /// What the store adds to the node's status.
@@ -160,6 +164,7 @@ impl Store {
             }
             Query::Alarms => ReadResult::Alarms(self.kv.alarms().copied().collect(), revision),
             Query::CompactRevision => ReadResult::CompactRevision(self.kv.compact_revision()),
+            Query::Hash(at) => ReadResult::Hash(self.kv.hash(*at), self.kv.compact_revision()),
         }
     }
 }

@@ -176,6 +176,13 @@ impl Kv {
         Ok(self.history.range(query, revision))
     }
 
+    /// The hash of the history readable up to `revision` (0: the current one), and the
+    /// revision it was taken at (etcd's HashKV; see `mvcc::History::hash`).
+    pub fn hash(&self, revision: u64) -> Result<(u32, u64), Refusal> {
+        let revision = self.history.readable(revision)?;
+        Ok((self.history.hash(revision), revision))
+    }
+
     /// The changes of whole revisions from `from` on, about `max_bytes` of keys and values
     /// of them, and the first revision not included; refused if `from` is compacted.
     pub fn changes(&self, from: u64, max_bytes: usize) -> Result<(Vec<Event>, u64), Refusal> {

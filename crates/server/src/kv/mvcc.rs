@@ -429,6 +429,27 @@ impl History {
         // back inline would free and allocate once per write). Keys written once stay inline.
     }
 
+    /// A CRC32C of every version readable at some revision from the compaction point to
+    /// `revision` (key, revisions, version, lease, value, in key then revision order): equal
+    /// on every replica at the same revision, however far each one's physical compaction
+    /// got, since that only drops versions no such read can see.
+    pub fn hash(&self, revision: u64) -> u32 {
+        let at = self.compact_revision;
+        let mut crc = 0u32;
+        for (key, &i) in &self.index {
+            let versions = &self.slots[i].versions;
+            let kept = &versions[first_kept(versions, at)..];
+            for v in kept.iter().take_while(|v| v.mod_revision <= revision) {
+                crc = crc32c::crc32c_append(crc, key);
+                for n in [v.mod_revision, v.create_revision, v.version, v.lease as u64] {
+                    crc = crc32c::crc32c_append(crc, &n.to_le_bytes());
+                }
+                crc = crc32c::crc32c_append(crc, &v.value);
+            }
+        }
+        crc
+    }
+
     /// The versions of every key with `mod_revision <= revision`, in key order (a
     /// snapshot's content), from the key after `after` on.
     pub fn versions_after<'a>(

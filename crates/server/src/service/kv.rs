@@ -221,6 +221,23 @@ impl KvService {
         }
     }
 
+    /// This node's hash of the history readable up to `revision` (0: the current one), equal
+    /// on every replica at the same revision: `(hash, revision, compact revision)`. Read from
+    /// this node's applied state, as etcd's HashKV is.
+    pub async fn hash(&self, revision: u64) -> Result<(u32, u64, u64), ServiceError> {
+        match self
+            .raft
+            .read(Query::Hash(revision), Consistency::Serializable)
+            .await?
+        {
+            ReadResult::Hash(hash, compacted) => {
+                let (hash, revision) = hash?;
+                Ok((hash, revision, compacted))
+            }
+            other => Err(unexpected_read("a hash", other)),
+        }
+    }
+
     /// Compacts the history: revisions before `revision` become unreadable on every node.
     pub async fn compact(&self, revision: u64) -> Result<u64, ServiceError> {
         match self.raft.propose(&Command::Compact { revision }).await? {

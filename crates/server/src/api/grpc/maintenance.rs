@@ -1,6 +1,7 @@
 //! etcd's Maintenance service, the calls coordinate serves so far: Status (this member's
 //! raft and store state), Alarm (the NOSPACE alarm of the quota: list, raise, disarm),
-//! MoveLeader (sent to the leader, as etcdctl does) and Defragment (a no-op: coordinate's
+//! MoveLeader (sent to the leader, as etcdctl does), HashKV and Hash (a hash of the history,
+//! equal on every replica at one revision) and Defragment (a no-op: coordinate's
 //! store is in memory, with no file to defragment).
 
 use coordinate_etcd_api::etcdserverpb as pb;
@@ -102,6 +103,33 @@ impl Maintenance for Grpc {
             )),
             Err(e) => Err(status::status(e)),
         }
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let at = request.into_inner().revision.max(0) as u64;
+        let (hash, revision, compacted) =
+            self.services.kv.hash(at).await.map_err(status::status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.header(revision)),
+            hash,
+            compact_revision: compacted as i64,
+        }))
+    }
+
+    /// etcd hashes its whole database file; coordinate's store is the history, so Hash is
+    /// HashKV at the current revision.
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, revision, _) = self.services.kv.hash(0).await.map_err(status::status)?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.header(revision)),
+            hash,
+        }))
     }
 
     async fn defragment(

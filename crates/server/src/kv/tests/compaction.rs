@@ -249,3 +249,44 @@ fn a_watch_resumes_across_compaction() {
     assert_eq!(kv.changes(12, 1).unwrap(), (vec![], 12));
     assert_eq!(kv.changes(20, 1).unwrap(), (vec![], 20));
 }
+
+/// The hash of the readable history is the same whether or not the physical compaction has
+/// run (replicas get there at different times), changes with any readable version, and at
+/// a past revision leaves out what came after it.
+#[test]
+fn the_hash_ignores_physical_compaction_and_sees_every_readable_version() {
+    let mut kv = Kv::default();
+    for i in 0..10 {
+        put(&mut kv, "a", &i.to_string());
+        put(&mut kv, &format!("k{i}"), "v");
+    }
+    delete(&mut kv, "k3");
+    let before = kv.hash(0).unwrap();
+    let at_five = kv.hash(5).unwrap();
+    assert_eq!(at_five.1, 5);
+    assert_ne!(at_five.0, before.0);
+    let point = kv.revision() - 4;
+    compact(&mut kv, point);
+    let logical = kv.hash(0).unwrap();
+    assert_ne!(
+        logical.0, before.0,
+        "versions before the point are no longer readable"
+    );
+    let mut copy = Kv::restore(kv.snapshot()).unwrap();
+    finish(&mut kv);
+    assert_eq!(
+        kv.hash(0).unwrap(),
+        logical,
+        "after the physical compaction"
+    );
+    finish(&mut copy);
+    assert_eq!(copy.hash(0).unwrap(), logical, "on a restored replica");
+    put(&mut kv, "a", "again");
+    assert_ne!(kv.hash(0).unwrap().0, logical.0);
+    assert_eq!(
+        kv.hash(1).unwrap_err(),
+        Refusal::Compacted {
+            compact_revision: point
+        }
+    );
+}
