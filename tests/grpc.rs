@@ -599,3 +599,95 @@ fn hash_kv_is_equal_on_every_member() {
         assert_eq!(grpc_error(old).0, tonic::Code::OutOfRange);
     });
 }
+
+/// Hostile gRPC input: out-of-range numbers are read as etcd reads them (a negative
+/// revision or limit is "none"), an inverted range is empty, and garbage bodies — a
+/// protobuf that does not parse, a frame claiming 2 GiB — get an error status while the node
+/// serves on.
+#[test]
+fn hostile_grpc_input_gets_errors_and_changes_nothing() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 1, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut etcd = client(&c, leader).await;
+        etcd.put("x", "1", None).await.unwrap();
+        let odd = etcd
+            .get(
+                "x",
+                Some(GetOptions::new().with_revision(-5).with_limit(-3)),
+            )
+            .await
+            .expect("negative revision and limit");
+        assert_eq!(odd.kvs().len(), 1);
+        let inverted = etcd
+            .get("z", Some(GetOptions::new().with_range("a")))
+            .await
+            .expect("an inverted range");
+        assert_eq!(inverted.count(), 0);
+
+        let addr = endpoint_addr(&c, leader);
+        for (what, body) in [
+            (
+                "a protobuf that does not parse",
+                grpc_frame(3, &[0xff, 0xff, 0xff]),
+            ),
+            ("a frame claiming 2 GiB", grpc_frame(1 << 31, b"short")),
+        ] {
+            let status = raw_grpc(&addr, "/etcdserverpb.KV/Range", body).await;
+            assert!(
+                status.as_deref().is_some_and(|s| s != "0"),
+                "{what}: grpc-status {status:?}"
+            );
+        }
+        let after = etcd.get("x", None).await.expect("still serving");
+        assert_eq!(after.kvs()[0].value(), b"1");
+    });
+}
+
+fn endpoint_addr(c: &Cluster, id: u64) -> String {
+    let url = c.client_url(id);
+    url.split_once("://")
+        .map_or(url.clone(), |(_, a)| a.to_string())
+}
+
+/// A gRPC message frame: uncompressed, announcing `len` bytes, followed by `body`.
+fn grpc_frame(len: u32, body: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// POSTs `body` as a gRPC call over a raw HTTP/2 connection; the `grpc-status` the server
+/// answered (from the headers or the trailers), if any.
+async fn raw_grpc(addr: &str, path: &str, body: Vec<u8>) -> Option<String> {
+    use http_body_util::{BodyExt, Full};
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .expect("a request");
+    let resp = sender.send_request(req).await.expect("an answer");
+    let in_headers = resp.headers().get("grpc-status").cloned();
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        resp.into_body().collect(),
+    )
+    .await
+    .expect("the body within 10 s")
+    .ok()?;
+    let in_trailers = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status").cloned());
+    in_headers
+        .or(in_trailers)
+        .map(|v| v.to_str().unwrap_or("?").to_string())
+}

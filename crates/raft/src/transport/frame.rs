@@ -408,6 +408,37 @@ mod tests {
             .is_none());
     }
 
+    /// A REMOVED answer round trips; cut short it is incomplete; of the wrong length, or
+    /// longer than an answer may be, it is refused before anything is allocated for it.
+    #[test]
+    fn a_removed_answer_round_trips_and_a_bad_one_is_refused() {
+        let bytes = encode_removed(1, 3);
+        let Some((Frame::Removed { from, to }, n)) = decode(&bytes, REMOVED_LEN).unwrap() else {
+            panic!("not a removal answer");
+        };
+        assert_eq!((from, to, n), (1, 3, bytes.len()));
+        assert!(decode(&bytes[..bytes.len() - 1], REMOVED_LEN)
+            .unwrap()
+            .is_none());
+        let mut long = vec![REMOVED];
+        long.extend_from_slice(&[0u8; 20]);
+        let mut framed = header(&[&long]).to_vec();
+        framed.extend_from_slice(&long);
+        assert!(matches!(
+            decode(&framed, REMOVED_LEN),
+            Err(FrameError::Length { .. })
+        ));
+        assert_eq!(
+            decode(&framed, 64).unwrap_err(),
+            FrameError::RemovedLength(21)
+        );
+        let huge = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        assert!(matches!(
+            decode(&huge, REMOVED_LEN),
+            Err(FrameError::Length { .. })
+        ));
+    }
+
     #[test]
     fn a_frame_over_the_limit_is_refused_from_its_header() {
         let m = Message {

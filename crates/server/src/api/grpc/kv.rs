@@ -109,9 +109,8 @@ impl Kv for Grpc {
             .await
             .map_err(status::status)?;
         // The header's revision is the store's, which a compaction does not change.
-        let (_, current) = self.services.kv.alarms().await.map_err(status::status)?;
         Ok(Response::new(pb::CompactionResponse {
-            header: Some(self.header(current)),
+            header: Some(self.current_header()),
         }))
     }
 }

@@ -12,10 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::status::{self, LEASE_TTL_TOO_LARGE};
 use super::Grpc;
 use crate::kv::Refusal;
+use crate::lessor::MAX_TTL_SECONDS;
 use crate::service::{Rejection, ServiceError};
-
-/// The largest TTL etcd grants (its `MaxLeaseTTL`, seconds).
-const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 type KeepAlives = Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
 
@@ -26,7 +24,8 @@ impl Lease for Grpc {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let req = request.into_inner();
-        if req.ttl > MAX_LEASE_TTL {
+        // etcd refuses a TTL above its MaxLeaseTTL (the lessor's cap) rather than clamping.
+        if req.ttl > MAX_TTL_SECONDS {
             return Err(Status::out_of_range(LEASE_TTL_TOO_LARGE));
         }
         let granted = self
