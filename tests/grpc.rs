@@ -691,3 +691,145 @@ async fn raw_grpc(addr: &str, path: &str, body: Vec<u8>) -> Option<String> {
         .or(in_trailers)
         .map(|v| v.to_str().unwrap_or("?").to_string())
 }
+
+/// Watch progress with etcd's meaning — a notification at revision R comes after every
+/// event up to R — for `RequestProgress` (watch id -1) and for `progress_notify` watchers;
+/// and `fragment`, which cuts a revision too big for one response into several.
+#[test]
+fn watch_progress_and_fragments() {
+    let (c, leader) = Cluster::start_with_leader_as(
+        Security::Plain,
+        1,
+        &["--experimental-watch-progress-notify-interval", "300ms"],
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut etcd = client(&c, leader).await;
+        let revision_of = |r: etcd_client::PutResponse| r.header().unwrap().revision();
+
+        // No watcher: the applied revision.
+        let first = revision_of(etcd.put("p/c", "0", None).await.unwrap());
+        let mut stream = etcd.watch("p/a", None).await.expect("watch");
+        let a = created(&mut stream).await;
+        stream.cancel(a).await.unwrap();
+        assert!(answer(&mut stream).await.canceled());
+        stream.request_progress().await.unwrap();
+        let p = answer(&mut stream).await;
+        assert_eq!((p.watch_id(), p.events().len()), (-1, 0), "{p:?}");
+        assert_eq!(p.header().unwrap().revision(), first);
+
+        // Two watchers and writes to their keys and to others: every progress answer comes
+        // after every event up to its revision, and one reaches the last write.
+        stream.watch("p/a", None).await.unwrap();
+        let a = created(&mut stream).await;
+        let options = etcd_client::WatchOptions::new().with_prefix();
+        stream.watch("p/b", Some(options)).await.unwrap();
+        let b = created(&mut stream).await;
+        let mut expected = Vec::new();
+        let mut last = first;
+        for i in 0..60 {
+            let key = ["p/a", "p/b1", "p/b2", "p/c"][i % 4];
+            last = revision_of(etcd.put(key, i.to_string(), None).await.unwrap());
+            if key != "p/c" {
+                expected.push(last);
+            }
+        }
+        let mut seen = Vec::new();
+        loop {
+            stream.request_progress().await.unwrap();
+            let progress = loop {
+                let r = answer(&mut stream).await;
+                if r.watch_id() == -1 {
+                    break r.header().unwrap().revision();
+                }
+                assert!([a, b].contains(&r.watch_id()), "{r:?}");
+                seen.extend(r.events().iter().map(|e| e.kv().unwrap().mod_revision()));
+            };
+            assert!(
+                progress <= last,
+                "progress {progress} past the store {last}"
+            );
+            let promised: Vec<i64> = expected
+                .iter()
+                .copied()
+                .filter(|&r| r <= progress)
+                .collect();
+            let got: Vec<i64> = seen.iter().copied().filter(|&r| r <= progress).collect();
+            assert_eq!(got, promised, "events up to progress {progress}");
+            if progress == last {
+                break;
+            }
+        }
+        assert_eq!(seen, expected);
+
+        // progress_notify: after an idle interval, the watcher's own empty answer at the
+        // applied revision.
+        let options = etcd_client::WatchOptions::new().with_progress_notify();
+        let mut notified = etcd.watch("p/n", Some(options)).await.expect("watch");
+        let n = created(&mut notified).await;
+        let put = revision_of(etcd.put("p/n", "x", None).await.unwrap());
+        assert_eq!(events(&answer(&mut notified).await).len(), 1);
+        let p = answer(&mut notified).await;
+        assert_eq!((p.watch_id(), p.events().len()), (n, 0), "{p:?}");
+        assert_eq!(p.header().unwrap().revision(), put);
+    });
+
+    // fragment: three 900 KiB values in one revision arrive in three responses, the first
+    // two marked; a watcher that did not ask gets the revision whole.
+    rt.block_on(async {
+        use coordinate_etcd_api::etcdserverpb as pb;
+        use pb::watch_request::RequestUnion;
+        let url = c.client_url(leader);
+        let channel = tonic::transport::Channel::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut watch = pb::watch_client::WatchClient::new(channel);
+        let create = |fragment| pb::WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                key: b"f/".to_vec(),
+                range_end: b"f0".to_vec(),
+                fragment,
+                ..Default::default()
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(create(true)).await.unwrap();
+        tx.send(create(false)).await.unwrap();
+        let requests = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut answers = watch.watch(requests).await.expect("watch").into_inner();
+        let fragmented_id = raw_answer(&mut answers).await.watch_id;
+        let whole_id = raw_answer(&mut answers).await.watch_id;
+        let mut etcd = client(&c, leader).await;
+        let big = vec![b'v'; 900 << 10];
+        let puts = ["f/1", "f/2", "f/3"].map(|k| TxnOp::put(k, big.clone(), None));
+        etcd.txn(Txn::new().and_then(puts))
+            .await
+            .expect("a big txn");
+        let mut fragments = Vec::new();
+        let mut whole = Vec::new();
+        while whole.is_empty() || fragments.last().is_none_or(|(f, _)| *f) {
+            let r = raw_answer(&mut answers).await;
+            match r.watch_id {
+                id if id == fragmented_id => fragments.push((r.fragment, r.events.len())),
+                id if id == whole_id => whole.push((r.fragment, r.events.len())),
+                other => panic!("an answer for watcher {other}"),
+            }
+        }
+        assert_eq!(fragments, [(true, 1), (true, 1), (false, 1)]);
+        assert_eq!(whole, [(false, 3)]);
+        drop(tx);
+    });
+}
+
+/// The next answer of a raw watch stream, within 10 s.
+async fn raw_answer(
+    answers: &mut tonic::Streaming<coordinate_etcd_api::etcdserverpb::WatchResponse>,
+) -> coordinate_etcd_api::etcdserverpb::WatchResponse {
+    tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
+        .await
+        .expect("an answer within 10 s")
+        .expect("the stream is fine")
+        .expect("the stream is open")
+}

@@ -96,6 +96,10 @@ pub struct Args {
     /// [default: 100000 revisions, or 1h when periodic].
     #[arg(long)]
     pub auto_compaction_retention: Option<String>,
+    /// How long a gRPC watcher that asked for progress notifications (`progress_notify`) may
+    /// see no event before it is told the revision it is synced to (etcd's flag).
+    #[arg(long, default_value = "10m")]
+    pub experimental_watch_progress_notify_interval: String,
     /// Bytes of keys and values, history included, above which writes that grow the store
     /// are refused and the NOSPACE alarm is raised (etcd's flag; 0 means the default)
     /// [default: 2 GiB].
@@ -416,6 +420,12 @@ fn parse_retention_time(text: &str) -> Option<Duration> {
             .filter(|&s| s > 0)
             .map(Duration::from_secs);
     }
+    parse_duration(text)
+}
+
+/// A duration as Go writes one: numbers with units (`h`, `m`, `s`, `ms`) such as `10m0s`;
+/// never zero.
+fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
@@ -472,6 +482,8 @@ pub struct Config {
     pub watch_window_bytes: usize,
     /// Open watches at most (default 1000).
     pub max_watchers: usize,
+    /// Idle time after which a watcher asking for progress gets a notification (default 10m).
+    pub watch_progress_interval: Duration,
     /// Open client connections at most (default: derived from the open-file limit).
     pub max_connections: Option<usize>,
     /// Header-read and keep-alive idle timeout of client connections (default 30 s).
@@ -551,6 +563,13 @@ impl Config {
         if args.client_header_timeout_ms == 0 {
             return Err("invalid --client-header-timeout-ms 0: it must be at least 1".into());
         }
+        let progress = &args.experimental_watch_progress_notify_interval;
+        let watch_progress_interval = parse_duration(progress.trim()).ok_or_else(|| {
+            format!(
+                "invalid --experimental-watch-progress-notify-interval {progress:?}: \
+                 expected a duration such as 10m or 30s"
+            )
+        })?;
         let auto_compaction = auto_compaction(
             &args.auto_compaction_mode,
             args.auto_compaction_retention.as_deref(),
@@ -588,6 +607,7 @@ impl Config {
             wal_segment_size: 64 << 20,
             watch_window: args.watch_window,
             watch_window_bytes: args.watch_window_bytes,
+            watch_progress_interval,
             max_watchers: args.max_watchers,
             max_connections: args.max_connections,
             client_header_timeout: Duration::from_millis(args.client_header_timeout_ms),
@@ -751,6 +771,18 @@ mod tests {
         assert!(parse(&["--max-watchers", "0"]).is_err());
         assert!(parse(&["--client-header-timeout-ms", "0"]).is_err());
         assert!(parse(&["--watch-window-bytes", "0"]).is_err());
+        let progress = "--experimental-watch-progress-notify-interval";
+        for bad in ["0s", "10", "ten", ""] {
+            assert!(parse(&[progress, bad]).unwrap_err().contains(progress));
+        }
+        assert_eq!(
+            parse(&[progress, "1m30s"]).unwrap().watch_progress_interval,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse(&[]).unwrap().watch_progress_interval,
+            Duration::from_secs(600)
+        );
         assert!(parse(&["--threads", "0"])
             .unwrap_err()
             .contains("--threads"));

@@ -134,7 +134,8 @@ pub async fn run(
                 .map_or(cfg.client_listen.clone(), |a| a.to_string())
         )
     });
-    let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, cluster_id(&cfg), client_url);
+    let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, cluster_id(&cfg), client_url)
+        .with_progress_interval(cfg.watch_progress_interval);
     let app = api::both(
         api::router(ApiState {
             services,

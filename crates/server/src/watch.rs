@@ -48,6 +48,9 @@ pub struct Batch {
     pub cursor: u64,
     /// No events follow them in the history (the watcher is live, not catching up).
     pub caught_up: bool,
+    /// The newest revision published when the batch was taken: with no events, the cursor
+    /// has seen every revision up to it.
+    pub revision: u64,
 }
 
 /// Why a watch cannot start where asked.
@@ -303,6 +306,7 @@ impl WatchHub {
             events: out,
             cursor: next,
             caught_up: next == s.next_seq(),
+            revision: s.current,
         })
     }
 

@@ -138,12 +138,16 @@ pub(crate) async fn watch(
     };
     let watcher = s.services.watch.watch(req).await.map_err(v1)?;
     let stream = futures_util::stream::unfold(watcher, move |mut w| async move {
-        let ev = match w.next(|e, at| render_event(e, at, base64, prev_kv)).await? {
-            WatchItem::Event(ev) => ev,
-            WatchItem::Compacted {
-                next_revision,
-                compact_revision,
-            } => render_compacted(next_revision, compact_revision),
+        let ev = loop {
+            match w.next(|e, at| render_event(e, at, base64, prev_kv)).await? {
+                WatchItem::Event(ev) => break ev,
+                WatchItem::Compacted {
+                    next_revision,
+                    compact_revision,
+                } => break render_compacted(next_revision, compact_revision),
+                // Not asked for here (SSE keep-alives say the stream is alive).
+                WatchItem::Progress { .. } => continue,
+            }
         };
         Some((Ok::<SseEvent, Infallible>(ev), w))
     });

@@ -20,9 +20,20 @@
 //! A front-end renders each event through the closure it passes to [`Watcher::next`]; the
 //! watcher does every wait (tokio's budget, a yield every [`WATCH_YIELD_BYTES`], a catch-up
 //! turn) before rendering, never between rendering and sending.
+//!
+//! **Progress.** A watcher knows how far it is synced: every event of every revision up to
+//! [`Watcher::synced`] was handed to the front-end, which asked for more (so it has sent
+//! them). It advances only when the watcher has read the tail to its end and waits, so a
+//! front-end may promise a client "nothing more up to this revision" from it. With
+//! [`Watcher::notify_progress`], a watcher that yielded nothing for an interval and is synced
+//! yields [`WatchItem::Progress`] (etcd's `progress_notify`).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::kv::{Event, KeyRange};
 use crate::watch::{FetchError, WatchError, WatchHub, WatcherSlot};
@@ -92,6 +103,19 @@ pub enum WatchItem<T> {
         next_revision: u64,
         compact_revision: u64,
     },
+    /// Nothing was yielded for the progress interval, and every event up to `revision` has
+    /// been (only with [`Watcher::notify_progress`]).
+    Progress { revision: u64 },
+}
+
+/// What a read of the tail found.
+enum Tail {
+    /// A batch (maybe of nothing this watch wants), or a move to the history.
+    Read,
+    /// Nothing new for the progress interval; synced up to this revision.
+    Idle(u64),
+    /// The tail is closed: the node is shutting down.
+    Closed,
 }
 
 /// Where the watcher reads next.
@@ -141,6 +165,9 @@ impl WatchService {
             index: (0, 0),
             wake: sub.wake,
             since_yield: 0,
+            synced: Arc::new(AtomicU64::new(start.saturating_sub(1))),
+            progress_every: None,
+            progress_due: Instant::now(),
             done: false,
             _slot: sub.slot,
         };
@@ -214,11 +241,30 @@ pub struct Watcher {
     wake: tokio::sync::watch::Receiver<u64>,
     /// Bytes rendered since this watcher last yielded.
     since_yield: usize,
+    /// Every event up to this revision was handed over, and the front-end asked for more.
+    synced: Arc<AtomicU64>,
+    /// How long to be idle before yielding [`WatchItem::Progress`] (`None`: never).
+    progress_every: Option<Duration>,
+    /// When the next progress is due, if nothing is yielded before.
+    progress_due: Instant,
     done: bool,
     _slot: WatcherSlot,
 }
 
 impl Watcher {
+    /// The revision this watcher is synced to, as it advances: every event up to it was
+    /// handed to the front-end before the front-end asked for the next one.
+    pub fn synced(&self) -> Arc<AtomicU64> {
+        self.synced.clone()
+    }
+
+    /// Yield [`WatchItem::Progress`] whenever nothing was yielded for `every` and the watcher
+    /// is synced.
+    pub fn notify_progress(&mut self, every: Duration) {
+        self.progress_every = Some(every);
+        self.progress_due = Instant::now() + every;
+    }
+
     /// The next change, rendered by `render`; `None` once the stream ends (the node is
     /// shutting down, or after [`WatchItem::Compacted`]).
     pub async fn next<T>(
@@ -230,6 +276,9 @@ impl Watcher {
                 return None;
             }
             if let Some(rendered) = self.render_next(&mut render).await {
+                if let Some(every) = self.progress_every {
+                    self.progress_due = Instant::now() + every;
+                }
                 return Some(WatchItem::Event(rendered));
             }
             // Batches hold whole revisions: all of the last one is yielded.
@@ -251,30 +300,45 @@ impl Watcher {
                         return None;
                     }
                 },
-                Source::Tail(cursor) => {
-                    if !self.read_tail(cursor).await {
-                        return None;
-                    }
-                }
+                Source::Tail(cursor) => match self.read_tail(cursor).await {
+                    Tail::Read => {}
+                    Tail::Idle(revision) => return Some(WatchItem::Progress { revision }),
+                    Tail::Closed => return None,
+                },
             }
         }
     }
 
-    /// Reads the next batch of the tail into `pending`, waiting for one if there is none;
-    /// false once the tail is closed. A watcher behind the tail goes to the history.
-    async fn read_tail(&mut self, cursor: u64) -> bool {
+    /// Reads the next batch of the tail into `pending`, waiting for one if there is none.
+    /// A watcher behind the tail goes to the history.
+    async fn read_tail(&mut self, cursor: u64) -> Tail {
         // Mark the signal seen before looking, so a publish after the look wakes us.
         self.wake.borrow_and_update();
         let batch = match self.hub.fetch(cursor) {
             Ok(batch) => batch,
             Err(FetchError::Behind) => {
                 self.source = Source::History(self.next);
-                return true;
+                return Tail::Read;
             }
-            Err(FetchError::Closed) => return false,
+            Err(FetchError::Closed) => return Tail::Closed,
         };
         if batch.events.is_empty() {
-            return self.wake.changed().await.is_ok();
+            // Everything up to the newest revision is handed over: synced.
+            self.synced.fetch_max(batch.revision, Ordering::AcqRel);
+            let changed = match self.progress_every {
+                None => self.wake.changed().await.is_ok(),
+                Some(every) => tokio::select! {
+                    changed = self.wake.changed() => changed.is_ok(),
+                    () = tokio::time::sleep_until(self.progress_due) => {
+                        self.progress_due = Instant::now() + every;
+                        return Tail::Idle(batch.revision);
+                    }
+                },
+            };
+            return match changed {
+                true => Tail::Read,
+                false => Tail::Closed,
+            };
         }
         if let Some(last) = batch.events.last() {
             self.batch_end = last.revision() + 1;
@@ -282,7 +346,7 @@ impl Watcher {
         self.caught_up = batch.caught_up;
         self.source = Source::Tail(batch.cursor);
         self.take(batch.events);
-        true
+        Tail::Read
     }
 
     /// Reads a page of the store's history from `from` into `pending`, then goes to the tail

@@ -13,9 +13,10 @@ use super::Grpc;
 use crate::kv::{Alarm, AlarmKind};
 use crate::service::{Rejection, ServiceError, Unavailable};
 
-/// The etcd version Status reports: the API level served. (3.4: watch progress
-/// notifications, which a higher version makes Kubernetes rely on, are not served yet.)
-pub const REPORTED_VERSION: &str = "3.4.0";
+/// The etcd version Status reports: the API level served. Kubernetes trusts watch progress
+/// notifications (and serves consistent lists from its watch cache) from etcd 3.5.13 and
+/// 3.4.31 on, the releases that gave them the meaning `grpc::watch` implements.
+pub const REPORTED_VERSION: &str = "3.5.13";
 
 #[tonic::async_trait]
 impl Maintenance for Grpc {

@@ -35,6 +35,9 @@ use crate::service::Services;
 
 pub use kv::MAX_TXN_OPS;
 
+/// etcd's default progress-notification interval (`--experimental-watch-progress-notify-interval`).
+const DEFAULT_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What every gRPC handler holds.
 #[derive(Clone)]
 pub struct Grpc {
@@ -45,6 +48,8 @@ pub struct Grpc {
     cluster: u64,
     /// This member's client URL, as MemberList shows it.
     client_url: String,
+    /// Idle time after which a watcher that asked for progress notifications gets one.
+    progress_interval: std::time::Duration,
 }
 
 impl Grpc {
@@ -54,6 +59,15 @@ impl Grpc {
             member,
             cluster,
             client_url,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
+        }
+    }
+
+    /// Watchers asking for progress notifications get one after `interval` without events.
+    pub fn with_progress_interval(self, interval: std::time::Duration) -> Grpc {
+        Grpc {
+            progress_interval: interval,
+            ..self
         }
     }
 

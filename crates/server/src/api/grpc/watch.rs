@@ -7,13 +7,23 @@
 //! Every answer goes through one bounded queue to the client, so a client that stops reading
 //! holds its watchers back (the watch hub then moves them to the history), never memory.
 //! A watcher's events are sent one revision per response, as soon as its last event is
-//! rendered. A start before the compaction point is answered `created`, then `canceled` with
-//! `compact_revision` (the oldest revision still held), as etcd does.
+//! rendered; a watcher that asked for `fragment` gets a revision over [`FRAGMENT_BYTES`] cut
+//! into several responses, all but the last marked `fragment`. A start before the
+//! compaction point is answered `created`, then `canceled` with `compact_revision` (the
+//! oldest revision still held), as etcd does.
 //!
-//! Not served yet: progress notifications (`progress_notify`, `RequestProgress`) and
-//! `fragment` (a revision is always one response).
+//! **Progress**, with etcd's (3.4.31 / 3.5.13) meaning: a progress notification at revision
+//! R promises that every event up to R was sent before it.
+//! - `RequestProgress` is answered at once, with watch id -1 and the lowest revision every
+//!   watcher of the stream is synced to (capped at the applied revision; with no watcher,
+//!   the applied revision). Each watcher's synced revision advances only after it sent
+//!   everything up to it, through the same queue (`service::watch`, progress). etcd waits
+//!   until every watcher has caught up instead; a client asking for a revision asks again.
+//! - `progress_notify` on a create: after `--experimental-watch-progress-notify-interval`
+//!   without an event, a synced watcher gets an empty response at the applied revision.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,6 +31,7 @@ use coordinate_etcd_api::etcdserverpb as pb;
 use coordinate_etcd_api::etcdserverpb::watch_server::Watch;
 use coordinate_etcd_api::mvccpb;
 use futures_util::{Stream, StreamExt};
+use prost::Message;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
@@ -33,6 +44,11 @@ use crate::service::{Rejection, ServiceError, WatchItem, WatchRequest};
 
 /// Answers queued for one stream's client before its watchers wait.
 const STREAM_QUEUE: usize = 64;
+/// The most bytes of events in one response of a watcher that asked for `fragment` (etcd's
+/// default `--max-request-bytes`, the size etcd fragments at).
+pub const FRAGMENT_BYTES: usize = 3 << 19;
+/// The watch id of an answer to `RequestProgress`: it is for every watcher of the stream.
+const EVERY_WATCHER: i64 = -1;
 
 type Answers = std::pin::Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
@@ -69,9 +85,15 @@ impl Watch for Grpc {
 struct WatchStream {
     grpc: Grpc,
     tx: mpsc::Sender<pb::WatchResponse>,
-    watchers: Arc<Mutex<HashMap<i64, JoinHandle<()>>>>,
+    watchers: Arc<Mutex<HashMap<i64, Running>>>,
     /// The next watch id to hand out (client-chosen ids are skipped).
     next_id: i64,
+}
+
+/// A watcher's task, and how far it has sent everything.
+struct Running {
+    task: JoinHandle<()>,
+    synced: Arc<AtomicU64>,
 }
 
 impl WatchStream {
@@ -83,8 +105,8 @@ impl WatchStream {
             let delivered = match req.request_union {
                 Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
                 Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
-                // Progress notifications are not served yet: nothing to answer.
-                Some(RequestUnion::ProgressRequest(_)) | None => true,
+                Some(RequestUnion::ProgressRequest(_)) => self.progress().await,
+                None => true,
             };
             if !delivered {
                 break;
@@ -110,6 +132,7 @@ impl WatchStream {
             return self.tx.send(refused).await.is_ok();
         }
         let prev_kv = create.prev_kv;
+        let fragment = create.fragment;
         let started = self.grpc.services.watch.watch(watch_request(&create)).await;
         let created = pb::WatchResponse {
             header: Some(self.grpc.current_header()),
@@ -124,6 +147,10 @@ impl WatchStream {
             Ok(watcher) => watcher,
             Err(e) => return self.tx.send(self.refusal(id, e)).await.is_ok(),
         };
+        if create.progress_notify {
+            watcher.notify_progress(self.grpc.progress_interval);
+        }
+        let synced = watcher.synced();
         let grpc = self.grpc.clone();
         let tx = self.tx.clone();
         let watchers = self.watchers.clone();
@@ -133,32 +160,60 @@ impl WatchStream {
                 let item = watcher
                     .next(|e, position| (render(e, prev_kv), position.last))
                     .await;
-                let answer = match item {
+                let answers = match item {
                     Some(WatchItem::Event((event, last))) => {
                         events.push(event);
                         if !last {
                             continue;
                         }
-                        pb::WatchResponse {
-                            header: Some(grpc.current_header()),
-                            watch_id: id,
-                            events: std::mem::take(&mut events),
-                            ..Default::default()
-                        }
+                        let header = grpc.current_header();
+                        responses(id, header, std::mem::take(&mut events), fragment)
                     }
+                    Some(WatchItem::Progress { revision }) => vec![pb::WatchResponse {
+                        header: Some(grpc.header(revision)),
+                        watch_id: id,
+                        ..Default::default()
+                    }],
                     Some(WatchItem::Compacted {
                         compact_revision, ..
-                    }) => canceled(&grpc, id, compact_revision),
+                    }) => vec![canceled(&grpc, id, compact_revision)],
                     None => break,
                 };
-                if tx.send(answer).await.is_err() {
-                    break;
+                for answer in answers {
+                    if tx.send(answer).await.is_err() {
+                        watchers.lock().await.remove(&id);
+                        return;
+                    }
                 }
             }
             watchers.lock().await.remove(&id);
         });
-        self.watchers.lock().await.insert(id, task);
+        self.watchers
+            .lock()
+            .await
+            .insert(id, Running { task, synced });
         true
+    }
+
+    /// Answers `RequestProgress`: every event up to the revision it names was sent before
+    /// it. False once the client is gone.
+    async fn progress(&self) -> bool {
+        let applied = self.grpc.services.watch.applied_revision();
+        let synced = self
+            .watchers
+            .lock()
+            .await
+            .values()
+            .map(|w| w.synced.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(applied)
+            .min(applied);
+        let answer = pb::WatchResponse {
+            header: Some(self.grpc.header(synced)),
+            watch_id: EVERY_WATCHER,
+            ..Default::default()
+        };
+        self.tx.send(answer).await.is_ok()
     }
 
     /// The lowest id from `next_id` on that no watcher of the stream holds.
@@ -172,11 +227,13 @@ impl WatchStream {
         id
     }
 
-    /// Ends watcher `id` and says so; false once the client is gone.
+    /// Ends watcher `id` and says so (an unknown id gets no answer, as from etcd); false
+    /// once the client is gone.
     async fn cancel(&mut self, id: i64) -> bool {
-        if let Some(task) = self.watchers.lock().await.remove(&id) {
-            task.abort();
-        }
+        let Some(running) = self.watchers.lock().await.remove(&id) else {
+            return true;
+        };
+        running.task.abort();
         let answer = pb::WatchResponse {
             header: Some(self.grpc.current_header()),
             watch_id: id,
@@ -201,6 +258,43 @@ impl WatchStream {
             },
         }
     }
+}
+
+/// The responses carrying one revision's events: one, or for a watcher that asked for
+/// `fragment`, as many as keep each under [`FRAGMENT_BYTES`] (at least one event each), all
+/// but the last marked `fragment`.
+fn responses(
+    id: i64,
+    header: pb::ResponseHeader,
+    events: Vec<mvccpb::Event>,
+    fragment: bool,
+) -> Vec<pb::WatchResponse> {
+    let response = |events| pb::WatchResponse {
+        header: Some(header),
+        watch_id: id,
+        events,
+        ..Default::default()
+    };
+    if !fragment {
+        return vec![response(events)];
+    }
+    let mut out = Vec::new();
+    let mut part = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = event.encoded_len();
+        if !part.is_empty() && bytes + size > FRAGMENT_BYTES {
+            out.push(pb::WatchResponse {
+                fragment: true,
+                ..response(std::mem::take(&mut part))
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        part.push(event);
+    }
+    out.push(response(part));
+    out
 }
 
 /// A watcher ended because its next revision was compacted away.
