@@ -1,4 +1,6 @@
-//! The `coordinate` binary: flags → [`Config`] → run until a signal.
+//! The `coordinate` binary: flags → [`Config`] → run until a signal; or
+//! `coordinate restore FILE <the same flags>`, which seeds a new member's data directory from
+//! a backup and exits.
 
 use clap::Parser;
 use coordinate_server::config::{Args, Config};
@@ -10,7 +12,11 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "restore") {
+        return restore(argv.split_off(2));
+    }
+    let args = Args::parse_from(argv);
     let cfg = match Config::from_args(args) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -53,6 +59,54 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coordinate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `coordinate restore FILE [flags]`: the backup FILE (as `etcdctl snapshot save` writes it)
+/// becomes the first state of a new cluster of the members the flags name, in the data
+/// directory they name; run it for every new member, then start them with the same flags.
+fn restore(rest: Vec<std::ffi::OsString>) -> std::process::ExitCode {
+    const USAGE: &str = "usage: coordinate restore FILE [the flags the member will run with]";
+    let Some((file, flags)) = rest.split_first() else {
+        eprintln!("coordinate: restore needs the backup file\n{USAGE}");
+        return std::process::ExitCode::from(2);
+    };
+    if file.to_string_lossy().starts_with('-') {
+        eprintln!("coordinate: restore needs the backup file first\n{USAGE}");
+        return std::process::ExitCode::from(2);
+    }
+    let argv = std::iter::once("coordinate restore".into()).chain(flags.iter().cloned());
+    let cfg = match Args::try_parse_from(argv)
+        .map_err(|e| e.to_string())
+        .and_then(Config::from_args)
+    {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("coordinate: {}", e.trim_end());
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let path = std::path::Path::new(file);
+    match coordinate_server::backup::restore(&cfg, path) {
+        Ok(restored) => {
+            let mut ids: Vec<u64> = cfg.peers.keys().copied().collect();
+            ids.sort_unstable();
+            let members: Vec<String> = ids.iter().map(u64::to_string).collect();
+            println!(
+                "restored {} (revision {}, {} keys) into {} as member {} of a new cluster of members {}; start it with the same flags",
+                path.display(),
+                restored.revision,
+                restored.keys,
+                cfg.data_dir.display(),
+                cfg.id,
+                members.join(", ")
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("coordinate: restore: {e}");
             std::process::ExitCode::FAILURE
         }
     }

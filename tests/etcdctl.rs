@@ -199,6 +199,17 @@ fn etcdctl_speaks_to_a_three_node_cluster() {
     assert!(health.contains("is healthy"), "{health}");
     assert_eq!(run(leader, &["alarm", "list"]), "");
     assert!(run(leader, &["defrag"]).contains("Finished defragmenting"));
+    // snapshot save writes the backup `coordinate restore` reads (tests/restore.rs restores one).
+    let saved = c.dir().join("saved.db");
+    let path = saved.display().to_string();
+    let said = run(follower, &["snapshot", "save", &path]);
+    assert!(said.contains("Snapshot saved at"), "{said}");
+    let kv = coordinate_server::backup::open(&saved).expect("etcdctl saved a sound backup");
+    assert!(
+        kv.revision() >= rev as u64,
+        "the backup is at {}",
+        kv.revision()
+    );
     assert_eq!(
         run(leader, &["compaction", &rev.to_string()]),
         format!("compacted revision {rev}\n")

@@ -62,6 +62,14 @@ impl Cluster {
         let leader = cluster.wait_for_leader();
         (Cluster(cluster), leader)
     }
+
+    /// `n` nodes with their ports and data directories chosen, none started
+    /// (`start_node` starts one).
+    pub fn prepare(security: Security, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster(coordinate_testkit::Cluster::prepare_as(
+            security, BIN, n, extra_args,
+        ))
+    }
 }
 
 impl Deref for Cluster {

@@ -263,6 +263,16 @@ impl<S: StateMachine> NodeHandle<S> {
         Ok(())
     }
 
+    /// The state machine's snapshot data as of this node's applied state now (waits for the
+    /// snapshot being taken, if any, and takes a new one).
+    pub async fn backup(&self) -> Result<crate::node::Backup, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send_async(Input::Backup(reply)).await.is_err() {
+            return Err(RequestError::Shutdown);
+        }
+        rx.await.map_err(|_| RequestError::Shutdown)
+    }
+
     /// Asks the raft loop to sync and stop; false if it already stopped.
     pub async fn shutdown(&self) -> bool {
         self.tx.send_async(Input::Shutdown).await.is_ok()

@@ -52,6 +52,7 @@
 //! `--quota-backend-bytes`, like etcd's working set).
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod kv;

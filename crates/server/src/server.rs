@@ -372,11 +372,7 @@ async fn recover(cfg: &Config) -> anyhow::Result<(Recovered<Kv>, Wal)> {
             };
             return Ok((recovered, wal));
         }
-        let members: BTreeMap<u64, String> = cfg
-            .peers
-            .iter()
-            .map(|(&id, addr)| (id, format!("{}://{addr}", cfg.peer_scheme())))
-            .collect();
+        let members = founding_members(&cfg);
         let voters: Vec<u64> = members.keys().copied().collect();
         let kv = Kv::with_members(members);
         storage
@@ -392,6 +388,14 @@ async fn recover(cfg: &Config) -> anyhow::Result<(Recovered<Kv>, Wal)> {
     })
     .await
     .context("storage recovery panicked")?
+}
+
+/// The founding members' peer URLs, by id, as `--cluster` (or `--initial-cluster`) names them.
+pub(crate) fn founding_members(cfg: &Config) -> BTreeMap<u64, String> {
+    cfg.peers
+        .iter()
+        .map(|(&id, addr)| (id, format!("{}://{addr}", cfg.peer_scheme())))
+        .collect()
 }
 
 /// Resolves on SIGTERM or SIGINT.

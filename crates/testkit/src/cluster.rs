@@ -92,6 +92,22 @@ impl Cluster {
         n: usize,
         extra_args: &[&str],
     ) -> Cluster {
+        let mut cluster = Cluster::prepare_as(security, bin, n, extra_args);
+        for id in 1..=n as u64 {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// [`Cluster::start_as`] without starting any node: its ports, peer URLs, certificates
+    /// and data directories are chosen, for a test to prepare (e.g. restore a backup into)
+    /// before [`Cluster::start_node`].
+    pub fn prepare_as(
+        security: Security,
+        bin: impl Into<PathBuf>,
+        n: usize,
+        extra_args: &[&str],
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("coordinate-test-")
             .tempdir()
@@ -126,7 +142,7 @@ impl Cluster {
             .collect();
         let client =
             Client::new(urls, REQUEST_TIMEOUT).with_tls(certs.as_ref().map(Certs::client_tls));
-        let mut cluster = Cluster {
+        Cluster {
             bin: bin.into(),
             nodes,
             peer_urls,
@@ -135,11 +151,12 @@ impl Cluster {
             client,
             certs,
             dir: Some(dir),
-        };
-        for id in 1..=n as u64 {
-            cluster.spawn(id);
         }
-        cluster
+    }
+
+    /// Starts node `id` of a prepared cluster (or a stopped one: as [`Cluster::restart`]).
+    pub fn start_node(&mut self, id: u64) {
+        self.spawn(id);
     }
 
     /// [`Cluster::start`], then wait until the nodes agree on a leader; returns the cluster

@@ -102,6 +102,9 @@ pub enum Input<S: StateMachine> {
         to: u64,
         reply: oneshot::Sender<std::result::Result<(), crate::handle::Rejection>>,
     },
+    /// A copy of the state machine's snapshot data as of now (taken with the next snapshot,
+    /// which is also saved as usual).
+    Backup(oneshot::Sender<Backup>),
     /// A snapshot of this node's state, written in the background, is durable (or failed).
     SnapshotSaved {
         meta: SnapshotMetadata,
@@ -223,6 +226,16 @@ pub struct NodeIo<S: StateMachine> {
     pub published: Arc<crate::handle::Published>,
 }
 
+/// The state machine's snapshot data at one applied index, for a backup.
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The applied index (and its term) the data is the state at.
+    pub index: u64,
+    pub term: u64,
+    /// What [`StateMachine::snapshot_step`] returned.
+    pub data: Bytes,
+}
+
 /// Where this node's own snapshot is: at most one is taken at a time.
 enum SnapshotStage {
     Idle,
@@ -254,6 +267,10 @@ pub struct Node<S: StateMachine> {
     snapshot_stage: SnapshotStage,
     /// Set while snapshot writes fail: when to try again.
     snapshot_retry: Option<SnapshotBackoff>,
+    /// Backups asked for after the snapshot being taken began: they get the next one.
+    backups_waiting: Vec<oneshot::Sender<Backup>>,
+    /// Backups that get the snapshot being serialized.
+    backups_taking: Vec<oneshot::Sender<Backup>>,
     incarnation: u64,
     next_seq: u64,
     proposals: HashMap<u64, Pending<S>>,
@@ -333,6 +350,8 @@ impl<S: StateMachine> Node<S> {
             tx,
             snapshot_stage: SnapshotStage::Idle,
             snapshot_retry: None,
+            backups_waiting: Vec::new(),
+            backups_taking: Vec::new(),
             incarnation,
             next_seq: 1,
             proposals: HashMap::new(),
@@ -484,6 +503,7 @@ impl<S: StateMachine> Node<S> {
             Input::TransferLeader { to, reply } => {
                 let _ = reply.send(self.transfer_leader(to));
             }
+            Input::Backup(reply) => self.backups_waiting.push(reply),
             // The writer's state is looked at on every turn of the loop; this only wakes it.
             Input::Log(LogEvent::Persisted | LogEvent::Failed) => {}
             Input::SnapshotSaved {
@@ -667,9 +687,11 @@ impl<S: StateMachine> Node<S> {
                 tokio::task::block_in_place(|| self.raw.mut_store().install_snapshot(&snap))?;
             self.writer.snapshot(marker, true)?;
             self.sm.install(state);
-            // A snapshot of the replaced state machine being serialized is moot.
+            // A snapshot of the replaced state machine being serialized is moot (its backups
+            // get the next one).
             if matches!(self.snapshot_stage, SnapshotStage::Serializing { .. }) {
                 self.snapshot_stage = SnapshotStage::Idle;
+                self.backups_waiting.append(&mut self.backups_taking);
             }
             self.conf_state = snap.get_metadata().get_conf_state().clone();
             self.applied = index;
@@ -832,22 +854,25 @@ impl<S: StateMachine> Node<S> {
     /// does not sleep meanwhile, and handles inputs between steps; writes applied meanwhile do
     /// not change what is captured, see [`StateMachine::begin_snapshot`]); then a thread of its own
     /// writes and fsyncs the file, and [`Node::on_snapshot_saved`] finishes the job. After a
-    /// failed write nothing starts before the backoff has passed.
+    /// failed write nothing starts before the backoff has passed, unless a backup is asked
+    /// for: backups get the serialized data, whether or not its file is then written.
     fn maybe_snapshot(&mut self) -> Result<()> {
         match self.snapshot_stage {
             SnapshotStage::Saving => return Ok(()),
             SnapshotStage::Serializing { .. } => {}
             SnapshotStage::Idle => {
-                if self
-                    .snapshot_retry
-                    .as_ref()
-                    .is_some_and(|b| Instant::now() < b.retry_at)
+                let backup = !self.backups_waiting.is_empty();
+                if !backup
+                    && self
+                        .snapshot_retry
+                        .as_ref()
+                        .is_some_and(|b| Instant::now() < b.retry_at)
                 {
                     return Ok(());
                 }
                 let store = self.raw.store();
                 let snap_index = store.snapshot_index();
-                let wanted = store.take_snapshot_request() && self.applied > snap_index;
+                let wanted = backup || (store.take_snapshot_request() && self.applied > snap_index);
                 let due = snapshot_due(
                     &self.cfg,
                     self.applied.saturating_sub(snap_index),
@@ -862,6 +887,7 @@ impl<S: StateMachine> Node<S> {
                 let compact_to =
                     store.catch_up_start(index, self.cfg.catch_up_entries, self.cfg.catch_up_bytes);
                 self.sm.begin_snapshot();
+                self.backups_taking = std::mem::take(&mut self.backups_waiting);
                 self.snapshot_stage = SnapshotStage::Serializing {
                     snap: Box::new(snap),
                     compact_to,
@@ -880,6 +906,13 @@ impl<S: StateMachine> Node<S> {
         };
         snap.data = data;
         let meta = snap.get_metadata().clone();
+        for reply in self.backups_taking.drain(..) {
+            let _ = reply.send(Backup {
+                index: meta.index,
+                term: meta.term,
+                data: snap.data.clone(),
+            });
+        }
         let snaps = self.raw.store().snapshot_store();
         let tx = self.tx.clone();
         let spawned = std::thread::Builder::new()

@@ -150,6 +150,13 @@ impl Kv {
         self.removed.insert(id);
     }
 
+    /// Makes `members` the whole member list, with no member ever removed: a restored
+    /// backup seeding a new cluster.
+    pub fn reseat_members(&mut self, members: BTreeMap<u64, String>) {
+        self.members = members;
+        self.removed.clear();
+    }
+
     /// True if this id was removed and not added back.
     pub fn is_removed(&self, id: u64) -> bool {
         self.removed.contains(&id)

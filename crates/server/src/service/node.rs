@@ -95,6 +95,11 @@ impl Raft {
         self.handle.members().await.map_err(ServiceError::from)
     }
 
+    /// The state machine's snapshot data as of this node's applied state now.
+    pub(super) async fn backup(&self) -> Result<coordinate_raft::node::Backup, ServiceError> {
+        self.handle.backup().await.map_err(ServiceError::from)
+    }
+
     pub(super) async fn status(&self) -> Result<NodeStatus, ServiceError> {
         self.handle.status().await.map_err(ServiceError::from)
     }

@@ -1,8 +1,12 @@
-//! [`StatusService`]: the node's view of itself — its raft status, and whether it is healthy
-//! (knows a leader and has applied everything it knows is committed).
+//! [`StatusService`]: the node's view of itself — its raft status, whether it is healthy
+//! (knows a leader and has applied everything it knows is committed), and a backup of its
+//! state.
+
+use bytes::Bytes;
 
 use super::error::ServiceError;
-use super::node::{NodeStatus, Raft};
+use super::kv::unexpected_read;
+use super::node::{Consistency, NodeStatus, Query, Raft, ReadResult};
 
 /// Reports this node's status.
 #[derive(Clone)]
@@ -41,6 +45,20 @@ impl StatusService {
     /// Moves leadership to voter `to`; this node must lead. Returns once `to` leads.
     pub async fn move_leader(&self, to: u64) -> Result<(), ServiceError> {
         self.raft.transfer_leader(to).await
+    }
+
+    /// A backup of the store: the state machine's snapshot data, as of a moment after every
+    /// write acknowledged before the call (a linearizable read first, then a snapshot).
+    pub async fn backup(&self) -> Result<Bytes, ServiceError> {
+        match self
+            .raft
+            .read(Query::CompactRevision, Consistency::Linearizable)
+            .await?
+        {
+            ReadResult::CompactRevision(_) => {}
+            other => return Err(unexpected_read("a read barrier", other)),
+        }
+        Ok(self.raft.backup().await?.data)
     }
 
     pub async fn status(&self) -> Result<StatusResponse, ServiceError> {

@@ -1,17 +1,26 @@
 //! etcd's Maintenance service, the calls coordinate serves so far: Status (this member's
 //! raft and store state), Alarm (the NOSPACE alarm of the quota: list, raise, disarm),
 //! MoveLeader (sent to the leader, as etcdctl does), HashKV and Hash (a hash of the history,
-//! equal on every replica at one revision) and Defragment (a no-op: coordinate's
-//! store is in memory, with no file to defragment).
+//! equal on every replica at one revision), Snapshot (a backup, `crate::backup`, in
+//! [`SNAPSHOT_CHUNK`] pieces, its SHA-256 the last piece, as etcd sends it) and Defragment (a no-op: coordinate's store is in memory, with no file to
+//! defragment).
+
+use std::pin::Pin;
 
 use coordinate_etcd_api::etcdserverpb as pb;
 use coordinate_etcd_api::etcdserverpb::maintenance_server::Maintenance;
+use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
 use super::status;
 use super::Grpc;
 use crate::kv::{Alarm, AlarmKind};
 use crate::service::{Rejection, ServiceError, Unavailable};
+
+/// Bytes of a backup per Snapshot response (etcd's size).
+pub const SNAPSHOT_CHUNK: usize = 32 << 10;
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
 /// The etcd version Status reports: the API level served. Kubernetes trusts watch progress
 /// notifications (and serves consistent lists from its watch cache) from etcd 3.5.13 and
@@ -131,6 +140,40 @@ impl Maintenance for Grpc {
             header: Some(self.header(revision)),
             hash,
         }))
+    }
+
+    /// The backup as of now: every write acknowledged before the call is in it.
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let data = self
+            .services
+            .status
+            .backup()
+            .await
+            .map_err(status::status)?;
+        let header = self.current_header();
+        let sealed = crate::backup::seal(&data);
+        let split = sealed.len() - crate::backup::DIGEST_LEN;
+        let digest = sealed.slice(split..).to_vec();
+        let data = sealed.slice(..split);
+        let total = data.len();
+        let chunks = (0..total.div_ceil(SNAPSHOT_CHUNK)).map(move |i| {
+            let end = ((i + 1) * SNAPSHOT_CHUNK).min(total);
+            pb::SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: (total - end) as u64,
+                blob: data.slice(i * SNAPSHOT_CHUNK..end).to_vec(),
+            }
+        });
+        let trailer = pb::SnapshotResponse {
+            header: Some(header),
+            remaining_bytes: 0,
+            blob: digest,
+        };
+        let answers = chunks.chain(std::iter::once(trailer)).map(Ok);
+        Ok(Response::new(Box::pin(futures_util::stream::iter(answers))))
     }
 
     async fn defragment(
