@@ -40,7 +40,8 @@
     "Measured \($date) by `bench/compare.sh`.",
     "",
     "- Machine: \($nproc) cores (\($cpu)), \($mem) RAM, Linux \($kernel); data dirs on \($fs).",
-    "- coordinate: \($coord); etcd \($etcd) from Debian (`etcd-server`), v3 JSON gateway.",
+    (if $api == "grpc" then "- coordinate: \($coord); etcd \($etcd) from Debian (`etcd-server`); both through etcd's v3 gRPC API (KV Put and Range), with the same client (`coordinate-bench --target grpc`: one HTTP/2 connection per client, one request in flight on each)."
+     else "- coordinate: \($coord), its HTTP API; etcd \($etcd) from Debian (`etcd-server`), v3 JSON gateway." end),
     "- Both: 3 nodes on 127.0.0.1, default settings (fsync on every commit), client on the same machine. CPU busy with other work just before the run: \($background)%.",
     "- Load: `coordinate-bench`, connections spread round-robin over the 3 client endpoints, \($keys) keys (pre-loaded), values \($vsize) B, uniformly random keys; \($warmup) warm-up + \($duration) measured per run; rounds: \($rounds), alternating which system runs first. Figures are the median of the rounds (ops/s of each round in brackets, in run order); the ratio is the median of the per-round ratios (each round runs the two systems back to back); latency is of successful requests. Server CPU is what the 3 server processes used together during a run (2.00 = both cores). Other load is the CPU used during a run by anything but the 6 servers and the client (other work on this machine, kernel threads), the largest over the row’s runs: above ~0.2 cores the row was measured on a busy machine.",
     "",

@@ -31,6 +31,7 @@
 //! is counted as an error).
 
 pub mod cli;
+pub mod grpc;
 pub mod report;
 pub mod workload;
 
@@ -54,6 +55,15 @@ pub enum Target {
     Coordinate,
     /// etcd's v3 JSON gateway (`POST /v3/kv/put`, `POST /v3/kv/range`).
     Etcd,
+    /// etcd's v3 gRPC API (KV Put and Range), which coordinate and etcd both serve: the same
+    /// client for both (in clear only).
+    Grpc,
+}
+
+/// A worker's connection to its endpoint.
+enum Conn {
+    Http(Connection),
+    Grpc(grpc::GrpcConnection),
 }
 
 /// Which operations to send.
@@ -197,6 +207,10 @@ impl Args {
         if self.threads == Some(0) {
             return Err("--threads must be at least 1".into());
         }
+        let tls = self.cacert.is_some() || self.cert.is_some() || self.insecure_skip_tls_verify;
+        if self.target == Target::Grpc && tls {
+            return Err("--target grpc speaks in clear only: drop the TLS flags".into());
+        }
         Ok(())
     }
 
@@ -304,12 +318,21 @@ pub async fn run(args: Args, tls: Option<ClientTls>) -> Report {
         args.seed,
     ));
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut conns: Vec<Connection> = (0..args.connections)
-        .map(|i| {
-            let addr = args.endpoints[i % args.endpoints.len()].clone();
-            Connection::new(addr, timeout).with_tls(tls.clone())
-        })
-        .collect();
+    let mut conns = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let addr = args.endpoints[i % args.endpoints.len()].clone();
+        conns.push(match args.target {
+            Target::Grpc => match grpc::GrpcConnection::new(&addr, timeout, args.read_mode) {
+                Ok(conn) => Conn::Grpc(conn),
+                Err(e) => {
+                    let mut stats = Stats::default();
+                    stats.record_error("connect", || e);
+                    return Report::new(args.run_info(), None, &stats, Duration::ZERO, None);
+                }
+            },
+            _ => Conn::Http(Connection::new(addr, timeout).with_tls(tls.clone())),
+        });
+    }
     let progress = !args.no_progress && std::io::stderr().is_terminal();
 
     let preload = if args.preload {
@@ -359,10 +382,10 @@ fn parse_proc_stat_cpu(stat: &str) -> Option<f64> {
 /// Writes every key once, spread over all connections. Gives the connections back.
 async fn preload_keys(
     plan: &Arc<Plan>,
-    conns: Vec<Connection>,
+    conns: Vec<Conn>,
     seed: u64,
     progress: bool,
-) -> (PreloadReport, Vec<Connection>) {
+) -> (PreloadReport, Vec<Conn>) {
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -420,7 +443,7 @@ async fn preload_keys(
 /// The measured phase. Returns the merged statistics and the measured time.
 async fn measure(
     plan: &Arc<Plan>,
-    conns: Vec<Connection>,
+    conns: Vec<Conn>,
     stop: Stop,
     warmup: Duration,
     seed: u64,
@@ -498,7 +521,7 @@ async fn measure(
 /// Sends one request and records its outcome (if it started at or after `counted_from`).
 async fn execute(
     plan: &Plan,
-    conn: &mut Connection,
+    conn: &mut Conn,
     req: workload::Request<'_>,
     stats: &mut Stats,
     shared: &Shared,
@@ -506,32 +529,56 @@ async fn execute(
 ) {
     let kind = req.kind;
     let t0 = Instant::now();
-    let result = conn.request(req.method, req.path, req.body).await;
+    let answered = match conn {
+        Conn::Http(conn) => over_http(plan, conn, &req).await,
+        Conn::Grpc(conn) => match conn.execute(&req).await {
+            Outcome::Error(what) => {
+                let sample = format!("{} {}: {what}", kind.name(), req.path);
+                Err((what, sample))
+            }
+            served => Ok(served),
+        },
+    };
     let latency = t0.elapsed();
     let counted = counted_from.is_none_or(|c| t0 >= c);
     shared.done.fetch_add(1, Ordering::Relaxed);
-    let failure = match result {
+    match answered {
+        Ok(outcome) if counted => {
+            stats.record_ok(kind, latency);
+            if outcome == Outcome::NotFound {
+                stats.not_found += 1;
+            }
+        }
+        Ok(_) => {}
+        Err((what, sample)) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            if counted {
+                stats.record_error(&what, || sample);
+            }
+        }
+    }
+}
+
+/// Sends one HTTP request: a served outcome (`Ok` or `NotFound`), or the error's kind and a
+/// sample of it.
+async fn over_http(
+    plan: &Plan,
+    conn: &mut Connection,
+    req: &workload::Request<'_>,
+) -> Result<Outcome, (String, String)> {
+    let kind = req.kind;
+    match conn
+        .request(req.method.clone(), req.path, req.body.clone())
+        .await
+    {
         Ok(resp) => match plan.classify(kind, &resp) {
-            Outcome::Ok => {
-                if counted {
-                    stats.record_ok(kind, latency);
-                }
-                None
-            }
-            Outcome::NotFound => {
-                if counted {
-                    stats.record_ok(kind, latency);
-                    stats.not_found += 1;
-                }
-                None
-            }
-            Outcome::Error(what) => Some((what, {
+            Outcome::Error(what) => {
                 let body = String::from_utf8_lossy(&resp.body);
-                let body = body.trim();
-                let mut sample = format!("{} {}: {body}", kind.name(), req.path);
+                let mut sample = format!("{} {}: {}", kind.name(), req.path, body.trim());
                 sample.truncate(300);
-                sample
-            })),
+                Err((what, sample))
+            }
+            served => Ok(served),
         },
         Err(e) => {
             let what = match &e {
@@ -544,16 +591,8 @@ async fn execute(
             if matches!(e, ClientError::Connect { .. }) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Some((
-                what.to_string(),
-                format!("{} {}: {e}", kind.name(), req.path),
-            ))
-        }
-    };
-    if let Some((what, sample)) = failure {
-        shared.failed.fetch_add(1, Ordering::Relaxed);
-        if counted {
-            stats.record_error(&what, || sample);
+            let sample = format!("{} {}: {e}", kind.name(), req.path);
+            Err((what.to_string(), sample))
         }
     }
 }
@@ -734,5 +773,8 @@ mod tests {
         assert!(err(&["--value-size", "300-200"]).contains("empty range"));
         assert!(err(&["--target", "redis"]).contains("invalid value"));
         assert!(err(&["--duration", "0s"]).contains("above zero"));
+        let grpc_tls = ["--target", "grpc", "--insecure-skip-tls-verify"];
+        assert!(err(&grpc_tls).contains("in clear only"));
+        assert_eq!(parse(&["--target", "grpc"]).unwrap().target, Target::Grpc);
     }
 }

@@ -1,5 +1,6 @@
 //! What the load generator sends: keys, values, the mix of operations, and how each target
-//! (coordinate's HTTP API or etcd's v3 JSON gateway) spells a request and its success.
+//! (coordinate's HTTP API, etcd's v3 JSON gateway, or etcd's v3 gRPC API, which both serve)
+//! spells a request and its success.
 //!
 //! Everything here is deterministic given a seed, and does no I/O, so it is tested without a
 //! server. Keys are `<prefix><index>` with the index zero-padded to 8 digits over a fixed key
@@ -116,7 +117,8 @@ impl OpKind {
     }
 }
 
-/// One request, ready for [`coordinate_client::Connection::request`].
+/// One request, ready for [`coordinate_client::Connection::request`] (for the gRPC target,
+/// `path` is the key and `method` is unused: see `crate::grpc`).
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub kind: OpKind,
@@ -149,6 +151,8 @@ enum Keys {
         /// base64 of each key, for the JSON bodies.
         keys_b64: Vec<String>,
     },
+    /// The key names themselves (the gRPC client encodes them).
+    Grpc { names: Vec<String> },
 }
 
 /// Everything a worker needs to make requests: shared, read-only.
@@ -198,6 +202,9 @@ impl Plan {
             }
             Target::Etcd => Keys::Etcd {
                 keys_b64: names.map(|k| b64(k.as_bytes())).collect(),
+            },
+            Target::Grpc => Keys::Grpc {
+                names: names.collect(),
             },
         };
         let mut rng = Rng::new(seed ^ 0x005E_ED0F_DA7A);
@@ -260,6 +267,12 @@ impl Plan {
                 path: "/v3/kv/put",
                 body: format!(r#"{{"key":"{}","value":"{}"}}"#, keys_b64[key], b64(&value)).into(),
             },
+            Keys::Grpc { names } => Request {
+                kind: OpKind::Put,
+                method: Method::POST,
+                path: &names[key],
+                body: value,
+            },
         }
     }
 
@@ -290,6 +303,12 @@ impl Plan {
                     }
                 }
                 .into(),
+            },
+            Keys::Grpc { names } => Request {
+                kind: OpKind::Get,
+                method: Method::POST,
+                path: &names[key],
+                body: Bytes::new(),
             },
         }
     }
@@ -425,6 +444,18 @@ mod tests {
         let p = plan(Target::Etcd, Workload::Get, ReadMode::Serializable);
         let json: serde_json::Value = serde_json::from_slice(&p.get(1).body).unwrap();
         assert_eq!(json["serializable"], true);
+    }
+
+    #[test]
+    fn grpc_requests_name_the_key_and_carry_the_value() {
+        let p = plan(Target::Grpc, Workload::Put, ReadMode::Linearizable);
+        let mut rng = Rng::new(1);
+        let put = p.put(7, &mut rng);
+        assert_eq!((put.kind, put.path), (OpKind::Put, "bench-00000007"));
+        assert!((100..=256).contains(&put.body.len()));
+        let get = p.get(7);
+        assert_eq!((get.kind, get.path), (OpKind::Get, "bench-00000007"));
+        assert!(get.body.is_empty());
     }
 
     #[test]
