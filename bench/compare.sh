@@ -13,6 +13,9 @@
 #   API=http                     how both are spoken to: http (coordinate's REST API, etcd's v3
 #                                JSON gateway) or grpc (etcd's v3 gRPC API, which both serve:
 #                                the same client for both); each API has its own section
+#   GRPC_CONNS=8                 with API=grpc: the HTTP/2 connections the clients share
+#                                (each multiplexes its clients' requests, as an etcd client
+#                                process does); "" for one per client
 #   SERIALIZABLE_CONNECTIONS=64  connection counts at which serializable GETs are measured too
 #                                (coordinate: GET /v1/kv/<key>?consistency=serializable); "" for none
 #   ROUNDS=3                     rounds; odd rounds run coordinate first, even rounds etcd first;
@@ -37,6 +40,7 @@ WARMUP=${WARMUP:-2s}
 CONNECTIONS=${CONNECTIONS:-"1 16 64"}
 WORKLOADS=${WORKLOADS:-"put get"}
 API=${API:-http}
+GRPC_CONNS=${GRPC_CONNS-8}
 case "$API" in http | grpc) ;; *) echo "compare.sh: API must be http or grpc" >&2; exit 2 ;; esac
 SERIALIZABLE_CONNECTIONS=${SERIALIZABLE_CONNECTIONS-64}
 ROUNDS=${ROUNDS:-3}
@@ -168,13 +172,20 @@ rss() { # rss <label>: appends one JSON line per process
 }
 
 endpoints() { if [ "$1" = coordinate ]; then echo "$C_ENDPOINTS"; else echo "$E_ENDPOINTS"; fi; }
-# What coordinate-bench speaks to a system: its own HTTP API, or etcd's gRPC for both.
+# What coordinate-bench speaks to a system: its own HTTP API, or etcd's gRPC for both (over
+# GRPC_CONNS connections at most).
 target() { if [ "$API" = grpc ]; then echo grpc; else echo "$1"; fi; }
+conns_of() { # conns_of <clients>: the --grpc-conns flag for that many clients, if any
+  if [ "$API" = grpc ] && [ -n "$GRPC_CONNS" ]; then
+    echo "--grpc-conns $((GRPC_CONNS < $1 ? GRPC_CONNS : $1))"
+  fi
+}
 
 # --- pre-load and memory ---------------------------------------------------------------------
 for sys in coordinate etcd; do
   log "pre-loading $KEYS keys of $VALUE_SIZE B into $sys"
-  "$BENCH" --target "$(target "$sys")" --endpoints "$(endpoints $sys)" --connections 64 --keys "$KEYS" \
+  # shellcheck disable=SC2046 # conns_of gives a flag and its value, or nothing
+  "$BENCH" --target "$(target "$sys")" $(conns_of 64) --endpoints "$(endpoints $sys)" --connections 64 --keys "$KEYS" \
     --value-size "$VALUE_SIZE" --preload --ops 0 --no-progress --json \
     >"$WORK/results/preload-$sys.json"
   jq -r '"  \(.preload.ok) of \(.preload.keys) written in \(.preload.seconds) s, errors: \(.preload.errors)"' \
@@ -193,7 +204,8 @@ run_one() { # run_one <system> <workload> <connections> <round>; workload sget =
   c0=$(cpu_ticks "${PID[$sys-1]}" "${PID[$sys-2]}" "${PID[$sys-3]}")
   a0=$(cpu_ticks "${PIDS[@]}")
   m0=$(busy_ticks)
-  "$BENCH" --target "$(target "$sys")" --endpoints "$(endpoints "$sys")" --connections "$c" \
+  # shellcheck disable=SC2046 # conns_of gives a flag and its value, or nothing
+  "$BENCH" --target "$(target "$sys")" $(conns_of "$c") --endpoints "$(endpoints "$sys")" --connections "$c" \
     --keys "$KEYS" --value-size "$VALUE_SIZE" --workload "$wl" --read-mode "$mode" \
     --duration "$DURATION" --warmup "$WARMUP" --seed "$round" --no-progress --json >"$f"
   c1=$(cpu_ticks "${PID[$sys-1]}" "${PID[$sys-2]}" "${PID[$sys-3]}")
@@ -245,7 +257,7 @@ GENERATED=$(
     --arg mem "$MEM" --arg fs "$FS" --arg coord "$COORDINATE_DESC" --arg etcd "$ETCD_VERSION" \
     --arg duration "$DURATION" --arg warmup "$WARMUP" --arg rounds "$ROUNDS" --arg keys "$KEYS" \
     --arg vsize "$VALUE_SIZE" --arg conns "$CONNECTIONS" --arg workloads "$WORKLOADS" \
-    --arg background "$BACKGROUND" --arg sconns "$SERIALIZABLE_CONNECTIONS" --arg api "$API" \
+    --arg background "$BACKGROUND" --arg sconns "$SERIALIZABLE_CONNECTIONS" --arg api "$API" --arg grpcconns "$GRPC_CONNS" \
     -f bench/compare-report.jq
 )
 

@@ -1,7 +1,8 @@
 //! The gRPC connection of the `grpc` target: etcd's v3 KV service through the generated
 //! client of `coordinate-etcd-api`, the same client against coordinate and against etcd. Each
-//! worker has its own channel (one HTTP/2 connection, one request in flight), as each HTTP
-//! worker has its own keep-alive connection.
+//! worker has one request in flight; workers share `--grpc-conns` channels (HTTP/2
+//! connections, requests multiplexed on each, as an etcd client process does), one per worker
+//! by default, as each HTTP worker has its own keep-alive connection.
 
 use std::time::Duration;
 
@@ -18,19 +19,24 @@ pub struct GrpcConnection {
     serializable: bool,
 }
 
+/// A channel to `addr` (host:port), connected on first use; every call times out after
+/// `timeout`.
+pub fn channel(addr: &str, timeout: Duration) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("endpoint {addr:?}: {e}"))?
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
 impl GrpcConnection {
-    /// A channel to `addr` (host:port), connected on first use; every call times out after
-    /// `timeout`.
-    pub fn new(addr: &str, timeout: Duration, mode: ReadMode) -> Result<GrpcConnection, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("endpoint {addr:?}: {e}"))?
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .tcp_nodelay(true);
-        Ok(GrpcConnection {
-            kv: KvClient::new(endpoint.connect_lazy()),
+    /// A worker's client over `channel` (shared with other workers, or its own).
+    pub fn new(channel: Channel, mode: ReadMode) -> GrpcConnection {
+        GrpcConnection {
+            kv: KvClient::new(channel),
             serializable: mode == ReadMode::Serializable,
-        })
+        }
     }
 
     /// Sends `req` (a put of `body` to the key `path`, or a range read of it) and says how it

@@ -33,6 +33,7 @@
 pub mod cli;
 pub mod grpc;
 pub mod report;
+pub mod watchers;
 pub mod workload;
 
 use std::io::IsTerminal as _;
@@ -168,6 +169,24 @@ pub struct Args {
     /// Speak TLS without verifying the nodes (for --auto-tls nodes).
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+    /// HTTP/2 connections the workers of `--target grpc` share, spread over the endpoints
+    /// like the workers (each multiplexes its workers' requests) [default: one per worker].
+    #[arg(long)]
+    pub grpc_conns: Option<usize>,
+    /// Operations per second at most, over all connections (each paces itself to its share)
+    /// [default: as fast as the answers come].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Watchers of every key to hold open on the first endpoint during the run (`--target
+    /// grpc`), each checked to receive every revision of the run, once, in order.
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// Watch streams the watchers are spread over (one HTTP/2 connection carries them all).
+    #[arg(long, default_value_t = 1)]
+    pub watch_streams: usize,
+    /// How long the watchers may take, once the load ends, to receive its last revision.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub watch_drain: Duration,
 }
 
 impl Args {
@@ -210,6 +229,29 @@ impl Args {
         let tls = self.cacert.is_some() || self.cert.is_some() || self.insecure_skip_tls_verify;
         if self.target == Target::Grpc && tls {
             return Err("--target grpc speaks in clear only: drop the TLS flags".into());
+        }
+        if let Some(n) = self.grpc_conns {
+            if self.target != Target::Grpc {
+                return Err("--grpc-conns needs --target grpc".into());
+            }
+            if !(1..=self.connections).contains(&n) {
+                return Err(format!(
+                    "--grpc-conns must be between 1 and --connections ({})",
+                    self.connections
+                ));
+            }
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err("--rate must be a number of operations per second above zero".into());
+        }
+        if self.watchers > 0 && self.target != Target::Grpc {
+            return Err("--watchers needs --target grpc".into());
+        }
+        if self.watchers > 0 && !(1..=self.watchers).contains(&self.watch_streams) {
+            return Err(format!(
+                "--watch-streams must be between 1 and --watchers ({})",
+                self.watchers
+            ));
         }
         Ok(())
     }
@@ -318,21 +360,34 @@ pub async fn run(args: Args, tls: Option<ClientTls>) -> Report {
         args.seed,
     ));
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut conns = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
-        let addr = args.endpoints[i % args.endpoints.len()].clone();
-        conns.push(match args.target {
-            Target::Grpc => match grpc::GrpcConnection::new(&addr, timeout, args.read_mode) {
-                Ok(conn) => Conn::Grpc(conn),
-                Err(e) => {
-                    let mut stats = Stats::default();
-                    stats.record_error("connect", || e);
-                    return Report::new(args.run_info(), None, &stats, Duration::ZERO, None);
-                }
-            },
-            _ => Conn::Http(Connection::new(addr, timeout).with_tls(tls.clone())),
-        });
-    }
+    let endpoint = |i: usize| args.endpoints[i % args.endpoints.len()].clone();
+    let conns: Result<Vec<Conn>, String> = match args.target {
+        Target::Grpc => {
+            let shared = args.grpc_conns.unwrap_or(args.connections);
+            let channels = (0..shared)
+                .map(|i| grpc::channel(&endpoint(i), timeout))
+                .collect::<Result<Vec<_>, String>>();
+            channels.map(|channels| {
+                (0..args.connections)
+                    .map(|i| {
+                        let channel = channels[i % channels.len()].clone();
+                        Conn::Grpc(grpc::GrpcConnection::new(channel, args.read_mode))
+                    })
+                    .collect()
+            })
+        }
+        _ => Ok((0..args.connections)
+            .map(|i| Conn::Http(Connection::new(endpoint(i), timeout).with_tls(tls.clone())))
+            .collect()),
+    };
+    let mut conns = match conns {
+        Ok(conns) => conns,
+        Err(e) => {
+            let mut stats = Stats::default();
+            stats.record_error("connect", || e);
+            return Report::new(args.run_info(), None, &stats, Duration::ZERO, None);
+        }
+    };
     let progress = !args.no_progress && std::io::stderr().is_terminal();
 
     let preload = if args.preload {
@@ -353,13 +408,41 @@ pub async fn run(args: Args, tls: Option<ClientTls>) -> Report {
             None,
         );
     }
+    let watching = match args.watchers {
+        0 => None,
+        n => Some(watchers::open(&args.endpoints[0], n, args.watch_streams).await),
+    };
+    let watching = match watching.transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            let mut stats = Stats::default();
+            stats.record_error("watch", || e);
+            return Report::new(args.run_info(), preload, &stats, Duration::ZERO, None);
+        }
+    };
+    let pace = args
+        .rate
+        .map(|r| Duration::from_secs_f64(args.connections as f64 / r));
     let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
-    let (stats, measured) = measure(&plan, conns, stop, args.warmup, args.seed, progress).await;
+    let (mut stats, measured) =
+        measure(&plan, conns, stop, args.warmup, args.seed, pace, progress).await;
     let client_cores = match (cpu0, process_cpu_seconds()) {
         (Some(a), Some(b)) => Some((b - a) / t0.elapsed().as_secs_f64().max(1e-3)),
         _ => None,
     };
-    Report::new(args.run_info(), preload, &stats, measured, client_cores)
+    let watch = match watching {
+        None => None,
+        Some(w) => match w.finish(args.watch_drain).await {
+            Ok(report) => Some(report),
+            Err(e) => {
+                stats.record_error("watch", || e);
+                None
+            }
+        },
+    };
+    let mut report = Report::new(args.run_info(), preload, &stats, measured, client_cores);
+    report.watch = watch;
+    report
 }
 
 /// CPU time (user + system, all threads) this process has used, from `/proc/self/stat`.
@@ -447,6 +530,7 @@ async fn measure(
     stop: Stop,
     warmup: Duration,
     seed: u64,
+    pace: Option<Duration>,
     progress: bool,
 ) -> (Stats, Duration) {
     let shared = Arc::new(Shared {
@@ -476,7 +560,12 @@ async fn measure(
             // Different from the preload's streams, and from every other connection's.
             let mut rng = Rng::new(seed.wrapping_mul(7_919).wrapping_add(1 << 32 | i as u64));
             let mut stats = Stats::default();
+            let mut next_at = start;
             loop {
+                if let Some(period) = pace {
+                    next_at += period;
+                    tokio::time::sleep_until(next_at).await;
+                }
                 match stop {
                     Stop::Ops(n) => {
                         if shared.issued.fetch_add(1, Ordering::Relaxed) >= n {

@@ -163,6 +163,9 @@ pub struct Report {
     /// CPU this tool used during the measured phase (warm-up included), in cores: near the
     /// machine's core count, the client itself is the limit. `None` where /proc is missing.
     pub client_cpu_cores: Option<f64>,
+    /// The watchers held open during the run (`--watchers`), and what they received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watchers::WatchReport>,
 }
 
 /// The report fields that describe the run rather than its results.
@@ -219,6 +222,7 @@ impl Report {
             errors: stats.errors.clone(),
             latency,
             client_cpu_cores: client_cpu_cores.map(|c| (c * 100.0).round() / 100.0),
+            watch: None,
         }
     }
 
@@ -292,6 +296,25 @@ impl Report {
         write_errors(&mut s, &self.errors);
         if let Some(c) = self.client_cpu_cores {
             let _ = writeln!(s, "client CPU: {c:.2} cores");
+        }
+        if let Some(w) = &self.watch {
+            let _ = writeln!(
+                s,
+                "watchers: {} of {} (over {} stream{}) got every revision to {} in order; \
+                 {} events, {} missing, {} out of order, {} cut off, {} started late; \
+                 drained in {:.2} s",
+                w.complete,
+                w.watchers,
+                w.streams,
+                if w.streams == 1 { "" } else { "s" },
+                w.final_revision,
+                w.events,
+                w.missing,
+                w.out_of_order,
+                w.cut_off,
+                w.late_start,
+                w.drain_seconds,
+            );
         }
         s
     }

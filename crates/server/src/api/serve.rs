@@ -314,6 +314,12 @@ impl Connection {
     }
 }
 
+/// Requests (gRPC calls, watch streams among them) open at once on one HTTP/2 connection.
+/// An etcd client multiplexes all its calls and watch streams on one connection (Kubernetes'
+/// apiserver holds one stream per watched resource type); hyper's default of 200 would stall
+/// the 201st. Watch streams are capped by `--max-watchers` anyway.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
+
 /// HTTP/2's connection preface: a connection that opens with it speaks HTTP/2.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -345,7 +351,8 @@ async fn serve_http<S>(
         builder
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(header_timeout))
-            .keep_alive_timeout(header_timeout);
+            .keep_alive_timeout(header_timeout)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
         let conn = builder.serve_connection(stream, service);
         drain(conn, stop, |c| c.graceful_shutdown()).await
     } else {

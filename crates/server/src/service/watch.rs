@@ -252,6 +252,18 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// The first revision this watch reports (for a watch from now: one past the revision
+    /// applied when it started).
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Whether the next event is already at hand ([`Watcher::next`] returns it without
+    /// waiting for a write): a front-end may gather it into the same answer.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The revision this watcher is synced to, as it advances: every event up to it was
     /// handed to the front-end before the front-end asked for the next one.
     pub fn synced(&self) -> Arc<AtomicU64> {

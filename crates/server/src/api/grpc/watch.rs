@@ -6,8 +6,9 @@
 //! the watcher runs in a task of its own; a cancel ends that task and is answered `canceled`.
 //! Every answer goes through one bounded queue to the client, so a client that stops reading
 //! holds its watchers back (the watch hub then moves them to the history), never memory.
-//! A watcher's events are sent one revision per response, as soon as its last event is
-//! rendered; a watcher that asked for `fragment` gets a revision over [`FRAGMENT_BYTES`] cut
+//! A watcher's events are sent as soon as the last event of a revision is rendered, one
+//! revision per response, or several while it catches up (up to [`RESPONSE_BYTES`], as etcd
+//! batches a catching-up watcher's events); a watcher that asked for `fragment` gets a revision over [`FRAGMENT_BYTES`] cut
 //! into several responses, all but the last marked `fragment`. A start before the
 //! compaction point is answered `created`, then `canceled` with `compact_revision` (the
 //! oldest revision still held), as etcd does.
@@ -47,6 +48,9 @@ const STREAM_QUEUE: usize = 64;
 /// The most bytes of events in one response of a watcher that asked for `fragment` (etcd's
 /// default `--max-request-bytes`, the size etcd fragments at).
 pub const FRAGMENT_BYTES: usize = 3 << 19;
+/// Bytes of keys and values past which a watcher catching up sends what it has gathered
+/// (whole revisions: a revision is never split unless the watcher asked for `fragment`).
+const RESPONSE_BYTES: usize = 64 << 10;
 /// The watch id of an answer to `RequestProgress`: it is for every watcher of the stream.
 const EVERY_WATCHER: i64 = -1;
 
@@ -134,8 +138,13 @@ impl WatchStream {
         let prev_kv = create.prev_kv;
         let fragment = create.fragment;
         let started = self.grpc.services.watch.watch(watch_request(&create)).await;
+        // A watch from now reports what follows the revision its answer names, as etcd's.
+        let header = match &started {
+            Ok(watcher) if create.start_revision <= 0 => self.grpc.header(watcher.start() - 1),
+            _ => self.grpc.current_header(),
+        };
         let created = pb::WatchResponse {
-            header: Some(self.grpc.current_header()),
+            header: Some(header),
             watch_id: id,
             created: true,
             ..Default::default()
@@ -156,16 +165,24 @@ impl WatchStream {
         let watchers = self.watchers.clone();
         let task = tokio::spawn(async move {
             let mut events = Vec::new();
+            let mut bytes = 0;
             loop {
                 let item = watcher
-                    .next(|e, position| (render(e, prev_kv), position.last))
+                    .next(|e, position| {
+                        let size = e.kv.key.len() + e.kv.value.len();
+                        (render(e, prev_kv), position.last, size)
+                    })
                     .await;
                 let answers = match item {
-                    Some(WatchItem::Event((event, last))) => {
+                    Some(WatchItem::Event((event, last, size))) => {
                         events.push(event);
-                        if !last {
+                        bytes += size;
+                        // Whole revisions; more of them while the watcher catches up.
+                        let more = watcher.has_pending() && bytes < RESPONSE_BYTES;
+                        if !last || more {
                             continue;
                         }
+                        bytes = 0;
                         let header = grpc.current_header();
                         responses(id, header, std::mem::take(&mut events), fragment)
                     }
@@ -260,7 +277,7 @@ impl WatchStream {
     }
 }
 
-/// The responses carrying one revision's events: one, or for a watcher that asked for
+/// The responses carrying gathered events (whole revisions): one, or for a watcher that asked for
 /// `fragment`, as many as keep each under [`FRAGMENT_BYTES`] (at least one event each), all
 /// but the last marked `fragment`.
 fn responses(
