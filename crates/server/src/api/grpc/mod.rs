@@ -8,7 +8,9 @@
 //! - `auth`: every call refused with one clear message (no users or roles yet).
 //! - `cluster`: MemberList, MemberAdd, MemberRemove, MemberPromote.
 //! - `watch`: Watch, many watchers on one bidirectional stream.
-//! - `maintenance`: Status, Alarm, Defragment (a no-op: there is no file to defragment).
+//! - `maintenance`: Status, Alarm, MoveLeader, HashKV, Hash, Snapshot, Defragment (a no-op:
+//!   there is no file to defragment).
+//! - `health`: the standard `grpc.health.v1` service.
 //! - `status`: service errors as gRPC statuses.
 //!
 //! Served on the same port as REST (`api::serve` sends a request whose content type is
@@ -17,6 +19,7 @@
 
 mod auth;
 mod cluster;
+mod health;
 mod kv;
 mod lease;
 mod maintenance;
@@ -96,6 +99,7 @@ pub fn router(grpc: Grpc) -> axum::Router {
     routes.add_service(WatchServer::new(grpc.clone()));
     routes.add_service(ClusterServer::new(grpc.clone()));
     routes.add_service(AuthServer::new(grpc.clone()));
+    routes.add_service(health::service(&grpc));
     routes.add_service(MaintenanceServer::new(grpc));
     routes.routes().into_axum_router()
 }
