@@ -34,16 +34,7 @@ fn sections(log: &std::path::Path) -> usize {
 #[test]
 fn etcd_lock_recipe_keeps_one_holder_while_members_die() {
     let (mut c, _) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
-    let endpoints: Vec<String> = c
-        .ids()
-        .iter()
-        .map(|&id| {
-            let url = c.client_url(id);
-            url.split_once("://")
-                .map_or(url.clone(), |(_, a)| a.to_string())
-        })
-        .collect();
-    let endpoints = endpoints.join(",");
+    let endpoints = c.endpoints();
     let log = c.dir().join("critical.log");
     let stop = Arc::new(AtomicBool::new(false));
     let contenders: Vec<_> = (0..CONTENDERS)

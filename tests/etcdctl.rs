@@ -58,9 +58,7 @@ fn etcdctl_output(
 
 /// host:port of node `id`'s client port.
 fn endpoint(c: &Cluster, id: u64) -> String {
-    let url = c.client_url(id);
-    url.split_once("://")
-        .map_or(url.clone(), |(_, a)| a.to_string())
+    c.endpoint(id)
 }
 
 #[test]
@@ -242,13 +240,85 @@ fn drive_a_three_node_cluster(bin: &str) {
         "the backup is at {}",
         kv.revision()
     );
+    // The same hash of the history at one revision from every member.
+    let hashes = etcdctl_output(
+        bin,
+        &c.endpoints(),
+        &[],
+        &["endpoint", "hashkv", &format!("--rev={rev}"), "-w", "json"],
+        "",
+    )
+    .0;
+    let hashes: serde_json::Value = serde_json::from_str(&hashes).expect("hashkv json");
+    let hashes: Vec<i64> = hashes
+        .as_array()
+        .expect("one answer per endpoint")
+        .iter()
+        .map(|h| h["HashKV"]["hash"].as_i64().expect("a hash"))
+        .collect();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|&h| h == hashes[0]), "{hashes:?}");
     assert_eq!(
         run(leader, &["compaction", &rev.to_string()]),
         format!("compacted revision {rev}\n")
     );
 
+    // A learner added (nobody runs it) and removed again; etcdctl shows ids in hex.
+    let learner_url = format!("http://127.0.0.1:{}", common::free_port());
+    let added = run(
+        leader,
+        &[
+            "member",
+            "add",
+            "m4",
+            &format!("--peer-urls={learner_url}"),
+            "--learner",
+        ],
+    );
+    let id = added
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| added.starts_with("Member "))
+        .unwrap_or_else(|| panic!("no member id in {added:?}"))
+        .to_string();
+    assert!(run(leader, &["member", "list"]).contains(&learner_url));
+    let removed = run(leader, &["member", "remove", &id]);
+    // etcdctl pads ids to 16 columns: compare words.
+    let words: Vec<&str> = removed.split_whitespace().collect();
+    assert!(words.starts_with(&["Member", &id, "removed"]), "{removed}");
+    assert_eq!(run(leader, &["member", "list"]).lines().count(), 3);
+
     // The concurrency recipes etcdctl runs client-side: a lock, an election.
     assert_eq!(run(follower, &["lock", "mutex", "echo", "held"]), "held\n");
+    let mut campaign = Command::new(bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", on(follower)))
+        .args(["elect", "chief", "candidate-1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcdctl elect");
+    let stdout = campaign.stdout.take().expect("elect stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Elected: it prints its key (under the election's prefix) and its proposal.
+    let key = rx.recv_timeout(common::WAIT_TIMEOUT).expect("elected");
+    let proposal = rx.recv_timeout(common::WAIT_TIMEOUT).expect("its proposal");
+    let _ = campaign.kill();
+    let _ = campaign.wait();
+    let _ = reader.join();
+    assert!(key.starts_with("chief/"), "{key}");
+    assert_eq!(proposal, "candidate-1");
+    assert_eq!(
+        run(leader, &["get", &key, "--print-value-only"]),
+        "candidate-1\n"
+    );
 }
 
 /// etcdctl's own TLS flags against a node that requires client certificates.

@@ -15,11 +15,7 @@ use etcd_client::{
 
 /// An etcd client of node `id`.
 async fn client(c: &Cluster, id: u64) -> Client {
-    let url = c.client_url(id);
-    let endpoint = url.split_once("://").map_or(url.as_str(), |(_, a)| a);
-    Client::connect([endpoint], None)
-        .await
-        .unwrap_or_else(|e| panic!("connect to node {id}: {e}"))
+    common::etcd_client(c, id).await
 }
 
 /// The gRPC code and message of a failed call.
@@ -509,15 +505,9 @@ fn members_through_grpc() {
     rt.block_on(async {
         let mut etcd = client(&c, leader).await;
         let listed = etcd.member_list().await.expect("member list");
-        let mut urls: Vec<String> = listed
-            .members()
-            .iter()
-            .map(|m| m.peer_urls()[0].clone())
-            .collect();
-        urls.sort();
         let mut want = c.peer_urls().to_vec();
         want.sort();
-        assert_eq!(urls, want);
+        assert_eq!(common::listed_peer_urls(&listed), want);
         let me = listed.members().iter().find(|m| m.id() == leader).unwrap();
         assert_eq!(me.client_urls(), [c.client_url(leader)]);
 
@@ -532,12 +522,30 @@ fn members_through_grpc() {
         let new = added.member().expect("the new member");
         assert_eq!((new.id(), new.is_learner()), (4, true));
         assert_eq!(added.member_list().len(), 4);
+        // etcd's codes and texts, which its clients turn into typed errors.
+        let taken = etcd.member_add([url.clone()], None).await.unwrap_err();
+        let want = "etcdserver: Peer URLs already exists";
+        assert_eq!(
+            grpc_error(taken),
+            (tonic::Code::FailedPrecondition, want.into())
+        );
         let promote = etcd.member_promote(4).await.unwrap_err();
-        assert_eq!(grpc_error(promote).0, tonic::Code::FailedPrecondition);
+        let want = "etcdserver: can only promote a learner member which is in sync with leader";
+        assert_eq!(
+            grpc_error(promote),
+            (tonic::Code::FailedPrecondition, want.into())
+        );
+        let voter = etcd.member_promote(leader).await.unwrap_err();
+        let want = "etcdserver: can only promote a learner member";
+        assert_eq!(
+            grpc_error(voter),
+            (tonic::Code::FailedPrecondition, want.into())
+        );
         let removed = etcd.member_remove(4).await.expect("remove");
         assert_eq!(removed.members().len(), 3);
         let gone = etcd.member_remove(4).await.unwrap_err();
-        assert_eq!(grpc_error(gone).0, tonic::Code::NotFound);
+        let want = "etcdserver: member not found";
+        assert_eq!(grpc_error(gone), (tonic::Code::NotFound, want.into()));
 
         // MoveLeader: refused on a follower and for a non-voter, done on the leader.
         let target = c.ids().into_iter().find(|&id| id != leader).unwrap();
@@ -625,7 +633,7 @@ fn hostile_grpc_input_gets_errors_and_changes_nothing() {
             .expect("an inverted range");
         assert_eq!(inverted.count(), 0);
 
-        let addr = endpoint_addr(&c, leader);
+        let addr = c.endpoint(leader);
         for (what, body) in [
             (
                 "a protobuf that does not parse",
@@ -642,12 +650,6 @@ fn hostile_grpc_input_gets_errors_and_changes_nothing() {
         let after = etcd.get("x", None).await.expect("still serving");
         assert_eq!(after.kvs()[0].value(), b"1");
     });
-}
-
-fn endpoint_addr(c: &Cluster, id: u64) -> String {
-    let url = c.client_url(id);
-    url.split_once("://")
-        .map_or(url.clone(), |(_, a)| a.to_string())
 }
 
 /// A gRPC message frame: uncompressed, announcing `len` bytes, followed by `body`.

@@ -5,16 +5,9 @@
 
 mod common;
 
+use common::etcd_client as client;
 use common::{run_to_exit, Cluster, Security};
-use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
-
-async fn client(c: &Cluster, id: u64) -> Client {
-    let url = c.client_url(id);
-    let endpoint = url.split_once("://").map_or(url.as_str(), |(_, a)| a);
-    Client::connect([endpoint], None)
-        .await
-        .unwrap_or_else(|e| panic!("connect to node {id}: {e}"))
-}
+use etcd_client::{GetOptions, LeaseTimeToLiveOptions};
 
 /// What the old cluster held, to find again in the new one.
 struct Before {
@@ -106,15 +99,13 @@ fn a_backup_seeds_a_new_cluster() {
         assert_eq!(ttl.keys(), [b"leased".to_vec()]);
         assert!(ttl.ttl() > 0, "{ttl:?}");
         let members = etcd.member_list().await.unwrap();
-        let mut urls: Vec<String> = members
-            .members()
-            .iter()
-            .map(|m| m.peer_urls()[0].clone())
-            .collect();
-        urls.sort();
         let mut want = new.peer_urls().to_vec();
         want.sort();
-        assert_eq!(urls, want, "the new cluster's members");
+        assert_eq!(
+            common::listed_peer_urls(&members),
+            want,
+            "the new cluster's members"
+        );
         let after = etcd.put("a", "3", None).await.unwrap();
         assert_eq!(after.header().unwrap().revision(), before.revision + 1);
     });

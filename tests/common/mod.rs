@@ -72,6 +72,39 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `host:port` of node `id`'s client port, as etcd's tools take an endpoint.
+    pub fn endpoint(&self, id: u64) -> String {
+        let url = self.client_url(id);
+        url.split_once("://")
+            .map_or(url.clone(), |(_, a)| a.to_string())
+    }
+
+    /// Every node's endpoint, comma-separated (etcdctl's `--endpoints`).
+    pub fn endpoints(&self) -> String {
+        let all: Vec<String> = self.ids().iter().map(|&id| self.endpoint(id)).collect();
+        all.join(",")
+    }
+}
+
+/// A published etcd client (`etcd-client`) of node `id`, in clear.
+pub async fn etcd_client(c: &Cluster, id: u64) -> etcd_client::Client {
+    etcd_client::Client::connect([c.endpoint(id)], None)
+        .await
+        .unwrap_or_else(|e| panic!("connect to node {id}: {e}"))
+}
+
+/// The peer URLs a MemberList answer names, sorted.
+pub fn listed_peer_urls(list: &etcd_client::MemberListResponse) -> Vec<String> {
+    let mut urls: Vec<String> = list
+        .members()
+        .iter()
+        .flat_map(|m| m.peer_urls().iter().cloned())
+        .collect();
+    urls.sort();
+    urls
+}
+
 impl Deref for Cluster {
     type Target = coordinate_testkit::Cluster;
 

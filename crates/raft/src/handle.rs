@@ -52,6 +52,26 @@ pub enum Rejection {
     /// Must be sent to another node (e.g. the leader cannot demote itself).
     #[error("{0}")]
     Misdirected(String),
+    /// A membership change refused for a reason clients tell apart (etcd names each one).
+    #[error("{1}")]
+    Member(MemberRefusal, String),
+}
+
+/// Why a membership change was refused, for the reasons clients tell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberRefusal {
+    /// The id is already a member.
+    IdTaken,
+    /// Another member has the peer URL.
+    PeerUrlTaken,
+    /// The id is not a member.
+    NotMember,
+    /// Only a learner can be promoted.
+    NotLearner,
+    /// The learner's log is not close enough to the leader's yet.
+    LearnerBehind,
+    /// The voters after the change would not be a quorum this node reaches.
+    QuorumAtRisk,
 }
 
 /// What the raft loop answers a request with when it does not do it.

@@ -35,5 +35,5 @@ pub mod storage;
 pub mod transport;
 
 pub use error::{Error, Result};
-pub use handle::{NodeHandle, Published, Rejection, RequestError};
+pub use handle::{MemberRefusal, NodeHandle, Published, Rejection, RequestError};
 pub use state_machine::StateMachine;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::{Node, Pending};
 use crate::error::Error;
-use crate::handle::{Declined, Rejection, Reply};
+use crate::handle::{Declined, MemberRefusal, Rejection, Reply};
 use crate::peers::{canonical_peer_url, peer_addr, MAX_NODE_ID};
 use crate::state_machine::StateMachine;
 
@@ -246,18 +246,20 @@ impl<S: StateMachine> Node<S> {
             ))));
         }
         if self.is_member(id) {
-            return Err(Declined::Rejected(Rejection::Conflict(format!(
-                "node {id} is already a member"
-            ))));
+            return Err(Declined::Rejected(Rejection::Member(
+                MemberRefusal::IdTaken,
+                format!("node {id} is already a member"),
+            )));
         }
         if !learner {
             let after: Vec<u64> = voters.iter().copied().chain([id]).collect();
             self.check_reachable_quorum(&after, &format!("adding voter {id}"))?;
         }
         if let Some((other, _)) = self.sm.members().iter().find(|(_, u)| *u == url) {
-            return Err(Declined::Rejected(Rejection::Conflict(format!(
-                "peer URL {url} is already used by node {other}"
-            ))));
+            return Err(Declined::Rejected(Rejection::Member(
+                MemberRefusal::PeerUrlTaken,
+                format!("peer URL {url} is already used by node {other}"),
+            )));
         }
         cc.set_change_type(if learner {
             ConfChangeType::AddLearnerNode
@@ -274,9 +276,10 @@ impl<S: StateMachine> Node<S> {
         let voters = &self.conf_state.voters;
         let mut cc = ConfChange::default();
         if !self.is_member(id) {
-            return Err(Declined::Rejected(Rejection::NotFound(format!(
-                "node {id} is not a member"
-            ))));
+            return Err(Declined::Rejected(Rejection::Member(
+                MemberRefusal::NotMember,
+                format!("node {id} is not a member"),
+            )));
         }
         if voters.len() == 1 && voters[0] == id {
             return Err(Declined::Rejected(Rejection::Conflict(format!(
@@ -321,14 +324,16 @@ impl<S: StateMachine> Node<S> {
         let learners = &self.conf_state.learners;
         let mut cc = ConfChange::default();
         if voters.contains(&id) {
-            return Err(Declined::Rejected(Rejection::Conflict(format!(
-                "node {id} is already a voter"
-            ))));
+            return Err(Declined::Rejected(Rejection::Member(
+                MemberRefusal::NotLearner,
+                format!("node {id} is already a voter"),
+            )));
         }
         if !learners.contains(&id) {
-            return Err(Declined::Rejected(Rejection::NotFound(format!(
-                "node {id} is not a learner"
-            ))));
+            return Err(Declined::Rejected(Rejection::Member(
+                MemberRefusal::NotMember,
+                format!("node {id} is not a learner"),
+            )));
         }
         if self.raw.raft.state != StateRole::Leader {
             return Err(Declined::Rejected(Rejection::Misdirected(format!(
@@ -340,9 +345,13 @@ impl<S: StateMachine> Node<S> {
         // A learner that never replicated anything is not caught up, however young
         // the log is: promoting it could cost the quorum.
         if matched == 0 || matched + LEARNER_CATCH_UP_SLACK < commit {
-            return Err(Declined::Rejected(Rejection::Conflict(format!(
-                "learner {id} has not caught up yet (match index {matched}, commit index {commit}); retry later"
-            ))));
+            return Err(Declined::Rejected(Rejection::Member(
+                MemberRefusal::LearnerBehind,
+                format!(
+                    "learner {id} has not caught up yet (match index {matched}, commit index \
+                     {commit}); retry later"
+                ),
+            )));
         }
         let after: Vec<u64> = voters.iter().copied().chain([id]).collect();
         self.check_reachable_quorum(&after, &format!("promoting learner {id}"))?;
@@ -356,11 +365,14 @@ impl<S: StateMachine> Node<S> {
         let me = self.cfg.id;
         reachable_quorum(voters_after, |v| v == me || self.transport.is_connected(v)).map_err(
             |short| {
-                Declined::Rejected(Rejection::Conflict(format!(
+                Declined::Rejected(Rejection::Member(
+                    MemberRefusal::QuorumAtRisk,
+                    format!(
                     "{what} would leave {} of {} voters reachable from node {me}, and a quorum \
                      needs {}; unreachable: {:?} (start them, or remove them first)",
                     short.reachable, short.voters, short.quorum, short.unreachable
-                )))
+                    ),
+                ))
             },
         )
     }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::{header_value, REVISION};
 use crate::kv::Refusal;
-use crate::service::{Rejection, ServiceError, Unavailable};
+use crate::service::{MemberRefusal, Rejection, ServiceError, Unavailable};
 
 /// An error response: a status and a one-line reason.
 #[derive(Debug)]
@@ -107,6 +107,9 @@ fn status_of(e: &ServiceError) -> StatusCode {
             Rejection::NotFound(_) => StatusCode::NOT_FOUND,
             Rejection::Conflict(_) => StatusCode::CONFLICT,
             Rejection::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            // Only an absent member is "not found"; the rest contradict the membership.
+            Rejection::Member(MemberRefusal::NotMember, _) => StatusCode::NOT_FOUND,
+            Rejection::Member(..) => StatusCode::CONFLICT,
             Rejection::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Rejection::Compacted { .. } => StatusCode::GONE,
             Rejection::Refused(refusal) => match refusal {

@@ -13,6 +13,8 @@
 //!
 //! The texts are the ones clients have always seen; clients and tests match on them.
 
+pub use coordinate_raft::MemberRefusal;
+
 /// Why a service call did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -39,6 +41,9 @@ pub enum Rejection {
     /// The request must go to another node (e.g. removing the leader through itself).
     #[error("{0}")]
     Misdirected(String),
+    /// A membership change refused for a reason clients tell apart (etcd names each one).
+    #[error("{1}")]
+    Member(MemberRefusal, String),
     /// A conditional write's precondition did not hold at apply time. `current` is the key's
     /// `mod_revision` (0 if absent), `revision` the store revision it was evaluated at.
     #[error("{}", precondition_text(*current))]

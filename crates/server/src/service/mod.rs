@@ -31,7 +31,7 @@ mod watch;
 
 use std::sync::Arc;
 
-pub use error::{Internal, Rejection, ServiceError, Unavailable};
+pub use error::{Internal, MemberRefusal, Rejection, ServiceError, Unavailable};
 pub use kv::{
     DeleteRangeResponse, DeleteResponse, GetRequest, GetResponse, KvService, PutResponse,
     RangeRequest, MAX_PAGE_BYTES,

@@ -118,6 +118,7 @@ impl From<RequestError> for ServiceError {
                 NodeRejection::NotFound(m) => Rejection::NotFound(m).into(),
                 NodeRejection::Conflict(m) => Rejection::Conflict(m).into(),
                 NodeRejection::Misdirected(m) => Rejection::Misdirected(m).into(),
+                NodeRejection::Member(why, m) => Rejection::Member(why, m).into(),
             },
             // raft-rs or a broken invariant: this node's failure, never the client's.
             RequestError::Internal(e) => Internal::Node(Box::new(e)).into(),

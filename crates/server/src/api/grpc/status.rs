@@ -5,7 +5,7 @@
 use tonic::{Code, Status};
 
 use crate::kv::Refusal;
-use crate::service::{Rejection, ServiceError, Unavailable};
+use crate::service::{MemberRefusal, Rejection, ServiceError, Unavailable};
 
 pub(crate) const EMPTY_KEY: &str = "etcdserver: key is not provided";
 pub(crate) const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
@@ -22,6 +22,14 @@ pub(crate) const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn r
 pub(crate) const NO_LEADER: &str = "etcdserver: no leader";
 pub(crate) const TIMEOUT: &str = "etcdserver: request timed out";
 pub(crate) const STOPPED: &str = "etcdserver: server stopped";
+pub(crate) const MEMBER_EXISTS: &str = "etcdserver: member ID already exist";
+pub(crate) const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
+pub(crate) const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+pub(crate) const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
+pub(crate) const LEARNER_NOT_READY: &str =
+    "etcdserver: can only promote a learner member which is in sync with leader";
+pub(crate) const NOT_ENOUGH_STARTED: &str =
+    "etcdserver: re-configuration failed due to not enough started members";
 
 /// The status etcd answers for `e`.
 pub(crate) fn status(e: ServiceError) -> Status {
@@ -41,10 +49,24 @@ fn rejected(r: Rejection) -> Status {
         Rejection::Conflict(why) | Rejection::Misdirected(why) => {
             Status::failed_precondition(format!("etcdserver: {why}"))
         }
+        Rejection::Member(why, _) => member(why),
         r @ Rejection::PreconditionFailed { .. } => {
             Status::failed_precondition(format!("etcdserver: {r}"))
         }
     }
+}
+
+/// etcd's answer to a refused membership change (coordinate's own text says more, in REST).
+fn member(why: MemberRefusal) -> Status {
+    let (code, text) = match why {
+        MemberRefusal::IdTaken => (Code::FailedPrecondition, MEMBER_EXISTS),
+        MemberRefusal::PeerUrlTaken => (Code::FailedPrecondition, PEER_URL_EXISTS),
+        MemberRefusal::NotMember => (Code::NotFound, MEMBER_NOT_FOUND),
+        MemberRefusal::NotLearner => (Code::FailedPrecondition, NOT_LEARNER),
+        MemberRefusal::LearnerBehind => (Code::FailedPrecondition, LEARNER_NOT_READY),
+        MemberRefusal::QuorumAtRisk => (Code::FailedPrecondition, NOT_ENOUGH_STARTED),
+    };
+    Status::new(code, text)
 }
 
 fn refused(r: Refusal) -> Status {
@@ -99,5 +121,42 @@ mod tests {
         }
         let s = status(ServiceError::Unavailable(Unavailable::NoLeader));
         assert_eq!((s.code(), s.message()), (Code::Unavailable, NO_LEADER));
+    }
+
+    #[test]
+    fn membership_refusals_get_etcds_codes_and_texts() {
+        let cases = [
+            (
+                MemberRefusal::IdTaken,
+                Code::FailedPrecondition,
+                MEMBER_EXISTS,
+            ),
+            (
+                MemberRefusal::PeerUrlTaken,
+                Code::FailedPrecondition,
+                PEER_URL_EXISTS,
+            ),
+            (MemberRefusal::NotMember, Code::NotFound, MEMBER_NOT_FOUND),
+            (
+                MemberRefusal::NotLearner,
+                Code::FailedPrecondition,
+                NOT_LEARNER,
+            ),
+            (
+                MemberRefusal::LearnerBehind,
+                Code::FailedPrecondition,
+                LEARNER_NOT_READY,
+            ),
+            (
+                MemberRefusal::QuorumAtRisk,
+                Code::FailedPrecondition,
+                NOT_ENOUGH_STARTED,
+            ),
+        ];
+        for (why, code, text) in cases {
+            let refused = Rejection::Member(why, "coordinate's own words".into());
+            let s = status(ServiceError::Rejected(refused));
+            assert_eq!((s.code(), s.message()), (code, text));
+        }
     }
 }
