@@ -391,11 +391,11 @@ fn txn_response(
 /// A key as etcd shows it.
 pub(crate) fn kv(kv: KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
-        key: kv.key.to_vec(),
+        key: kv.key,
         create_revision: kv.create_revision as i64,
         mod_revision: kv.mod_revision as i64,
         version: kv.version as i64,
-        value: kv.value.to_vec(),
+        value: kv.value,
         lease: kv.lease,
     }
 }

@@ -156,7 +156,7 @@ impl Maintenance for Grpc {
         let header = self.current_header();
         let sealed = crate::backup::seal(&data);
         let split = sealed.len() - crate::backup::DIGEST_LEN;
-        let digest = sealed.slice(split..).to_vec();
+        let digest = sealed.slice(split..);
         let data = sealed.slice(..split);
         let total = data.len();
         let chunks = (0..total.div_ceil(SNAPSHOT_CHUNK)).map(move |i| {
@@ -164,7 +164,7 @@ impl Maintenance for Grpc {
             pb::SnapshotResponse {
                 header: Some(header),
                 remaining_bytes: (total - end) as u64,
-                blob: data.slice(i * SNAPSHOT_CHUNK..end).to_vec(),
+                blob: data.slice(i * SNAPSHOT_CHUNK..end),
             }
         });
         let trailer = pb::SnapshotResponse {
