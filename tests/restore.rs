@@ -110,3 +110,27 @@ fn a_backup_seeds_a_new_cluster() {
         assert_eq!(after.header().unwrap().revision(), before.revision + 1);
     });
 }
+
+/// A node that holds no state yet (`--join`, not added) refuses a backup with an error, and
+/// serves on.
+#[test]
+fn a_node_without_state_refuses_a_backup() {
+    let (mut c, _) =
+        Cluster::start_with_leader_as(Security::Plain, 1, &["--request-timeout-ms", "500"]);
+    let (id, _) = c.add_node_slot();
+    c.start_joining(id);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let ready = common::wait_until(common::WAIT_TIMEOUT, || {
+            std::net::TcpStream::connect(c.endpoint(id)).is_ok()
+        });
+        assert!(ready, "node {id} does not listen");
+        let mut etcd = client(&c, id).await;
+        let got = match etcd.snapshot().await {
+            Err(e) => Err(e),
+            Ok(mut stream) => stream.message().await.map(|_| ()),
+        };
+        assert!(got.is_err(), "a backup from a node with no state");
+    });
+    c.check_alive();
+}

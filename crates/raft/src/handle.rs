@@ -290,7 +290,9 @@ impl<S: StateMachine> NodeHandle<S> {
         if self.tx.send_async(Input::Backup(reply)).await.is_err() {
             return Err(RequestError::Shutdown);
         }
-        rx.await.map_err(|_| RequestError::Shutdown)
+        rx.await
+            .map_err(|_| RequestError::Shutdown)?
+            .map_err(RequestError::Rejected)
     }
 
     /// Asks the raft loop to sync and stop; false if it already stopped.

@@ -103,8 +103,8 @@ pub enum Input<S: StateMachine> {
         reply: oneshot::Sender<std::result::Result<(), crate::handle::Rejection>>,
     },
     /// A copy of the state machine's snapshot data as of now (taken with the next snapshot,
-    /// which is also saved as usual).
-    Backup(oneshot::Sender<Backup>),
+    /// which is also saved as usual); refused while this node has applied nothing.
+    Backup(oneshot::Sender<std::result::Result<Backup, crate::handle::Rejection>>),
     /// A snapshot of this node's state, written in the background, is durable (or failed).
     SnapshotSaved {
         meta: SnapshotMetadata,
@@ -236,6 +236,9 @@ pub struct Backup {
     pub data: Bytes,
 }
 
+/// Where a backup's data goes.
+type BackupReply = oneshot::Sender<std::result::Result<Backup, crate::handle::Rejection>>;
+
 /// Where this node's own snapshot is: at most one is taken at a time.
 enum SnapshotStage {
     Idle,
@@ -268,9 +271,9 @@ pub struct Node<S: StateMachine> {
     /// Set while snapshot writes fail: when to try again.
     snapshot_retry: Option<SnapshotBackoff>,
     /// Backups asked for after the snapshot being taken began: they get the next one.
-    backups_waiting: Vec<oneshot::Sender<Backup>>,
+    backups_waiting: Vec<BackupReply>,
     /// Backups that get the snapshot being serialized.
-    backups_taking: Vec<oneshot::Sender<Backup>>,
+    backups_taking: Vec<BackupReply>,
     incarnation: u64,
     next_seq: u64,
     proposals: HashMap<u64, Pending<S>>,
@@ -502,6 +505,13 @@ impl<S: StateMachine> Node<S> {
             }
             Input::TransferLeader { to, reply } => {
                 let _ = reply.send(self.transfer_leader(to));
+            }
+            // A node that has applied nothing (`--join`, not added yet) has no state to copy.
+            Input::Backup(reply) if self.applied == 0 => {
+                let _ = reply.send(Err(crate::handle::Rejection::Misdirected(
+                    "this node holds no state yet (it waits to be added to a cluster); ask a member"
+                        .into(),
+                )));
             }
             Input::Backup(reply) => self.backups_waiting.push(reply),
             // The writer's state is looked at on every turn of the loop; this only wakes it.
@@ -907,11 +917,11 @@ impl<S: StateMachine> Node<S> {
         snap.data = data;
         let meta = snap.get_metadata().clone();
         for reply in self.backups_taking.drain(..) {
-            let _ = reply.send(Backup {
+            let _ = reply.send(Ok(Backup {
                 index: meta.index,
                 term: meta.term,
                 data: snap.data.clone(),
-            });
+            }));
         }
         let snaps = self.raw.store().snapshot_store();
         let tx = self.tx.clone();
