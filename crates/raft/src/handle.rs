@@ -285,7 +285,7 @@ impl<S: StateMachine> NodeHandle<S> {
 
     /// The state machine's snapshot data as of this node's applied state now (waits for the
     /// snapshot being taken, if any, and takes a new one).
-    pub async fn backup(&self) -> Result<crate::node::Backup, RequestError> {
+    pub async fn backup(&self) -> Result<Bytes, RequestError> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send_async(Input::Backup(reply)).await.is_err() {
             return Err(RequestError::Shutdown);

@@ -104,7 +104,7 @@ pub enum Input<S: StateMachine> {
     },
     /// A copy of the state machine's snapshot data as of now (taken with the next snapshot,
     /// which is also saved as usual); refused while this node has applied nothing.
-    Backup(oneshot::Sender<std::result::Result<Backup, crate::handle::Rejection>>),
+    Backup(BackupReply),
     /// A snapshot of this node's state, written in the background, is durable (or failed).
     SnapshotSaved {
         meta: SnapshotMetadata,
@@ -226,18 +226,9 @@ pub struct NodeIo<S: StateMachine> {
     pub published: Arc<crate::handle::Published>,
 }
 
-/// The state machine's snapshot data at one applied index, for a backup.
-#[derive(Clone, Debug)]
-pub struct Backup {
-    /// The applied index (and its term) the data is the state at.
-    pub index: u64,
-    pub term: u64,
-    /// What [`StateMachine::snapshot_step`] returned.
-    pub data: Bytes,
-}
-
-/// Where a backup's data goes.
-type BackupReply = oneshot::Sender<std::result::Result<Backup, crate::handle::Rejection>>;
+/// Where a backup's data goes: what [`StateMachine::snapshot_step`] returned, at an applied
+/// index after the request.
+pub type BackupReply = oneshot::Sender<std::result::Result<Bytes, crate::handle::Rejection>>;
 
 /// Where this node's own snapshot is: at most one is taken at a time.
 enum SnapshotStage {
@@ -917,11 +908,7 @@ impl<S: StateMachine> Node<S> {
         snap.data = data;
         let meta = snap.get_metadata().clone();
         for reply in self.backups_taking.drain(..) {
-            let _ = reply.send(Ok(Backup {
-                index: meta.index,
-                term: meta.term,
-                data: snap.data.clone(),
-            }));
+            let _ = reply.send(Ok(snap.data.clone()));
         }
         let snaps = self.raw.store().snapshot_store();
         let tx = self.tx.clone();

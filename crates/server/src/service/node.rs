@@ -96,7 +96,7 @@ impl Raft {
     }
 
     /// The state machine's snapshot data as of this node's applied state now.
-    pub(super) async fn backup(&self) -> Result<coordinate_raft::node::Backup, ServiceError> {
+    pub(super) async fn backup(&self) -> Result<bytes::Bytes, ServiceError> {
         self.handle.backup().await.map_err(ServiceError::from)
     }
 

@@ -58,7 +58,7 @@ impl StatusService {
             ReadResult::CompactRevision(_) => {}
             other => return Err(unexpected_read("a read barrier", other)),
         }
-        Ok(self.raft.backup().await?.data)
+        self.raft.backup().await
     }
 
     pub async fn status(&self) -> Result<StatusResponse, ServiceError> {

@@ -8,9 +8,9 @@
 //! holds its watchers back (the watch hub then moves them to the history), never memory.
 //! A watcher's events are sent as soon as the last event of a revision is rendered, one
 //! revision per response, or several while it catches up (up to [`RESPONSE_BYTES`], as etcd
-//! batches a catching-up watcher's events); a watcher that asked for `fragment` gets a revision over [`FRAGMENT_BYTES`] cut
-//! into several responses, all but the last marked `fragment`. A start before the
-//! compaction point is answered `created`, then `canceled` with `compact_revision` (the
+//! batches a catching-up watcher's events); a watcher that asked for `fragment` gets a
+//! revision over [`FRAGMENT_BYTES`] cut into several responses, all but the last marked
+//! `fragment`. A start before the compaction point is answered `created`, then `canceled` with `compact_revision` (the
 //! oldest revision still held), as etcd does.
 //!
 //! **Progress**, with etcd's (3.4.31 / 3.5.13) meaning: a progress notification at revision
@@ -166,7 +166,7 @@ impl WatchStream {
         let task = tokio::spawn(async move {
             let mut events = Vec::new();
             let mut bytes = 0;
-            loop {
+            'serve: loop {
                 let item = watcher
                     .next(|e, position| {
                         let size = e.kv.key.len() + e.kv.value.len();
@@ -198,8 +198,7 @@ impl WatchStream {
                 };
                 for answer in answers {
                     if tx.send(answer).await.is_err() {
-                        watchers.lock().await.remove(&id);
-                        return;
+                        break 'serve;
                     }
                 }
             }
@@ -277,9 +276,9 @@ impl WatchStream {
     }
 }
 
-/// The responses carrying gathered events (whole revisions): one, or for a watcher that asked for
-/// `fragment`, as many as keep each under [`FRAGMENT_BYTES`] (at least one event each), all
-/// but the last marked `fragment`.
+/// The responses carrying gathered events (whole revisions): one, or for a watcher that
+/// asked for `fragment`, as many as keep each under [`FRAGMENT_BYTES`] (at least one event
+/// each), all but the last marked `fragment`.
 fn responses(
     id: i64,
     header: pb::ResponseHeader,
