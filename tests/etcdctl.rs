@@ -408,11 +408,23 @@ fn etcds_own_flags_start_a_cluster() {
         ),
         "file\n"
     );
-    let members = etcdctl(&endpoint(1), &[], &["member", "list"], "");
-    assert_eq!(members.lines().count(), 3, "{members}");
-    assert!(
-        members.contains(&format!("http://127.0.0.1:{}", clients[1])),
-        "{members}"
-    );
+    // Each member publishes its --name and --advertise-client-urls once it runs: every
+    // member lists them all.
+    let wanted: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "started, n{}, http://127.0.0.1:{}, http://127.0.0.1:{}, false",
+                i + 1,
+                peers[i],
+                clients[i]
+            )
+        })
+        .collect();
+    let mut members = String::new();
+    let listed = common::wait_until(common::WAIT_TIMEOUT, || {
+        members = etcdctl(&endpoint(1), &[], &["member", "list"], "");
+        members.lines().count() == 3 && wanted.iter().all(|w| members.contains(w.as_str()))
+    });
+    assert!(listed, "{members}\nwant lines ending {wanted:#?}");
     drop(nodes);
 }

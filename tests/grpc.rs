@@ -560,6 +560,145 @@ fn members_through_grpc() {
     });
 }
 
+/// A member as MemberList shows it: id, name, peer URLs, client URLs.
+type Listed = (u64, String, Vec<String>, Vec<String>);
+
+/// Node `id`'s MemberList, in id order.
+async fn listed(c: &Cluster, id: u64) -> Vec<Listed> {
+    let list = client(c, id)
+        .await
+        .member_list()
+        .await
+        .expect("member list");
+    let mut members: Vec<Listed> = list
+        .members()
+        .iter()
+        .map(|m| {
+            let name = m.name().to_string();
+            (
+                m.id(),
+                name,
+                m.peer_urls().to_vec(),
+                m.client_urls().to_vec(),
+            )
+        })
+        .collect();
+    members.sort();
+    members
+}
+
+/// Polls node `id`'s MemberList until it is `want`; panics with what it last showed.
+async fn wait_listed(c: &Cluster, id: u64, want: &[Listed]) {
+    let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
+    loop {
+        let now = listed(c, id).await;
+        if now == want {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            c.fail(&format!("node {id} lists {now:?}, want {want:?}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Every member publishes its name and client URL once it runs, so MemberList on any member
+/// shows every member's, and every member's headers carry one cluster id. MemberUpdate moves
+/// a member to another peer port (refused for an unknown id, a URL in use, two URLs); the
+/// member, restarted there, serves again and keeps what it published.
+#[test]
+fn member_attributes_and_moves() {
+    let (mut c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let everyone = |c: &Cluster| -> Vec<Listed> {
+        c.ids()
+            .into_iter()
+            .map(|id| {
+                let peer = c.peer_urls()[(id - 1) as usize].clone();
+                (id, id.to_string(), vec![peer], vec![c.client_url(id)])
+            })
+            .collect()
+    };
+    rt.block_on(async {
+        let want = everyone(&c);
+        let mut cluster_ids = Vec::new();
+        for id in c.ids() {
+            wait_listed(&c, id, &want).await;
+            let status = client(&c, id).await.status().await.expect("status");
+            cluster_ids.push(status.header().expect("a header").cluster_id());
+        }
+        assert!(cluster_ids[0] != 0, "{cluster_ids:?}");
+        assert!(
+            cluster_ids.iter().all(|&i| i == cluster_ids[0]),
+            "{cluster_ids:?}"
+        );
+
+        let mut etcd = client(&c, leader).await;
+        let missing = etcd.member_update(9, ["http://127.0.0.1:1".to_string()]);
+        assert_eq!(
+            grpc_error(missing.await.unwrap_err()),
+            (tonic::Code::NotFound, "etcdserver: member not found".into())
+        );
+        let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+        let taken = c.peer_urls()[(leader - 1) as usize].clone();
+        let in_use = etcd.member_update(follower, [taken]).await.unwrap_err();
+        assert_eq!(
+            grpc_error(in_use),
+            (
+                tonic::Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists".into()
+            )
+        );
+        let two = [
+            "http://127.0.0.1:1".to_string(),
+            "http://127.0.0.1:2".into(),
+        ];
+        let two = etcd.member_update(follower, two).await.unwrap_err();
+        assert_eq!(grpc_error(two).0, tonic::Code::InvalidArgument);
+    });
+
+    // Move the follower: tell the cluster, then restart it at the new URL.
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let moved = c.move_peer(follower);
+    rt.block_on(async {
+        let mut etcd = client(&c, leader).await;
+        let answer = etcd
+            .member_update(follower, [moved.clone()])
+            .await
+            .expect("member update");
+        let shown = answer.members().iter().find(|m| m.id() == follower);
+        assert_eq!(
+            shown.map(|m| m.peer_urls().to_vec()),
+            Some(vec![moved.clone()])
+        );
+    });
+    c.stop(follower);
+    c.restart(follower);
+    c.put_ok(leader, "moved", b"yes");
+    let served = common::wait_until(
+        common::WAIT_TIMEOUT,
+        || matches!(c.get(follower, "moved"), Ok((200, body)) if body == b"yes"),
+    );
+    if !served {
+        c.fail("the moved member does not serve a linearizable read");
+    }
+    rt.block_on(async {
+        let want = everyone(&c);
+        for id in c.ids() {
+            wait_listed(&c, id, &want).await;
+        }
+    });
+    // REST shows the same attributes.
+    let rest = c.members(leader);
+    let one = rest.iter().find(|m| m["id"] == follower).expect("listed");
+    assert_eq!(one["name"], follower.to_string());
+    assert_eq!(
+        one["client_urls"],
+        serde_json::json!([c.client_url(follower)])
+    );
+    assert_eq!(one["peer_url"], moved);
+}
+
 /// HashKV at one revision is the same on every member, before and after a compaction, and
 /// differs once the history does.
 #[test]

@@ -503,6 +503,9 @@ pub struct Config {
     pub advertise_client_url: Option<String>,
     /// How often certificate files are checked for changes (default 5 s).
     pub tls_reload_interval: Duration,
+    /// The name this member publishes (etcd's `--name`; default: its id, or etcd's
+    /// `default` with `--initial-cluster`).
+    pub name: String,
 }
 
 impl Config {
@@ -618,6 +621,12 @@ impl Config {
             peer_tls,
             tls_reload_interval: Duration::from_millis(args.tls_reload_interval_ms),
             advertise_client_url: extras.advertise_client_url,
+            // etcd's default name goes with etcd's flags; the seed's style names a member by id.
+            name: match (&args.name, &args.initial_cluster) {
+                (Some(name), _) => name.clone(),
+                (None, Some(_)) => "default".to_string(),
+                (None, None) => args.id.to_string(),
+            },
         })
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -29,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::kv::Kv;
+use crate::kv::{Kv, MemberAttributes};
 use crate::lessor::Lessor;
 use crate::maintenance;
 use crate::quota::Quota;
@@ -134,7 +135,12 @@ pub async fn run(
                 .map_or(cfg.client_listen.clone(), |a| a.to_string())
         )
     });
-    let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, cluster_id(&cfg), client_url)
+    let attributes = MemberAttributes {
+        name: cfg.name.clone(),
+        client_urls: vec![client_url],
+    };
+    let publish = tokio::spawn(services.members.clone().publish(attributes.clone()));
+    let grpc = api::grpc::Grpc::new(services.clone(), cfg.id, attributes)
         .with_progress_interval(cfg.watch_progress_interval);
     let app = api::both(
         api::router(ApiState {
@@ -177,6 +183,7 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     duties.abort();
+    publish.abort();
     for reload in reloads {
         reload.abort();
     }
@@ -203,11 +210,11 @@ pub async fn run(
     }
 }
 
-/// The id etcd's response headers call `cluster_id`: a hash of member 1's peer address, the
-/// one entry every member's `--cluster` list shares (a joining node's list extends the
-/// founders'). Provisional: a cluster id chosen at bootstrap and kept in the replicated state
-/// would survive a change of member 1's address.
-fn cluster_id(cfg: &Config) -> u64 {
+/// The cluster id of a state from a build that did not keep one in it (a new cluster's is
+/// fixed at bootstrap, `kv::founding_cluster_id`): a hash of member 1's peer address, the one
+/// entry every member's `--cluster` list shared in those builds. Also what a `--join` node
+/// reports until its first snapshot brings the cluster's.
+fn flags_cluster_id(cfg: &Config) -> u64 {
     let first = cfg.peers.get(&1).map_or("", String::as_str);
     // FNV-1a, 64 bits: stable across builds and platforms.
     first.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -313,6 +320,7 @@ fn shared_state(cfg: &Config, kv: Kv) -> (Shared, Store) {
         hub: Arc::new(WatchHub::new(watch_limits, kv.revision())),
         lessor: Arc::new(Lessor::new()),
         quota: Arc::new(Quota::new(cfg.quota_bytes)),
+        cluster: Arc::new(AtomicU64::new(flags_cluster_id(cfg))),
     };
     crate::metrics::METRICS
         .quota_bytes
@@ -323,6 +331,7 @@ fn shared_state(cfg: &Config, kv: Kv) -> (Shared, Store) {
         shared.lessor.clone(),
         shared.quota.clone(),
         cfg.max_value_size,
+        shared.cluster.clone(),
     );
     (shared, store)
 }

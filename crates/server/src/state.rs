@@ -6,6 +6,7 @@
 //! `coordinate_raft::state_machine` for the contract).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,8 +15,8 @@ use coordinate_raft::StateMachine;
 
 use crate::error::{Error, Result};
 use crate::kv::{
-    self, Alarm, Command, CompareTarget, Event, Kv, LeaseId, Outcome, RangeQuery, RangeResult,
-    Refusal, TxnOp,
+    self, Alarm, Command, CompareTarget, Event, Kv, LeaseId, MemberAttributes, Outcome, RangeQuery,
+    RangeResult, Refusal, TxnOp,
 };
 use crate::lessor::Lessor;
 use crate::metrics::METRICS;
@@ -40,6 +41,8 @@ pub enum Query {
     CompactRevision,
     /// A hash of the history readable up to a revision (0: the current one).
     Hash(u64),
+    /// What the members published about themselves.
+    Members,
 }
 
 /// A lease as the state holds it.
@@ -66,6 +69,8 @@ pub enum ReadResult {
     CompactRevision(u64),
     /// The hash, the revision it covers, and the compaction point.
     Hash(std::result::Result<(u32, u64), Refusal>, u64),
+    /// Each member's published attributes (a member that has not published is absent).
+    Members(BTreeMap<u64, MemberAttributes>),
 }
 
 /// What the store adds to the node's status.
@@ -98,6 +103,8 @@ pub struct Store {
     applied_in_batch: usize,
     /// Largest value a command may write or compare (the HTTP limit).
     max_value_size: usize,
+    /// The cluster id response headers carry: the state's, once it has one.
+    cluster: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -107,9 +114,11 @@ impl Store {
         lessor: Arc<Lessor>,
         quota: Arc<Quota>,
         max_value_size: usize,
+        cluster: Arc<AtomicU64>,
     ) -> Store {
         lessor.reset(lease_terms(&kv), Instant::now());
         quota.set_used(kv.total_bytes());
+        publish_cluster_id(&kv, &cluster);
         Store {
             kv,
             watch,
@@ -118,6 +127,7 @@ impl Store {
             events: Vec::new(),
             applied_in_batch: 0,
             max_value_size,
+            cluster,
         }
     }
 
@@ -165,6 +175,7 @@ impl Store {
             Query::Alarms => ReadResult::Alarms(self.kv.alarms().copied().collect(), revision),
             Query::CompactRevision => ReadResult::CompactRevision(self.kv.compact_revision()),
             Query::Hash(at) => ReadResult::Hash(self.kv.hash(*at), self.kv.compact_revision()),
+            Query::Members => ReadResult::Members(self.kv.attributes().clone()),
         }
     }
 }
@@ -262,6 +273,7 @@ impl StateMachine for Store {
         self.kv = snapshot;
         self.lessor.reset(lease_terms(&self.kv), Instant::now());
         self.quota.set_used(self.kv.total_bytes());
+        publish_cluster_id(&self.kv, &self.cluster);
         // Open watchers read on from the new state's history.
         self.watch.reset(self.kv.revision());
         self.publish_metrics();
@@ -281,6 +293,14 @@ impl StateMachine for Store {
             compact_revision: self.kv.compact_revision(),
             leases: self.kv.lease_count(),
         }
+    }
+}
+
+/// Makes the state's cluster id the one headers carry; a state from a build that kept none
+/// leaves the one the node derived from its flags.
+fn publish_cluster_id(kv: &Kv, cluster: &AtomicU64) {
+    if kv.cluster_id() != 0 {
+        cluster.store(kv.cluster_id(), Ordering::Relaxed);
     }
 }
 
@@ -329,6 +349,7 @@ mod tests {
             Arc::new(Lessor::new()),
             Arc::new(Quota::new(1 << 30)),
             max_value_size,
+            Arc::new(AtomicU64::new(0)),
         )
     }
 

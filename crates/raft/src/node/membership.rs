@@ -36,6 +36,9 @@ pub enum MemberChange {
     Remove { id: u64 },
     /// Make a caught-up learner a voter.
     Promote { id: u64 },
+    /// Move a member to another peer URL (etcd's MemberUpdate). Its role stays; the member
+    /// must then be restarted listening there.
+    Update { id: u64, url: String },
 }
 
 /// One member as `GET /v1/members` shows it.
@@ -211,6 +214,7 @@ impl<S: StateMachine> Node<S> {
             MemberChange::Add { id, url, learner } => self.check_add(*id, url, *learner),
             MemberChange::Remove { id } => self.check_remove(*id, leader),
             MemberChange::Promote { id } => self.check_promote(*id, leader),
+            MemberChange::Update { id, url } => self.check_update(*id, url),
         }
     }
 
@@ -232,19 +236,7 @@ impl<S: StateMachine> Node<S> {
                 "node id {id} is above {MAX_NODE_ID}: no node could be started with it"
             ))));
         }
-        let scheme = self.transport.scheme();
-        if canonical_peer_url(url).as_ref() != Ok(url) || !url.starts_with(&format!("{scheme}://"))
-        {
-            return Err(Declined::Rejected(Rejection::Invalid(format!(
-                "invalid peer URL {url:?}: expected {scheme}://host:port (this cluster's peers \
-                 speak {})",
-                if scheme == "https" {
-                    "TLS"
-                } else {
-                    "plain TCP"
-                }
-            ))));
-        }
+        self.check_peer_url(url)?;
         if self.is_member(id) {
             return Err(Declined::Rejected(Rejection::Member(
                 MemberRefusal::IdTaken,
@@ -255,13 +247,65 @@ impl<S: StateMachine> Node<S> {
             let after: Vec<u64> = voters.iter().copied().chain([id]).collect();
             self.check_reachable_quorum(&after, &format!("adding voter {id}"))?;
         }
-        if let Some((other, _)) = self.sm.members().iter().find(|(_, u)| *u == url) {
-            return Err(Declined::Rejected(Rejection::Member(
+        self.check_url_free(id, url)?;
+        cc.set_change_type(if learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        });
+        cc.node_id = id;
+        cc.context = url.clone().into_bytes().into();
+        Ok(cc)
+    }
+
+    /// A peer URL in canonical form, in this cluster's scheme.
+    fn check_peer_url(&self, url: &String) -> Result<(), Declined> {
+        let scheme = self.transport.scheme();
+        if canonical_peer_url(url).as_ref() == Ok(url) && url.starts_with(&format!("{scheme}://")) {
+            return Ok(());
+        }
+        Err(Declined::Rejected(Rejection::Invalid(format!(
+            "invalid peer URL {url:?}: expected {scheme}://host:port (this cluster's peers \
+             speak {})",
+            if scheme == "https" {
+                "TLS"
+            } else {
+                "plain TCP"
+            }
+        ))))
+    }
+
+    /// Refuses `url` if a member other than `id` has it.
+    fn check_url_free(&self, id: u64, url: &String) -> Result<(), Declined> {
+        match self
+            .sm
+            .members()
+            .iter()
+            .find(|(&m, u)| m != id && *u == url)
+        {
+            Some((other, _)) => Err(Declined::Rejected(Rejection::Member(
                 MemberRefusal::PeerUrlTaken,
                 format!("peer URL {url} is already used by node {other}"),
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Moving member `id` to `url`: the change that adds it, in its current role, with the new
+    /// URL. raft leaves the configuration as it is (the member is already there in that
+    /// role); applying it records the URL and points the transport there. An older build
+    /// applies such an entry the same way.
+    fn check_update(&mut self, id: u64, url: &String) -> Result<ConfChange, Declined> {
+        if !self.is_member(id) {
+            return Err(Declined::Rejected(Rejection::Member(
+                MemberRefusal::NotMember,
+                format!("node {id} is not a member"),
             )));
         }
-        cc.set_change_type(if learner {
+        self.check_peer_url(url)?;
+        self.check_url_free(id, url)?;
+        let mut cc = ConfChange::default();
+        cc.set_change_type(if self.conf_state.learners.contains(&id) {
             ConfChangeType::AddLearnerNode
         } else {
             ConfChangeType::AddNode
@@ -393,10 +437,19 @@ impl<S: StateMachine> Node<S> {
                         "node {id}'s peer URL is not UTF-8"
                     )))
                 })?;
-                MemberChange::Add {
-                    id,
-                    url: url.to_string(),
-                    learner: kind == ConfChangeType::AddLearnerNode,
+                // An addition of a member is a move to another URL (`check_update`). A
+                // follower forwards an addition only of an id it does not know; if this
+                // leader knows it, the two raced, and the later one moves it.
+                match self.is_member(id) {
+                    true => MemberChange::Update {
+                        id,
+                        url: url.to_string(),
+                    },
+                    false => MemberChange::Add {
+                        id,
+                        url: url.to_string(),
+                        learner: kind == ConfChangeType::AddLearnerNode,
+                    },
                 }
             }
             ConfChangeType::RemoveNode => {

@@ -1,4 +1,5 @@
-//! `/v1/members`: list the members, add one (voter or learner), promote a learner, remove one.
+//! `/v1/members`: list the members (with the name and client URLs each published), add one
+//! (voter or learner), promote a learner, remove one.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -7,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{bad_request, read_body, v1, ApiError, RestState};
-use crate::service::{AddMemberRequest, PromoteMemberRequest, RemoveMemberRequest};
+use crate::service::{
+    AddMemberRequest, ListMembersResponse, MemberInfo, PromoteMemberRequest, RemoveMemberRequest,
+};
 use coordinate_raft::peers::{canonical_peer_url, parse_node_id};
 
 /// Largest body accepted where a peer URL or a small JSON document is expected.
@@ -27,7 +30,32 @@ pub(crate) fn peer_url(url: &str) -> Result<String, ApiError> {
 /// was.)
 pub(crate) async fn list(State(s): State<RestState>) -> Result<Response, ApiError> {
     let list = s.services.members.list().await?;
-    Ok(Json(list.members).into_response())
+    Ok(Json(shown(&list)).into_response())
+}
+
+/// A member as `/v1/members` shows it: the node's view, and what the member published.
+#[derive(serde::Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    info: &'a MemberInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_urls: Option<&'a [String]>,
+}
+
+fn shown(list: &ListMembersResponse) -> Vec<Shown<'_>> {
+    list.members
+        .iter()
+        .map(|info| {
+            let published = list.attributes.get(&info.id);
+            Shown {
+                info,
+                name: published.map(|a| a.name.as_str()),
+                client_urls: published.map(|a| a.client_urls.as_slice()),
+            }
+        })
+        .collect()
 }
 
 /// Body of `POST /v1/members`.
@@ -59,7 +87,7 @@ pub(crate) async fn add(
     };
     s.services.members.add(req).await.map_err(v1)?;
     let list = s.services.members.list().await?;
-    Ok((StatusCode::CREATED, Json(list.members)).into_response())
+    Ok((StatusCode::CREATED, Json(shown(&list))).into_response())
 }
 
 pub(crate) async fn remove(

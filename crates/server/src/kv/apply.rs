@@ -40,6 +40,13 @@ impl Kv {
                 };
                 Outcome::Alarms(self.alarms.iter().copied().collect())
             }
+            Command::PublishMember { id, attributes } => {
+                let member = self.members.contains_key(&id);
+                if member {
+                    self.attributes.insert(id, attributes);
+                }
+                Outcome::MemberPublished { member }
+            }
         }
     }
 

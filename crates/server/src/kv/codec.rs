@@ -29,6 +29,7 @@
 //! | 12 | lease keep-alive | id (i64) |
 //! | 13 | lease expire | id (i64), renewed at (u64 log index) |
 //! | 14 | alarm | member (u64), alarm (u8: 1 NOSPACE, etcd's number), active (u8 0/1) |
+//! | 15 | publish member | id (u64), name (str), client URL count (u32), client URLs (str each) |
 //!
 //! A condition is a tag (0 none, 1 `mod_revision` = u64 follows, 2 absent, 3 present).
 //! In kind 4, a compare is key (str), op (0 `==`, 1 `!=`, 2 `>`, 3 `<`), target tag (0 value
@@ -47,7 +48,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::command::{
     Alarm, AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange,
-    Precondition, Put, Txn, TxnOp,
+    MemberAttributes, Precondition, Put, Txn, TxnOp,
 };
 use super::range::{KeyRange, RangeQuery, SortOrder, SortTarget};
 use crate::error::{Error, Result};
@@ -79,6 +80,7 @@ enum Kind {
     LeaseKeepAlive = 12,
     LeaseExpire = 13,
     Alarm = 14,
+    PublishMember = 15,
 }
 
 impl Kind {
@@ -100,6 +102,7 @@ impl Kind {
             LeaseKeepAlive,
             LeaseExpire,
             Alarm,
+            PublishMember,
         ];
         match version {
             1 => all.into_iter().find(|k| *k as u8 == kind),
@@ -149,6 +152,7 @@ impl Command {
             Command::LeaseKeepAlive { .. } => Kind::LeaseKeepAlive,
             Command::LeaseExpire { .. } => Kind::LeaseExpire,
             Command::Alarm { .. } => Kind::Alarm,
+            Command::PublishMember { .. } => Kind::PublishMember,
         };
         b.put_slice(&[ENVELOPE, FORMAT_VERSION, kind as u8]);
         match self {
@@ -180,6 +184,14 @@ impl Command {
                     AlarmKind::NoSpace => 1,
                 });
                 b.put_u8(u8::from(*active));
+            }
+            Command::PublishMember { id, attributes } => {
+                b.put_u64_le(*id);
+                put_str(&mut b, &attributes.name);
+                b.put_u32_le(attributes.client_urls.len() as u32);
+                for url in &attributes.client_urls {
+                    put_str(&mut b, url);
+                }
             }
         }
         b.freeze()
@@ -352,6 +364,18 @@ fn decode_body(kind: Kind, mut data: Bytes) -> Result<Command> {
             Command::Alarm {
                 alarm: Alarm { member, kind },
                 active,
+            }
+        }
+        Kind::PublishMember => {
+            let id = take_u64(d).ok_or_else(|| malformed("member id"))?;
+            let name = take_string(d).ok_or_else(|| malformed("member name"))?;
+            let count = take_u32(d).ok_or_else(|| malformed("client URL count"))?;
+            let client_urls = (0..count)
+                .map(|_| take_string(d).ok_or_else(|| malformed("client URL")))
+                .collect::<Result<Vec<String>>>()?;
+            Command::PublishMember {
+                id,
+                attributes: MemberAttributes { name, client_urls },
             }
         }
     };

@@ -179,6 +179,19 @@ pub enum Command {
         alarm: Alarm,
         active: bool,
     },
+    /// Member `id` says what it is called and where clients reach it (etcd's member
+    /// attributes, which a member publishes once it runs).
+    PublishMember {
+        id: u64,
+        attributes: MemberAttributes,
+    },
+}
+
+/// What a member publishes about itself: its name and its client URLs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberAttributes {
+    pub name: String,
+    pub client_urls: Vec<String>,
 }
 
 impl Command {
@@ -295,6 +308,10 @@ pub enum Outcome {
     },
     /// The alarms raised after an alarm command.
     Alarms(Vec<Alarm>),
+    /// A member's attributes were recorded (`member`), or ignored: the id is not a member.
+    MemberPublished {
+        member: bool,
+    },
     /// A precondition did not hold; nothing changed. `current` is the key's `mod_revision`
     /// (0 if absent), `revision` the store's.
     PreconditionFailed {

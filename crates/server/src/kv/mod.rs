@@ -1,6 +1,7 @@
 //! The replicated state machine: a multi-version key-value store with etcd's revisions,
-//! leases and alarms, plus the cluster's member list (id → peer URL), changed only by
-//! applying committed raft entries in log order.
+//! leases and alarms, plus the cluster's member list (id → peer URL), what each member
+//! published about itself (name, client URLs) and the cluster's id, changed only by applying
+//! committed raft entries in log order.
 //!
 //! # Revisions and history
 //! Keys and values are bytes. One global revision counter is bumped by every committed change
@@ -54,8 +55,8 @@
 //!   carries); a build decodes every version up to its own.
 //! - A **snapshot** is `| "KVSV" | version: u32 | body |` ([`snapshot`]), or version 1's short
 //!   form `| "KVS3" | body |` — what every build wrote before versions existed. This build
-//!   writes version 2 (the history, leases, alarms and the compaction point) in the long
-//!   form. A layout is fixed once released; restore keeps reading every older version
+//!   writes version 3 (version 2's history, leases, alarms and compaction point, and the
+//!   cluster id and member attributes) in the long form. A layout is fixed once released; restore keeps reading every older version
 //!   (filling the new state with its empty value: a version-1 state has no history, so its
 //!   compaction point is its revision).
 //! - An unknown version or kind fails to decode with an error naming it. It depends on the
@@ -70,8 +71,10 @@
 //!   written in their short form, so an older build in the middle of a rolling upgrade applies
 //!   the common writes as this one does; it skips a compaction (harmless: it keeps no
 //!   history) but would miss a lease, so leases must wait until every member is upgraded. An
-//!   older build refuses a version-2 snapshot (it stays behind rather than diverge, and
-//!   catches up once upgraded). There is no cluster-version negotiation yet (etcd gates new
+//!   older build refuses a newer snapshot version (it stays behind rather than diverge, and
+//!   catches up once upgraded). A member publishes its attributes (kind 15) at every start,
+//!   whatever the others run: an older build skips the entry, which costs only what its
+//!   MemberList shows, until it is upgraded and that member starts again. There is no cluster-version negotiation yet (etcd gates new
 //!   formats on its cluster version, the lowest version among members).
 
 mod apply;
@@ -89,7 +92,8 @@ use self::snapshot::SnapshotCursor;
 pub use codec::{ENVELOPE, FORMAT_VERSION};
 pub use command::{
     Alarm, AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange, Event,
-    KeyValue, LeaseId, OpResponse, Outcome, Precondition, Put, Refusal, Txn, TxnOp, TxnOutcome,
+    KeyValue, LeaseId, MemberAttributes, OpResponse, Outcome, Precondition, Put, Refusal, Txn,
+    TxnOp, TxnOutcome,
 };
 pub use lease::Lease;
 pub use range::{prefix_end, KeyRange, RangeQuery, RangeResult, SortOrder, SortTarget};
@@ -108,6 +112,18 @@ pub fn compaction_budget(entries: usize) -> usize {
     COMPACTION_STEP.saturating_add(entries.saturating_mul(2))
 }
 
+/// A new cluster's id: a 64-bit FNV-1a hash of its founding members (id and peer URL each),
+/// stable across builds and platforms, and never 0.
+pub fn founding_cluster_id(members: &BTreeMap<u64, String>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, url) in members {
+        for b in id.to_le_bytes().iter().chain(url.as_bytes()) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
+
 /// The store: its history, leases, alarms and members.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Kv {
@@ -118,6 +134,11 @@ pub struct Kv {
     members: BTreeMap<u64, String>,
     /// Ids removed from the cluster and not added back.
     removed: BTreeSet<u64>,
+    /// What the members published about themselves (names, client URLs).
+    attributes: BTreeMap<u64, MemberAttributes>,
+    /// The cluster's id, fixed when it was founded (0: a state from a build before it was
+    /// kept; the node derives one from its flags, as those builds did).
+    cluster_id: u64,
     /// A snapshot being serialized a slice at a time (see [`Kv::begin_snapshot`]).
     snapshotting: Option<Box<SnapshotCursor>>,
 }
@@ -126,6 +147,7 @@ impl Kv {
     /// A fresh state holding only the founding members.
     pub fn with_members(members: BTreeMap<u64, String>) -> Kv {
         Kv {
+            cluster_id: founding_cluster_id(&members),
             members,
             ..Kv::default()
         }
@@ -147,14 +169,27 @@ impl Kv {
     /// Records a member removed.
     pub fn remove_member(&mut self, id: u64) {
         self.members.remove(&id);
+        self.attributes.remove(&id);
         self.removed.insert(id);
     }
 
-    /// Makes `members` the whole member list, with no member ever removed: a restored
-    /// backup seeding a new cluster.
+    /// Makes `members` the whole member list of a new cluster, with no member ever removed
+    /// and none published yet: a restored backup seeding a new cluster, which gets its own id.
     pub fn reseat_members(&mut self, members: BTreeMap<u64, String>) {
+        self.cluster_id = founding_cluster_id(&members);
         self.members = members;
+        self.attributes.clear();
         self.removed.clear();
+    }
+
+    /// What each member published about itself (a member that has not yet is absent).
+    pub fn attributes(&self) -> &BTreeMap<u64, MemberAttributes> {
+        &self.attributes
+    }
+
+    /// The cluster's id (0: not kept by the build that founded it).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
     }
 
     /// True if this id was removed and not added back.

@@ -14,6 +14,8 @@
 //!                   | keys: u64, then keys in order: key, versions: u32, then each version: |
 //!                   |   mod_revision: u64, create_revision: u64, version: u64 (0: a deletion), |
 //!                   |   lease: i64, value |
+//! body (version 3): version 2's, with after the alarms | cluster id: u64 |
+//!                   | attributes: u32, then (id: u64, name, client URLs: u32, then URL each) each |
 //! ```
 //! Strings and byte strings are a u32 length and the bytes; numbers little-endian. The body is
 //! read to its end: trailing bytes are an error. A version this build does not know is an
@@ -31,7 +33,7 @@ use std::collections::BTreeMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::codec::{put_bytes, put_str, take_bytes, take_i64, take_string, take_u32, take_u64};
-use super::command::{Alarm, AlarmKind};
+use super::command::{Alarm, AlarmKind, MemberAttributes};
 use super::mvcc::{History, Version};
 use super::Kv;
 use crate::error::{Error, Result};
@@ -39,7 +41,7 @@ use crate::error::{Error, Result};
 /// The magic of a versioned snapshot; a version (u32 LE) follows.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KVSV";
 /// The snapshot version this build writes (and the newest it reads).
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// The magic of version 1's short form: what every build wrote before versions existed.
 const LEGACY_MAGIC: &[u8; 4] = b"KVS3";
 
@@ -96,8 +98,17 @@ impl Kv {
     fn snapshot_start(&self) -> SnapshotCursor {
         let h = &self.history;
         let members: usize = self.members.values().map(|url| 12 + url.len()).sum();
-        let small_parts =
-            64 + members + 8 * self.removed.len() + 24 * self.leases.len() + 9 * self.alarms.len();
+        let attributes: usize = self
+            .attributes
+            .values()
+            .map(|a| 16 + a.name.len() + a.client_urls.iter().map(|u| 4 + u.len()).sum::<usize>())
+            .sum();
+        let small_parts = 64
+            + members
+            + attributes
+            + 8 * self.removed.len()
+            + 24 * self.leases.len()
+            + 9 * self.alarms.len();
         let mut b = BytesMut::with_capacity(small_parts + h.snapshot_bytes_bound());
         b.put_slice(SNAPSHOT_MAGIC);
         b.put_u32_le(SNAPSHOT_VERSION);
@@ -124,6 +135,16 @@ impl Kv {
             b.put_u8(match alarm.kind {
                 AlarmKind::NoSpace => 1,
             });
+        }
+        b.put_u64_le(self.cluster_id);
+        b.put_u32_le(self.attributes.len() as u32);
+        for (id, a) in &self.attributes {
+            b.put_u64_le(*id);
+            put_str(&mut b, &a.name);
+            b.put_u32_le(a.client_urls.len() as u32);
+            for url in &a.client_urls {
+                put_str(&mut b, url);
+            }
         }
         let count_at = b.len();
         b.put_u64_le(0);
@@ -179,7 +200,7 @@ impl Kv {
         }
         match take_u32(&mut data).ok_or_else(|| malformed("version"))? {
             1 => restore_v1(data),
-            2 => restore_v2(data),
+            version @ (2 | 3) => restore_versioned(data, version),
             version => Err(malformed(&format!(
                 "unknown snapshot version {version} (this build reads versions 1 to \
                  {SNAPSHOT_VERSION})"
@@ -260,8 +281,8 @@ fn restore_v1(mut data: Bytes) -> Result<Kv> {
     Ok(kv)
 }
 
-/// Restores a version-2 body.
-fn restore_v2(mut data: Bytes) -> Result<Kv> {
+/// Restores a version-2 or version-3 body.
+fn restore_versioned(mut data: Bytes, version: u32) -> Result<Kv> {
     let bad = malformed;
     let d = &mut data;
     let revision = take_u64(d).ok_or_else(|| bad("revision"))?;
@@ -273,6 +294,10 @@ fn restore_v2(mut data: Bytes) -> Result<Kv> {
     take_members(d, &mut kv)?;
     take_leases(d, &mut kv)?;
     take_alarms(d, &mut kv)?;
+    if version >= 3 {
+        kv.cluster_id = take_u64(d).ok_or_else(|| bad("cluster id"))?;
+        take_attributes(d, &mut kv)?;
+    }
     let keys = take_versioned_keys(d, revision)?;
     if data.has_remaining() {
         return Err(bad("trailing bytes"));
@@ -309,6 +334,28 @@ fn take_leases(d: &mut Bytes, kv: &mut Kv) -> Result<()> {
         let ttl = take_i64(d).ok_or_else(|| bad("lease TTL"))?;
         let renewed_at = take_u64(d).ok_or_else(|| bad("lease renewal"))?;
         kv.leases.restore(id, ttl, renewed_at);
+    }
+    Ok(())
+}
+
+/// The members' attributes of a version-3 body: each of a member, in id order, once.
+fn take_attributes(d: &mut Bytes, kv: &mut Kv) -> Result<()> {
+    let bad = malformed;
+    let count = take_u32(d).ok_or_else(|| bad("attribute count"))?;
+    let mut last = None;
+    for _ in 0..count {
+        let id = take_u64(d).ok_or_else(|| bad("attribute member"))?;
+        if last.is_some_and(|l| l >= id) || !kv.members.contains_key(&id) {
+            return Err(bad("attributes out of order, repeated, or of no member"));
+        }
+        last = Some(id);
+        let name = take_string(d).ok_or_else(|| bad("member name"))?;
+        let urls = take_u32(d).ok_or_else(|| bad("client URL count"))?;
+        let client_urls = (0..urls)
+            .map(|_| take_string(d).ok_or_else(|| bad("client URL")))
+            .collect::<Result<Vec<String>>>()?;
+        kv.attributes
+            .insert(id, MemberAttributes { name, client_urls });
     }
     Ok(())
 }

@@ -274,3 +274,44 @@ fn a_page_of_changes_stops_at_a_revision_boundary_past_its_byte_budget() {
     let (events, next) = kv.changes(5, usize::MAX).unwrap();
     assert_eq!((events.len(), next), (6, 11));
 }
+
+/// A member's published attributes: kept for a member, ignored for any other id, dropped
+/// with the member; a new cluster seeded from this state has none, and an id of its own.
+#[test]
+fn member_attributes_follow_the_member_list() {
+    let founders: BTreeMap<u64, String> = [(1, "http://a:1".to_string())].into();
+    let mut kv = Kv::with_members(founders.clone());
+    assert_eq!(kv.cluster_id(), super::founding_cluster_id(&founders));
+    kv.add_member(2, Some("http://b:2".into()));
+    let attrs = |name: &str| MemberAttributes {
+        name: name.into(),
+        client_urls: vec![format!("http://{name}:3")],
+    };
+    let publish = |id, name| Command::PublishMember {
+        id,
+        attributes: attrs(name),
+    };
+    assert_eq!(
+        run(&mut kv, publish(2, "two")),
+        Outcome::MemberPublished { member: true }
+    );
+    assert_eq!(
+        run(&mut kv, publish(7, "seven")),
+        Outcome::MemberPublished { member: false }
+    );
+    assert_eq!(kv.attributes().keys().collect::<Vec<_>>(), [&2]);
+    assert_eq!(kv.attributes()[&2], attrs("two"));
+    // A move to another peer URL keeps what the member published.
+    kv.add_member(2, Some("http://b:4".into()));
+    assert_eq!(kv.attributes()[&2], attrs("two"));
+    assert_eq!(kv.revision(), 0, "attributes are no change to the data");
+    kv.remove_member(2);
+    assert!(kv.attributes().is_empty());
+
+    run(&mut kv, publish(1, "one"));
+    let new: BTreeMap<u64, String> = [(1, "http://c:1".to_string())].into();
+    kv.reseat_members(new.clone());
+    assert!(kv.attributes().is_empty());
+    assert_eq!(kv.cluster_id(), super::founding_cluster_id(&new));
+    assert_ne!(kv.cluster_id(), super::founding_cluster_id(&founders));
+}

@@ -3,7 +3,7 @@
 //! Every client command is a method taking one request type and returning one response type
 //! or a [`ServiceError`]: [`KvService`] (put, get, range, delete, delete-range, txn, compact; a put or
 //! delete with a [`crate::kv::Precondition`] is the compare-and-swap), [`MembersService`]
-//! (list, add, remove, promote), [`StatusService`] (status, health) and [`WatchService`]
+//! (list, add, remove, promote, update, publish), [`StatusService`] (status, health) and [`WatchService`]
 //! (a stream of changes). Log commands are encoded here, what applying one did is decoded
 //! here, once per command, and the node's errors are sorted into kinds here, once, in
 //! `node.rs` — the only file that calls the raft node.
@@ -29,6 +29,7 @@ mod node;
 mod status;
 mod watch;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 pub use error::{Internal, MemberRefusal, Rejection, ServiceError, Unavailable};
@@ -39,7 +40,7 @@ pub use kv::{
 pub use lease::{GrantResponse, LeaseService, RevokeResponse, TimeToLive};
 pub use members::{
     AddMemberRequest, AddMemberResponse, ListMembersResponse, MembersService, PromoteMemberRequest,
-    PromoteMemberResponse, RemoveMemberRequest, RemoveMemberResponse,
+    PromoteMemberResponse, RemoveMemberRequest, RemoveMemberResponse, UpdateMemberRequest,
 };
 pub use node::{Consistency, MemberInfo, NodeStatus};
 pub use status::{Health, StatusResponse, StatusService};
@@ -70,6 +71,8 @@ pub struct Shared {
     pub lessor: Arc<Lessor>,
     pub quota: Arc<Quota>,
     pub hub: Arc<WatchHub>,
+    /// The cluster's id, as response headers carry it (the state machine keeps it current).
+    pub cluster: Arc<AtomicU64>,
 }
 
 impl Services {
@@ -78,7 +81,7 @@ impl Services {
         Services {
             kv: KvService::new(raft.clone(), shared.quota.clone(), shared.member),
             lease: LeaseService::new(raft.clone(), shared.lessor.clone(), shared.member),
-            members: MembersService::new(raft.clone()),
+            members: MembersService::new(raft.clone(), shared.member, shared.cluster.clone()),
             status: StatusService::new(raft.clone()),
             watch: WatchService::new(shared.hub, raft),
         }

@@ -1,5 +1,6 @@
-//! The cluster's additions for membership tests: growing a cluster by one node, waiting for a node
-//! to exit on its own, and raw requests to the membership endpoints.
+//! The cluster's additions for membership tests: growing a cluster by one node, moving one to
+//! another peer port, waiting for a node to exit on its own, and raw requests to the
+//! membership endpoints.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -29,6 +30,20 @@ impl Cluster {
         let node = Node::new(id, client_port, self.dir());
         self.nodes.push(node);
         (id, peer_url)
+    }
+
+    /// Gives node `id` a peer URL on a fresh port, in every node's `--cluster` list from their
+    /// next start on; returns it. The running cluster must be told too (etcd's MemberUpdate),
+    /// and the node restarted to listen there.
+    pub fn move_peer(&mut self, id: u64) -> String {
+        let peer_url = format!("{}://127.0.0.1:{}", self.peer_scheme(), free_port());
+        if let Some(certs) = &self.certs {
+            certs.issue_member(id, &peer_url);
+        }
+        let slot = (id - 1) as usize;
+        assert!(slot < self.peer_urls.len(), "no node {id}");
+        self.peer_urls[slot] = peer_url.clone();
+        peer_url
     }
 
     /// Starts node `id` with `--join` (on top of its usual command line).

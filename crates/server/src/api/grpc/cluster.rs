@@ -1,8 +1,8 @@
 //! etcd's Cluster service over [`crate::service::MembersService`]: MemberList, MemberAdd
 //! (as a voter or a learner; the new member's id is the next one after the highest, which
-//! is what its `--id` must be), MemberRemove, MemberPromote. A member's name is its id;
-//! client URLs are known only for the answering member (coordinate does not replicate them).
-//! MemberUpdate is refused: coordinate cannot move a member to another peer URL in place.
+//! is what its `--id` must be), MemberRemove, MemberPromote, MemberUpdate (another peer URL;
+//! the member is then restarted listening there). A member's name and client URLs are what it
+//! published once it ran; like etcd's, a member not started yet has neither.
 
 use coordinate_etcd_api::etcdserverpb as pb;
 use coordinate_etcd_api::etcdserverpb::cluster_server::Cluster;
@@ -10,7 +10,11 @@ use tonic::{Request, Response, Status};
 
 use super::status;
 use super::Grpc;
-use crate::service::{AddMemberRequest, MemberInfo, PromoteMemberRequest, RemoveMemberRequest};
+use crate::kv::MemberAttributes;
+use crate::service::{
+    AddMemberRequest, ListMembersResponse, MemberInfo, PromoteMemberRequest, RemoveMemberRequest,
+    UpdateMemberRequest,
+};
 
 #[tonic::async_trait]
 impl Cluster for Grpc {
@@ -19,13 +23,9 @@ impl Cluster for Grpc {
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         let req = request.into_inner();
-        let [url] = &req.peer_ur_ls[..] else {
-            return Err(Status::invalid_argument(
-                "etcdserver: a coordinate member has exactly one peer URL",
-            ));
-        };
+        let url = one_peer_url(&req.peer_ur_ls)?;
         let before = self.member_list().await?;
-        let id = before.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let id = before.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
         let add = AddMemberRequest {
             id,
             peer_url: url.clone(),
@@ -36,22 +36,21 @@ impl Cluster for Grpc {
             .add(add)
             .await
             .map_err(status::status)?;
-        let members = self.member_list().await?;
+        let members = self.members().await?;
         let member = members
             .iter()
             .find(|m| m.id == id)
-            .map(|m| self.member(m))
+            .cloned()
             .unwrap_or_else(|| pb::Member {
                 id,
-                name: id.to_string(),
                 peer_ur_ls: vec![url.clone()],
-                client_ur_ls: Vec::new(),
                 is_learner: req.is_learner,
+                ..pb::Member::default()
             });
         Ok(Response::new(pb::MemberAddResponse {
             header: Some(self.current_header()),
             member: Some(member),
-            members: members.iter().map(|m| self.member(m)).collect(),
+            members,
         }))
     }
 
@@ -73,12 +72,23 @@ impl Cluster for Grpc {
 
     async fn member_update(
         &self,
-        _request: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "etcdserver: coordinate cannot change a member's peer URL in place; remove the \
-             member and add it again with the new URL",
-        ))
+        let req = request.into_inner();
+        let url = one_peer_url(&req.peer_ur_ls)?;
+        let update = UpdateMemberRequest {
+            id: req.id,
+            peer_url: url.clone(),
+        };
+        self.services
+            .members
+            .update(update)
+            .await
+            .map_err(status::status)?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: Some(self.current_header()),
+            members: self.members().await?,
+        }))
     }
 
     async fn member_list(
@@ -108,27 +118,43 @@ impl Cluster for Grpc {
     }
 }
 
+/// The one peer URL of a request: a coordinate member has exactly one.
+fn one_peer_url(urls: &[String]) -> Result<&String, Status> {
+    match urls {
+        [url] => Ok(url),
+        _ => Err(Status::invalid_argument(
+            "etcdserver: a coordinate member has exactly one peer URL",
+        )),
+    }
+}
+
 impl Grpc {
-    async fn member_list(&self) -> Result<Vec<MemberInfo>, Status> {
-        let list = self.services.members.list().await.map_err(status::status)?;
-        Ok(list.members)
+    async fn member_list(&self) -> Result<ListMembersResponse, Status> {
+        self.services.members.list().await.map_err(status::status)
     }
 
     async fn members(&self) -> Result<Vec<pb::Member>, Status> {
         let list = self.member_list().await?;
-        Ok(list.iter().map(|m| self.member(m)).collect())
+        Ok(list
+            .members
+            .iter()
+            .map(|m| self.member(m, list.attributes.get(&m.id)))
+            .collect())
     }
 
-    /// A member as etcd shows it.
-    fn member(&self, m: &MemberInfo) -> pb::Member {
+    /// A member as etcd shows it: with what it published (this member: what it will).
+    fn member(&self, m: &MemberInfo, published: Option<&MemberAttributes>) -> pb::Member {
+        let attributes = match m.id == self.member {
+            true => Some(&self.attributes),
+            false => published,
+        };
         pb::Member {
             id: m.id,
-            name: m.id.to_string(),
+            name: attributes.map(|a| a.name.clone()).unwrap_or_default(),
             peer_ur_ls: vec![m.peer_url.clone()],
-            client_ur_ls: match m.id == self.member {
-                true => vec![self.client_url.clone()],
-                false => Vec::new(),
-            },
+            client_ur_ls: attributes
+                .map(|a| a.client_urls.clone())
+                .unwrap_or_default(),
             is_learner: m.role == "learner",
         }
     }

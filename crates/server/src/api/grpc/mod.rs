@@ -6,7 +6,7 @@
 //! - `lease`: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a stream), LeaseTimeToLive,
 //!   LeaseLeases.
 //! - `auth`: every call refused with one clear message (no users or roles yet).
-//! - `cluster`: MemberList, MemberAdd, MemberRemove, MemberPromote.
+//! - `cluster`: MemberList, MemberAdd, MemberRemove, MemberPromote, MemberUpdate.
 //! - `watch`: Watch, many watchers on one bidirectional stream.
 //! - `maintenance`: Status, Alarm, MoveLeader, HashKV, Hash, Snapshot, Defragment (a no-op:
 //!   there is no file to defragment).
@@ -34,6 +34,7 @@ use coordinate_etcd_api::etcdserverpb::lease_server::LeaseServer;
 use coordinate_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use coordinate_etcd_api::etcdserverpb::watch_server::WatchServer;
 
+use crate::kv::MemberAttributes;
 use crate::service::Services;
 
 pub use kv::MAX_TXN_OPS;
@@ -47,21 +48,19 @@ pub struct Grpc {
     services: Services,
     /// This member's id (etcd's member_id).
     member: u64,
-    /// The cluster's id (etcd's cluster_id).
-    cluster: u64,
-    /// This member's client URL, as MemberList shows it.
-    client_url: String,
+    /// This member's name and client URLs, as MemberList shows them until it has published
+    /// them.
+    attributes: MemberAttributes,
     /// Idle time after which a watcher that asked for progress notifications gets one.
     progress_interval: std::time::Duration,
 }
 
 impl Grpc {
-    pub fn new(services: Services, member: u64, cluster: u64, client_url: String) -> Grpc {
+    pub fn new(services: Services, member: u64, attributes: MemberAttributes) -> Grpc {
         Grpc {
             services,
             member,
-            cluster,
-            client_url,
+            attributes,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
         }
     }
@@ -83,7 +82,7 @@ impl Grpc {
     /// The header of an answer given at store revision `revision`.
     fn header(&self, revision: u64) -> pb::ResponseHeader {
         pb::ResponseHeader {
-            cluster_id: self.cluster,
+            cluster_id: self.services.members.cluster_id(),
             member_id: self.member,
             revision: revision as i64,
             raft_term: self.services.status.term(),

@@ -9,7 +9,7 @@ use super::{ENVELOPE, FORMAT_VERSION, MAX_TXN_DEPTH};
 use crate::kv::tests::b;
 use crate::kv::{
     Alarm, AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange, KeyRange,
-    Precondition, Put, RangeQuery, SortOrder, SortTarget, Txn, TxnOp,
+    MemberAttributes, Precondition, Put, RangeQuery, SortOrder, SortTarget, Txn, TxnOp,
 };
 
 fn raw(k: &[u8]) -> Bytes {
@@ -346,7 +346,7 @@ fn le64(n: u64) -> [u8; 8] {
     n.to_le_bytes()
 }
 
-/// The envelope's kinds 5 to 14, written out by hand from the table in the module doc.
+/// The envelope's kinds 5 to 15, written out by hand from the table in the module doc.
 #[test]
 fn the_envelopes_bytes_are_pinned() {
     let cat = |parts: &[&[u8]]| parts.concat();
@@ -438,7 +438,24 @@ fn the_envelopes_bytes_are_pinned() {
         (alarm(true), cat(&[&head(14), &le64(3), &[1, 1]])),
         (alarm(false), cat(&[&head(14), &le64(3), &[1, 0]])),
     ];
-    for (cmd, bytes) in cases.into_iter().chain(alarms) {
+    let publish = (
+        Command::PublishMember {
+            id: 2,
+            attributes: MemberAttributes {
+                name: "n2".into(),
+                client_urls: vec!["a".into(), "bc".into()],
+            },
+        },
+        cat(&[
+            &head(15),
+            &le64(2),
+            &[2, 0, 0, 0, b'n', b'2'],
+            &[2, 0, 0, 0],
+            &[1, 0, 0, 0, b'a'],
+            &[2, 0, 0, 0, b'b', b'c'],
+        ]),
+    );
+    for (cmd, bytes) in cases.into_iter().chain(alarms).chain([publish]) {
         // None of these has a short form: the envelope is what is written.
         assert_eq!(cmd.encode(), bytes, "{cmd:?}");
         assert_eq!(cmd.encode_enveloped(), bytes, "{cmd:?}");
@@ -684,7 +701,7 @@ fn unknown_versions_and_kinds_are_refused_by_name() {
             "{e}"
         );
     }
-    for kind in [0, 15, 0xCE, 0xff] {
+    for kind in [0, 16, 0xCE, 0xff] {
         let mut data = vec![ENVELOPE, FORMAT_VERSION, kind];
         data.extend_from_slice(&body);
         let e = error(&data);
@@ -938,6 +955,15 @@ fn command() -> impl Strategy<Value = Command> {
             },
             active,
         }),
+        (
+            any::<u64>(),
+            ".{0,8}",
+            prop::collection::vec(".{0,8}", 0..3)
+        )
+            .prop_map(|(id, name, client_urls)| Command::PublishMember {
+                id,
+                attributes: MemberAttributes { name, client_urls },
+            }),
     ]
 }
 

@@ -1,13 +1,15 @@
 //! The snapshot: the whole state restored (history, leases, alarms, members, compaction
-//! point), serialized in steps while commands apply, the bytes of version 2 pinned, version
-//! 1 (both forms) still restored, corrupt and unknown data refused by name.
+//! point), serialized in steps while commands apply, the bytes of versions 2 and 3 pinned, versions
+//! 1 (both forms) and 2 still restored, corrupt and unknown data refused by name.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{LEGACY_MAGIC, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use crate::kv::tests::model::{self, Model, Rng};
 use crate::kv::tests::{b, delete, put, put_leased, run};
-use crate::kv::{Alarm, AlarmKind, Command, DeleteRange, Event, KeyRange, Kv, Put, Txn, TxnOp};
+use crate::kv::{
+    Alarm, AlarmKind, Command, DeleteRange, Event, KeyRange, Kv, MemberAttributes, Put, Txn, TxnOp,
+};
 
 fn finish_compaction(kv: &mut Kv) {
     while kv.compaction_pending() {
@@ -215,9 +217,8 @@ fn a_snapshot_taken_in_steps_captures_the_state_at_its_start() {
     }
 }
 
-/// The bytes of a small version-2 snapshot, written out by hand from the module doc.
-#[test]
-fn the_version_2_bytes_are_pinned() {
+/// The small state whose snapshot bytes are pinned below.
+fn pinned_state() -> Kv {
     let mut kv = Kv::with_members([(1, "u".to_string())].into());
     kv.add_member(2, Some("w".into()));
     kv.remove_member(2);
@@ -237,10 +238,21 @@ fn the_version_2_bytes_are_pinned() {
             active: true,
         },
     );
+    let attributes = MemberAttributes {
+        name: "n".into(),
+        client_urls: vec!["c".into()],
+    };
+    run(&mut kv, Command::PublishMember { id: 1, attributes });
+    kv
+}
+
+/// The bytes of `pinned_state` in version `version` (2 or 3), written out by hand from the
+/// module doc.
+fn pinned_bytes(version: u8) -> Vec<u8> {
     let le = |n: u64| n.to_le_bytes();
-    let data: Vec<u8> = [
+    let head: Vec<u8> = [
         &b"KVSV"[..],
-        &[2, 0, 0, 0],       // version 2
+        &[version, 0, 0, 0],
         &le(3),              // revision
         &le(2),              // compact revision
         &[1, 0, 0, 0],       // one member
@@ -255,7 +267,19 @@ fn the_version_2_bytes_are_pinned() {
         &[1, 0, 0, 0],       // one alarm
         &le(1),              // member 1
         &[1],                // NOSPACE
-        &le(2),              // two keys
+    ]
+    .concat();
+    let v3: Vec<u8> = [
+        &le(0x529a_59dc_8ff5_8023)[..], // the cluster id
+        &[1, 0, 0, 0],                  // one member's attributes
+        &le(1),                         // member 1
+        &[1, 0, 0, 0, b'n'],            // its name
+        &[1, 0, 0, 0],                  // one client URL
+        &[1, 0, 0, 0, b'c'],
+    ]
+    .concat();
+    let keys: Vec<u8> = [
+        &le(2)[..],          // two keys
         &[1, 0, 0, 0, b'd'], // "d"
         &[2, 0, 0, 0],       // two versions
         &le(2),
@@ -277,12 +301,57 @@ fn the_version_2_bytes_are_pinned() {
         &[1, 0, 0, 0, b'v'], // put at 1, lease 7
     ]
     .concat();
+    match version {
+        2 => [head, keys].concat(),
+        _ => [head, v3, keys].concat(),
+    }
+}
+
+/// The bytes of a small version-3 snapshot, written at once and in steps.
+#[test]
+fn the_version_3_bytes_are_pinned() {
+    let mut kv = pinned_state();
+    let data = pinned_bytes(3);
     assert_eq!(kv.snapshot(), data);
     kv.begin_snapshot();
     assert_eq!(kv.snapshot_step(1), None);
     assert_eq!(kv.snapshot_step(1), Some(Bytes::from(data.clone())));
     finish_compaction(&mut kv);
     assert_eq!(Kv::restore(Bytes::from(data)).unwrap(), kv);
+}
+
+/// A version-2 snapshot (what builds before member attributes wrote) restores the same
+/// state, with no attributes and no cluster id (the node derives one from its flags).
+#[test]
+fn version_2_still_restores() {
+    let mut kv = pinned_state();
+    finish_compaction(&mut kv);
+    kv.attributes.clear();
+    kv.cluster_id = 0;
+    assert_eq!(Kv::restore(Bytes::from(pinned_bytes(2))).unwrap(), kv);
+}
+
+/// Attributes of a member not in the snapshot's member list, or out of order, are corrupt.
+#[test]
+fn attributes_of_no_member_are_refused() {
+    let mut data = pinned_bytes(3);
+    // The attribute count, member 1's id, its name: found once in the bytes.
+    let needle: Vec<u8> = [
+        &[1u8, 0, 0, 0][..],
+        &1u64.to_le_bytes(),
+        &[1, 0, 0, 0, b'n'],
+    ]
+    .concat();
+    let pos = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the attributes are in the snapshot");
+    data[pos + 4] = 9; // member 9 is no member
+    let e = Kv::restore(Bytes::from(data)).unwrap_err().to_string();
+    assert!(
+        e.contains("attributes out of order, repeated, or of no member"),
+        "{e}"
+    );
 }
 
 /// Version 1's body, as c0c95b6 wrote it (the fixture's snapshot file holds one).
@@ -304,10 +373,11 @@ fn version_1_body() -> Vec<u8> {
 }
 
 /// Both forms of version 1 restore: its one version per key, no history before its
-/// revision (the compaction point), no leases, no alarms.
+/// revision (the compaction point), no leases, no alarms, no cluster id.
 #[test]
 fn version_1_still_restores() {
     let mut kv = Kv::with_members([(1, "u".to_string())].into());
+    kv.cluster_id = 0;
     kv.add_member(2, Some("w".into()));
     kv.remove_member(2);
     put(&mut kv, "k", "v");
