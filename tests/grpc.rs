@@ -563,13 +563,10 @@ fn members_through_grpc() {
 /// A member as MemberList shows it: id, name, peer URLs, client URLs.
 type Listed = (u64, String, Vec<String>, Vec<String>);
 
-/// Node `id`'s MemberList, in id order.
-async fn listed(c: &Cluster, id: u64) -> Vec<Listed> {
-    let list = client(c, id)
-        .await
-        .member_list()
-        .await
-        .expect("member list");
+/// Node `id`'s MemberList, in id order (`None` while it does not answer).
+async fn listed(c: &Cluster, id: u64) -> Option<Vec<Listed>> {
+    let mut etcd = Client::connect([c.endpoint(id)], None).await.ok()?;
+    let list = etcd.member_list().await.ok()?;
     let mut members: Vec<Listed> = list
         .members()
         .iter()
@@ -584,7 +581,7 @@ async fn listed(c: &Cluster, id: u64) -> Vec<Listed> {
         })
         .collect();
     members.sort();
-    members
+    Some(members)
 }
 
 /// Polls node `id`'s MemberList until it is `want`; panics with what it last showed.
@@ -592,7 +589,7 @@ async fn wait_listed(c: &Cluster, id: u64, want: &[Listed]) {
     let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
     loop {
         let now = listed(c, id).await;
-        if now == want {
+        if now.as_deref() == Some(want) {
             return;
         }
         if std::time::Instant::now() > deadline {
@@ -605,7 +602,8 @@ async fn wait_listed(c: &Cluster, id: u64, want: &[Listed]) {
 /// Every member publishes its name and client URL once it runs, so MemberList on any member
 /// shows every member's, and every member's headers carry one cluster id. MemberUpdate moves
 /// a member to another peer port (refused for an unknown id, a URL in use, two URLs); the
-/// member, restarted there, serves again and keeps what it published.
+/// member, restarted there, serves again and keeps what it published. A member added later
+/// lists them all and answers with the same cluster id.
 #[test]
 fn member_attributes_and_moves() {
     let (mut c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
@@ -687,6 +685,29 @@ fn member_attributes_and_moves() {
         for id in c.ids() {
             wait_listed(&c, id, &want).await;
         }
+    });
+    // A member added later lists everyone, and answers with the founders' cluster id.
+    let (joiner, url) = c.add_node_slot();
+    rt.block_on(async {
+        let mut etcd = client(&c, leader).await;
+        let added = etcd
+            .member_add(
+                [url],
+                Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .expect("add a learner");
+        assert_eq!(added.member().map(|m| m.id()), Some(joiner));
+    });
+    c.start_joining(joiner);
+    rt.block_on(async {
+        let want = everyone(&c);
+        wait_listed(&c, joiner, &want).await;
+        wait_listed(&c, leader, &want).await;
+        let status = client(&c, joiner).await.status().await.expect("status");
+        let founders = client(&c, leader).await.status().await.expect("status");
+        let id = |s: &etcd_client::StatusResponse| s.header().map(|h| h.cluster_id());
+        assert_eq!(id(&status), id(&founders));
     });
     // REST shows the same attributes.
     let rest = c.members(leader);
