@@ -18,6 +18,7 @@
 #   FREQ=499                     perf sampling frequency (Hz)
 #   COORDINATE_BIN=path          a prebuilt server instead of building this tree
 #   NODE_ARGS="..."              extra flags for every node (e.g. "--snapshot-count 100000")
+#   BENCH_ARGS="..."             extra flags for the load (e.g. "--target grpc --grpc-conns 8")
 #   PORT_BASE=15000              client ports +1..+3, peer ports +11..+13
 #   OUT_DIR=dir                  where perf.data, the reports and the logs go
 #                                [default: a new directory under /tmp, kept]
@@ -38,6 +39,7 @@ RECORD_SECONDS=${RECORD_SECONDS:-8}
 FREQ=${FREQ:-499}
 COORDINATE_BIN=${COORDINATE_BIN:-}
 NODE_ARGS=${NODE_ARGS:-}
+BENCH_ARGS=${BENCH_ARGS:-}
 PORT_BASE=${PORT_BASE:-15000}
 
 LOG_TAG=profile
@@ -92,11 +94,12 @@ log "pre-loading $KEYS keys"
 "$BENCH" --endpoints "$ENDPOINTS" --connections 64 --keys "$KEYS" --value-size "$VALUE_SIZE" \
   --preload --ops 0 --no-progress >"$OUT_DIR/preload.txt"
 
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of flags (below)
 TOTAL=$((WARMUP + CPU_SECONDS + TRACE_SECONDS + RECORD_SECONDS + 2))
 log "load: $WORKLOAD at $CONNECTIONS connections for ${TOTAL}s"
 "$BENCH" --endpoints "$ENDPOINTS" --connections "$CONNECTIONS" --keys "$KEYS" \
   --value-size "$VALUE_SIZE" --workload "$WORKLOAD" --read-mode "$READ_MODE" \
-  --duration "${TOTAL}s" --no-progress >"$OUT_DIR/load.txt" &
+  --duration "${TOTAL}s" --no-progress $BENCH_ARGS >"$OUT_DIR/load.txt" &
 LOAD=$!
 PIDS+=("$LOAD")
 sleep "$WARMUP"

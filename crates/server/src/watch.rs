@@ -14,7 +14,10 @@
 //!
 //! **Memory.** The tail holds at most `window` events and at most `window_bytes` bytes of keys
 //! and values (the older revisions go first, whole), but always the newest revision. Its
-//! values are shared with the store (`Bytes`). A watcher holds only the batch it is sending,
+//! values are shared with the store (`Bytes`). Each event also keeps the encodings a
+//! front-end made of it ([`Published::encoded`]: etcd's gRPC makes up to two, with and
+//! without the previous value), made once for every watcher and counted in `window_bytes`
+//! up front. A watcher holds only the batch it is sending,
 //! so its own memory is about one batch, never the distance it lags behind; the number of
 //! watchers is capped ([`WatchLimits::max_watchers`]).
 //!
@@ -23,8 +26,11 @@
 //! each value once, bounded by bytes, and the signal carries no data.
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
 
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
@@ -39,11 +45,56 @@ const EVENT_OVERHEAD: usize = 64;
 /// Watchers rendering catch-up batches at once (see [`WatchHub::catch_up_turn`]).
 pub const CATCH_UP_TURNS: usize = 4;
 
+/// Encodings a front-end may keep with each event ([`Published::encoded`]).
+pub const ENCODINGS: usize = 2;
+
+/// An applied change as every watcher shares it: the event, and the encodings front-ends
+/// made of it — each made by the first watcher that sends the event, then shared by every
+/// other, so that a thousand watchers of one key cost one encoding, not a thousand.
+#[derive(Debug)]
+pub struct Published {
+    event: Event,
+    encodings: [OnceLock<Bytes>; ENCODINGS],
+}
+
+impl Published {
+    pub fn new(event: Event) -> Published {
+        Published {
+            event,
+            encodings: Default::default(),
+        }
+    }
+
+    /// Encoding `slot` (below [`ENCODINGS`]; which slot means what is the front-end's
+    /// choice), made by `encode` if no watcher made it yet.
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Event) -> Bytes) -> Bytes {
+        self.encodings[slot]
+            .get_or_init(|| encode(&self.event))
+            .clone()
+    }
+}
+
+impl Deref for Published {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
+impl PartialEq for Published {
+    fn eq(&self, other: &Published) -> bool {
+        self.event == other.event
+    }
+}
+
+impl Eq for Published {}
+
 /// What [`WatchHub::fetch`] returns.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Batch {
     /// Whole revisions after the cursor (empty: nothing new yet).
-    pub events: Vec<Arc<Event>>,
+    pub events: Vec<Arc<Published>>,
     /// The cursor after them.
     pub cursor: u64,
     /// No events follow them in the history (the watcher is live, not catching up).
@@ -95,7 +146,7 @@ pub struct WatchHub {
 struct State {
     window: usize,
     window_bytes: usize,
-    history: VecDeque<Arc<Event>>,
+    history: VecDeque<Arc<Published>>,
     /// Bytes counted for the events in `history`.
     bytes: usize,
     /// Sequence number of `history[0]` (or of the next event, if it is empty).
@@ -132,11 +183,13 @@ impl Drop for WatcherSlot {
     }
 }
 
-/// The bytes an event is counted for in the history.
+/// The bytes an event is counted for in the history: its key and values, and as much again
+/// for its encodings (at most both of them: without the previous value, and with it).
 fn event_bytes(e: &Event) -> usize {
     // The previous value counts too: the event keeps it alive after compaction drops it.
-    let prev = e.prev.as_ref().map_or(0, |p| p.value.len());
-    e.kv.key.len() + e.kv.value.len() + prev + EVENT_OVERHEAD
+    let prev = e.prev.as_ref().map_or(0, |p| p.key.len() + p.value.len());
+    let own = e.kv.key.len() + e.kv.value.len();
+    own + prev + ENCODINGS * own + prev + EVENT_OVERHEAD
 }
 
 impl State {
@@ -209,7 +262,7 @@ impl WatchHub {
         for e in events {
             s.current = e.revision();
             s.bytes += event_bytes(&e);
-            s.history.push_back(Arc::new(e));
+            s.history.push_back(Arc::new(Published::new(e)));
         }
         s.trim();
         METRICS.watch_history_bytes.set(s.bytes as i64);
@@ -291,7 +344,7 @@ impl WatchHub {
             return Err(FetchError::Behind);
         }
         let start = usize::try_from(cursor - s.first_seq).unwrap_or(usize::MAX);
-        let mut out: Vec<Arc<Event>> = Vec::new();
+        let mut out: Vec<Arc<Published>> = Vec::new();
         let mut bytes = 0;
         for e in s.history.iter().skip(start) {
             let boundary = out.last().is_some_and(|l| l.revision() != e.revision());
@@ -367,7 +420,7 @@ mod tests {
         ))
     }
 
-    fn revisions(events: &[Arc<Event>]) -> Vec<u64> {
+    fn revisions(events: &[Arc<Published>]) -> Vec<u64> {
         events.iter().map(|e| e.revision()).collect()
     }
 
@@ -422,12 +475,13 @@ mod tests {
 
     #[test]
     fn window_is_bounded_by_bytes_but_keeps_the_newest_revision() {
+        // Each counts about 3,000 bytes: its key and value, and room for two encodings.
         let big = |r: u64| ev_of(r, "k", bytes::Bytes::from(vec![0u8; 1000]));
-        let hub = hub(1000, 2500, 10);
+        let hub = hub(1000, 7500, 10);
         for r in 1..=10 {
             hub.publish(vec![big(r)]);
         }
-        assert!(hub.history_bytes() <= 2500);
+        assert!(hub.history_bytes() <= 7500);
         assert_eq!(hub.oldest(), 9);
         // One revision bigger than the whole budget is still kept.
         let huge = ev_of(11, "k", bytes::Bytes::from(vec![0u8; 10_000]));
@@ -435,6 +489,26 @@ mod tests {
         assert_eq!(hub.oldest(), 11);
         let sub = hub.subscribe(11).unwrap();
         assert_eq!(revisions(&hub.fetch(sub.cursor).unwrap().events), vec![11]);
+    }
+
+    /// An encoding is made by the first watcher that asks for it; every other watcher of the
+    /// event gets the same bytes, and the other slot is made separately.
+    #[test]
+    fn watchers_share_an_events_encodings() {
+        let hub = hub(100, 1 << 20, 10);
+        let (a, b) = (hub.subscribe(0).unwrap(), hub.subscribe(0).unwrap());
+        hub.publish(vec![ev(1, "k")]);
+        let made = std::cell::Cell::new(0);
+        let encode = |e: &Event| {
+            made.set(made.get() + 1);
+            Bytes::from(e.kv.key.to_vec())
+        };
+        let first = hub.fetch(a.cursor).unwrap().events[0].encoded(0, encode);
+        let second = hub.fetch(b.cursor).unwrap().events[0].encoded(0, encode);
+        assert_eq!(made.get(), 1);
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        let other = hub.fetch(b.cursor).unwrap().events[0].encoded(1, encode);
+        assert_eq!((made.get(), &other[..]), (2, &b"k"[..]));
     }
 
     #[test]

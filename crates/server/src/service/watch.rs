@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::kv::{Event, KeyRange};
-use crate::watch::{FetchError, WatchError, WatchHub, WatcherSlot};
+use crate::watch::{FetchError, Published, WatchError, WatchHub, WatcherSlot};
 
 use super::error::{Rejection, ServiceError, Unavailable};
 use super::kv::unexpected_read;
@@ -228,7 +228,7 @@ pub struct Watcher {
     source: Source,
     /// Events of the last batch not yet yielded (whole revisions, filtered, in key order
     /// within each), rendered one at a time as the client takes them.
-    pending: VecDeque<Arc<Event>>,
+    pending: VecDeque<Arc<Published>>,
     /// Whether the last batch reached the end of the tail (else it is catch-up work).
     caught_up: bool,
     /// The revision after the last batch: every revision before it is yielded once `pending`
@@ -281,7 +281,7 @@ impl Watcher {
     /// shutting down, or after [`WatchItem::Compacted`]).
     pub async fn next<T>(
         &mut self,
-        mut render: impl FnMut(&Event, Position) -> T,
+        mut render: impl FnMut(&Published, Position) -> T,
     ) -> Option<WatchItem<T>> {
         loop {
             if self.done {
@@ -382,12 +382,17 @@ impl Watcher {
             Ok(cursor) => Source::Tail(cursor),
             Err(_) => Source::History(next),
         };
-        self.take(events.into_iter().map(Arc::new).collect());
+        self.take(
+            events
+                .into_iter()
+                .map(|e| Arc::new(Published::new(e)))
+                .collect(),
+        );
         Ok(Ok(()))
     }
 
     /// Keeps the events of a batch this watch reports, in key order within each revision.
-    fn take(&mut self, mut events: Vec<Arc<Event>>) {
+    fn take(&mut self, mut events: Vec<Arc<Published>>) {
         events.retain(|e| self.wanted(e));
         events.sort_by(|a, b| (a.revision(), &a.kv.key).cmp(&(b.revision(), &b.kv.key)));
         let mut events: VecDeque<_> = events.into();
@@ -425,7 +430,7 @@ impl Watcher {
     /// catch-up work waits for one of the hub's turns. Every wait comes before rendering.
     async fn render_next<T>(
         &mut self,
-        render: &mut impl FnMut(&Event, Position) -> T,
+        render: &mut impl FnMut(&Published, Position) -> T,
     ) -> Option<T> {
         let e = self.pending.pop_front()?;
         tokio::task::consume_budget().await;

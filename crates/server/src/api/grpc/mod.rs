@@ -7,7 +7,8 @@
 //!   LeaseLeases.
 //! - `auth`: every call refused with one clear message (no users or roles yet).
 //! - `cluster`: MemberList, MemberAdd, MemberRemove, MemberPromote, MemberUpdate.
-//! - `watch`: Watch, many watchers on one bidirectional stream.
+//! - `watch`: Watch, many watchers on one bidirectional stream; `watch_wire` serves it,
+//!   sending each event encoded once for all its watchers.
 //! - `maintenance`: Status, Alarm, MoveLeader, HashKV, Hash, Snapshot, Defragment (a no-op:
 //!   there is no file to defragment).
 //! - `health`: the standard `grpc.health.v1` service.
@@ -25,6 +26,7 @@ mod lease;
 mod maintenance;
 mod status;
 mod watch;
+mod watch_wire;
 
 use coordinate_etcd_api::etcdserverpb as pb;
 use coordinate_etcd_api::etcdserverpb::auth_server::AuthServer;
@@ -32,7 +34,6 @@ use coordinate_etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use coordinate_etcd_api::etcdserverpb::kv_server::KvServer;
 use coordinate_etcd_api::etcdserverpb::lease_server::LeaseServer;
 use coordinate_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
-use coordinate_etcd_api::etcdserverpb::watch_server::WatchServer;
 
 use crate::kv::MemberAttributes;
 use crate::service::Services;
@@ -95,7 +96,7 @@ pub fn router(grpc: Grpc) -> axum::Router {
     let mut routes = tonic::service::Routes::builder();
     routes.add_service(KvServer::new(grpc.clone()));
     routes.add_service(LeaseServer::new(grpc.clone()));
-    routes.add_service(WatchServer::new(grpc.clone()));
+    routes.add_service(watch_wire::WatchServer::new(grpc.clone()));
     routes.add_service(ClusterServer::new(grpc.clone()));
     routes.add_service(AuthServer::new(grpc.clone()));
     routes.add_service(health::service(&grpc));

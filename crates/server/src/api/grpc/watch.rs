@@ -29,16 +29,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use coordinate_etcd_api::etcdserverpb as pb;
-use coordinate_etcd_api::etcdserverpb::watch_server::Watch;
 use coordinate_etcd_api::mvccpb;
 use futures_util::{Stream, StreamExt};
-use prost::Message;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::kv;
 use super::status::{self, COMPACTED, NO_LEADER};
+use super::watch_wire::{encode_event, Answer};
 use super::Grpc;
 use crate::kv::{Event, KeyRange};
 use crate::service::{Rejection, ServiceError, WatchItem, WatchRequest};
@@ -54,11 +53,12 @@ const RESPONSE_BYTES: usize = 64 << 10;
 /// The watch id of an answer to `RequestProgress`: it is for every watcher of the stream.
 const EVERY_WATCHER: i64 = -1;
 
-type Answers = std::pin::Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+/// A stream's answers, as `watch_wire` sends them.
+pub(super) type Answers = std::pin::Pin<Box<dyn Stream<Item = Result<Answer, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Watch for Grpc {
-    async fn watch(
+impl Grpc {
+    /// Serves one watch stream (`watch_wire` calls it).
+    pub(super) async fn watch(
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Answers>, Status> {
@@ -88,7 +88,7 @@ impl Watch for Grpc {
 /// One client stream: its queue of answers and its running watchers by id.
 struct WatchStream {
     grpc: Grpc,
-    tx: mpsc::Sender<pb::WatchResponse>,
+    tx: mpsc::Sender<Answer>,
     watchers: Arc<Mutex<HashMap<i64, Running>>>,
     /// The next watch id to hand out (client-chosen ids are skipped).
     next_id: i64,
@@ -133,7 +133,7 @@ impl WatchStream {
                 cancel_reason: "etcdserver: duplicate watch ID".into(),
                 ..Default::default()
             };
-            return self.tx.send(refused).await.is_ok();
+            return self.tx.send(Answer::of(refused)).await.is_ok();
         }
         let prev_kv = create.prev_kv;
         let fragment = create.fragment;
@@ -149,12 +149,12 @@ impl WatchStream {
             created: true,
             ..Default::default()
         };
-        if self.tx.send(created).await.is_err() {
+        if self.tx.send(Answer::of(created)).await.is_err() {
             return false;
         }
         let mut watcher = match started {
             Ok(watcher) => watcher,
-            Err(e) => return self.tx.send(self.refusal(id, e)).await.is_ok(),
+            Err(e) => return self.tx.send(Answer::of(self.refusal(id, e))).await.is_ok(),
         };
         if create.progress_notify {
             watcher.notify_progress(self.grpc.progress_interval);
@@ -167,16 +167,19 @@ impl WatchStream {
             let mut events = Vec::new();
             let mut bytes = 0;
             'serve: loop {
+                // Encoded once for every watcher of the event (slot 1: with the previous
+                // key), then only copied into each answer.
                 let item = watcher
                     .next(|e, position| {
-                        let size = e.kv.key.len() + e.kv.value.len();
-                        (render(e, prev_kv), position.last, size)
+                        let slot = usize::from(prev_kv);
+                        let encoded = e.encoded(slot, |e| encode_event(&render(e, prev_kv)));
+                        (encoded, position.last)
                     })
                     .await;
                 let answers = match item {
-                    Some(WatchItem::Event((event, last, size))) => {
+                    Some(WatchItem::Event((event, last))) => {
+                        bytes += event.len();
                         events.push(event);
-                        bytes += size;
                         // Whole revisions; more of them while the watcher catches up.
                         let more = watcher.has_pending() && bytes < RESPONSE_BYTES;
                         if !last || more {
@@ -186,14 +189,14 @@ impl WatchStream {
                         let header = grpc.current_header();
                         responses(id, header, std::mem::take(&mut events), fragment)
                     }
-                    Some(WatchItem::Progress { revision }) => vec![pb::WatchResponse {
+                    Some(WatchItem::Progress { revision }) => vec![Answer::of(pb::WatchResponse {
                         header: Some(grpc.header(revision)),
                         watch_id: id,
                         ..Default::default()
-                    }],
+                    })],
                     Some(WatchItem::Compacted {
                         compact_revision, ..
-                    }) => vec![canceled(&grpc, id, compact_revision)],
+                    }) => vec![Answer::of(canceled(&grpc, id, compact_revision))],
                     None => break,
                 };
                 for answer in answers {
@@ -229,7 +232,7 @@ impl WatchStream {
             watch_id: EVERY_WATCHER,
             ..Default::default()
         };
-        self.tx.send(answer).await.is_ok()
+        self.tx.send(Answer::of(answer)).await.is_ok()
     }
 
     /// The lowest id from `next_id` on that no watcher of the stream holds.
@@ -256,7 +259,7 @@ impl WatchStream {
             canceled: true,
             ..Default::default()
         };
-        self.tx.send(answer).await.is_ok()
+        self.tx.send(Answer::of(answer)).await.is_ok()
     }
 
     /// The answer to a watch that could not start.
@@ -276,40 +279,39 @@ impl WatchStream {
     }
 }
 
-/// The responses carrying gathered events (whole revisions): one, or for a watcher that
-/// asked for `fragment`, as many as keep each under [`FRAGMENT_BYTES`] (at least one event
-/// each), all but the last marked `fragment`.
+/// The responses carrying gathered events (whole revisions, each encoded): one, or for a
+/// watcher that asked for `fragment`, as many as keep each under [`FRAGMENT_BYTES`] (at least
+/// one event each), all but the last marked `fragment`.
 fn responses(
     id: i64,
     header: pb::ResponseHeader,
-    events: Vec<mvccpb::Event>,
+    events: Vec<Bytes>,
     fragment: bool,
-) -> Vec<pb::WatchResponse> {
-    let response = |events| pb::WatchResponse {
-        header: Some(header),
-        watch_id: id,
+) -> Vec<Answer> {
+    let response = |events, fragment| Answer {
+        head: pb::WatchResponse {
+            header: Some(header),
+            watch_id: id,
+            fragment,
+            ..Default::default()
+        },
         events,
-        ..Default::default()
     };
     if !fragment {
-        return vec![response(events)];
+        return vec![response(events, false)];
     }
     let mut out = Vec::new();
     let mut part = Vec::new();
     let mut bytes = 0;
     for event in events {
-        let size = event.encoded_len();
-        if !part.is_empty() && bytes + size > FRAGMENT_BYTES {
-            out.push(pb::WatchResponse {
-                fragment: true,
-                ..response(std::mem::take(&mut part))
-            });
+        if !part.is_empty() && bytes + event.len() > FRAGMENT_BYTES {
+            out.push(response(std::mem::take(&mut part), true));
             bytes = 0;
         }
-        bytes += size;
+        bytes += event.len();
         part.push(event);
     }
-    out.push(response(part));
+    out.push(response(part, false));
     out
 }
 
