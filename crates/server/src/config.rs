@@ -65,9 +65,10 @@ pub struct Args {
     /// Recent changes kept for watches that start in the past (older starts get 410).
     #[arg(long, default_value_t = 100_000)]
     pub watch_window: usize,
-    /// Bytes of keys and values the watch history keeps, whatever --watch-window says: the
-    /// window is the smaller of the two. A watcher starting or falling behind past it gets
-    /// 410 / an error event telling it where to resume.
+    /// Bytes the in-memory watch history keeps (its events' keys and values, and room for
+    /// their encodings: about three times the keys and values), whatever --watch-window says:
+    /// the window is the smaller of the two. A watcher starting before it or falling behind
+    /// it reads the store's history instead.
     #[arg(long, default_value_t = 64 << 20)]
     pub watch_window_bytes: usize,
     /// Open watches at most; more are refused with 503 (each holds at most one event in
