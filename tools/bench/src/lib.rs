@@ -177,6 +177,11 @@ pub struct Args {
     /// [default: as fast as the answers come].
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Print every measured request slower than this many milliseconds, in the order they
+    /// started (when, on which connection, how long): a timeline of the tail, which tells a
+    /// stall of every connection at once from one connection left waiting.
+    #[arg(long)]
+    pub slow_ms: Option<f64>,
     /// Watchers of every key to hold open on the first endpoint during the run (`--target
     /// grpc`), each checked to receive every revision of the run, once, in order.
     #[arg(long, default_value_t = 0)]
@@ -424,8 +429,20 @@ pub async fn run(args: Args, tls: Option<ClientTls>) -> Report {
         .rate
         .map(|r| Duration::from_secs_f64(args.connections as f64 / r));
     let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
-    let (mut stats, measured) =
-        measure(&plan, conns, stop, args.warmup, args.seed, pace, progress).await;
+    let slow = args.slow_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0));
+    let (mut stats, measured) = measure(
+        &plan,
+        conns,
+        Schedule {
+            stop,
+            warmup: args.warmup,
+            seed: args.seed,
+            pace,
+            slow,
+        },
+        progress,
+    )
+    .await;
     let client_cores = match (cpu0, process_cpu_seconds()) {
         (Some(a), Some(b)) => Some((b - a) / t0.elapsed().as_secs_f64().max(1e-3)),
         _ => None,
@@ -440,6 +457,10 @@ pub async fn run(args: Args, tls: Option<ClientTls>) -> Report {
             }
         },
     };
+    if args.slow_ms.is_some() {
+        // On stderr: stdout stays the report (or its JSON).
+        eprint!("{}", stats.slow_timeline());
+    }
     let mut report = Report::new(args.run_info(), preload, &stats, measured, client_cores);
     report.watch = watch;
     report
@@ -523,16 +544,31 @@ async fn preload_keys(
     (report, conns)
 }
 
+/// How the measured phase runs.
+struct Schedule {
+    stop: Stop,
+    warmup: Duration,
+    seed: u64,
+    /// Each connection's time between requests (`--rate`).
+    pace: Option<Duration>,
+    /// Requests slower than this are listed (`--slow-ms`).
+    slow: Option<Duration>,
+}
+
 /// The measured phase. Returns the merged statistics and the measured time.
 async fn measure(
     plan: &Arc<Plan>,
     conns: Vec<Conn>,
-    stop: Stop,
-    warmup: Duration,
-    seed: u64,
-    pace: Option<Duration>,
+    schedule: Schedule,
     progress: bool,
 ) -> (Stats, Duration) {
+    let Schedule {
+        stop,
+        warmup,
+        seed,
+        pace,
+        slow,
+    } = schedule;
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -579,6 +615,8 @@ async fn measure(
                     }
                 }
                 let req = plan.next(&mut rng);
+                let kind = req.kind;
+                let t0 = Instant::now();
                 execute(
                     &plan,
                     &mut conn,
@@ -588,6 +626,10 @@ async fn measure(
                     Some(counted_from),
                 )
                 .await;
+                let latency = t0.elapsed();
+                if slow.is_some_and(|s| latency > s) && t0 >= counted_from {
+                    stats.record_slow(t0 - counted_from, i, kind, latency);
+                }
             }
             (stats, Instant::now())
         }));

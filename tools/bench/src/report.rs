@@ -41,6 +41,21 @@ pub struct Stats {
     pub not_found: u64,
     /// Errors by kind: `timeout`, `connect`, `transport`, `http <status>`, ...
     pub errors: BTreeMap<String, ErrorCount>,
+    /// Requests over `--slow-ms` (at most [`MAX_SLOW`]).
+    pub slow: Vec<SlowRequest>,
+}
+
+/// Slow requests kept for `--slow-ms` at most.
+pub const MAX_SLOW: usize = 100_000;
+
+/// A request over `--slow-ms`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SlowRequest {
+    /// When it started, from the start of the measured phase.
+    pub at: Duration,
+    pub connection: usize,
+    pub kind: OpKind,
+    pub latency: Duration,
 }
 
 impl Default for Stats {
@@ -50,11 +65,46 @@ impl Default for Stats {
             get: new_histogram(),
             not_found: 0,
             errors: BTreeMap::new(),
+            slow: Vec::new(),
         }
     }
 }
 
 impl Stats {
+    pub fn record_slow(
+        &mut self,
+        at: Duration,
+        connection: usize,
+        kind: OpKind,
+        latency: Duration,
+    ) {
+        if self.slow.len() < MAX_SLOW {
+            self.slow.push(SlowRequest {
+                at,
+                connection,
+                kind,
+                latency,
+            });
+        }
+    }
+
+    /// The slow requests in the order they started, one line each.
+    pub fn slow_timeline(&self) -> String {
+        let mut slow = self.slow.clone();
+        slow.sort_by_key(|r| r.at);
+        slow.iter()
+            .map(|r| {
+                format!(
+                    "slow {:>9.3}s  conn {:>4}  {} {:.2} ms\n",
+                    r.at.as_secs_f64(),
+                    r.connection,
+                    r.kind.name(),
+                    r.latency.as_secs_f64() * 1000.0
+                )
+            })
+            .collect()
+    }
+
     pub fn record_ok(&mut self, kind: OpKind, latency: Duration) {
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
         let h = match kind {
@@ -92,6 +142,8 @@ impl Stats {
         let _ = self.put.add(&other.put);
         let _ = self.get.add(&other.get);
         self.not_found += other.not_found;
+        let room = MAX_SLOW.saturating_sub(self.slow.len());
+        self.slow.extend(other.slow.iter().take(room));
         for (kind, e) in &other.errors {
             let entry = self
                 .errors
@@ -396,6 +448,35 @@ mod tests {
         assert_eq!(l.max_us, 1000);
         assert!((l.mean_us - 500.5).abs() < 1.0);
         assert!(LatencySummary::of(&st.get).is_none());
+    }
+
+    #[test]
+    fn slow_requests_merge_and_list_in_start_order() {
+        let mut a = Stats::default();
+        a.record_slow(
+            Duration::from_millis(1500),
+            3,
+            OpKind::Put,
+            Duration::from_millis(25),
+        );
+        let mut b = Stats::default();
+        b.record_slow(
+            Duration::from_millis(200),
+            0,
+            OpKind::Get,
+            Duration::from_micros(10_500),
+        );
+        a.merge(&b);
+        assert_eq!(
+            a.slow_timeline(),
+            "slow     0.200s  conn    0  get 10.50 ms\nslow     1.500s  conn    3  put 25.00 ms\n"
+        );
+        let mut full = Stats::default();
+        for i in 0..MAX_SLOW + 5 {
+            full.record_slow(Duration::ZERO, i, OpKind::Put, Duration::from_millis(11));
+        }
+        full.merge(&a);
+        assert_eq!(full.slow.len(), MAX_SLOW);
     }
 
     #[test]
