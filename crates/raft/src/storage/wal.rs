@@ -530,8 +530,13 @@ fn create_file(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))
 }
 
+/// Bytes of zeros the spare segment is written and flushed in.
+const SPARE_FLUSH_EVERY: usize = 1 << 20;
+
 /// Starts zero-filling a `size`-byte file at `path` on a thread of its own, fsynced before it is
-/// reported ready.
+/// reported ready. It is flushed a mebibyte at a time, as snapshot files are: written whole
+/// and synced once, its 64 MiB queued ahead of the WAL's own small fsyncs on the same disk,
+/// and every write waited 20-30 ms meanwhile (BENCHMARKS.md, the write tail).
 fn prepare_spare(path: PathBuf, size: u64) -> mpsc::Receiver<std::io::Result<PathBuf>> {
     let (tx, rx) = mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new()
@@ -539,11 +544,12 @@ fn prepare_spare(path: PathBuf, size: u64) -> mpsc::Receiver<std::io::Result<Pat
         .spawn(move || {
             let fill = || -> std::io::Result<PathBuf> {
                 let mut f = File::create(&path)?;
-                let zeros = vec![0u8; 1 << 20];
+                let zeros = vec![0u8; SPARE_FLUSH_EVERY];
                 let mut left = size;
                 while left > 0 {
                     let n = left.min(zeros.len() as u64) as usize;
                     f.write_all(&zeros[..n])?;
+                    f.sync_data()?;
                     left -= n as u64;
                 }
                 f.sync_all()?;
