@@ -92,6 +92,20 @@ pub(super) fn reachable_quorum(
     })
 }
 
+/// The change that adds `id` at `url` as a voter or a learner (for a member already there in
+/// that role, the move of it to `url`).
+fn adding(id: u64, url: &str, learner: bool) -> ConfChange {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(if learner {
+        ConfChangeType::AddLearnerNode
+    } else {
+        ConfChangeType::AddNode
+    });
+    cc.node_id = id;
+    cc.context = url.as_bytes().to_vec().into();
+    cc
+}
+
 impl<S: StateMachine> Node<S> {
     /// Applies a committed membership change. A change raft refuses is refused identically on
     /// every node, so it is reported, not fatal.
@@ -225,7 +239,6 @@ impl<S: StateMachine> Node<S> {
     /// Adding `id` at `url`, as a voter or a learner.
     fn check_add(&mut self, id: u64, url: &String, learner: bool) -> Result<ConfChange, Declined> {
         let voters = &self.conf_state.voters;
-        let mut cc = ConfChange::default();
         if id == 0 {
             return Err(Declined::Rejected(Rejection::Invalid(
                 "node id 0 is not valid".into(),
@@ -248,14 +261,7 @@ impl<S: StateMachine> Node<S> {
             self.check_reachable_quorum(&after, &format!("adding voter {id}"))?;
         }
         self.check_url_free(id, url)?;
-        cc.set_change_type(if learner {
-            ConfChangeType::AddLearnerNode
-        } else {
-            ConfChangeType::AddNode
-        });
-        cc.node_id = id;
-        cc.context = url.clone().into_bytes().into();
-        Ok(cc)
+        Ok(adding(id, url, learner))
     }
 
     /// A peer URL in canonical form, in this cluster's scheme.
@@ -304,15 +310,7 @@ impl<S: StateMachine> Node<S> {
         }
         self.check_peer_url(url)?;
         self.check_url_free(id, url)?;
-        let mut cc = ConfChange::default();
-        cc.set_change_type(if self.conf_state.learners.contains(&id) {
-            ConfChangeType::AddLearnerNode
-        } else {
-            ConfChangeType::AddNode
-        });
-        cc.node_id = id;
-        cc.context = url.clone().into_bytes().into();
-        Ok(cc)
+        Ok(adding(id, url, self.conf_state.learners.contains(&id)))
     }
 
     /// Removing `id`; the leader's removal first moves leadership away.
