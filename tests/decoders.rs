@@ -19,7 +19,7 @@ use coordinate_raft::storage::snapshot::{self, SnapshotStore};
 use coordinate_raft::storage::wal::{self, Recovered, SnapshotMarker, Wal};
 use coordinate_server::kv::{
     Alarm, AlarmKind, Command, Compare, CompareOp, CompareTarget, Delete, DeleteRange, KeyRange,
-    Kv, Precondition, Put, RangeQuery, Txn, TxnOp, ENVELOPE, FORMAT_VERSION,
+    Kv, MemberAttributes, Precondition, Put, RangeQuery, Txn, TxnOp, ENVELOPE, FORMAT_VERSION,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -154,7 +154,8 @@ fn snapshot_file() -> &'static [u8] {
     })
 }
 
-/// A state-machine snapshot in the current version: history, a lease, members, removed ids.
+/// A state-machine snapshot in the current version: history, a lease, members, a member's
+/// published attributes, removed ids.
 fn kv_snapshot() -> &'static [u8] {
     static DATA: OnceLock<Vec<u8>> = OnceLock::new();
     DATA.get_or_init(|| {
@@ -179,6 +180,15 @@ fn kv_snapshot() -> &'static [u8] {
             condition: None,
         };
         kv.apply(31, Command::Delete(delete), &mut events);
+        let attributes = MemberAttributes {
+            name: "one".into(),
+            client_urls: vec!["http://127.0.0.1:2379".into()],
+        };
+        kv.apply(
+            32,
+            Command::PublishMember { id: 1, attributes },
+            &mut events,
+        );
         kv.snapshot().to_vec()
     })
 }

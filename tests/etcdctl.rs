@@ -56,11 +56,6 @@ fn etcdctl_output(
     (stdout, stderr)
 }
 
-/// host:port of node `id`'s client port.
-fn endpoint(c: &Cluster, id: u64) -> String {
-    c.endpoint(id)
-}
-
 #[test]
 fn etcdctl_speaks_to_a_three_node_cluster() {
     drive_a_three_node_cluster(ETCDCTL);
@@ -76,7 +71,7 @@ fn etcdctl_3_5_speaks_to_a_three_node_cluster() {
 fn drive_a_three_node_cluster(bin: &str) {
     let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
     let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
-    let on = |id: u64| endpoint(&c, id);
+    let on = |id: u64| c.endpoint(id);
     let run = |id: u64, args: &[&str]| etcdctl_output(bin, &on(id), &[], args, "").0;
 
     assert_eq!(run(follower, &["put", "k1", "v1"]), "OK\n");

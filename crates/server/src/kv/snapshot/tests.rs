@@ -17,7 +17,7 @@ fn finish_compaction(kv: &mut Kv) {
     }
 }
 
-/// A state with every part: members and removed ids, leases with keys, an alarm, history
+/// A state with every part: members and removed ids, a member's attributes, leases with keys, an alarm, history
 /// with deletions and a transaction, and a compaction.
 fn everything() -> Kv {
     let mut kv = Kv::with_members([(1, "http://127.0.0.1:1".to_string())].into());
@@ -60,6 +60,11 @@ fn everything() -> Kv {
             active: true,
         },
     );
+    let attributes = MemberAttributes {
+        name: "two".into(),
+        client_urls: vec!["http://127.0.0.1:12".into(), "http://127.0.0.1:22".into()],
+    };
+    run(&mut kv, Command::PublishMember { id: 2, attributes });
     kv
 }
 
