@@ -801,12 +801,21 @@ fn hostile_grpc_input_gets_errors_and_changes_nothing() {
             ),
             ("a frame claiming 2 GiB", grpc_frame(1 << 31, b"short")),
         ] {
-            let status = raw_grpc(&addr, "/etcdserverpb.KV/Range", body).await;
-            assert!(
-                status.as_deref().is_some_and(|s| s != "0"),
-                "{what}: grpc-status {status:?}"
-            );
+            // The Watch service is served by hand (api/grpc/watch_wire.rs): the same errors.
+            for path in ["/etcdserverpb.KV/Range", "/etcdserverpb.Watch/Watch"] {
+                let status = raw_grpc(&addr, path, body.clone()).await;
+                assert!(
+                    status.as_deref().is_some_and(|s| s != "0"),
+                    "{what} to {path}: grpc-status {status:?}"
+                );
+            }
         }
+        let unknown = raw_grpc(&addr, "/etcdserverpb.Watch/Nothing", grpc_frame(0, b"")).await;
+        assert_eq!(
+            unknown.as_deref(),
+            Some("12"),
+            "an unknown Watch method: Unimplemented"
+        );
         let after = etcd.get("x", None).await.expect("still serving");
         assert_eq!(after.kvs()[0].value(), b"1");
     });

@@ -78,8 +78,13 @@ impl Grpc {
             next_id: 0,
         };
         tokio::spawn(stream.serve(request.into_inner()));
-        let answers = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|answer| (Ok(answer), rx))
+        // The stream ends after an error (tonic sends it as the call's status).
+        let answers = futures_util::stream::unfold(Some(rx), |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await? {
+                Ok(answer) => Some((Ok(answer), Some(rx))),
+                Err(status) => Some((Err(status), None)),
+            }
         });
         Ok(Response::new(Box::pin(answers)))
     }
@@ -88,7 +93,8 @@ impl Grpc {
 /// One client stream: its queue of answers and its running watchers by id.
 struct WatchStream {
     grpc: Grpc,
-    tx: mpsc::Sender<Answer>,
+    /// The stream's answers; an error is its last (the client's requests broke).
+    tx: mpsc::Sender<Result<Answer, Status>>,
     watchers: Arc<Mutex<HashMap<i64, Running>>>,
     /// The next watch id to hand out (client-chosen ids are skipped).
     next_id: i64,
@@ -101,11 +107,22 @@ struct Running {
 }
 
 impl WatchStream {
-    /// Reads requests until the client closes its side or the stream breaks; the watchers
-    /// run on until the client goes away (their answers then fail to send).
+    /// Reads requests until the client closes its side; the watchers run on until the client
+    /// goes away (their answers then fail to send). A request that does not decode stops
+    /// every watcher of the stream and ends it with the decoding error, as etcd's does.
     async fn serve(mut self, mut requests: Streaming<pb::WatchRequest>) {
         use pb::watch_request::RequestUnion;
-        while let Some(Ok(req)) = requests.next().await {
+        while let Some(next) = requests.next().await {
+            let req = match next {
+                Ok(req) => req,
+                Err(status) => {
+                    for (_, running) in self.watchers.lock().await.drain() {
+                        running.task.abort();
+                    }
+                    let _ = self.tx.send(Err(status)).await;
+                    break;
+                }
+            };
             let delivered = match req.request_union {
                 Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
                 Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
@@ -133,7 +150,7 @@ impl WatchStream {
                 cancel_reason: "etcdserver: duplicate watch ID".into(),
                 ..Default::default()
             };
-            return self.tx.send(Answer::of(refused)).await.is_ok();
+            return self.tx.send(Ok(Answer::of(refused))).await.is_ok();
         }
         let prev_kv = create.prev_kv;
         let fragment = create.fragment;
@@ -149,12 +166,15 @@ impl WatchStream {
             created: true,
             ..Default::default()
         };
-        if self.tx.send(Answer::of(created)).await.is_err() {
+        if self.tx.send(Ok(Answer::of(created))).await.is_err() {
             return false;
         }
         let mut watcher = match started {
             Ok(watcher) => watcher,
-            Err(e) => return self.tx.send(Answer::of(self.refusal(id, e))).await.is_ok(),
+            Err(e) => {
+                let refused = Answer::of(self.refusal(id, e));
+                return self.tx.send(Ok(refused)).await.is_ok();
+            }
         };
         if create.progress_notify {
             watcher.notify_progress(self.grpc.progress_interval);
@@ -200,7 +220,7 @@ impl WatchStream {
                     None => break,
                 };
                 for answer in answers {
-                    if tx.send(answer).await.is_err() {
+                    if tx.send(Ok(answer)).await.is_err() {
                         break 'serve;
                     }
                 }
@@ -232,7 +252,7 @@ impl WatchStream {
             watch_id: EVERY_WATCHER,
             ..Default::default()
         };
-        self.tx.send(Answer::of(answer)).await.is_ok()
+        self.tx.send(Ok(Answer::of(answer))).await.is_ok()
     }
 
     /// The lowest id from `next_id` on that no watcher of the stream holds.
@@ -259,7 +279,7 @@ impl WatchStream {
             canceled: true,
             ..Default::default()
         };
-        self.tx.send(Answer::of(answer)).await.is_ok()
+        self.tx.send(Ok(Answer::of(answer))).await.is_ok()
     }
 
     /// The answer to a watch that could not start.
