@@ -164,6 +164,15 @@ impl History {
         self.ops.len() - 1
     }
 
+    /// Records how operation `id` ended (for a history built as requests complete).
+    pub fn complete(&mut self, id: usize, at: Time, outcome: Outcome, detail: &str) {
+        if let Some(op) = self.ops.get_mut(id) {
+            op.complete = at;
+            op.outcome = outcome;
+            op.detail = detail.to_string();
+        }
+    }
+
     /// Appends every operation of `ops` (their ids are reassigned).
     pub fn extend(&mut self, ops: impl IntoIterator<Item = Operation>) {
         for op in ops {

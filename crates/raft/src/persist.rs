@@ -30,7 +30,7 @@ use raft::eraftpb::{Entry, HardState, Message, MessageType};
 
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
-use crate::storage::snapshot::SnapshotStore;
+use crate::storage::snapshot::SnapshotFiles;
 use crate::storage::wal::{remove_segments, SnapshotMarker, Wal};
 use crate::transport::{NodeQueue, Transport, TransportEvent};
 
@@ -83,7 +83,7 @@ impl LogWriter {
     /// raft loop through `wake`.
     pub fn start<E: WriterQueue>(
         wal: Wal,
-        snaps: SnapshotStore,
+        snaps: Arc<dyn SnapshotFiles>,
         transport: Transport<E>,
         wake: flume::Sender<E>,
     ) -> Result<LogWriter> {
@@ -183,7 +183,7 @@ impl LogWriter {
 
 struct Writer<E> {
     wal: Wal,
-    snaps: SnapshotStore,
+    snaps: Arc<dyn SnapshotFiles>,
     transport: Transport<E>,
     wake: flume::Sender<E>,
     shared: Arc<Shared>,
@@ -331,7 +331,7 @@ impl<E: WriterQueue> Writer<E> {
 /// it covers was durable on a quorum before it was committed. This is etcd's rule
 /// (`raft.MustSync`); it saves the fsync that each commit-only `Ready` would otherwise cost
 /// (one per write on every node at low load).
-fn needs_sync(old: &HardState, new: &HardState) -> bool {
+pub fn needs_sync(old: &HardState, new: &HardState) -> bool {
     old.term != new.term || old.vote != new.vote
 }
 

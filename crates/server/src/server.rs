@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use coordinate_raft::logger::raft_logger;
 use coordinate_raft::node::{
     Exit, Node, NodeConfig, NodeIo, Recovered, CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
-    MAX_CATCH_UP_ENTRIES,
+    ELECTION_TIMEOUT_TICKS, MAX_CATCH_UP_ENTRIES,
 };
 use coordinate_raft::persist::LogWriter;
 use coordinate_raft::storage::identity;
@@ -286,6 +286,7 @@ async fn start_node(
             rx,
             tx: tx.clone(),
             published: published.clone(),
+            data_dir: cfg.data_dir.clone(),
         },
         &raft_logger(),
     )
@@ -346,6 +347,7 @@ fn node_config(cfg: &Config) -> NodeConfig {
         catch_up_bytes: cfg.snapshot_bytes / CATCH_UP_SHARE_OF_SNAPSHOT_BYTES,
         request_timeout: cfg.request_timeout,
         cluster_ids: cfg.peers.keys().copied().collect(),
+        election_ticks: ELECTION_TIMEOUT_TICKS,
     }
 }
 

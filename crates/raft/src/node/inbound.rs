@@ -20,7 +20,7 @@ use raft::eraftpb::{ConfChange, EntryType, Message, MessageType, Snapshot};
 use raft::StateRole;
 
 use super::guard::{check_peer_message, check_proposal_entry, PeerView, Refusal};
-use super::Node;
+use super::{Io, Node};
 use crate::metrics::METRICS;
 use crate::state_machine::StateMachine;
 
@@ -46,7 +46,7 @@ impl<S: StateMachine> VerifiedSnapshot<S> {
     }
 }
 
-impl<S: StateMachine> Node<S> {
+impl<S: StateMachine, I: Io> Node<S, I> {
     /// Checks a peer message and steps it, or drops it with a (rate-limited) log line.
     pub(super) fn on_peer_message(&mut self, m: Message) {
         let verdict = self.check_inbound(&m);

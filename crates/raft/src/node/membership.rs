@@ -18,7 +18,7 @@ use raft::{StateRole, Storage as _};
 
 use std::sync::Arc;
 
-use super::{Node, Pending};
+use super::{Io, Node, Pending};
 use crate::error::Error;
 use crate::handle::{Declined, MemberRefusal, Rejection, Reply};
 use crate::peers::{canonical_peer_url, peer_addr, MAX_NODE_ID};
@@ -106,7 +106,7 @@ fn adding(id: u64, url: &str, learner: bool) -> ConfChange {
     cc
 }
 
-impl<S: StateMachine> Node<S> {
+impl<S: StateMachine, I: Io> Node<S, I> {
     /// Applies a committed membership change. A change raft refuses is refused identically on
     /// every node, so it is reported, not fatal.
     pub(super) fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<(), Declined> {
@@ -123,7 +123,7 @@ impl<S: StateMachine> Node<S> {
                 if self.sm.removed().contains(&id) {
                     // Added back, normally with an empty data dir: trust the data-dir identity
                     // it presents next (see `storage::identity`).
-                    self.transport.forget_identity(id);
+                    self.io.forget_identity(id);
                 }
                 self.sm.add_member(id, url);
                 if id == self.cfg.id {
@@ -156,7 +156,7 @@ impl<S: StateMachine> Node<S> {
 
     /// Points the transport at the replicated member list (the flags' list until this node
     /// has one: a `--join` node before its first snapshot).
-    pub(super) fn sync_peers(&self) {
+    pub(super) fn sync_peers(&mut self) {
         if self.sm.members().is_empty() {
             return;
         }
@@ -173,9 +173,8 @@ impl<S: StateMachine> Node<S> {
                 }
             })
             .collect();
-        self.transport.set_peers(peers);
-        self.transport
-            .set_removed(self.sm.removed().iter().copied());
+        let removed = self.sm.removed().iter().copied().collect();
+        self.io.set_peers(peers, removed);
     }
 
     /// Validates a change against this node's view and proposes it.
@@ -266,7 +265,7 @@ impl<S: StateMachine> Node<S> {
 
     /// A peer URL in canonical form, in this cluster's scheme.
     fn check_peer_url(&self, url: &String) -> Result<(), Declined> {
-        let scheme = self.transport.scheme();
+        let scheme = self.io.scheme();
         if canonical_peer_url(url).as_ref() == Ok(url) && url.starts_with(&format!("{scheme}://")) {
             return Ok(());
         }
@@ -405,18 +404,16 @@ impl<S: StateMachine> Node<S> {
     /// Refuses a change after which the voters this node reaches would not be a quorum.
     fn check_reachable_quorum(&self, voters_after: &[u64], what: &str) -> Result<(), Declined> {
         let me = self.cfg.id;
-        reachable_quorum(voters_after, |v| v == me || self.transport.is_connected(v)).map_err(
-            |short| {
-                Declined::Rejected(Rejection::Member(
-                    MemberRefusal::QuorumAtRisk,
-                    format!(
+        reachable_quorum(voters_after, |v| v == me || self.io.is_connected(v)).map_err(|short| {
+            Declined::Rejected(Rejection::Member(
+                MemberRefusal::QuorumAtRisk,
+                format!(
                     "{what} would leave {} of {} voters reachable from node {me}, and a quorum \
                      needs {}; unreachable: {:?} (start them, or remove them first)",
                     short.reachable, short.voters, short.quorum, short.unreachable
-                    ),
-                ))
-            },
-        )
+                ),
+            ))
+        })
     }
 
     /// Checks a membership change that a follower forwarded to this leader as it would check
@@ -517,7 +514,7 @@ impl<S: StateMachine> Node<S> {
                     peer_url: self.sm.members().get(&id).cloned().unwrap_or_default(),
                     role,
                     is_leader: id == raft.leader_id,
-                    reachable: id == self.cfg.id || self.transport.is_connected(id),
+                    reachable: id == self.cfg.id || self.io.is_connected(id),
                     match_index: if is_leader {
                         raft.prs().get(id).map(|p| p.matched)
                     } else {

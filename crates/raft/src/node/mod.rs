@@ -48,9 +48,11 @@ use crate::transport::{Transport, TransportEvent};
 
 pub mod guard;
 mod inbound;
+mod io;
 mod membership;
 mod reads;
 
+pub use io::{Io, Wired};
 pub use membership::{MemberChange, MemberInfo, LEARNER_CATCH_UP_SLACK};
 use reads::{PendingRead, ReadBatch};
 
@@ -176,7 +178,15 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// The `--cluster` ids: the only peers heard while this node has no membership yet.
     pub cluster_ids: Vec<u64>,
+    /// The election timeout is drawn from these ticks, `[min, max)`, at every reset:
+    /// [`ELECTION_TIMEOUT_TICKS`] in production. (raft-rs draws from the thread's random
+    /// generator; a simulator that must replay a run exactly gives each node a range of one.)
+    pub election_ticks: (usize, usize),
 }
+
+/// The production election timeout range, in ticks: raft-rs's default, one to two election
+/// timeouts.
+pub const ELECTION_TIMEOUT_TICKS: (usize, usize) = (ELECTION_TICKS, 2 * ELECTION_TICKS);
 
 /// A proposal waiting to be applied: a command, or a membership change.
 enum Pending<S: StateMachine> {
@@ -224,6 +234,8 @@ pub struct NodeIo<S: StateMachine> {
     pub tx: flume::Sender<Input<S>>,
     /// Where the term and leader are published for the handles.
     pub published: Arc<crate::handle::Published>,
+    /// The data directory (where a removed member's tombstone goes).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Where a backup's data goes: what [`StateMachine::snapshot_step`] returned, at an applied
@@ -246,17 +258,16 @@ enum SnapshotStage {
 /// Keys serialized per loop iteration while a snapshot is taken (well under a millisecond).
 const SNAPSHOT_STEP: usize = 2048;
 
-pub struct Node<S: StateMachine> {
+/// The raft node. `I` is how it reaches the world: [`Wired`] in production, a simulator's
+/// network and disk in tests (see [`io`]).
+pub struct Node<S: StateMachine, I: Io = Wired<S>> {
     cfg: NodeConfig,
     raw: RawNode<RaftStorage>,
     sm: S,
     conf_state: ConfState,
-    transport: Transport<Input<S>>,
-    writer: LogWriter,
+    io: I,
     /// The highest `Ready` number reported persisted to raft-rs.
     persisted: u64,
-    rx: flume::Receiver<Input<S>>,
-    tx: flume::Sender<Input<S>>,
     /// Where this node's own snapshot is (at most one at a time).
     snapshot_stage: SnapshotStage,
     /// Set while snapshot writes fail: when to try again.
@@ -290,7 +301,8 @@ pub struct Node<S: StateMachine> {
 }
 
 impl<S: StateMachine> Node<S> {
-    /// Builds the node over recovered storage and state machine.
+    /// Builds the node over recovered storage and state machine, wired to the process's
+    /// transport, log writer and data directory.
     pub fn new(
         cfg: NodeConfig,
         recovered: Recovered<S>,
@@ -303,7 +315,77 @@ impl<S: StateMachine> Node<S> {
             rx,
             tx,
             published,
+            data_dir,
         } = io;
+        let wired = Wired {
+            transport,
+            writer,
+            snaps: recovered.storage.snapshot_store(),
+            rx,
+            tx,
+            dir: data_dir,
+        };
+        // Distinguishes this run's proposals from an earlier run's replayed entries.
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Node::with_io(cfg, recovered, wired, published, incarnation, logger)
+    }
+
+    /// Runs the loop until `Input::Shutdown` or this node's removal, then makes everything
+    /// durable.
+    ///
+    /// The loop is a task on the node's event loop, beside the HTTP handlers and peer readers
+    /// that feed it, so handing it a request is a task wake-up on the same thread, not a
+    /// thread wake-up. It never waits for the disk (the log writer thread does); the rare
+    /// steps that must — installing a leader's snapshot, stopping — run in `block_in_place`.
+    pub async fn run(mut self) -> Result<Exit> {
+        self.sync_peers();
+        let mut next_tick = Instant::now() + TICK;
+        let rx = self.io.rx.clone();
+        loop {
+            let mut stop = false;
+            if let Some(input) = next_input(&rx, self.sm.is_snapshotting(), next_tick).await {
+                stop |= self.handle(input)?;
+                // Drain what is already queued, bounded so ticks are never starved.
+                for _ in 0..8192 {
+                    match rx.try_recv() {
+                        Ok(input) => stop |= self.handle(input)?,
+                        Err(_) => break,
+                    }
+                }
+            }
+            if Instant::now() >= next_tick {
+                next_tick += TICK;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + TICK;
+                }
+                self.tick();
+            }
+            if let Some(exit) = self.advance()? {
+                return Ok(exit);
+            }
+            if stop {
+                break;
+            }
+        }
+        self.stop()?;
+        Ok(Exit::Shutdown)
+    }
+}
+
+impl<S: StateMachine, I: Io> Node<S, I> {
+    /// Builds the node over recovered storage and state machine, reaching the world through
+    /// `io`; `incarnation` must differ from every earlier run's of this node (it tells this
+    /// run's proposals from replayed ones).
+    pub fn with_io(
+        cfg: NodeConfig,
+        recovered: Recovered<S>,
+        io: I,
+        published: Arc<crate::handle::Published>,
+        incarnation: u64,
+        logger: &slog::Logger,
+    ) -> Result<Node<S, I>> {
         let Recovered {
             storage,
             state: sm,
@@ -313,6 +395,8 @@ impl<S: StateMachine> Node<S> {
         let raft_cfg = raft::Config {
             id: cfg.id,
             election_tick: ELECTION_TICKS,
+            min_election_tick: cfg.election_ticks.0,
+            max_election_tick: cfg.election_ticks.1,
             heartbeat_tick: HEARTBEAT_TICKS,
             applied,
             max_size_per_msg: 1 << 20,
@@ -329,19 +413,13 @@ impl<S: StateMachine> Node<S> {
         {
             raw.campaign()?;
         }
-        let incarnation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
         Ok(Node {
             cfg,
             raw,
             sm,
             conf_state,
-            transport,
-            writer,
+            io,
             persisted: 0,
-            rx,
-            tx,
             snapshot_stage: SnapshotStage::Idle,
             snapshot_retry: None,
             backups_waiting: Vec::new(),
@@ -365,63 +443,64 @@ impl<S: StateMachine> Node<S> {
         })
     }
 
-    /// Runs the loop until `Input::Shutdown` or this node's removal, then makes everything
-    /// durable.
-    ///
-    /// The loop is a task on the node's event loop, beside the HTTP handlers and peer readers
-    /// that feed it, so handing it a request is a task wake-up on the same thread, not a
-    /// thread wake-up. It never waits for the disk (the log writer thread does); the rare
-    /// steps that must — installing a leader's snapshot, stopping — run in `block_in_place`.
-    pub async fn run(mut self) -> Result<Exit> {
+    /// Points the peer links at the member list; a driver calls this once, before the first
+    /// input.
+    pub fn start(&mut self) {
         self.sync_peers();
-        let mut next_tick = Instant::now() + TICK;
-        loop {
-            let mut stop = false;
-            if let Some(input) = next_input(&self.rx, self.sm.is_snapshotting(), next_tick).await {
-                stop |= self.handle(input)?;
-                // Drain what is already queued, bounded so ticks are never starved.
-                for _ in 0..8192 {
-                    match self.rx.try_recv() {
-                        Ok(input) => stop |= self.handle(input)?,
-                        Err(_) => break,
-                    }
-                }
-            }
-            if Instant::now() >= next_tick {
-                next_tick += TICK;
-                if next_tick < Instant::now() {
-                    next_tick = Instant::now() + TICK;
-                }
-                self.raw.tick();
-                self.on_tick();
-            }
-            self.on_persisted()?;
-            self.flush_proposals();
-            self.flush_reads();
-            self.handle_ready()?;
-            self.published.set(self.raw.raft.term, self.leader);
-            self.maybe_snapshot()?;
-            if self.removal_is_final() || self.told_removed() {
-                tokio::task::block_in_place(|| {
-                    self.writer.barrier()?;
-                    self.raw.mut_store().mark_removed()
-                })?;
-                tracing::warn!(
-                    id = self.cfg.id,
-                    "this node was removed from the cluster; shutting down"
-                );
-                return Ok(Exit::Removed);
-            }
-            if stop {
-                break;
-            }
+    }
+
+    /// One raft tick ([`TICK`] of time): elections, heartbeats, read retries.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        self.on_tick();
+    }
+
+    /// Does everything the inputs handled and the log's progress since the last call made
+    /// possible: proposals and reads go to raft, one `Ready` is sent, applied and queued to
+    /// the log, a snapshot step is taken. Returns the exit once this node's removal stands
+    /// (everything is then durable and the data dir marked); an error stops the node.
+    pub fn advance(&mut self) -> Result<Option<Exit>> {
+        self.on_persisted()?;
+        self.flush_proposals();
+        self.flush_reads();
+        self.handle_ready()?;
+        self.published.set(self.raw.raft.term, self.leader);
+        self.maybe_snapshot()?;
+        if self.removal_is_final() || self.told_removed() {
+            self.io.barrier()?;
+            self.io.mark_removed()?;
+            tracing::warn!(
+                id = self.cfg.id,
+                "this node was removed from the cluster; shutting down"
+            );
+            return Ok(Some(Exit::Removed));
         }
-        tokio::task::block_in_place(|| self.writer.barrier())?;
+        Ok(None)
+    }
+
+    /// Makes everything queued durable, for a clean stop.
+    pub fn stop(&mut self) -> Result<()> {
+        self.io.barrier()?;
         tracing::info!(
             applied = self.applied,
             "raft loop stopped; state is durable"
         );
-        Ok(Exit::Shutdown)
+        Ok(())
+    }
+
+    /// The raft-rs node, read-only: for a simulator's safety checks.
+    pub fn raw(&self) -> &RawNode<RaftStorage> {
+        &self.raw
+    }
+
+    /// The state machine, read-only.
+    pub fn state_machine(&self) -> &S {
+        &self.sm
+    }
+
+    /// The world this node reaches, for a simulator to complete what it queued.
+    pub fn io_mut(&mut self) -> &mut I {
+        &mut self.io
     }
 
     /// True once this node's removal stands: it applied it an election timeout ago, has applied
@@ -459,7 +538,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Handles one input; returns true on shutdown.
-    fn handle(&mut self, input: Input<S>) -> Result<bool> {
+    pub fn handle(&mut self, input: Input<S>) -> Result<bool> {
         match input {
             Input::Propose { data, reply } => {
                 if self.leader == 0 && self.raw.raft.leader_id == raft::INVALID_ID {
@@ -652,7 +731,7 @@ impl<S: StateMachine> Node<S> {
         if msgs.is_empty() {
             return;
         }
-        for m in self.transport.send(msgs) {
+        for m in self.io.send(msgs) {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 self.raw.report_snapshot(m.to, SnapshotStatus::Failure);
             }
@@ -686,7 +765,7 @@ impl<S: StateMachine> Node<S> {
             // The file is durable before the marker that names it is queued.
             let marker =
                 tokio::task::block_in_place(|| self.raw.mut_store().install_snapshot(&snap))?;
-            self.writer.snapshot(marker, true)?;
+            self.io.mark_snapshot(marker, true)?;
             self.sm.install(state);
             // A snapshot of the replaced state machine being serialized is moot (its backups
             // get the next one).
@@ -718,7 +797,7 @@ impl<S: StateMachine> Node<S> {
             None if has_snapshot => Some(store.hard_state().clone()),
             None => None,
         };
-        self.writer.append(
+        self.io.append(
             rd.number(),
             rd.take_entries(),
             hard_state,
@@ -729,7 +808,7 @@ impl<S: StateMachine> Node<S> {
         if has_snapshot {
             // raft-rs counts a snapshot as applied only once it is persisted; installs are
             // rare, so wait for it here.
-            tokio::task::block_in_place(|| self.writer.barrier())?;
+            self.io.barrier()?;
             self.on_persisted()?;
         }
         self.raw.advance_apply_to(self.applied);
@@ -738,12 +817,12 @@ impl<S: StateMachine> Node<S> {
 
     /// Tells raft-rs what the log writer has made durable since the last call.
     fn on_persisted(&mut self) -> Result<()> {
-        let persisted = self.writer.persisted();
+        let persisted = self.io.persisted();
         if persisted > self.persisted {
             self.raw.on_persist_ready(persisted);
             self.persisted = persisted;
         }
-        match self.writer.failure() {
+        match self.io.failure() {
             Some(e) => Err(Error::LogWriter(e)),
             None => Ok(()),
         }
@@ -867,7 +946,7 @@ impl<S: StateMachine> Node<S> {
                     && self
                         .snapshot_retry
                         .as_ref()
-                        .is_some_and(|b| Instant::now() < b.retry_at)
+                        .is_some_and(|b| self.ticks < b.retry_at_tick)
                 {
                     return Ok(());
                 }
@@ -910,23 +989,9 @@ impl<S: StateMachine> Node<S> {
         for reply in self.backups_taking.drain(..) {
             let _ = reply.send(Ok(snap.data.clone()));
         }
-        let snaps = self.raw.store().snapshot_store();
-        let tx = self.tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("snapshot".into())
-            .spawn(move || {
-                let result = snaps.save(&snap);
-                // The node waits for this report before starting another snapshot.
-                let _ = tx.send(Input::SnapshotSaved {
-                    meta: snap.take_metadata(),
-                    compact_to,
-                    result,
-                });
-            });
-        if let Err(e) = spawned {
+        if let Err(e) = self.io.save_snapshot(*snap, compact_to) {
             // As if the write had failed (e.g. no threads left): retried later.
-            let result = Err(Error::io("starting a snapshot writer", e));
-            self.on_snapshot_saved(meta, compact_to, result)?;
+            self.on_snapshot_saved(meta, compact_to, Err(e))?;
         }
         Ok(())
     }
@@ -945,7 +1010,7 @@ impl<S: StateMachine> Node<S> {
     ) -> Result<()> {
         self.snapshot_stage = SnapshotStage::Idle;
         if let Err(error) = result {
-            let backoff = SnapshotBackoff::after_failure(self.snapshot_retry.as_ref());
+            let backoff = SnapshotBackoff::after_failure(self.snapshot_retry.as_ref(), self.ticks);
             if backoff.failures == 1 {
                 tracing::warn!(
                     index = meta.index,
@@ -976,8 +1041,8 @@ impl<S: StateMachine> Node<S> {
         let Some(marker) = self.raw.mut_store().snapshot_saved(meta, compact_to)? else {
             return Ok(());
         };
-        self.writer.snapshot(marker, false)?;
-        self.writer.compact(compact_to, index)?;
+        self.io.mark_snapshot(marker, false)?;
+        self.io.compact(compact_to, index)?;
         METRICS.snapshots.inc();
         tracing::info!(index, compact_to, "snapshot written, log compacted");
         Ok(())
@@ -1002,7 +1067,7 @@ impl<S: StateMachine> Node<S> {
             first_index: store.first_index(),
             last_index: store.last_index(),
             state: self.sm.status(),
-            wal_bytes: self.writer.wal_bytes(),
+            wal_bytes: self.io.wal_bytes(),
             voters: {
                 let mut v = self.conf_state.voters.clone();
                 v.sort_unstable();
@@ -1057,12 +1122,13 @@ struct SnapshotBackoff {
     failures: u32,
     /// The wait before the next attempt.
     delay: Duration,
-    retry_at: Instant,
+    /// The node's tick count at which to try again.
+    retry_at_tick: u64,
 }
 
 impl SnapshotBackoff {
-    /// After one more failure: 1 s, then doubling up to 60 s.
-    fn after_failure(prev: Option<&SnapshotBackoff>) -> SnapshotBackoff {
+    /// After one more failure at tick `now`: 1 s, then doubling up to 60 s.
+    fn after_failure(prev: Option<&SnapshotBackoff>, now: u64) -> SnapshotBackoff {
         let (failures, delay) = match prev {
             None => (1, SNAPSHOT_RETRY_FIRST),
             Some(p) => (
@@ -1073,7 +1139,7 @@ impl SnapshotBackoff {
         SnapshotBackoff {
             failures,
             delay,
-            retry_at: Instant::now() + delay,
+            retry_at_tick: now + (delay.as_millis() / TICK.as_millis()) as u64,
         }
     }
 }
@@ -1100,6 +1166,7 @@ mod tests {
             catch_up_bytes: 0,
             request_timeout: Duration::from_secs(1),
             cluster_ids: vec![1],
+            election_ticks: ELECTION_TIMEOUT_TICKS,
         }
     }
 
@@ -1120,11 +1187,11 @@ mod tests {
 
     #[test]
     fn snapshot_retries_back_off_to_a_minute() {
-        let mut b = SnapshotBackoff::after_failure(None);
+        let mut b = SnapshotBackoff::after_failure(None, 0);
         assert_eq!((b.failures, b.delay), (1, SNAPSHOT_RETRY_FIRST));
         let mut delays = vec![b.delay.as_secs()];
         for _ in 0..8 {
-            b = SnapshotBackoff::after_failure(Some(&b));
+            b = SnapshotBackoff::after_failure(Some(&b), 0);
             delays.push(b.delay.as_secs());
         }
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);

@@ -6,7 +6,7 @@
 use raft::ReadState;
 use tokio::sync::oneshot;
 
-use super::Node;
+use super::{Io, Node};
 use crate::state_machine::StateMachine;
 
 /// A read waiting for its read-index round.
@@ -22,7 +22,7 @@ pub(super) struct ReadBatch<S: StateMachine> {
     pub(super) age_ticks: u32,
 }
 
-impl<S: StateMachine> Node<S> {
+impl<S: StateMachine, I: Io> Node<S, I> {
     /// Starts one read-index round for every read queued since the last one.
     pub(super) fn flush_reads(&mut self) {
         if self.queued_reads.is_empty() {

@@ -21,16 +21,17 @@ pub mod wire;
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::error::{Error, Result};
-use snapshot::SnapshotStore;
+use snapshot::{SnapshotFiles, SnapshotStore};
 use wal::{SnapshotMarker, Wal};
 
 /// Written into the data directory when this node applies its own removal.
-const REMOVED_FILE: &str = "REMOVED";
+pub const REMOVED_FILE: &str = "REMOVED";
 
 /// Bytes an in-memory entry is counted as beyond its data and context (the `Entry` itself,
 /// its queue slot and running count).
@@ -43,7 +44,6 @@ fn entry_bytes(e: &Entry) -> u64 {
 
 /// The node's raft log, hard state and snapshots.
 pub struct RaftStorage {
-    dir: std::path::PathBuf,
     hard_state: HardState,
     conf_state: ConfState,
     snapshot_meta: SnapshotMetadata,
@@ -54,7 +54,7 @@ pub struct RaftStorage {
     ends: VecDeque<u64>,
     /// The running byte count just before `first_index`.
     base: u64,
-    snaps: SnapshotStore,
+    snaps: Arc<dyn SnapshotFiles>,
     /// Set when raft asked for a snapshot the newest file cannot serve (it predates the
     /// recipient's membership); the node loop then writes a fresh one.
     snapshot_wanted: std::cell::Cell<bool>,
@@ -74,8 +74,18 @@ impl RaftStorage {
             Some(m) => Some(snaps.load(m.index, m.term)?),
             None => None,
         };
+        let store = RaftStorage::recover(rec, snapshot.as_ref(), Arc::new(snaps));
+        Ok((store, wal, snapshot))
+    }
+
+    /// Rebuilds the in-memory log from what replay recovered (`rec`) and the snapshot its
+    /// marker names, loaded from `snaps`, where snapshots are kept from now on.
+    pub fn recover(
+        rec: wal::Recovered,
+        snapshot: Option<&Snapshot>,
+        snaps: Arc<dyn SnapshotFiles>,
+    ) -> RaftStorage {
         let mut store = RaftStorage {
-            dir: dir.to_path_buf(),
             hard_state: rec.hard_state,
             conf_state: ConfState::default(),
             snapshot_meta: SnapshotMetadata::default(),
@@ -87,7 +97,7 @@ impl RaftStorage {
             snaps,
             snapshot_wanted: std::cell::Cell::new(false),
         };
-        if let Some(snap) = &snapshot {
+        if let Some(snap) = snapshot {
             let meta = snap.get_metadata();
             store.snapshot_meta = meta.clone();
             store.conf_state = meta.get_conf_state().clone();
@@ -100,7 +110,7 @@ impl RaftStorage {
             store.first_index = first.index;
         }
         store.push_entries(rec.entries);
-        Ok((store, wal, snapshot))
+        store
     }
 
     /// True once the node has a membership: it bootstrapped a cluster, or a leader sent it a
@@ -159,7 +169,7 @@ impl RaftStorage {
     }
 
     /// The snapshot files (the log writer prunes old ones once a newer marker is durable).
-    pub fn snapshot_store(&self) -> SnapshotStore {
+    pub fn snapshot_store(&self) -> Arc<dyn SnapshotFiles> {
         self.snaps.clone()
     }
 
@@ -330,19 +340,6 @@ impl RaftStorage {
     /// The newest entry's index.
     pub fn last_index(&self) -> u64 {
         self.first_index + self.entries.len() as u64 - 1
-    }
-
-    /// Durably marks the data directory as belonging to a removed member, so it never starts
-    /// as a member again (it would disrupt the cluster with a stale configuration).
-    pub fn mark_removed(&mut self) -> Result<()> {
-        let path = self.dir.join(REMOVED_FILE);
-        std::fs::write(
-            &path,
-            "this node was removed from the cluster; start a new node with an empty data directory\n",
-        )
-        .and_then(|()| std::fs::File::open(&path)?.sync_all())
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        wal::sync_dir(&self.dir)
     }
 }
 

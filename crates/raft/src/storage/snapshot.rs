@@ -24,6 +24,28 @@ const MAGIC: &[u8; 8] = b"CSNAP001";
 /// Bytes written between flushes of a snapshot file.
 const FLUSH_EVERY: usize = 1 << 20;
 
+/// Where snapshot files are kept: [`SnapshotStore`]'s directory, or a simulator's disk.
+pub trait SnapshotFiles: Send + Sync {
+    /// Durably writes a snapshot: once this returns, it survives a crash.
+    fn save(&self, snap: &Snapshot) -> Result<()>;
+    /// Loads and verifies the snapshot with this index and term.
+    fn load(&self, index: u64, term: u64) -> Result<Snapshot>;
+    /// Deletes every snapshot older than `index`.
+    fn prune(&self, index: u64) -> Result<()>;
+}
+
+impl SnapshotFiles for SnapshotStore {
+    fn save(&self, snap: &Snapshot) -> Result<()> {
+        SnapshotStore::save(self, snap)
+    }
+    fn load(&self, index: u64, term: u64) -> Result<Snapshot> {
+        SnapshotStore::load(self, index, term)
+    }
+    fn prune(&self, index: u64) -> Result<()> {
+        SnapshotStore::prune(self, index)
+    }
+}
+
 /// The directory of snapshot files.
 #[derive(Clone)]
 pub struct SnapshotStore {

@@ -766,14 +766,7 @@ fn replay_record(
             }
             let index = u64::from_le_bytes(slice8(payload, 0));
             let term = u64::from_le_bytes(slice8(payload, 8));
-            if payload[16] == 1 {
-                rec.entries.clear();
-            } else {
-                rec.entries.retain(|e| e.index > index);
-            }
-            if rec.snapshot.is_none_or(|s| s.index <= index) {
-                rec.snapshot = Some(SnapshotMarker { index, term });
-            }
+            rec.replay_marker(SnapshotMarker { index, term }, payload[16] == 1);
             Ok(())
         }
         // Only the torn-write test reads sync points (see `proof_of_sync_after`).
@@ -821,6 +814,28 @@ fn has_zero_sector(data: &[u8], start: usize, end: usize) -> bool {
         from = to;
     }
     false
+}
+
+/// Replay's rules, record by record, for any log of the same records (a simulated disk's too).
+impl Recovered {
+    /// An entry at index `i` replaces any entry at `i` or later; one at or below the snapshot
+    /// is moot; one that leaves a gap is an error.
+    pub fn replay_entry(&mut self, e: Entry) -> std::result::Result<(), String> {
+        apply_entry(self, e)
+    }
+
+    /// A snapshot marker drops every entry at or below its index, or the whole log when the
+    /// snapshot was installed from a leader (`discard_log`); the newest marker wins.
+    pub fn replay_marker(&mut self, marker: SnapshotMarker, discard_log: bool) {
+        if discard_log {
+            self.entries.clear();
+        } else {
+            self.entries.retain(|e| e.index > marker.index);
+        }
+        if self.snapshot.is_none_or(|s| s.index <= marker.index) {
+            self.snapshot = Some(marker);
+        }
+    }
 }
 
 fn apply_entry(rec: &mut Recovered, e: Entry) -> std::result::Result<(), String> {
