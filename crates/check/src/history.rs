@@ -16,22 +16,45 @@ use std::fmt;
 pub type Time = u64;
 
 /// What a client asked for. Every operation names one key; keys are independent registers.
-///
-/// Deletes and compare-and-set belong here once the API has them: each new call needs a case
-/// in the register model (`linearizability::Register`) and in [`fmt::Display`].
+/// Each call has its rule in the register model (`linearizability::Register`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
     /// Set the key to this value. Values written in one history must be unique per key.
     Put(String),
     /// Read the key.
     Get,
+    /// Delete the key (absent afterwards, whether or not it was there).
+    Delete,
+    /// Set the key to `value` (unique, as a put's) if it holds `expect` now (`None`: if it is
+    /// absent); else change nothing.
+    Cas {
+        expect: Option<String>,
+        value: String,
+    },
+}
+
+impl Call {
+    /// The value this call writes, if it writes one.
+    pub fn written(&self) -> Option<&str> {
+        match self {
+            Call::Put(v) | Call::Cas { value: v, .. } => Some(v),
+            Call::Get | Call::Delete => None,
+        }
+    }
+
+    /// Whether this call may change the key.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Call::Get)
+    }
 }
 
 /// How the operation ended, as far as the client knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A write was acknowledged.
+    /// A write was acknowledged (a compare-and-set: its compare held, and it wrote).
     Ok,
+    /// A compare-and-set was answered: its compare did not hold, and it wrote nothing.
+    CompareFailed,
     /// A read was answered: the value, or `None` if the key was absent.
     Read(Option<String>),
     /// Known not to have taken effect.
@@ -75,9 +98,19 @@ impl fmt::Display for Operation {
         match &self.call {
             Call::Put(v) => write!(f, "put({:?}, {v:?})", self.key)?,
             Call::Get => write!(f, "get({:?})", self.key)?,
+            Call::Delete => write!(f, "delete({:?})", self.key)?,
+            Call::Cas {
+                expect: Some(e),
+                value,
+            } => write!(f, "cas({:?}, {e:?} -> {value:?})", self.key)?,
+            Call::Cas {
+                expect: None,
+                value,
+            } => write!(f, "cas({:?}, absent -> {value:?})", self.key)?,
         }
         match &self.outcome {
             Outcome::Ok => write!(f, " -> ok")?,
+            Outcome::CompareFailed => write!(f, " -> compare failed")?,
             Outcome::Read(Some(v)) => write!(f, " -> {v:?}")?,
             Outcome::Read(None) => write!(f, " -> absent")?,
             Outcome::Fail => write!(f, " -> failed")?,
@@ -146,6 +179,13 @@ impl fmt::Display for Summary {
     }
 }
 
+impl Operation {
+    /// The same operation with another outcome.
+    pub fn with_outcome(self, outcome: Outcome) -> Operation {
+        Operation { outcome, ..self }
+    }
+}
+
 /// Every operation of a run, in the order they were recorded.
 #[derive(Clone, Debug, Default)]
 pub struct History {
@@ -205,12 +245,14 @@ impl History {
         let mut s = Summary::default();
         for op in &self.ops {
             match (&op.call, &op.outcome) {
-                (Call::Put(_), Outcome::Ok) => s.writes_ok += 1,
-                (Call::Put(_), Outcome::Fail) => s.writes_failed += 1,
-                (Call::Put(_), _) => s.writes_unknown += 1,
-                (Call::Get, Outcome::Read(_)) => s.reads_ok += 1,
-                (Call::Get, Outcome::Fail) => s.reads_failed += 1,
-                (Call::Get, _) => s.reads_unknown += 1,
+                // A compare that did not hold was answered: it counts as a write that was
+                // refused, like one that failed.
+                (c, Outcome::Ok) if c.is_write() => s.writes_ok += 1,
+                (c, Outcome::Fail | Outcome::CompareFailed) if c.is_write() => s.writes_failed += 1,
+                (c, _) if c.is_write() => s.writes_unknown += 1,
+                (_, Outcome::Read(_)) => s.reads_ok += 1,
+                (_, Outcome::Fail) => s.reads_failed += 1,
+                _ => s.reads_unknown += 1,
             }
         }
         s
@@ -291,6 +333,40 @@ pub mod build {
     /// A read whose answer never came.
     pub fn get_unknown(client: usize, key: &str, invoke_ms: u64, complete_ms: u64) -> Operation {
         op(client, key, Call::Get, invoke_ms, complete_ms)
+    }
+
+    /// A delete with the given outcome.
+    pub fn delete(
+        client: usize,
+        key: &str,
+        invoke_ms: u64,
+        complete_ms: u64,
+        outcome: Outcome,
+    ) -> Operation {
+        Operation {
+            outcome,
+            ..op(client, key, Call::Delete, invoke_ms, complete_ms)
+        }
+    }
+
+    /// A compare-and-set of `key` from `expect` (`None`: absent) to `value`, with the given
+    /// outcome (`Ok`: it wrote; `CompareFailed`: it did not).
+    pub fn cas(
+        client: usize,
+        key: &str,
+        (expect, value): (Option<&str>, &str),
+        invoke_ms: u64,
+        complete_ms: u64,
+        outcome: Outcome,
+    ) -> Operation {
+        let call = Call::Cas {
+            expect: expect.map(str::to_string),
+            value: value.into(),
+        };
+        Operation {
+            outcome,
+            ..op(client, key, call, invoke_ms, complete_ms)
+        }
     }
 
     /// A history of these operations, ids in order.

@@ -14,10 +14,16 @@
 //!   paths that linearized the same operations into the same state have the same future.
 //! - **Unknown outcomes**: an unknown operation may take effect at any instant after its
 //!   invocation, or never: its return event is at +infinity. For the register, two exact
-//!   reductions keep the search small (values are unique per key): an unknown write nobody read
-//!   can be left out (it changes nothing anyone saw), and an unknown write somebody read must
-//!   have taken effect before that read completed, so its return moves there. Unknown reads say
-//!   nothing and are dropped; failed operations did not happen and are dropped.
+//!   reductions keep the search small (values are unique per key): an unknown write nobody
+//!   observed (no read returned its value, no successful compare-and-set expected it) can be
+//!   left out — it changes nothing anyone saw — unless the key has a compare-and-set whose
+//!   compare failed: that observes that the key did *not* hold a value, which the left-out write
+//!   may be what explains, so then it stays in, at +infinity; and an unknown write somebody
+//!   observed must have taken effect before that observation completed, so its return moves
+//!   there. An unknown delete writes no value to be identified by, so it stays at +infinity.
+//!   An unknown compare-and-set that takes effect writes only if its compare holds there.
+//!   Unknown reads say nothing and are dropped; failed operations did not happen and are
+//!   dropped.
 //! - **Bounded**: the search counts steps and watches a deadline; out of budget, the verdict is
 //!   "unknown", never a guess.
 //! - **Explaining a violation**: the shortest prefix of the key's history (cut at a completion
@@ -27,9 +33,8 @@
 //!   sub-history: if the whole history were linearizable, so would this part be). What remains
 //!   is printed: a handful of operations that no order can explain.
 //!
-//! Deletes and compare-and-set fit the same search: each is one more [`Act`] with its rule in
-//! [`Register::step`] (an unknown delete cannot be identified by a value, so it keeps a return
-//! at +infinity).
+//! Each call is an [`Act`] with its rule in [`Register::step`]: puts, gets, deletes, and
+//! compare-and-set (which etcd clients build from a transaction: compare the value, put).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -199,6 +204,21 @@ enum Act {
     Write(ValueId),
     /// Returned this value (`None`: absent).
     Read(Option<ValueId>),
+    Delete,
+    /// Its compare held (the key held `expect`), and it wrote.
+    Cas {
+        expect: Option<ValueId>,
+        write: ValueId,
+    },
+    /// Its compare did not hold: the key did not hold `expect`.
+    CasFailed {
+        expect: Option<ValueId>,
+    },
+    /// Outcome unknown: if it took effect, it wrote only if the key held `expect`.
+    MaybeCas {
+        expect: Option<ValueId>,
+        write: ValueId,
+    },
 }
 
 /// The register: its state is the current value id, `None` while absent.
@@ -211,6 +231,12 @@ impl Register {
         match act {
             Act::Write(v) => Some(Some(v)),
             Act::Read(r) => (r == state).then_some(state),
+            Act::Delete => Some(None),
+            Act::Cas { expect, write } => (state == expect).then_some(Some(write)),
+            Act::CasFailed { expect } => (state != expect).then_some(state),
+            Act::MaybeCas { expect, write } => {
+                Some(if state == expect { Some(write) } else { state })
+            }
         }
     }
 }
@@ -247,76 +273,114 @@ struct KOp {
 fn prepare(members: &[Member]) -> Vec<KOp> {
     #[derive(Clone, Copy, PartialEq)]
     enum Kind {
-        Write { known: bool },
+        /// A put or a compare-and-set that wrote (or, unknown, may have).
+        Write {
+            known: bool,
+        },
+        Delete {
+            known: bool,
+        },
         Read,
+        CasFailed,
     }
     // (member, kind) of every operation that may have happened.
     let mut live: Vec<(&Member, Kind)> = Vec::new();
     for m in members {
-        match (&m.op.call, &m.op.outcome) {
-            (Call::Put(_), Outcome::Fail) => {}
-            (Call::Put(_), Outcome::Ok) if !m.pending => {
-                live.push((m, Kind::Write { known: true }))
-            }
-            (Call::Put(_), _) => live.push((m, Kind::Write { known: false })),
-            (Call::Get, Outcome::Read(_)) if !m.pending => live.push((m, Kind::Read)),
-            (Call::Get, _) => {}
-        }
+        let done = !m.pending;
+        let kind = match (&m.op.call, &m.op.outcome) {
+            (_, Outcome::Fail) => continue,
+            (Call::Get, Outcome::Read(_)) if done => Kind::Read,
+            (Call::Get, _) => continue,
+            (Call::Cas { .. }, Outcome::CompareFailed) if done => Kind::CasFailed,
+            (Call::Delete, Outcome::Ok) => Kind::Delete { known: done },
+            (Call::Delete, _) => Kind::Delete { known: false },
+            (_, Outcome::Ok) => Kind::Write { known: done },
+            _ => Kind::Write { known: false },
+        };
+        live.push((m, kind));
     }
     let mut ids: HashMap<&str, ValueId> = HashMap::new();
     let mut writers: Vec<usize> = Vec::new();
     for (m, kind) in &live {
-        if let (Call::Put(v), Kind::Write { .. }) = (&m.op.call, kind) {
+        if let (Some(v), Kind::Write { .. }) = (m.op.call.written(), kind) {
             let next = ids.len() as ValueId;
-            let id = *ids.entry(v.as_str()).or_insert(next);
+            let id = *ids.entry(v).or_insert(next);
             if id as usize == writers.len() {
                 writers.push(0);
             }
             writers[id as usize] += 1;
         }
     }
-    let read_id = |m: &Member| match &m.op.outcome {
-        Outcome::Read(Some(v)) => Some(ids.get(v.as_str()).copied().unwrap_or(NEVER_WRITTEN)),
-        _ => None,
+    let id_of = |v: &Option<String>| -> Option<ValueId> {
+        v.as_ref()
+            .map(|v| ids.get(v.as_str()).copied().unwrap_or(NEVER_WRITTEN))
     };
-    // The earliest completion of a read of each value.
-    let mut first_read_done: HashMap<ValueId, Time> = HashMap::new();
+    // What each operation saw the key hold, if it saw a value: a read, and a compare-and-set
+    // whose compare held.
+    let observed = |m: &Member, kind: Kind| -> Option<Option<ValueId>> {
+        match (kind, &m.op.call, &m.op.outcome) {
+            (Kind::Read, _, Outcome::Read(v)) => Some(id_of(v)),
+            (Kind::Write { known: true }, Call::Cas { expect, .. }, _) => Some(id_of(expect)),
+            _ => None,
+        }
+    };
+    // The earliest completion of an observation of each value.
+    let mut first_seen_done: HashMap<ValueId, Time> = HashMap::new();
     for (m, kind) in &live {
-        if *kind == Kind::Read {
-            if let Some(id) = read_id(m) {
-                let t = first_read_done.entry(id).or_insert(Time::MAX);
-                *t = (*t).min(m.op.complete);
-            }
+        if let Some(Some(id)) = observed(m, *kind) {
+            let t = first_seen_done.entry(id).or_insert(Time::MAX);
+            *t = (*t).min(m.op.complete);
         }
     }
+    // A failed compare observes what the key did not hold: then no write may be left out.
+    let keep_unseen = live.iter().any(|(_, k)| *k == Kind::CasFailed);
     let mut kops = Vec::with_capacity(live.len());
     for (m, kind) in &live {
         let invoke = m.op.invoke;
-        match (kind, &m.op.call) {
-            (Kind::Write { known }, Call::Put(v)) => {
-                let id = ids[v.as_str()];
+        let done = m.op.complete.max(invoke);
+        let (ret, act) = match (kind, &m.op.call) {
+            (Kind::Write { known }, call) => {
+                let Some(v) = call.written() else { continue };
+                let id = ids[v];
                 let ret = if *known {
-                    m.op.complete
-                } else if writers[id as usize] == 1 {
-                    match first_read_done.get(&id) {
-                        None => continue,
-                        Some(&t) => t.max(invoke),
-                    }
-                } else {
+                    done
+                } else if writers[id as usize] > 1 {
                     Time::MAX
+                } else {
+                    match first_seen_done.get(&id) {
+                        Some(&t) => t.max(invoke),
+                        None if keep_unseen => Time::MAX,
+                        None => continue,
+                    }
                 };
-                kops.push(KOp {
-                    invoke,
-                    ret,
-                    act: Act::Write(id),
-                });
+                let act = match call {
+                    Call::Cas { expect, .. } if *known => Act::Cas {
+                        expect: id_of(expect),
+                        write: id,
+                    },
+                    Call::Cas { expect, .. } => Act::MaybeCas {
+                        expect: id_of(expect),
+                        write: id,
+                    },
+                    _ => Act::Write(id),
+                };
+                (ret, act)
             }
-            _ => kops.push(KOp {
-                invoke,
-                ret: m.op.complete.max(invoke),
-                act: Act::Read(read_id(m)),
-            }),
-        }
+            (Kind::Delete { known: true }, _) => (done, Act::Delete),
+            (Kind::Delete { known: false }, _) => (Time::MAX, Act::Delete),
+            (Kind::CasFailed, Call::Cas { expect, .. }) => (
+                done,
+                Act::CasFailed {
+                    expect: id_of(expect),
+                },
+            ),
+            (Kind::Read, _) => match observed(m, *kind) {
+                Some(seen) => (done, Act::Read(seen)),
+                None => continue,
+            },
+            _ => continue,
+        };
+        kops.push(KOp { invoke, ret, act });
     }
     kops.sort_by_key(|k| k.invoke);
     kops
@@ -486,7 +550,7 @@ fn explain(key: &str, ops: &[&Operation], cfg: &Config) -> Violation {
     let deadline = Instant::now() + cfg.shrink_time_limit;
     let (detected_at, mut members) = shortest_violating_prefix(ops, deadline);
     members.retain(|m| match (&m.op.call, &m.op.outcome) {
-        (Call::Put(_), Outcome::Fail) => false,
+        (_, Outcome::Fail) => false,
         (Call::Get, Outcome::Read(_)) => !m.pending,
         (Call::Get, _) => false,
         _ => true,
@@ -552,18 +616,26 @@ fn shortest_violating_prefix<'a>(
 /// returns what is left and whether it is minimal (false if the deadline cut the search).
 fn shrink<'a>(mut members: Vec<Member<'a>>, deadline: Instant) -> (Vec<Member<'a>>, bool) {
     let budget = || Budget::new(u64::MAX, deadline);
-    // Remove operations while the rest still has no valid order. Removing a write also
-    //    removes every read of its value (so what is left is a real sub-history); a read may
-    //    go alone.
+    // Remove operations while the rest still has no valid order, keeping it a real
+    //    sub-history (one that a linearizable history's removals could leave). Removing a
+    //    write also removes everything that observed its value (reads of it, compare-and-sets
+    //    that expected it and wrote); removing a delete, everything that observed absence;
+    //    removing either, every failed compare (it observed what the key did *not* hold,
+    //    which the removed operation may be what explains). A read may go alone.
     members.sort_by_key(|m| (m.op.invoke, m.op.id));
-    let written: HashSet<&str> = members.iter().filter_map(|m| put_value(m.op)).collect();
+    let written: HashSet<&str> = members.iter().filter_map(|m| m.op.call.written()).collect();
+    let deletes = |set: &[Member]| set.iter().filter(|m| m.op.call == Call::Delete).count();
+    let all_deletes = deletes(&members);
     let close = |set: Vec<Member<'a>>| -> Vec<Member<'a>> {
-        let present: HashSet<&str> = set.iter().filter_map(|m| put_value(m.op)).collect();
+        let present: HashSet<&str> = set.iter().filter_map(|m| m.op.call.written()).collect();
+        let lost_delete = deletes(&set) < all_deletes;
+        let lost_write = present.len() < written.len();
         set.into_iter()
-            .filter(|m| match &m.op.outcome {
-                Outcome::Read(Some(v)) => {
-                    !written.contains(v.as_str()) || present.contains(v.as_str())
-                }
+            .filter(|m| match (seen_value(m.op), &m.op.call, &m.op.outcome) {
+                (_, Call::Cas { .. }, Outcome::CompareFailed) => !lost_write && !lost_delete,
+                (Some(v), _, _) => !written.contains(v) || present.contains(v),
+                (None, Call::Get, Outcome::Read(None))
+                | (None, Call::Cas { expect: None, .. }, Outcome::Ok) => !lost_delete,
                 _ => true,
             })
             .collect()
@@ -599,9 +671,16 @@ fn shrink<'a>(mut members: Vec<Member<'a>>, deadline: Instant) -> (Vec<Member<'a
     (members, minimal)
 }
 
-fn put_value(op: &Operation) -> Option<&str> {
-    match &op.call {
-        Call::Put(v) => Some(v.as_str()),
+/// The value an operation saw the key hold: a read's, or a successful compare-and-set's.
+fn seen_value(op: &Operation) -> Option<&str> {
+    match (&op.call, &op.outcome) {
+        (_, Outcome::Read(Some(v))) => Some(v),
+        (
+            Call::Cas {
+                expect: Some(e), ..
+            },
+            Outcome::Ok,
+        ) => Some(e),
         _ => None,
     }
 }
@@ -615,12 +694,11 @@ fn notes(window: &[Operation], all: &[&Operation]) -> Vec<String> {
             (Call::Get, Outcome::Read(Some(v))) => {
                 let writes: Vec<&&Operation> = all
                     .iter()
-                    .filter(|w| matches!(&w.call, Call::Put(x) if x == v))
+                    .filter(|w| w.call.written() == Some(v.as_str()))
                     .collect();
-                let in_window = window
-                    .iter()
-                    .any(|w| matches!(&w.call, Call::Put(x) if x == v));
+                let in_window = window.iter().any(|w| w.call.written() == Some(v.as_str()));
                 let show = |w: &Operation| match (&w.outcome, w.detail.is_empty()) {
+                    (Outcome::CompareFailed, _) => format!("#{} (its compare failed)", w.id),
                     (Outcome::Fail, true) => format!("#{} (failed)", w.id),
                     (Outcome::Fail, false) => format!("#{} (failed: {})", w.id, w.detail),
                     _ => format!("#{} (invoked at {})", w.id, secs(w.invoke)),
@@ -631,7 +709,9 @@ fn notes(window: &[Operation], all: &[&Operation]) -> Vec<String> {
                         op.id
                     ));
                 } else if !in_window {
-                    let all_failed = writes.iter().all(|w| w.outcome == Outcome::Fail);
+                    let all_failed = writes
+                        .iter()
+                        .all(|w| matches!(w.outcome, Outcome::Fail | Outcome::CompareFailed));
                     let list: Vec<String> = writes.iter().map(|w| show(w)).collect();
                     notes.push(if all_failed {
                         format!(
@@ -649,7 +729,7 @@ fn notes(window: &[Operation], all: &[&Operation]) -> Vec<String> {
                     });
                 }
             }
-            (Call::Put(v), Outcome::Unknown) => {
+            (Call::Put(v) | Call::Cas { value: v, .. }, Outcome::Unknown) => {
                 let first_read = all
                     .iter()
                     .filter(|r| matches!(&r.outcome, Outcome::Read(Some(x)) if x == v))
@@ -812,8 +892,15 @@ mod tests {
     }
 
     /// The history of a simulated register: each operation takes effect at a random instant
-    /// inside its interval; an unknown write takes effect in it, long after, or never.
-    fn simulate(sim: &mut Sim, tag: u64, clients: usize, per_client: usize) -> Vec<Operation> {
+    /// inside its interval; an unknown write takes effect in it, long after, or never. With
+    /// `rich`, deletes and compare-and-sets (known and unknown) are mixed in.
+    fn simulate(
+        sim: &mut Sim,
+        tag: u64,
+        clients: usize,
+        per_client: usize,
+        rich: bool,
+    ) -> Vec<Operation> {
         struct Planned {
             op: Operation,
             effect: Option<u64>,
@@ -826,7 +913,18 @@ mod tests {
                 let complete = invoke + 1 + sim.below(8);
                 let effect_at = invoke * 10 + 1 + sim.below((complete - invoke) * 10 - 1);
                 let value = format!("{tag}-{client}-{i}");
-                let (op, effect) = match sim.below(10) {
+                // A compare-and-set expects absent or a value this client wrote earlier.
+                let expect = match sim.below(i as u64 + 1) {
+                    0 => None,
+                    j => Some(format!("{tag}-{client}-{}", j - 1)),
+                };
+                let kind = if rich { sim.below(14) } else { sim.below(10) };
+                let unknown_effect = |sim: &mut Sim| match sim.below(3) {
+                    0 => None,
+                    1 => Some(effect_at),
+                    _ => Some(effect_at + sim.below(400)),
+                };
+                let (op, effect) = match kind {
                     0..=3 => (put(client, "k", &value, invoke, complete), Some(effect_at)),
                     4 => (
                         put_outcome(client, "k", &value, invoke, complete, Outcome::Unknown),
@@ -840,6 +938,37 @@ mod tests {
                         put_outcome(client, "k", &value, invoke, complete, Outcome::Fail),
                         None,
                     ),
+                    10 => (
+                        delete(client, "k", invoke, complete, Outcome::Ok),
+                        Some(effect_at),
+                    ),
+                    11 => (
+                        delete(client, "k", invoke, complete, Outcome::Unknown),
+                        unknown_effect(sim),
+                    ),
+                    // The outcome is decided when it takes effect.
+                    12 => (
+                        cas(
+                            client,
+                            "k",
+                            (expect.as_deref(), &value),
+                            invoke,
+                            complete,
+                            Outcome::Ok,
+                        ),
+                        Some(effect_at),
+                    ),
+                    13 => (
+                        cas(
+                            client,
+                            "k",
+                            (expect.as_deref(), &value),
+                            invoke,
+                            complete,
+                            Outcome::Unknown,
+                        ),
+                        unknown_effect(sim),
+                    ),
                     _ => (get(client, "k", None, invoke, complete), Some(effect_at)),
                 };
                 planned.push(Planned { op, effect });
@@ -852,9 +981,20 @@ mod tests {
         order.sort_by_key(|&i| planned[i].effect);
         let mut value: Option<String> = None;
         for i in order {
-            match planned[i].op.call.clone() {
+            let op = &mut planned[i].op;
+            match op.call.clone() {
                 Call::Put(v) => value = Some(v),
-                Call::Get => planned[i].op.outcome = Outcome::Read(value.clone()),
+                Call::Get => op.outcome = Outcome::Read(value.clone()),
+                Call::Delete => value = None,
+                Call::Cas { expect, value: v } => {
+                    let holds = expect == value;
+                    if holds {
+                        value = Some(v);
+                    }
+                    if op.outcome == Outcome::Ok && !holds {
+                        op.outcome = Outcome::CompareFailed;
+                    }
+                }
             }
         }
         planned.into_iter().map(|p| p.op).collect()
@@ -864,7 +1004,22 @@ mod tests {
     fn random_histories_of_a_real_register_are_linearizable() {
         let mut sim = Sim(0x9e37_79b9_7f4a_7c15);
         for round in 0..200 {
-            let ops = simulate(&mut sim, round, 4, 12);
+            let ops = simulate(&mut sim, round, 4, 12, false);
+            match verdict(ops.clone()) {
+                Verdict::Linearizable => {}
+                other => panic!(
+                    "round {round}: a real register's history was judged {other:?}:\n{}",
+                    history(ops).to_text()
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn random_histories_with_deletes_and_compare_and_set_are_linearizable() {
+        let mut sim = Sim(0x5851_f42d_4c95_7f2d);
+        for round in 0..300 {
+            let ops = simulate(&mut sim, round, 4, 10, true);
             match verdict(ops.clone()) {
                 Verdict::Linearizable => {}
                 other => panic!(
@@ -877,7 +1032,7 @@ mod tests {
 
     #[test]
     fn a_long_history_of_a_real_register_is_linearizable() {
-        let ops = simulate(&mut Sim(42), 0, 6, 1000);
+        let ops = simulate(&mut Sim(42), 0, 6, 1000, false);
         let report = check(&history(ops), &Config::default());
         assert!(report.verdict.is_linearizable(), "{:?}", report.verdict);
     }
@@ -917,7 +1072,7 @@ mod tests {
         let mut sim = Sim(7);
         let mut planted = 0;
         for round in 0..100 {
-            let mut ops = simulate(&mut sim, round, 4, 12);
+            let mut ops = simulate(&mut sim, round, 4, 12, false);
             if !make_a_read_stale(&mut ops) {
                 continue;
             }
@@ -1078,5 +1233,121 @@ mod tests {
             Verdict::Unknown(why) => assert!(why.contains("budget"), "{why}"),
             other => panic!("want unknown, got {other:?}"),
         }
+    }
+
+    // ---- deletes and compare-and-set ----
+
+    #[test]
+    fn a_delete_makes_the_key_absent() {
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            delete(0, "k", 2, 3, Outcome::Ok),
+            get(1, "k", None, 4, 5),
+        ]);
+        let v = assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            delete(0, "k", 2, 3, Outcome::Ok),
+            get(1, "k", Some("a"), 4, 5),
+        ]);
+        assert_eq!(v.window.len(), 3, "{v}");
+    }
+
+    #[test]
+    fn an_unknown_delete_may_have_happened_or_not() {
+        for seen in [None, Some("a")] {
+            assert_ok(vec![
+                put(0, "k", "a", 0, 1),
+                delete(0, "k", 2, 3, Outcome::Unknown),
+                get(1, "k", seen, 4, 5),
+            ]);
+        }
+        // But not in between: absent, then the value back without a write.
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            delete(0, "k", 2, 3, Outcome::Unknown),
+            get(1, "k", None, 4, 5),
+            get(1, "k", Some("a"), 6, 7),
+        ]);
+    }
+
+    #[test]
+    fn a_compare_and_set_writes_only_over_what_it_expects() {
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (Some("a"), "b"), 2, 3, Outcome::Ok),
+            get(1, "k", Some("b"), 4, 5),
+        ]);
+        // It wrote over a value the key no longer held.
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            put(0, "k", "b", 2, 3),
+            cas(0, "k", (Some("a"), "c"), 4, 5, Outcome::Ok),
+        ]);
+        // It created a key that existed.
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (None, "c"), 2, 3, Outcome::Ok),
+        ]);
+        // Its write was lost.
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (Some("a"), "b"), 2, 3, Outcome::Ok),
+            get(1, "k", Some("a"), 4, 5),
+        ]);
+    }
+
+    #[test]
+    fn a_failed_compare_observes_that_the_key_held_something_else() {
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (None, "b"), 2, 3, Outcome::CompareFailed),
+            get(1, "k", Some("a"), 4, 5),
+        ]);
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (Some("a"), "b"), 2, 3, Outcome::CompareFailed),
+        ]);
+        // An unknown write nobody read explains a failed compare: it must not be left out.
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            put(1, "k", "b", 2, 3).with_outcome(Outcome::Unknown),
+            cas(0, "k", (Some("a"), "c"), 4, 5, Outcome::CompareFailed),
+        ]);
+    }
+
+    #[test]
+    fn an_unknown_compare_and_set_writes_if_its_compare_held() {
+        // It took effect (its value was read), over the value it expected.
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (Some("a"), "b"), 2, 3, Outcome::Unknown),
+            get(1, "k", Some("b"), 4, 5),
+        ]);
+        // Its value read, though its compare could never hold.
+        assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (Some("x"), "b"), 2, 3, Outcome::Unknown),
+            get(1, "k", Some("b"), 4, 5),
+        ]);
+        // Left at the end, where its compare does not hold: it wrote nothing, which is fine.
+        assert_ok(vec![
+            put(0, "k", "a", 0, 1),
+            cas(0, "k", (Some("x"), "b"), 2, 3, Outcome::Unknown),
+            cas(1, "k", (Some("z"), "c"), 4, 5, Outcome::CompareFailed),
+        ]);
+    }
+
+    #[test]
+    fn a_compare_and_set_answered_failed_and_then_applied_is_caught() {
+        // What a proposal stepped twice does: the first copy's compare fails (and is what the
+        // client hears), the second copy's holds, after a delete, and writes.
+        let v = assert_violation(vec![
+            put(0, "k", "a", 0, 1),
+            cas(1, "k", (None, "b"), 2, 3, Outcome::CompareFailed),
+            delete(0, "k", 2, 5, Outcome::Ok),
+            get(2, "k", Some("b"), 6, 7),
+        ]);
+        let text = v.to_string();
+        assert!(text.contains("its compare failed"), "{text}");
     }
 }

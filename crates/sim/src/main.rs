@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             println!("{line}");
         }
         println!("faults: {:?}", report.faults);
+        println!("{}", report.summary);
         println!(
             "{} events, {} operations, {} acknowledged writes; fault kinds: {:?}",
             report.events, report.ops, report.acked_writes, report.kinds

@@ -20,7 +20,10 @@ use coordinate_raft::storage::wal::SnapshotMarker;
 use coordinate_raft::storage::RaftStorage;
 use coordinate_raft::transport::{InboundShare, TransportEvent};
 use coordinate_raft::Published;
-use coordinate_server::kv::{Command, Kv, Outcome, Put, RangeQuery};
+use coordinate_server::kv::{
+    Command, Compare, CompareOp, CompareTarget, Delete, KeyRange, Kv, Outcome, Put, RangeQuery,
+    Txn, TxnOp,
+};
 use coordinate_server::state::{Query, ReadResult};
 use raft::eraftpb::{HardState, Message, MessageType, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, StateRole};
@@ -158,6 +161,8 @@ struct Client {
     /// Request number, op's place in the history, receiver.
     pending: Option<(u64, usize, Waiting)>,
     next: u64,
+    /// The value this client last saw or wrote, by key (what its compare-and-sets expect).
+    known: BTreeMap<String, Option<String>>,
 }
 
 struct SimNode {
@@ -182,6 +187,8 @@ pub struct RunReport {
     pub trace: Vec<String>,
     pub ops: usize,
     pub acked_writes: usize,
+    /// The history's counts by kind and outcome.
+    pub summary: coordinate_check::history::Summary,
     pub events: u64,
     /// Fault kinds that happened at least once (drop, duplicate, crash, ...).
     pub kinds: BTreeSet<&'static str>,
@@ -240,6 +247,7 @@ impl World {
             .map(|_| Client {
                 pending: None,
                 next: 0,
+                known: BTreeMap::new(),
             })
             .collect();
         World {
@@ -325,7 +333,7 @@ impl World {
             .history
             .ops()
             .iter()
-            .filter(|o| matches!(o.call, Call::Put(_)) && o.outcome == OpOutcome::Ok)
+            .filter(|o| o.call.is_write() && o.outcome == OpOutcome::Ok)
             .count();
         if self.checks.violations.is_empty() {
             let report = coordinate_check::linearizability::check(
@@ -350,6 +358,7 @@ impl World {
             trace: self.trace,
             ops: self.history.len(),
             acked_writes: acked,
+            summary: self.history.summary(),
             events: self.handled,
             kinds: self.kinds,
         }
@@ -895,31 +904,64 @@ impl World {
         let key = format!("k{}", self.rng.gen_range(0..self.opts.keys));
         let n = self.clients[c].next;
         self.clients[c].next += 1;
-        let put = self.rng.gen_bool(0.6);
-        self.request(c, id, key, put.then(|| format!("{c}.{n}")), n);
+        let value = format!("{c}.{n}");
+        let call = match self.rng.gen_range(0..20) {
+            0..=8 => Call::Put(value),
+            9..=10 => Call::Delete,
+            11..=13 => Call::Cas {
+                expect: self.clients[c].known.get(&key).cloned().flatten(),
+                value,
+            },
+            _ => Call::Get,
+        };
+        self.request(c, id, key, call, n);
     }
 
-    /// Sends a put (`value`) or a linearizable get to node `id` for client `c`.
-    fn request(&mut self, c: usize, id: u64, key: String, value: Option<String>, n: u64) {
-        let call = match &value {
-            Some(v) => Call::Put(v.clone()),
-            None => Call::Get,
-        };
+    /// Sends `call` on `key` to node `id` for client `c`: writes as commands (a
+    /// compare-and-set as etcd clients make one, a transaction comparing the value), reads
+    /// linearizable.
+    fn request(&mut self, c: usize, id: u64, key: String, call: Call, n: u64) {
         let op = self.history.push(Operation {
             id: 0,
             client: c,
             node: id,
             key: key.clone(),
-            call,
+            call: call.clone(),
             invoke: self.now * 1_000_000,
             complete: 0,
             outcome: OpOutcome::Unknown,
             detail: String::new(),
         });
-        let waiting = match value {
-            Some(v) => {
+        if self.opts.trace {
+            let line = format!("c{c} asks n{id}: {}", self.history.ops()[op]);
+            self.note(|| line);
+        }
+        let k = || Bytes::from(key.clone());
+        let command = match call {
+            Call::Put(v) => Some(Command::Put(Put::new(k(), Bytes::from(v)))),
+            Call::Delete => Some(Command::Delete(Delete {
+                key: k(),
+                condition: None,
+            })),
+            Call::Cas { expect, value } => Some(Command::Txn(Txn {
+                compares: vec![Compare {
+                    range: KeyRange::Key(k()),
+                    op: CompareOp::Equal,
+                    target: match expect {
+                        Some(e) => CompareTarget::Value(Bytes::from(e)),
+                        None => CompareTarget::Version(0),
+                    },
+                }],
+                success: vec![TxnOp::Put(Put::new(k(), Bytes::from(value)))],
+                failure: Vec::new(),
+            })),
+            Call::Get => None,
+        };
+        let k = Bytes::from(key);
+        let waiting = match command {
+            Some(command) => {
                 let (tx, rx) = oneshot::channel();
-                let data = Command::Put(Put::new(Bytes::from(key), Bytes::from(v))).encode();
+                let data = command.encode();
                 if let Some(node) = self.node(id) {
                     let _ = node.handle(Input::Propose { data, reply: tx });
                 }
@@ -927,7 +969,7 @@ impl World {
             }
             None => {
                 let (tx, rx) = oneshot::channel();
-                let query = Query::Range(RangeQuery::key(Bytes::from(key)));
+                let query = Query::Range(RangeQuery::key(k));
                 if let Some(node) = self.node(id) {
                     let _ = node.handle(Input::Read {
                         query,
@@ -943,9 +985,30 @@ impl World {
         self.after(id);
     }
 
+    /// What client `c` now knows the key holds, after op `op` ended with `outcome`.
+    fn learn(&mut self, c: usize, op: usize, outcome: &OpOutcome) {
+        let Some(o) = self.history.ops().get(op) else {
+            return;
+        };
+        let seen = match (&o.call, outcome) {
+            (Call::Put(v) | Call::Cas { value: v, .. }, OpOutcome::Ok) => Some(Some(v.clone())),
+            (Call::Delete, OpOutcome::Ok) => Some(None),
+            (Call::Get, OpOutcome::Read(v)) => Some(v.clone()),
+            _ => None,
+        };
+        if let Some(seen) = seen {
+            let key = o.key.clone();
+            self.clients[c].known.insert(key, seen);
+        }
+    }
+
     fn complete(&mut self, op: usize, outcome: OpOutcome, note: &str) {
         let now = self.now * 1_000_000;
         self.history.complete(op, now, outcome, note);
+        if self.opts.trace {
+            let line = format!("answered: {}", self.history.ops()[op]);
+            self.note(|| line);
+        }
     }
 
     /// Collects every answer that arrived.
@@ -961,7 +1024,11 @@ impl World {
                         continue;
                     }
                     Err(oneshot::error::TryRecvError::Closed) => (OpOutcome::Unknown, "dropped"),
-                    Ok(Ok(Ok(Outcome::Put { .. }))) => (OpOutcome::Ok, ""),
+                    Ok(Ok(Ok(Outcome::Put { .. } | Outcome::Deleted { .. }))) => {
+                        (OpOutcome::Ok, "")
+                    }
+                    Ok(Ok(Ok(Outcome::Txn(t)))) if t.succeeded => (OpOutcome::Ok, ""),
+                    Ok(Ok(Ok(Outcome::Txn(_)))) => (OpOutcome::CompareFailed, ""),
                     Ok(Ok(_)) => (OpOutcome::Fail, "not applied"),
                     Ok(Err(Declined::NoLeader)) => (OpOutcome::Fail, "no leader"),
                     Ok(Err(_)) => (OpOutcome::Unknown, "declined"),
@@ -983,6 +1050,7 @@ impl World {
                     Ok(_) => (OpOutcome::Unknown, "refused"),
                 },
             };
+            self.learn(c, op, &answer.0);
             self.complete(op, answer.0, answer.1);
             if c < self.opts.clients {
                 self.next_request(c);
@@ -1000,6 +1068,7 @@ impl World {
             self.clients.push(Client {
                 pending: None,
                 next: 0,
+                known: BTreeMap::new(),
             });
             // One key per extra client keeps their requests sequential.
             for k in 0..self.opts.keys {
@@ -1009,10 +1078,11 @@ impl World {
                     self.clients.push(Client {
                         pending: None,
                         next: 0,
+                        known: BTreeMap::new(),
                     });
                     self.clients.len() - 1
                 };
-                self.request(c, id, format!("k{k}"), None, 0);
+                self.request(c, id, format!("k{k}"), Call::Get, 0);
             }
         }
     }

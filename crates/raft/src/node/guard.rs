@@ -127,6 +127,8 @@ pub enum Refusal {
     Snapshot(String),
     #[error("malformed forwarded proposal: {0}")]
     Proposal(String),
+    #[error("a forwarded proposal this node already received (or an older one of its sender)")]
+    Duplicate,
 }
 
 impl Refusal {
@@ -142,6 +144,7 @@ impl Refusal {
             Refusal::PastLog { .. } | Refusal::Range(_) | Refusal::Entries(_) => "index",
             Refusal::Snapshot(_) => "snapshot",
             Refusal::Proposal(_) => "proposal",
+            Refusal::Duplicate => "duplicate",
         }
     }
 }
@@ -389,12 +392,88 @@ pub fn check_conf_state(cs: &ConfState, me: u64) -> Result<(), String> {
 
 /// The proposer a proposal's context names (its first word), if it has the right length.
 pub fn proposer(context: &[u8]) -> Option<u64> {
+    proposal_origin(context).map(|o| o.node)
+}
+
+/// Who proposed an entry: the node, its run (incarnation), and the proposal's sequence number
+/// in that run (increasing in the order the node hands proposals to raft).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub node: u64,
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+/// The origin an entry's context names, if it is a proposal context.
+pub fn proposal_origin(context: &[u8]) -> Option<Origin> {
     if context.len() != PROPOSAL_CONTEXT_LEN {
         return None;
     }
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&context[..8]);
-    Some(u64::from_le_bytes(b))
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&context[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    Some(Origin {
+        node: word(0),
+        incarnation: word(1),
+        seq: word(2),
+    })
+}
+
+/// The newest forwarded proposal taken from each peer's recent runs: a forwarded proposal is
+/// stepped at most once. Raft-rs appends every `MsgPropose` it steps, so a copy of one (a
+/// network that duplicates, a sender that resends) would be applied twice — a write
+/// acknowledged as done once, then done again after later writes, or a compare-and-set
+/// answered "failed" and then applied. A node hands raft its proposals in sequence order and
+/// the transport keeps a link's messages in order, so a proposal of a run not newer than the
+/// last one taken from that run is a copy: refused, like a lost message. Runs are told apart
+/// by incarnation only, never ordered by it (it is a clock reading, which may step back
+/// between runs); the last [`RUNS_KEPT`] runs of each peer are remembered.
+#[derive(Debug, Default)]
+pub struct ForwardedSeen {
+    runs: std::collections::BTreeMap<u64, std::collections::VecDeque<(u64, u64)>>,
+}
+
+/// Runs of one peer whose newest forwarded proposal is remembered.
+pub const RUNS_KEPT: usize = 4;
+
+impl ForwardedSeen {
+    /// Takes a forwarded message's entries (their origins, in order) if each is newer than
+    /// what was taken from its run before; refuses the whole message otherwise.
+    pub fn take(&mut self, origins: &[Origin]) -> Result<(), Refusal> {
+        let newest = |seen: &Self, o: &Origin| {
+            seen.runs.get(&o.node).and_then(|runs| {
+                runs.iter()
+                    .find(|(inc, _)| *inc == o.incarnation)
+                    .map(|&(_, seq)| seq)
+            })
+        };
+        let mut last: Option<Origin> = None;
+        for o in origins {
+            let before = match last {
+                Some(l) if (l.node, l.incarnation) == (o.node, o.incarnation) => Some(l.seq),
+                _ => newest(self, o),
+            };
+            if before.is_some_and(|seq| o.seq <= seq) {
+                return Err(Refusal::Duplicate);
+            }
+            last = Some(*o);
+        }
+        for o in origins {
+            let runs = self.runs.entry(o.node).or_default();
+            match runs.iter_mut().find(|(inc, _)| *inc == o.incarnation) {
+                Some(run) => run.1 = run.1.max(o.seq),
+                None => {
+                    if runs.len() == RUNS_KEPT {
+                        runs.pop_front();
+                    }
+                    runs.push_back((o.incarnation, o.seq));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One entry of a proposal forwarded by peer `from`: proposed by `from` itself (its context

@@ -7,7 +7,8 @@
 //!   installs it without parsing twice;
 //! * a **proposal** forwarded to this leader must hold only commands the HTTP API would have
 //!   accepted, proposed by the sender itself, and membership changes that pass the same checks
-//!   as one requested here.
+//!   as one requested here; and it must be newer than the last one taken from the sender
+//!   (a copy would be applied twice: see [`ForwardedSeen`](super::guard::ForwardedSeen)).
 //!
 //! A refused message is dropped, counted (`coordinate_peer_messages_refused_total{reason}`) and
 //! logged at most once per [`REFUSAL_LOG_INTERVAL`](super::guard::REFUSAL_LOG_INTERVAL).
@@ -19,7 +20,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, EntryType, Message, MessageType, Snapshot};
 use raft::StateRole;
 
-use super::guard::{check_peer_message, check_proposal_entry, PeerView, Refusal};
+use super::guard::{check_peer_message, check_proposal_entry, proposal_origin, PeerView, Refusal};
 use super::{Io, Node};
 use crate::metrics::METRICS;
 use crate::state_machine::StateMachine;
@@ -149,7 +150,13 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             self.check_forwarded_conf_change(&cc)
                 .map_err(|err| Refusal::Proposal(format!("membership change: {err}")))?;
         }
-        Ok(())
+        // Every entry names its origin: `check_proposal_entry` checked the context.
+        let origins: Vec<_> = m
+            .entries
+            .iter()
+            .filter_map(|e| proposal_origin(&e.context))
+            .collect();
+        self.forwarded_seen.take(&origins)
     }
 
     fn refused(&mut self, m: &Message, refusal: &Refusal) {

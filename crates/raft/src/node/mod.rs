@@ -298,6 +298,8 @@ pub struct Node<S: StateMachine, I: Io = Wired<S>> {
     verified_snapshot: Option<inbound::VerifiedSnapshot<S>>,
     /// Rate limit of the log lines about refused peer messages.
     refusals: guard::RefusalLog,
+    /// The newest forwarded proposal stepped from each peer (a copy is never stepped).
+    forwarded_seen: guard::ForwardedSeen,
 }
 
 impl<S: StateMachine> Node<S> {
@@ -440,6 +442,7 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             published,
             verified_snapshot: None,
             refusals: guard::RefusalLog::default(),
+            forwarded_seen: guard::ForwardedSeen::default(),
         })
     }
 
@@ -651,15 +654,9 @@ impl<S: StateMachine, I: Io> Node<S, I> {
 
     /// The sequence number of an entry proposed by this incarnation of this node.
     fn own_proposal(&self, ctx: &[u8]) -> Option<u64> {
-        if ctx.len() != 24 {
-            return None;
-        }
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&ctx[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
-        (word(0) == self.cfg.id && word(1) == self.incarnation).then(|| word(2))
+        guard::proposal_origin(ctx)
+            .filter(|o| o.node == self.cfg.id && o.incarnation == self.incarnation)
+            .map(|o| o.seq)
     }
 
     /// Hands every queued proposal to raft as one message.

@@ -436,6 +436,54 @@ fn refusal_lines_are_rate_limited() {
     assert_eq!(log.note(t + REFUSAL_LOG_INTERVAL), None);
 }
 
+fn origin(node: u64, incarnation: u64, seq: u64) -> Origin {
+    Origin {
+        node,
+        incarnation,
+        seq,
+    }
+}
+
+#[test]
+fn a_forwarded_proposal_is_taken_once() {
+    let mut seen = ForwardedSeen::default();
+    assert_eq!(seen.take(&[origin(2, 7, 1), origin(2, 7, 2)]), Ok(()));
+    // A copy of that message, or of one of its entries, or an older one of the same run.
+    assert_eq!(
+        seen.take(&[origin(2, 7, 1), origin(2, 7, 2)]),
+        Err(Refusal::Duplicate)
+    );
+    assert_eq!(seen.take(&[origin(2, 7, 2)]), Err(Refusal::Duplicate));
+    assert_eq!(seen.take(&[origin(2, 7, 1)]), Err(Refusal::Duplicate));
+    // A refused message takes nothing: what follows it is still new.
+    assert_eq!(seen.take(&[origin(2, 7, 3)]), Ok(()));
+    // Entries out of order within a message are not a run's proposals in sequence.
+    assert_eq!(
+        seen.take(&[origin(2, 7, 5), origin(2, 7, 4)]),
+        Err(Refusal::Duplicate)
+    );
+    assert_eq!(seen.take(&[origin(2, 7, 4), origin(2, 7, 5)]), Ok(()));
+    // Other senders, and other runs of the same one, count on their own.
+    assert_eq!(seen.take(&[origin(3, 7, 1)]), Ok(()));
+    assert_eq!(seen.take(&[origin(2, 8, 1)]), Ok(()));
+}
+
+#[test]
+fn runs_are_told_apart_but_never_ordered_by_incarnation() {
+    let mut seen = ForwardedSeen::default();
+    assert_eq!(seen.take(&[origin(2, 100, 9)]), Ok(()));
+    // A run whose clock stepped back still gets its proposals through.
+    assert_eq!(seen.take(&[origin(2, 50, 1)]), Ok(()));
+    // A late copy from the earlier run is still recognized.
+    assert_eq!(seen.take(&[origin(2, 100, 9)]), Err(Refusal::Duplicate));
+    assert_eq!(seen.take(&[origin(2, 100, 10)]), Ok(()));
+    // Only the last few runs are kept: the oldest is forgotten.
+    for inc in 1..=RUNS_KEPT as u64 {
+        assert_eq!(seen.take(&[origin(2, inc, 1)]), Ok(()));
+    }
+    assert_eq!(seen.take(&[origin(2, 100, 10)]), Ok(()));
+}
+
 mod hostile {
     //! The property: whatever arrives, a message the guard lets through never makes raft-rs
     //! panic, in any role, through any number of ready/advance cycles.
