@@ -5,13 +5,15 @@
 use std::path::PathBuf;
 
 /// A fatal error: the node stops (fail-stop) rather than serve on a state it cannot trust.
+///
+/// Each message already ends with the error it wraps, so none is also reported as a
+/// `source()`: printed as a chain (`{:#}` at the edge) it would appear twice or three times.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("corrupt data in {} at offset {offset}: {reason}; refusing to start", path.display())]
     Corrupt {
@@ -30,20 +32,20 @@ pub enum Error {
     Removed(PathBuf),
     /// The log writer failed (and stopped) on this error.
     #[error("the write-ahead log failed: {0}")]
-    LogWriter(#[source] std::sync::Arc<Error>),
+    LogWriter(std::sync::Arc<Error>),
     /// An invariant of the in-memory log broke (a bug, never caused by input).
     #[error("internal error: {0}")]
     Internal(String),
     /// The state machine could not restore a snapshot raft-rs had accepted.
     #[error("restoring a snapshot: {0}")]
-    Snapshot(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Snapshot(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// Arguments for one node only (e.g. `--join`).
     extra_for: HashMap<u64, Vec<String>>,
+    /// Environment variables for one node's next starts (e.g. an injected disk fault).
+    env_for: HashMap<u64, Vec<(String, String)>>,
     client: Client,
     /// With TLS on both ports: the cluster's CA and certificates.
     certs: Option<Certs>,
@@ -148,6 +150,7 @@ impl Cluster {
             peer_urls,
             extra_args,
             extra_for: Default::default(),
+            env_for: Default::default(),
             client,
             certs,
             dir: Some(dir),
@@ -284,7 +287,13 @@ impl Cluster {
         let args = self.args(id);
         let mut cmd = Command::new(&self.bin);
         cmd.args(&args).current_dir(self.dir());
-        let shown = format!("{} {}", self.bin.display(), args.join(" "));
+        let env = self.env_for.get(&id).cloned().unwrap_or_default();
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let shown: String = env
+            .iter()
+            .map(|(k, v)| format!("{k}={v} "))
+            .chain([format!("{} {}", self.bin.display(), args.join(" "))])
+            .collect();
         let node = self.node_mut(id);
         assert!(!node.process.is_running(), "node {id} is already running");
         if let Err(e) = node.process.start(cmd, &shown) {
@@ -294,6 +303,17 @@ impl Cluster {
 
     /// Starts node `id` again with the same command line and data dir.
     pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    /// Starts node `id` again with `env` added to its environment, for this start and the
+    /// next ones (an empty `env` clears what was set).
+    pub fn restart_with_env(&mut self, id: u64, env: &[(&str, &str)]) {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.env_for.insert(id, env);
         self.spawn(id);
     }
 

@@ -14,6 +14,7 @@
 //! compacts by bytes as well as by entry count (see `raft::node`).
 
 pub mod datadir;
+pub mod failpoint;
 pub mod identity;
 pub mod snapshot;
 pub mod wal;

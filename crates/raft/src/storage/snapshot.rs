@@ -17,6 +17,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::error::{Error, Result};
+use crate::storage::failpoint::{self, Point};
 use crate::storage::wal::{remove_if_present, sync_dir};
 use crate::storage::wire;
 
@@ -95,11 +96,11 @@ impl SnapshotStore {
             // Flushed a piece at a time: one big fsync would queue the whole file ahead of the
             // WAL's small fsyncs on the same disk and stall every write meanwhile.
             for piece in snap.data.chunks(FLUSH_EVERY) {
-                f.write_all(piece)?;
-                f.sync_data()?;
+                failpoint::write(Point::SnapshotWrite, piece, |b| f.write_all(b))?;
+                failpoint::sync(Point::SnapshotSync, || f.sync_data())?;
             }
             f.write_all(&crc.to_le_bytes())?;
-            f.sync_all()?;
+            failpoint::sync(Point::SnapshotSync, || f.sync_all())?;
             fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {

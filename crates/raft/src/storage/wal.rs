@@ -71,6 +71,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
 
 use crate::error::{Error, Result};
+use crate::storage::failpoint::{self, Point};
 use crate::storage::{datadir, wire};
 
 /// Largest record the log accepts; a bigger length field is treated as corruption.
@@ -327,8 +328,8 @@ impl Wal {
             return Ok(());
         }
         let path = &self.segments[self.segments.len() - 1].path;
-        self.file
-            .write_all_at(&self.buf, self.written)
+        let (file, at) = (&self.file, self.written);
+        failpoint::write(Point::WalWrite, &self.buf, |b| file.write_all_at(b, at))
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         self.written += self.buf.len() as u64;
         if let Some(seg) = self.segments.last_mut() {
@@ -349,7 +350,7 @@ impl Wal {
         if !self.unsynced {
             return Ok(());
         }
-        self.file.sync_data().map_err(|e| {
+        failpoint::sync(Point::WalSync, || self.file.sync_data()).map_err(|e| {
             let path = &self.segments[self.segments.len() - 1].path;
             Error::io(format!("fsync {}", path.display()), e)
         })?;
