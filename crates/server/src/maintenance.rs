@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::kv::LeaseId;
 use crate::lessor::Lessor;
 use crate::metrics::METRICS;
 use crate::quota::Quota;
@@ -55,9 +56,7 @@ pub async fn run(
     quota: Arc<Quota>,
     compaction: AutoCompaction,
 ) {
-    let mut keeper = Keeper {
-        promoted_term: None,
-    };
+    let mut keeper = LeaseKeeper::default();
     let mut compactor = Compactor::new(compaction);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -73,7 +72,7 @@ pub async fn run(
         let leader = status.role == "leader";
         let now = Instant::now();
         if !leader {
-            keeper.promoted_term = None;
+            keeper.follow();
             compactor.follow();
             continue;
         }
@@ -99,20 +98,34 @@ pub async fn run(
     }
 }
 
-/// The lease keeper's memory: the term it last extended every lease in.
-struct Keeper {
+/// The lease keeper's memory: the term it last extended every lease in. Its decisions are
+/// [`LeaseKeeper::due`] (pure, also driven by the simulator); [`LeaseKeeper::tick`] proposes
+/// them.
+#[derive(Debug, Default)]
+pub struct LeaseKeeper {
     promoted_term: Option<u64>,
 }
 
-impl Keeper {
-    async fn tick(&mut self, services: &Services, lessor: &Lessor, term: u64, now: Instant) {
+impl LeaseKeeper {
+    /// What the leader's keeper does at `now` in `term`: in a new term, extend every lease
+    /// (and nothing else this tick); then the leases to expire, as `(id, renewed_at)`.
+    pub fn due(&mut self, lessor: &Lessor, term: u64, now: Instant) -> Vec<(LeaseId, u64)> {
         if self.promoted_term != Some(term) {
             lessor.promote(now);
             self.promoted_term = Some(term);
             tracing::info!(term, "leader: every lease extended by its TTL");
-            return;
+            return Vec::new();
         }
-        let expired = lessor.take_expired(now, MAX_EXPIRIES_PER_TICK);
+        lessor.take_expired(now, MAX_EXPIRIES_PER_TICK)
+    }
+
+    /// This node stopped leading: the next term it leads starts with an extension.
+    pub fn follow(&mut self) {
+        self.promoted_term = None;
+    }
+
+    async fn tick(&mut self, services: &Services, lessor: &Lessor, term: u64, now: Instant) {
+        let expired = self.due(lessor, term, now);
         let proposals = expired.into_iter().map(|(id, renewed_at)| async move {
             match services.lease.expire(id, renewed_at).await {
                 Ok(true) => {

@@ -105,7 +105,12 @@ pub struct Store {
     max_value_size: usize,
     /// The cluster id response headers carry: the state's, once it has one.
     cluster: Arc<AtomicU64>,
+    /// This node's clock, for lease deadlines.
+    clock: Clock,
 }
+
+/// A node's monotonic clock: `Instant::now` in production, a simulator's time in tests.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 impl Store {
     pub fn new(
@@ -116,7 +121,21 @@ impl Store {
         max_value_size: usize,
         cluster: Arc<AtomicU64>,
     ) -> Store {
-        lessor.reset(lease_terms(&kv), Instant::now());
+        let clock: Clock = Arc::new(Instant::now);
+        Store::with_clock(kv, watch, lessor, quota, max_value_size, cluster, clock)
+    }
+
+    /// [`Store::new`] with lease deadlines on `clock`.
+    pub fn with_clock(
+        kv: Kv,
+        watch: Arc<WatchHub>,
+        lessor: Arc<Lessor>,
+        quota: Arc<Quota>,
+        max_value_size: usize,
+        cluster: Arc<AtomicU64>,
+        clock: Clock,
+    ) -> Store {
+        lessor.reset(lease_terms(&kv), clock());
         quota.set_used(kv.total_bytes());
         publish_cluster_id(&kv, &cluster);
         Store {
@@ -128,6 +147,7 @@ impl Store {
             applied_in_batch: 0,
             max_value_size,
             cluster,
+            clock,
         }
     }
 
@@ -145,7 +165,7 @@ impl Store {
     fn track_leases(&self, index: u64, outcome: &Outcome) {
         match outcome {
             Outcome::LeaseGranted { id, ttl } | Outcome::LeaseRenewed { id, ttl } => {
-                self.lessor.renewed(*id, *ttl, index, Instant::now())
+                self.lessor.renewed(*id, *ttl, index, (self.clock)())
             }
             Outcome::LeaseRevoked { id, .. } => self.lessor.removed(*id),
             _ => {}
@@ -271,7 +291,7 @@ impl StateMachine for Store {
 
     fn install(&mut self, snapshot: Kv) {
         self.kv = snapshot;
-        self.lessor.reset(lease_terms(&self.kv), Instant::now());
+        self.lessor.reset(lease_terms(&self.kv), (self.clock)());
         self.quota.set_used(self.kv.total_bytes());
         publish_cluster_id(&self.kv, &self.cluster);
         // Open watchers read on from the new state's history.

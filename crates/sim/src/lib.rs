@@ -21,7 +21,19 @@ pub mod world;
 
 pub use world::{Options, RunReport};
 
-/// Runs one seed.
+/// Runs one seed. A panic in the node's code (raft-rs's included) is a failed run, not the
+/// end of the search: it is reported as a violation naming the panic.
 pub fn run(seed: u64, opts: &Options) -> RunReport {
-    world::World::new(seed, opts.clone()).run(seed)
+    let opts = opts.clone();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        world::World::new(seed, opts.clone()).run(seed)
+    }));
+    run.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        RunReport::panicked(seed, &opts, what)
+    })
 }

@@ -28,6 +28,10 @@ struct Args {
     /// which shows the checks catch lost acknowledged writes.
     #[arg(long)]
     lying_disk: bool,
+    /// Run node 1's clock 50% fast (leases allow 2%): the runs must fail, which shows the
+    /// lease check catches a lease expired within its TTL.
+    #[arg(long)]
+    wild_clock: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         nodes: args.nodes,
         duration_ms: args.duration_ms,
         lying_disk: args.lying_disk,
+        wild_clock: args.wild_clock,
         ..Options::default()
     };
     if let Some(seed) = args.seed {
@@ -76,7 +81,12 @@ fn main() -> anyhow::Result<()> {
             for v in &report.violations {
                 eprintln!("VIOLATION: {v}");
             }
-            let lying = if args.lying_disk { " --lying-disk" } else { "" };
+            let lying = match (args.lying_disk, args.wild_clock) {
+                (true, true) => " --lying-disk --wild-clock",
+                (true, false) => " --lying-disk",
+                (false, true) => " --wild-clock",
+                (false, false) => "",
+            };
             anyhow::bail!(
                 "seed {seed} failed; replay it with `coordinate-sim --seed {seed} --nodes {} \
                  --duration-ms {}{lying}` to see its trace",

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use coordinate_raft::StateMachine;
-use coordinate_server::kv::Kv;
+use coordinate_server::kv::{Command, Kv, LeaseId, Outcome};
 use coordinate_server::lessor::Lessor;
 use coordinate_server::quota::Quota;
-use coordinate_server::state::{Query, ReadResult, Store, StoreStatus};
+use coordinate_server::state::{Clock, Query, ReadResult, Store, StoreStatus};
 use coordinate_server::watch::{WatchHub, WatchLimits};
 
 /// The largest value a command may carry (the HTTP limit's default).
@@ -20,13 +20,18 @@ const MAX_VALUE: usize = 1 << 20;
 /// [`Store`] plus the log of what it applied in this run of the node.
 pub struct SimState {
     store: Store,
+    /// The lease deadlines on this node's clock (the leader's keeper reads them).
+    pub lessor: Arc<Lessor>,
     /// `(index, command)` of every normal entry applied since this run of the node began
     /// (entries under a snapshot it installed are not listed).
     pub applied: Vec<(u64, Bytes)>,
+    /// Leases revoked because they expired, in apply order, in this run of the node.
+    pub expired: Vec<LeaseId>,
 }
 
 impl SimState {
-    pub fn new(kv: Kv) -> SimState {
+    /// The store over `kv`, its lease deadlines on `clock` (the node's drifting clock).
+    pub fn new(kv: Kv, clock: Clock) -> SimState {
         let hub = WatchHub::new(
             WatchLimits {
                 window: 1000,
@@ -35,17 +40,21 @@ impl SimState {
             },
             kv.revision(),
         );
-        let store = Store::new(
+        let lessor = Arc::new(Lessor::new());
+        let store = Store::with_clock(
             kv,
             Arc::new(hub),
-            Arc::new(Lessor::new()),
+            lessor.clone(),
             Arc::new(Quota::new(u64::MAX)),
             MAX_VALUE,
             Arc::new(AtomicU64::new(0)),
+            clock,
         );
         SimState {
             store,
+            lessor,
             applied: Vec::new(),
+            expired: Vec::new(),
         }
     }
 }
@@ -60,7 +69,16 @@ impl StateMachine for SimState {
 
     fn apply(&mut self, index: u64, command: &Bytes) -> Self::Output {
         self.applied.push((index, command.clone()));
-        self.store.apply(index, command)
+        let output = self.store.apply(index, command);
+        if let Ok(Outcome::LeaseRevoked { id, .. }) = &output {
+            if matches!(
+                Command::decode(command.clone()),
+                Ok(Command::LeaseExpire { .. })
+            ) {
+                self.expired.push(*id);
+            }
+        }
+        output
     }
     fn applied(&mut self, index: u64) {
         self.store.applied(index)

@@ -8,8 +8,9 @@
 //! ordered, so a seed replays the same run exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coordinate_check::history::{Call, History, Operation, Outcome as OpOutcome};
@@ -21,10 +22,12 @@ use coordinate_raft::storage::RaftStorage;
 use coordinate_raft::transport::{InboundShare, TransportEvent};
 use coordinate_raft::Published;
 use coordinate_server::kv::{
-    Command, Compare, CompareOp, CompareTarget, Delete, KeyRange, Kv, Outcome, Put, RangeQuery,
-    Txn, TxnOp,
+    Command, Compare, CompareOp, CompareTarget, Delete, KeyRange, Kv, LeaseId, Outcome, Put,
+    RangeQuery, Refusal, Txn, TxnOp,
 };
-use coordinate_server::state::{Query, ReadResult};
+use coordinate_server::lessor::granted_ttl;
+use coordinate_server::maintenance::LeaseKeeper;
+use coordinate_server::state::{Clock, Query, ReadResult};
 use raft::eraftpb::{HardState, Message, MessageType, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, StateRole};
 use rand::Rng;
@@ -48,6 +51,8 @@ pub struct Options {
     pub nodes: u64,
     pub clients: usize,
     pub keys: usize,
+    /// Clients that hold a lease with a key on it, and keep it alive (for a while).
+    pub lease_holders: usize,
     /// Simulated time with faults, before the settling phase.
     pub duration_ms: u64,
     /// Keep a readable trace of the run.
@@ -55,6 +60,9 @@ pub struct Options {
     /// A disk whose fsync lies: a crash may lose what was fsynced. Only for testing that the
     /// checks catch what such a disk causes.
     pub lying_disk: bool,
+    /// Node 1's clock runs half again as fast as true time, far beyond the drift leases
+    /// allow. Only for testing that the lease check catches what such a clock causes.
+    pub wild_clock: bool,
 }
 
 impl Default for Options {
@@ -63,9 +71,11 @@ impl Default for Options {
             nodes: 3,
             clients: 4,
             keys: 3,
+            lease_holders: 2,
             duration_ms: 20_000,
             trace: false,
             lying_disk: false,
+            wild_clock: false,
         }
     }
 }
@@ -139,6 +149,8 @@ enum Event {
     Client(usize),
     /// Client `.0`'s request `.1` has waited long enough.
     Timeout(usize, u64),
+    /// Lease holder `.0` may take its next step.
+    Lease(usize),
     Crash,
     Restart(u64),
     Partition,
@@ -151,9 +163,13 @@ enum Event {
     FinalReads,
 }
 
+/// Where the answer to a proposed command comes.
+type Answer =
+    oneshot::Receiver<Result<<SimState as coordinate_raft::StateMachine>::Output, Declined>>;
+
 /// What a client is waiting for.
 enum Waiting {
-    Put(oneshot::Receiver<Result<<SimState as coordinate_raft::StateMachine>::Output, Declined>>),
+    Put(Answer),
     Get(oneshot::Receiver<ReadResult>),
 }
 
@@ -167,6 +183,12 @@ struct Client {
 
 struct SimNode {
     node: Option<Node<SimState, SimIo>>,
+    /// This node's clock: true time, running fast or slow by `drift_ppm`.
+    clock: Clock,
+    /// The leader's lease keeper (its memory starts over with each run of the node).
+    keeper: LeaseKeeper,
+    /// How many of this run's lease expiries were checked.
+    expiries_seen: usize,
     /// It applied its own removal and stopped for good.
     removed: bool,
     disk: SharedDisk,
@@ -194,8 +216,36 @@ pub struct RunReport {
     pub kinds: BTreeSet<&'static str>,
 }
 
+impl RunReport {
+    /// The report of a run that panicked.
+    pub fn panicked(seed: u64, opts: &Options, what: String) -> RunReport {
+        let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+        RunReport {
+            seed,
+            faults: Faults::draw(&mut rng),
+            violations: vec![format!(
+                "the node panicked: {what} (replay the seed to see where; {} nodes)",
+                opts.nodes
+            )],
+            trace: Vec::new(),
+            ops: 0,
+            acked_writes: 0,
+            summary: Default::default(),
+            events: 0,
+            kinds: BTreeSet::new(),
+        }
+    }
+}
+
 pub struct World {
     opts: Options,
+    /// Instant zero of the nodes' clocks, and true time (ms) as the clocks read it.
+    base: Instant,
+    clock_ms: Arc<AtomicU64>,
+    /// Lease holders, and per lease the last acknowledged renewal: when it was sent (true
+    /// ms) and the TTL (ms).
+    holders: Vec<Holder>,
+    renewed: BTreeMap<LeaseId, (u64, u64)>,
     faults: Faults,
     rng: ChaCha8Rng,
     now: u64,
@@ -226,6 +276,9 @@ impl World {
         let faults = Faults::draw(&mut rng);
         let members: BTreeMap<u64, String> = (1..=opts.nodes).map(|id| (id, url(id))).collect();
         let founding = Kv::with_members(members).snapshot();
+        // Only differences between instants matter: any base replays the same run.
+        let base = Instant::now();
+        let clock_ms = Arc::new(AtomicU64::new(0));
         let mut nodes = BTreeMap::new();
         for id in 1..=opts.nodes {
             let disk = SharedDisk::default();
@@ -235,6 +288,16 @@ impl World {
                 id,
                 SimNode {
                     node: None,
+                    clock: node_clock(
+                        base,
+                        &clock_ms,
+                        match (id, opts.wild_clock) {
+                            (1, true) => 500_000,
+                            _ => drift(&mut rng),
+                        },
+                    ),
+                    keeper: LeaseKeeper::default(),
+                    expiries_seen: 0,
                     removed: false,
                     disk,
                     run: 0,
@@ -250,8 +313,19 @@ impl World {
                 known: BTreeMap::new(),
             })
             .collect();
+        let holders = (0..opts.lease_holders)
+            .map(|_| Holder {
+                lease: None,
+                pending: None,
+                next: 0,
+            })
+            .collect();
         World {
             opts,
+            base,
+            clock_ms,
+            holders,
+            renewed: BTreeMap::new(),
             faults,
             rng,
             now: 0,
@@ -293,6 +367,10 @@ impl World {
             let d = self.rng.gen_range(0..200);
             self.at(d, Event::Client(c));
         }
+        for h in 0..self.holders.len() {
+            let d = self.rng.gen_range(0..2_000);
+            self.at(d, Event::Lease(h));
+        }
         if self.faults.crash_every_ms > 0 {
             let d = self.rng.gen_range(0..self.faults.crash_every_ms * 2);
             self.at(d, Event::Crash);
@@ -314,9 +392,11 @@ impl World {
                 break;
             }
             self.now = t;
+            self.clock_ms.store(t, Ordering::Relaxed);
             self.handled += 1;
             self.handle(e);
             self.poll_clients();
+            self.poll_holders();
             self.poll_change();
         }
         self.finish(seed)
@@ -400,6 +480,9 @@ impl World {
             },
             None => (Kv::default(), 0),
         };
+        sim.keeper = LeaseKeeper::default();
+        sim.expiries_seen = 0;
+        let clock = sim.clock.clone();
         let files: Arc<dyn SnapshotFiles> = Arc::new(sim.disk.clone());
         let storage = RaftStorage::recover(rec, snapshot.as_ref(), files);
         let cfg = NodeConfig {
@@ -417,7 +500,7 @@ impl World {
             cfg,
             Recovered {
                 storage,
-                state: SimState::new(state),
+                state: SimState::new(state, clock),
                 applied,
             },
             SimIo::new(sim.disk.clone()),
@@ -451,6 +534,7 @@ impl World {
                     if let Some(n) = self.node(id) {
                         n.tick();
                     }
+                    self.keep_leases(id);
                     self.after(id);
                 }
             }
@@ -466,6 +550,7 @@ impl World {
                 }
             }
             Event::Client(c) => self.issue(c),
+            Event::Lease(h) => self.lease_step(h),
             Event::Timeout(c, n) => {
                 if self.clients[c].pending.as_ref().is_some_and(|p| p.0 == n) {
                     if let Some((_, op, _)) = self.clients[c].pending.take() {
@@ -575,6 +660,7 @@ impl World {
             return;
         };
         self.checks.observe(id, node);
+        self.check_expiries(id);
         let Some(node) = self.node(id) else {
             return;
         };
@@ -777,6 +863,161 @@ impl World {
         self.kinds.insert("partition");
     }
 
+    // ---- leases ----
+
+    /// On the leader, what the server's maintenance task does each tick: the lease keeper
+    /// (`maintenance::LeaseKeeper`, on this node's clock) extends every lease in a new term,
+    /// then proposes the expiry of every lease past its deadline.
+    fn keep_leases(&mut self, id: u64) {
+        let Some(sim) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(node) = sim.node.as_mut() else {
+            return;
+        };
+        if !is_leader(node) {
+            sim.keeper.follow();
+            return;
+        }
+        let term = node.raw().raft.term;
+        let due = sim
+            .keeper
+            .due(&node.state_machine().lessor, term, (sim.clock)());
+        for (lease, renewed_at) in due {
+            let (tx, _) = oneshot::channel();
+            let data = Command::LeaseExpire {
+                id: lease,
+                renewed_at,
+            }
+            .encode();
+            let _ = node.handle(Input::Propose { data, reply: tx });
+        }
+    }
+
+    /// A lease may expire only a TTL after its last acknowledged renewal was sent, less what
+    /// the clocks' drift allows (each runs within 2% of true time).
+    fn check_expiries(&mut self, id: u64) {
+        let Some(sim) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(node) = sim.node.as_ref() else {
+            return;
+        };
+        let expired: Vec<LeaseId> = node.state_machine().expired[sim.expiries_seen..].to_vec();
+        sim.expiries_seen += expired.len();
+        for lease in expired {
+            self.kinds.insert("lease expiry");
+            let Some((sent, ttl)) = self.renewed.remove(&lease) else {
+                continue;
+            };
+            let after = self.now.saturating_sub(sent);
+            self.note(|| format!("lease {lease} expired {after} ms after its last renewal"));
+            if after * 100 < ttl * 95 {
+                self.checks.violations.push(format!(
+                    "lease safety: lease {lease} expired at {} ms, {after} ms after its last \
+                     acknowledged renewal was sent, within its TTL of {ttl} ms",
+                    self.now
+                ));
+            }
+        }
+    }
+
+    /// Holder `h`'s next step: grant a lease, put its key on it, keep it alive every third
+    /// of its TTL; now and then it stops (its process died) and comes back later.
+    fn lease_step(&mut self, h: usize) {
+        if self.holders[h].pending.is_some() || self.settling {
+            return;
+        }
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.node.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        if up.is_empty() {
+            self.at(500, Event::Lease(h));
+            return;
+        }
+        let to = up[self.rng.gen_range(0..up.len())];
+        let holder = &mut self.holders[h];
+        let (step, command) = match holder.lease {
+            None => {
+                holder.next += 1;
+                let id = (h as i64 + 1) * 1_000_000 + holder.next;
+                let ttl = granted_ttl(self.rng.gen_range(2..=6));
+                (LeaseStep::Grant, Command::LeaseGrant { id, ttl })
+            }
+            Some((id, false)) => (
+                LeaseStep::Attach,
+                Command::Put(Put {
+                    lease: id,
+                    ..Put::new(
+                        Bytes::from(format!("lease-key-{h}")),
+                        Bytes::from(format!("{id}")),
+                    )
+                }),
+            ),
+            Some((id, true)) => (LeaseStep::KeepAlive(id), Command::LeaseKeepAlive { id }),
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = self.now;
+        self.holders[h].pending = Some((step, sent, rx));
+        self.note(|| format!("holder {h} asks n{to}: {command:?}"));
+        if let Some(node) = self.node(to) {
+            let _ = node.handle(Input::Propose {
+                data: command.encode(),
+                reply: tx,
+            });
+        }
+        self.after(to);
+    }
+
+    fn poll_holders(&mut self) {
+        for h in 0..self.holders.len() {
+            let Some((step, sent, mut rx)) = self.holders[h].pending.take() else {
+                continue;
+            };
+            let answer = match rx.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) if self.now < sent + CLIENT_TIMEOUT_MS => {
+                    self.holders[h].pending = Some((step, sent, rx));
+                    continue;
+                }
+                Ok(Ok(Ok(outcome))) => Some(outcome),
+                _ => None,
+            };
+            self.note(|| format!("holder {h}: {step:?} -> {answer:?}"));
+            let holder = &mut self.holders[h];
+            let mut next = 100;
+            match (step, answer) {
+                (LeaseStep::Grant, Some(Outcome::LeaseGranted { id, ttl })) => {
+                    holder.lease = Some((id, false));
+                    self.renewed.insert(id, (sent, ttl as u64 * 1_000));
+                    next = 0;
+                }
+                (LeaseStep::Attach, Some(Outcome::Put { .. })) => {
+                    if let Some((id, _)) = holder.lease {
+                        holder.lease = Some((id, true));
+                    }
+                }
+                (LeaseStep::KeepAlive(id), Some(Outcome::LeaseRenewed { ttl, .. })) => {
+                    self.renewed.insert(id, (sent, ttl as u64 * 1_000));
+                    next = ttl as u64 * 1_000 / 3;
+                    // Now and then the holder dies: its lease must then expire.
+                    if self.rng.gen_bool(0.05) {
+                        holder.lease = None;
+                        next = self.rng.gen_range(1_000..10_000);
+                        self.note(|| format!("holder {h} stops keeping lease {id} alive"));
+                    }
+                }
+                // The lease is gone (it expired): start over with a new one.
+                (_, Some(Outcome::Refused(Refusal::LeaseNotFound(_)))) => holder.lease = None,
+                // Unknown or refused: try again.
+                _ => {}
+            }
+            self.at(next, Event::Lease(h));
+        }
+    }
+
     // ---- membership ----
 
     /// The leader, if one is up and knows it leads.
@@ -849,10 +1090,14 @@ impl World {
     /// A node that will join: an empty disk, started before it is added (like `--join`).
     fn add_node(&mut self, id: u64) {
         let tick_ms = self.rng.gen_range(95..=105);
+        let clock = node_clock(self.base, &self.clock_ms, drift(&mut self.rng));
         self.nodes.insert(
             id,
             SimNode {
                 node: None,
+                clock,
+                keeper: LeaseKeeper::default(),
+                expiries_seen: 0,
                 removed: false,
                 disk: SharedDisk::default(),
                 run: 0,
@@ -1086,6 +1331,36 @@ impl World {
             }
         }
     }
+}
+
+/// What a lease holder asked for.
+#[derive(Clone, Copy, Debug)]
+enum LeaseStep {
+    Grant,
+    Attach,
+    KeepAlive(LeaseId),
+}
+
+/// A client holding a lease: the lease and whether its key is on it.
+struct Holder {
+    lease: Option<(LeaseId, bool)>,
+    /// What it asked for, when (true ms), and where the answer comes.
+    pending: Option<(LeaseStep, u64, Answer)>,
+    next: i64,
+}
+
+/// A clock drift, in parts per million: within 2% of true time.
+fn drift(rng: &mut ChaCha8Rng) -> i64 {
+    rng.gen_range(-20_000..=20_000)
+}
+
+/// A node's clock: the world's true time, running `ppm` fast (or slow).
+fn node_clock(base: Instant, true_ms: &Arc<AtomicU64>, ppm: i64) -> Clock {
+    let t = true_ms.clone();
+    Arc::new(move || {
+        let us = t.load(Ordering::Relaxed) as i128 * (1_000_000 + ppm as i128) / 1_000;
+        base + Duration::from_micros(us.max(0) as u64)
+    })
 }
 
 /// Node `id`'s tick period.

@@ -38,6 +38,7 @@ fn fixed_seeds_keep_every_safety_property() {
         "fail-stop",
         "snapshot",
         "membership",
+        "lease expiry",
     ] {
         assert!(kinds.contains(kind), "no run had a {kind}: {kinds:?}");
     }
@@ -84,6 +85,24 @@ fn a_disk_that_loses_fsynced_data_is_caught() {
     };
     let caught = (0..40).find(|&seed| !run(seed, &opts).violations.is_empty());
     assert!(caught.is_some(), "no seed noticed acknowledged data lost");
+}
+
+#[test]
+fn a_clock_far_too_fast_for_leases_is_caught() {
+    let opts = Options {
+        wild_clock: true,
+        ..Options::default()
+    };
+    let caught = (0..40).find(|&seed| {
+        run(seed, &opts)
+            .violations
+            .iter()
+            .any(|v| v.starts_with("lease safety"))
+    });
+    assert!(
+        caught.is_some(),
+        "no seed noticed a lease expired within its TTL"
+    );
 }
 
 /// Seeds that found bugs, each kept once fixed.
