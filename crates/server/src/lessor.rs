@@ -21,7 +21,7 @@
 //! Deadlines are `Instant`s: a wall-clock jump moves no deadline. Restarting a node sets every
 //! deadline to now + TTL (safe: later, never earlier).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,10 +47,11 @@ struct Deadline {
     expiring_since: Option<Instant>,
 }
 
-/// Every lease's deadline on this node.
+/// Every lease's deadline on this node, in id order (so which leases a tick expires first
+/// does not depend on a hash seed: the simulator replays it exactly).
 #[derive(Debug, Default)]
 pub struct Lessor {
-    deadlines: Mutex<HashMap<LeaseId, Deadline>>,
+    deadlines: Mutex<BTreeMap<LeaseId, Deadline>>,
 }
 
 /// A TTL in seconds as a duration (negative or absurd values clamp).
@@ -63,7 +64,7 @@ impl Lessor {
         Lessor::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseId, Deadline>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<LeaseId, Deadline>> {
         // Nothing panics while holding the lock; a poisoned map is still coherent.
         self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
     }
