@@ -66,15 +66,13 @@ fn a_seed_replays_exactly() {
         trace: true,
         ..Options::default()
     };
-    let a = run(7, &opts);
-    let b = run(7, &opts);
-    assert!(
-        a.trace.len() > 1000,
-        "a short trace: {} lines",
-        a.trace.len()
-    );
-    assert_eq!(a.trace, b.trace);
-    assert_eq!((a.ops, a.events), (b.ops, b.events));
+    for seed in [7, 8, 9] {
+        let a = run(seed, &opts);
+        let b = run(seed, &opts);
+        assert!(a.trace.len() > 1000, "seed {seed}: {} lines", a.trace.len());
+        assert_eq!(a.trace, b.trace, "seed {seed}");
+        assert_eq!((a.ops, a.events), (b.ops, b.events));
+    }
 }
 
 #[test]
