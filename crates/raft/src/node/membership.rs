@@ -148,6 +148,17 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             learners = ?cs.learners,
             "membership changed"
         );
+        // raft-rs keeps a leader that applied its own removal leading, then panics counting
+        // its own progress toward a commit (`Raft::maybe_commit` unwraps it) at the next
+        // append answer. A follower removed while its removal was uncommitted can get there:
+        // it wins an election with the entry in its log, then commits it. A configuration
+        // this node is not a voter of is not its to lead: it steps down, and the voters
+        // elect a leader among themselves.
+        if self.raw.raft.state == StateRole::Leader && !cs.voters.contains(&self.cfg.id) {
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            tracing::warn!(term, "this leader is no longer a voter; stepping down");
+        }
         self.raw.mut_store().set_conf_state(cs.clone());
         self.conf_state = cs;
         self.sync_peers();

@@ -46,6 +46,8 @@ use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::transport::{Transport, TransportEvent};
 
+#[cfg(test)]
+mod cluster_tests;
 pub mod guard;
 mod inbound;
 mod io;
