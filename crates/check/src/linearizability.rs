@@ -1000,11 +1000,12 @@ mod tests {
         planned.into_iter().map(|p| p.op).collect()
     }
 
-    #[test]
-    fn random_histories_of_a_real_register_are_linearizable() {
-        let mut sim = Sim(0x9e37_79b9_7f4a_7c15);
-        for round in 0..200 {
-            let ops = simulate(&mut sim, round, 4, 12, false);
+    /// `rounds` random histories of a real register, 4 clients of `per_client` operations
+    /// (`rich`: with deletes and compare-and-sets), must all be judged linearizable.
+    fn assert_real_registers_pass(seed: u64, rounds: u64, per_client: usize, rich: bool) {
+        let mut sim = Sim(seed);
+        for round in 0..rounds {
+            let ops = simulate(&mut sim, round, 4, per_client, rich);
             match verdict(ops.clone()) {
                 Verdict::Linearizable => {}
                 other => panic!(
@@ -1016,18 +1017,13 @@ mod tests {
     }
 
     #[test]
+    fn random_histories_of_a_real_register_are_linearizable() {
+        assert_real_registers_pass(0x9e37_79b9_7f4a_7c15, 200, 12, false);
+    }
+
+    #[test]
     fn random_histories_with_deletes_and_compare_and_set_are_linearizable() {
-        let mut sim = Sim(0x5851_f42d_4c95_7f2d);
-        for round in 0..300 {
-            let ops = simulate(&mut sim, round, 4, 10, true);
-            match verdict(ops.clone()) {
-                Verdict::Linearizable => {}
-                other => panic!(
-                    "round {round}: a real register's history was judged {other:?}:\n{}",
-                    history(ops).to_text()
-                ),
-            }
-        }
+        assert_real_registers_pass(0x5851_f42d_4c95_7f2d, 300, 10, true);
     }
 
     #[test]

@@ -424,11 +424,19 @@ impl World {
                     shrink_time_limit: Duration::from_secs(10),
                 },
             );
-            if !report.verdict.is_linearizable() {
-                self.checks.violations.push(format!(
-                    "the client history is not linearizable: {:?}",
-                    report.verdict
-                ));
+            // A history the checker cannot decide (out of budget) fails the run too: a pass
+            // must mean it was checked.
+            use coordinate_check::linearizability::Verdict;
+            match report.verdict {
+                Verdict::Linearizable => {}
+                Verdict::NotLinearizable(v) => self
+                    .checks
+                    .violations
+                    .push(format!("the client history is not linearizable: {v}")),
+                Verdict::Unknown(why) => self
+                    .checks
+                    .violations
+                    .push(format!("the client history could not be checked: {why}")),
             }
         }
         RunReport {
@@ -609,6 +617,17 @@ impl World {
             }
             Event::FinalReads => self.final_reads(),
         }
+    }
+
+    /// A node that is up, drawn at random.
+    fn random_up(&mut self) -> Option<u64> {
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.node.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        (!up.is_empty()).then(|| up[self.rng.gen_range(0..up.len())])
     }
 
     fn is_run(&self, id: u64, run: u64) -> bool {
@@ -803,16 +822,9 @@ impl World {
     }
 
     fn crash_one(&mut self) {
-        let up: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.node.is_some())
-            .map(|(&id, _)| id)
-            .collect();
-        if up.is_empty() {
+        let Some(id) = self.random_up() else {
             return;
-        }
-        let id = up[self.rng.gen_range(0..up.len())];
+        };
         self.kinds.insert("crash");
         self.note(|| format!("n{id} crashes"));
         self.stop(id, false);
@@ -928,17 +940,10 @@ impl World {
         if self.holders[h].pending.is_some() || self.settling {
             return;
         }
-        let up: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.node.is_some())
-            .map(|(&id, _)| id)
-            .collect();
-        if up.is_empty() {
+        let Some(to) = self.random_up() else {
             self.at(500, Event::Lease(h));
             return;
-        }
-        let to = up[self.rng.gen_range(0..up.len())];
+        };
         let holder = &mut self.holders[h];
         let (step, command) = match holder.lease {
             None => {
@@ -1135,17 +1140,10 @@ impl World {
         if self.clients[c].pending.is_some() || self.settling {
             return;
         }
-        let up: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.node.is_some())
-            .map(|(&id, _)| id)
-            .collect();
-        if up.is_empty() {
+        let Some(id) = self.random_up() else {
             self.next_request(c);
             return;
-        }
-        let id = up[self.rng.gen_range(0..up.len())];
+        };
         let key = format!("k{}", self.rng.gen_range(0..self.opts.keys));
         let n = self.clients[c].next;
         self.clients[c].next += 1;
