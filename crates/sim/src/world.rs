@@ -726,21 +726,38 @@ impl World {
         self.after(id);
     }
 
-    /// A background snapshot save finished: the file is durable (a save never fails here;
-    /// the real code's retry path is exercised by its unit tests), and the node is told.
+    /// A background snapshot save finished: the file is durable, or its write failed
+    /// (nothing of it is on the disk: the real store writes a temporary file and renames it
+    /// only once it is durable) and the node retries later; the node is told either way.
     fn saved(&mut self, id: u64, snap: Snapshot, compact_to: u64) {
+        // A snapshot file is many writes and fsyncs: more likely to meet a failing disk.
+        let fail = self
+            .rng
+            .gen_bool((self.faults.fsync_failure * 20.0).min(0.5));
         let Some(sim) = self.nodes.get_mut(&id) else {
             return;
         };
-        let result = SnapshotFiles::save(&sim.disk, &snap);
+        let result = if fail {
+            self.kinds.insert("snapshot write failure");
+            Err(coordinate_raft::Error::io(
+                "writing a simulated snapshot",
+                std::io::Error::other("injected fsync failure"),
+            ))
+        } else {
+            SnapshotFiles::save(&sim.disk, &snap)
+        };
         self.kinds.insert("snapshot");
         let meta: SnapshotMetadata = snap.get_metadata().clone();
+        let index = meta.index;
         if let Some(node) = sim.node.as_mut() {
             let _ = node.handle(Input::SnapshotSaved {
                 meta,
                 compact_to,
                 result,
             });
+        }
+        if fail {
+            self.note(|| format!("n{id}: writing its snapshot at {index} fails"));
         }
         self.after(id);
     }
