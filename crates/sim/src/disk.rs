@@ -67,19 +67,12 @@ pub struct Disk {
     pub removed: bool,
 }
 
-/// What one batch of the writer did.
-pub struct Batch {
-    /// Messages that had to wait for the batch to be durable.
-    pub messages: Vec<Message>,
-    /// Whether it was fsynced.
-    pub synced: bool,
-}
-
 impl Disk {
     /// The writer takes every queued job, writes them, fsyncs if the batch needs it (or
     /// `force`, a barrier), and publishes the Ready number. `fail` makes the fsync fail: the
-    /// writer stops with nothing of the batch durable.
-    pub fn write_batch(&mut self, force: bool, fail: bool) -> Result<Batch, Arc<Error>> {
+    /// writer stops with nothing of the batch durable. Returns the messages that had to wait
+    /// for the batch to be durable.
+    pub fn write_batch(&mut self, force: bool, fail: bool) -> Result<Vec<Message>, Arc<Error>> {
         if let Some(e) = &self.failure {
             return Err(e.clone());
         }
@@ -134,10 +127,7 @@ impl Disk {
         if let Some(n) = number {
             self.persisted = n;
         }
-        Ok(Batch {
-            messages,
-            synced: durable,
-        })
+        Ok(messages)
     }
 
     /// The node crashed: what was queued is gone, and only the first `keep` records written
@@ -194,7 +184,7 @@ impl Disk {
         Ok((rec, snapshot))
     }
 
-    /// Bytes of log written, roughly (for the node's status).
+    /// Records written (the simulator's stand-in for the WAL's size in the node's status).
     pub fn records(&self) -> usize {
         self.written.len()
     }

@@ -18,7 +18,7 @@ use coordinate_raft::handle::Declined;
 use coordinate_raft::node::{Exit, Input, MemberChange, Node, NodeConfig, Recovered};
 use coordinate_raft::storage::snapshot::SnapshotFiles;
 use coordinate_raft::storage::wal::SnapshotMarker;
-use coordinate_raft::storage::RaftStorage;
+use coordinate_raft::storage::{founding_snapshot, RaftStorage};
 use coordinate_raft::transport::{InboundShare, TransportEvent};
 use coordinate_raft::Published;
 use coordinate_server::kv::{
@@ -713,8 +713,8 @@ impl World {
         sim.write_scheduled = false;
         let batch = sim.disk.lock().write_batch(false, fail);
         match batch {
-            Ok(b) => {
-                for m in b.messages {
+            Ok(messages) => {
+                for m in messages {
                     self.send(m);
                 }
             }
@@ -1386,12 +1386,7 @@ fn sim_tick(nodes: &BTreeMap<u64, SimNode>, id: u64) -> u64 {
 /// A founding member's first disk state: the bootstrap snapshot at index 1 with every member,
 /// as `RaftStorage::bootstrap` writes it.
 fn bootstrap(disk: &SharedDisk, nodes: u64, data: Bytes) {
-    let mut snap = Snapshot::default();
-    let meta = snap.mut_metadata();
-    meta.index = 1;
-    meta.term = 1;
-    meta.mut_conf_state().voters = (1..=nodes).collect();
-    snap.data = data;
+    let snap = founding_snapshot((1..=nodes).collect(), data);
     // Saving to the simulated disk cannot fail.
     let _ = SnapshotFiles::save(disk, &snap);
     let mut d = disk.lock();

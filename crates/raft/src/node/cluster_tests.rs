@@ -96,11 +96,7 @@ impl Io for Instant0 {
 type TestNode = Node<Counter, Instant0>;
 
 fn node(id: u64) -> TestNode {
-    let mut snap = Snapshot::default();
-    snap.mut_metadata().index = 1;
-    snap.mut_metadata().term = 1;
-    snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
-    snap.data = Bytes::from_static(&[0; 8]);
+    let snap = crate::storage::founding_snapshot(vec![1, 2, 3], Bytes::from_static(&[0; 8]));
     let files = Arc::new(Files::default());
     files.save(&snap).unwrap();
     let rec = Replayed {

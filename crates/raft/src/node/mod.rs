@@ -344,7 +344,7 @@ impl<S: StateMachine> Node<S> {
     /// thread wake-up. It never waits for the disk (the log writer thread does); the rare
     /// steps that must — installing a leader's snapshot, stopping — run in `block_in_place`.
     pub async fn run(mut self) -> Result<Exit> {
-        self.sync_peers();
+        self.start();
         let mut next_tick = Instant::now() + TICK;
         let rx = self.io.rx.clone();
         loop {

@@ -130,12 +130,7 @@ impl RaftStorage {
         voters: Vec<u64>,
         data: bytes::Bytes,
     ) -> Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        let meta = snap.mut_metadata();
-        meta.index = 1;
-        meta.term = 1;
-        meta.mut_conf_state().voters = voters;
-        snap.data = data;
+        let snap = founding_snapshot(voters, data);
         let marker = self.install_snapshot(&snap)?;
         wal.mark_snapshot(marker, true);
         wal.set_hard_state(&self.hard_state)?;
@@ -342,6 +337,18 @@ impl RaftStorage {
     pub fn last_index(&self) -> u64 {
         self.first_index + self.entries.len() as u64 - 1
     }
+}
+
+/// A brand-new cluster's first snapshot: index 1, term 1, the founding `voters`, and the
+/// state machine's initial `data`.
+pub fn founding_snapshot(voters: Vec<u64>, data: bytes::Bytes) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let meta = snap.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.mut_conf_state().voters = voters;
+    snap.data = data;
+    snap
 }
 
 impl raft::Storage for RaftStorage {
