@@ -1055,3 +1055,53 @@ fn grpc_health_follows_the_leader() {
         assert_eq!(e.code(), tonic::Code::NotFound);
     });
 }
+
+/// `coordinate-bench --target grpc` with each of its gRPC clients, against a 3-node cluster
+/// through a follower and the leader: every key of the pre-load written, every read finds it,
+/// no call fails, and the keys are there for etcd's client.
+#[test]
+fn the_load_tool_speaks_grpc_with_each_client() {
+    let (c, leader) = Cluster::start_with_leader_as(Security::Plain, 3, &[]);
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let endpoints = format!("{},{}", c.endpoint(follower), c.endpoint(leader));
+    for client in ["h2", "tonic"] {
+        let prefix = format!("{client}-");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coordinate-bench"))
+            .args(["--endpoints", &endpoints, "--target", "grpc"])
+            .args([
+                "--grpc-client",
+                client,
+                "--grpc-conns",
+                "2",
+                "--connections",
+                "8",
+            ])
+            .args(["--key-prefix", &prefix, "--keys", "60", "--preload"])
+            .args([
+                "--workload",
+                "get",
+                "--ops",
+                "300",
+                "--json",
+                "--no-progress",
+            ])
+            .output()
+            .expect("run coordinate-bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{client}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(report["preload"]["ok"], 60, "{client}: {report}");
+        assert_eq!(report["error_total"], 0, "{client}: {report}");
+        assert_eq!(report["ok"], 300, "{client}: {report}");
+        assert_eq!(report["not_found"], 0, "{client}: {report}");
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut etcd = client(&c, leader).await;
+        for prefix in ["h2-", "tonic-"] {
+            let count = GetOptions::new().with_prefix().with_count_only();
+            let got = etcd.get(prefix, Some(count)).await.expect("count");
+            assert_eq!(got.count(), 60, "{prefix}");
+        }
+    });
+}

@@ -173,6 +173,10 @@ pub struct Args {
     /// like the workers (each multiplexes its workers' requests) [default: one per worker].
     #[arg(long)]
     pub grpc_conns: Option<usize>,
+    /// The gRPC client of `--target grpc`: `h2` frames the calls by hand on one HTTP/2
+    /// connection (the lightest on the shared cores), `tonic` is etcd's generated client.
+    #[arg(long, value_enum, default_value_t = grpc::Client::H2)]
+    pub grpc_client: grpc::Client,
     /// Operations per second at most, over all connections (each paces itself to its share)
     /// [default: as fast as the answers come].
     #[arg(long)]
@@ -370,13 +374,14 @@ pub async fn run(args: Args, tls: Option<ClientTls>) -> Report {
         Target::Grpc => {
             let shared = args.grpc_conns.unwrap_or(args.connections);
             let channels = (0..shared)
-                .map(|i| grpc::channel(&endpoint(i), timeout))
+                .map(|i| grpc::connection(args.grpc_client, &endpoint(i), timeout))
                 .collect::<Result<Vec<_>, String>>();
             channels.map(|channels| {
                 (0..args.connections)
                     .map(|i| {
                         let channel = channels[i % channels.len()].clone();
-                        Conn::Grpc(grpc::GrpcConnection::new(channel, args.read_mode))
+                        let conn = grpc::GrpcConnection::new(channel, args.read_mode, timeout);
+                        Conn::Grpc(conn)
                     })
                     .collect()
             })
