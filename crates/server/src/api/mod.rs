@@ -9,13 +9,15 @@
 //! - `ops`: `/health`, `/v1/status`, `/metrics`.
 //! - `error`: `ApiError` and the mapping of [`crate::service::ServiceError`] to HTTP.
 //! - `serve`: the accept loop (connection cap, header and idle timeouts, graceful drain),
-//!   HTTP/1.1 and HTTP/2, gRPC requests to `grpc`.
+//!   HTTP/1.1 and HTTP/2, gRPC requests to `grpc`; `coalesce` gathers an HTTP/2
+//!   connection's writes.
 //! - `grpc`: etcd's v3 gRPC API, the second front-end.
 //!
 //! Every error is a status code and a one-line reason (JSON under `/v1`, plain text on the
 //! root API). Writes that time out after reaching raft say "outcome unknown" (504); writes
 //! refused before reaching raft say they were not applied (503).
 
+mod coalesce;
 mod error;
 pub mod grpc;
 mod kv;

@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::coalesce::Coalesced;
 use crate::metrics::METRICS;
 
 /// File descriptors kept out of the default connection cap: WAL segments, snapshot files,
@@ -344,9 +345,11 @@ async fn serve_http<S>(
         _ => return,
     };
     let h2 = opening.starts_with(H2_PREFACE);
-    let stream = TokioIo::new(Prefixed::new(opening, stream));
+    let stream = Prefixed::new(opening, stream);
     let service = TowerToHyperService::new(app);
     let result = if h2 {
+        // Many streams' frames in one write (see `coalesce`).
+        let stream = TokioIo::new(Coalesced::new(stream));
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -356,6 +359,7 @@ async fn serve_http<S>(
         let conn = builder.serve_connection(stream, service);
         drain(conn, stop, |c| c.graceful_shutdown()).await
     } else {
+        let stream = TokioIo::new(stream);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
