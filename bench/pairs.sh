@@ -5,7 +5,8 @@
 #
 #   bench/pairs.sh OLD_BINARY NEW_BINARY [ROUNDS]      (default 3 rounds)
 #   env: DURATION (s, default 15), WARMUP (s, default 3), KEYS (default 100000),
-#        BENCH (the load tool, default target/release/coordinate-bench), OUT (results file)
+#        BENCH (the load tool, default target/release/coordinate-bench), OUT (results file),
+#        BENCH_ARGS (more load flags for every run, e.g. "--target grpc --grpc-conns 3")
 #
 # Used for "no performance regression" claims in BENCHMARKS.md: only the server differs
 # between the two halves of a pair, and alternating spreads slow drifts of the machine over
@@ -22,6 +23,7 @@ DURATION=${DURATION:-15}
 WARMUP=${WARMUP:-3}
 KEYS=${KEYS:-100000}
 BENCH=${BENCH:-target/release/coordinate-bench}
+read -r -a BENCH_ARGS <<<"${BENCH_ARGS:-}"
 WORK=$(mktemp -d /tmp/coordinate-pairs.XXXXXX)
 OUT=${OUT:-$WORK/results.jsonl}
 # Below the kernel's ephemeral range (32768-60999 by default): a client port there can be
@@ -53,10 +55,11 @@ run_cluster() {
       sleep 0.1
     done
   done
-  "$BENCH" --endpoints "$endpoints" --connections 64 --keys "$KEYS" --preload --ops 0 --no-progress --json >/dev/null
+  "$BENCH" --endpoints "$endpoints" --connections 64 --keys "$KEYS" --preload --ops 0 --no-progress --json \
+    "${BENCH_ARGS[@]}" >/dev/null
   for wl in put get; do
     "$BENCH" --endpoints "$endpoints" --connections 64 --keys "$KEYS" --workload "$wl" \
-      --duration "$DURATION" --warmup "$WARMUP" --seed "$round" --no-progress --json |
+      --duration "$DURATION" --warmup "$WARMUP" --seed "$round" --no-progress --json "${BENCH_ARGS[@]}" |
       jq -c --arg build "$label" --argjson round "$round" --arg wl "$wl" \
         '{build: $build, round: $round, workload: $wl, ops_per_sec: .ops_per_sec, p50_us: .latency[$wl].p50_us, p99_us: .latency[$wl].p99_us, errors: .error_total}' |
       tee -a "$OUT"
