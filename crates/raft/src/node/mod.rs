@@ -270,6 +270,8 @@ pub struct Node<S: StateMachine, I: Io = Wired<S>> {
     io: I,
     /// The highest `Ready` number reported persisted to raft-rs.
     persisted: u64,
+    /// The highest `Ready` number handed to the log writer.
+    queued: u64,
     /// Where this node's own snapshot is (at most one at a time).
     snapshot_stage: SnapshotStage,
     /// Set while snapshot writes fail: when to try again.
@@ -424,6 +426,7 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             conf_state,
             io,
             persisted: 0,
+            queued: 0,
             snapshot_stage: SnapshotStage::Idle,
             snapshot_retry: None,
             backups_waiting: Vec::new(),
@@ -796,14 +799,30 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             None if has_snapshot => Some(store.hard_state().clone()),
             None => None,
         };
-        self.io.append(
-            rd.number(),
-            rd.take_entries(),
-            hard_state,
-            rd.take_persisted_messages(),
-        )?;
+        let number = rd.number();
+        // A Ready with nothing to make durable, after every earlier one is: persisted as it
+        // is, without a round trip through the log writer's thread (two cross-thread wake-ups,
+        // for every heartbeat round of a read-only load). Its messages may go now: every
+        // message of an earlier Ready has gone (the writer sends them before it reports).
+        let nothing_to_write = rd.entries().is_empty() && hard_state.is_none() && !has_snapshot;
+        let durable_now = nothing_to_write && self.io.persisted() >= self.queued;
+        if durable_now {
+            self.send(rd.take_persisted_messages());
+        } else {
+            self.io.append(
+                number,
+                rd.take_entries(),
+                hard_state,
+                rd.take_persisted_messages(),
+            )?;
+            self.queued = number;
+        }
         self.on_read_states(rd.take_read_states());
         self.raw.advance_append_async(rd);
+        if durable_now {
+            self.raw.on_persist_ready(number);
+            self.persisted = number;
+        }
         if has_snapshot {
             // raft-rs counts a snapshot as applied only once it is persisted; installs are
             // rare, so wait for it here.
