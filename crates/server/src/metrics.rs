@@ -244,15 +244,18 @@ fn parse_stat(text: &str, boot: &str, ticks: f64, page: u64) -> Option<Stat> {
 }
 
 fn clock_ticks() -> Option<f64> {
-    // SAFETY: sysconf reads a configuration value.
-    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (n > 0).then_some(n as f64)
+    sysconf(libc::_SC_CLK_TCK).map(|n| n as f64)
 }
 
 fn page_size() -> Option<u64> {
-    // SAFETY: sysconf reads a configuration value.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    (n > 0).then_some(n as u64)
+    sysconf(libc::_SC_PAGESIZE)
+}
+
+/// A positive system configuration value.
+fn sysconf(name: libc::c_int) -> Option<u64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let n = unsafe { libc::sysconf(name) };
+    u64::try_from(n).ok().filter(|&n| n > 0)
 }
 
 #[cfg(test)]

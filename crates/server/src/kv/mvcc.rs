@@ -91,15 +91,46 @@ struct Slot {
     versions: Versions,
 }
 
+/// Each key's slot, kept twice: in key order (ranges, snapshots, hashes) and hashed, so a
+/// write or a read of one key finds its slot without walking the B-tree (at 100,000 keys that
+/// walk and its key comparisons were a tenth of the leader's CPU under PUT or GET, and every
+/// replica applies every write). The two maps change only together, here.
+#[derive(Debug, Default)]
+struct KeyIndex {
+    ordered: BTreeMap<Bytes, usize>,
+    hashed: HashMap<Bytes, usize>,
+}
+
+impl KeyIndex {
+    fn get(&self, key: &[u8]) -> Option<usize> {
+        self.hashed.get(key).copied()
+    }
+
+    fn insert(&mut self, key: Bytes, slot: usize) {
+        self.ordered.insert(key.clone(), slot);
+        self.hashed.insert(key, slot);
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.ordered.remove(key);
+        self.hashed.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.hashed.len()
+    }
+
+    /// The keys and their slots, in key order.
+    fn ordered(&self) -> &BTreeMap<Bytes, usize> {
+        &self.ordered
+    }
+}
+
 /// Every kept version of every key, and the revision counters.
 #[derive(Debug, Default)]
 pub(super) struct History {
-    /// Each key's slot, in key order (ranges, snapshots, hashes).
-    index: BTreeMap<Bytes, usize>,
-    /// The same map, hashed: a write or a read of one key finds its slot without walking the
-    /// B-tree (at 100,000 keys that walk and its key comparisons were a tenth of the leader's
-    /// CPU under PUT or GET; every replica applies every write).
-    lookup: HashMap<Bytes, usize>,
+    /// Each key's slot.
+    index: KeyIndex,
     slots: Vec<Slot>,
     /// Slots free for the next new key.
     free: Vec<usize>,
@@ -147,7 +178,7 @@ impl History {
     /// that grows by doubling copies, and faults in, up to twice the state on the raft loop.
     pub fn snapshot_bytes_bound(&self) -> usize {
         // total_bytes counts a key once per version, so it covers the key bytes.
-        self.total_bytes as usize + 8 * self.lookup.len() + 36 * self.versions
+        self.total_bytes as usize + 8 * self.index.len() + 36 * self.versions
     }
 
     /// Revisions from the compaction point to the current one.
@@ -163,7 +194,7 @@ impl History {
 
     /// The slot of `key`, if it has versions.
     fn slot_of(&self, key: &[u8]) -> Option<&Slot> {
-        self.lookup.get(key).map(|&i| &self.slots[i])
+        self.index.get(key).map(|i| &self.slots[i])
     }
 
     /// The key as it is now, if it exists.
@@ -218,6 +249,7 @@ impl History {
         let current = revision == self.revision;
         let iter = self
             .index
+            .ordered()
             .range::<[u8], _>(bounds)
             .filter_map(move |(_, &i)| {
                 let Slot { key, versions } = &self.slots[i];
@@ -296,8 +328,8 @@ impl History {
     pub fn put(&mut self, key: Bytes, value: Bytes, lease: LeaseId) -> Written {
         let revision = self.revision;
         // A hash lookup: this runs on the raft loop for every write, on every replica.
-        let i = match self.lookup.get(&key) {
-            Some(&i) => i,
+        let i = match self.index.get(&key) {
+            Some(i) => i,
             None => {
                 let slot = Slot {
                     key: key.clone(),
@@ -313,8 +345,7 @@ impl History {
                         self.slots.len() - 1
                     }
                 };
-                self.index.insert(key.clone(), i);
-                self.lookup.insert(key, i);
+                self.index.insert(key, i);
                 i
             }
         };
@@ -346,7 +377,7 @@ impl History {
     /// it was already written in this revision (a transaction).
     pub fn delete(&mut self, key: &[u8]) -> Option<(KeyValue, bool)> {
         let revision = self.revision;
-        let i = *self.lookup.get(key)?;
+        let i = self.index.get(key)?;
         let Slot { key, versions } = &mut self.slots[i];
         let prev = versions
             .last()
@@ -428,7 +459,6 @@ impl History {
         }
         if versions.is_empty() {
             self.index.remove(&key[..]);
-            self.lookup.remove(&key[..]);
             self.slots[i] = Slot::default();
             self.free.push(i);
         }
@@ -443,7 +473,7 @@ impl History {
     pub fn hash(&self, revision: u64) -> u32 {
         let at = self.compact_revision;
         let mut crc = 0u32;
-        for (key, &i) in &self.index {
+        for (key, &i) in self.index.ordered() {
             let versions = &self.slots[i].versions;
             let kept = &versions[first_kept(versions, at)..];
             for v in kept.iter().take_while(|v| v.mod_revision <= revision) {
@@ -468,6 +498,7 @@ impl History {
             None => Bound::Unbounded,
         };
         self.index
+            .ordered()
             .range::<[u8], _>((lower, Bound::Unbounded))
             .map(|(k, &i)| (k, self.slots[i].versions.as_slice()))
     }
@@ -556,7 +587,6 @@ impl History {
                 h.live_bytes += version_bytes(&k, v);
             }
             h.index.insert(k.clone(), i);
-            h.lookup.insert(k.clone(), i);
             h.slots.push(Slot { key: k, versions });
         }
         // Within one revision (a transaction), key order (slots are numbered in key order):
@@ -572,7 +602,7 @@ impl History {
 
     /// Every key's newest version, if it exists: for rebuilding lease attachments.
     pub fn live(&self) -> impl Iterator<Item = (&Bytes, &Version)> {
-        self.index.iter().filter_map(|(k, &i)| {
+        self.index.ordered().iter().filter_map(|(k, &i)| {
             let newest = self.slots[i].versions.last()?;
             (!newest.is_tombstone()).then_some((k, newest))
         })
