@@ -169,6 +169,12 @@ fn lagging_follower_catches_up_by_snapshot(security: Security) {
     c.wait_caught_up();
     let before = c.status(follower);
     let last_before = field(&before, "last_index");
+    let snap_dir = c.data_dir(follower).join("snap");
+    let files_before = snapshot_files(&snap_dir);
+    assert!(
+        !files_before.is_empty(),
+        "follower {follower} has no snapshot file (not even its bootstrap one) before it stops"
+    );
     let status = c.stop(follower);
     assert!(
         status.success(),
@@ -225,6 +231,17 @@ fn lagging_follower_catches_up_by_snapshot(security: Security) {
         field(&after, "snapshot_index") > 0 && field(&after, "snapshot_index") > last_before,
         "follower {follower} (last index {last_before} before it stopped) caught up without \
          a snapshot: {after}"
+    );
+    // The snapshot it installed replaces its older snapshot files once its marker is durable.
+    let installed = field(&after, "snapshot_index");
+    let replaced = wait_until(WAIT_TIMEOUT, || {
+        snapshot_files(&snap_dir).iter().all(|&i| i >= installed)
+    });
+    assert!(
+        replaced,
+        "follower {follower} kept snapshot files older than the one it installed (index \
+         {installed}): before it stopped {files_before:?}, now {:?}",
+        snapshot_files(&snap_dir)
     );
 
     c.wait_for_leader();
@@ -371,4 +388,18 @@ fn garbage_on_the_peer_port_is_survived(security: Security) {
         c.assert_value(id, "before", b"garbage");
         c.assert_value(id, "after", b"garbage");
     }
+}
+
+/// The indexes of the snapshot files (`<index>-<term>.snap`, hexadecimal) in `dir`.
+fn snapshot_files(dir: &std::path::Path) -> Vec<u64> {
+    let mut indexes: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".snap")?;
+            u64::from_str_radix(stem.split('-').next()?, 16).ok()
+        })
+        .collect();
+    indexes.sort_unstable();
+    indexes
 }

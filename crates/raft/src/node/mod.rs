@@ -787,7 +787,8 @@ impl<S: StateMachine, I: Io> Node<S, I> {
         // raft-rs reads new entries back from storage: they go into the in-memory log now, and
         // to the log writer, which persists them, then sends the messages that must follow
         // persistence (votes, append acknowledgements) and reports the Ready number back.
-        let has_snapshot = !rd.snapshot().is_empty();
+        let installed = (!rd.snapshot().is_empty()).then(|| rd.snapshot().get_metadata().index);
+        let has_snapshot = installed.is_some();
         let store = self.raw.mut_store();
         store.append(rd.entries())?;
         let hard_state = match rd.hs() {
@@ -823,11 +824,14 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             self.raw.on_persist_ready(number);
             self.persisted = number;
         }
-        if has_snapshot {
+        if let Some(index) = installed {
             // raft-rs counts a snapshot as applied only once it is persisted; installs are
             // rare, so wait for it here.
             self.io.barrier()?;
             self.on_persisted()?;
+            // Its marker is durable: the WAL segments and the snapshot files it replaces go,
+            // as after a snapshot of this node's own.
+            self.io.compact(index + 1, index)?;
         }
         self.raw.advance_apply_to(self.applied);
         Ok(())
@@ -1124,13 +1128,18 @@ async fn next_input<S: StateMachine>(
     received
 }
 
-/// Whether a snapshot is due: `entries` applied since the last one reach `snapshot_count`, or
-/// the `log_bytes` they hold reach `snapshot_bytes` or the state's size (`state_bytes`),
-/// whichever is larger — the bound on the log's memory, while a snapshot's cost (it writes the
-/// whole state) stays amortised over at least as many bytes of log as it writes.
+/// Whether a snapshot is due: the `log_bytes` applied since the last one reach
+/// `snapshot_bytes` or the state's size (`state_bytes`), whichever is larger — the bound on the
+/// log's memory, while a snapshot's cost (it writes the whole state) stays amortised over at
+/// least as many bytes of log as it writes — or the `entries` reach `snapshot_count`. A state
+/// larger than `snapshot_bytes` also needs the log to hold half its size before the count
+/// counts: otherwise a large state (1M keys, 200 MB) would be written whole every 100,000
+/// small writes, several bytes written per byte logged.
 fn snapshot_due(cfg: &NodeConfig, entries: u64, log_bytes: u64, state_bytes: u64) -> bool {
-    entries > 0
-        && (entries >= cfg.snapshot_count || log_bytes >= cfg.snapshot_bytes.max(state_bytes))
+    let by_bytes = log_bytes >= cfg.snapshot_bytes.max(state_bytes);
+    let by_count = entries >= cfg.snapshot_count
+        && (state_bytes <= cfg.snapshot_bytes || log_bytes.saturating_mul(2) >= state_bytes);
+    entries > 0 && (by_bytes || by_count)
 }
 
 /// The retry schedule of failing snapshot writes.
@@ -1199,6 +1208,12 @@ mod tests {
         // 5000-byte state would write five bytes per byte logged.
         assert!(!snapshot_due(&c, 1, 4999, 5000));
         assert!(snapshot_due(&c, 1, 5000, 5000));
+        // The count alone is enough while the state is within the threshold...
+        assert!(snapshot_due(&c, 100, 10, 1000));
+        // ...but a larger state is written whole only once the log holds half its size.
+        assert!(!snapshot_due(&c, 100, 2499, 5000));
+        assert!(snapshot_due(&c, 100, 2500, 5000));
+        assert!(!snapshot_due(&c, 99, 2500, 5000));
         // Nothing new since the last snapshot: never.
         assert!(!snapshot_due(&c, 0, 1 << 40, 0));
     }
