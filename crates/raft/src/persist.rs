@@ -21,6 +21,7 @@
 //! A failed write or fsync is fatal: the writer records the error and stops, and the raft loop
 //! stops the node (like etcd, which panics on a failed fsync: retrying it is not safe).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -47,8 +48,13 @@ enum Job {
         marker: SnapshotMarker,
         discard_log: bool,
     },
-    /// After the next sync: delete WAL segments below `index`, snapshot files below `prune`.
-    Compact { index: u64, prune: u64 },
+    /// After the next sync: delete WAL segments below `index`, snapshot files below `prune`,
+    /// and free the in-memory entries the compaction covers.
+    Compact {
+        index: u64,
+        prune: u64,
+        freed: VecDeque<Entry>,
+    },
     /// Answered once everything queued before it is durable.
     Barrier(mpsc::Sender<Result<(), Arc<Error>>>),
 }
@@ -145,9 +151,14 @@ impl LogWriter {
         })
     }
 
-    /// Queues compaction: WAL segments below `index`, snapshot files older than `prune`.
-    pub fn compact(&self, index: u64, prune: u64) -> Result<()> {
-        self.push(Job::Compact { index, prune })
+    /// Queues compaction: WAL segments below `index`, snapshot files older than `prune`; the
+    /// `freed` entries are dropped with the files, on the thread that deletes them.
+    pub fn compact(&self, index: u64, prune: u64, freed: VecDeque<Entry>) -> Result<()> {
+        self.push(Job::Compact {
+            index,
+            prune,
+            freed,
+        })
     }
 
     /// Waits until everything queued so far is durable.
@@ -225,6 +236,7 @@ impl<E: WriterQueue> Writer<E> {
         // Compactions only ever move forward: the furthest one covers the others.
         let mut compaction: Option<(u64, u64)> = None;
         let mut barriers = Vec::new();
+        let mut freed = Vec::new();
         for job in jobs {
             match job {
                 Job::Append {
@@ -249,10 +261,15 @@ impl<E: WriterQueue> Writer<E> {
                     durable = true;
                     self.wal.mark_snapshot(marker, discard_log);
                 }
-                Job::Compact { index, prune } => {
+                Job::Compact {
+                    index,
+                    prune,
+                    freed: entries,
+                } => {
                     durable = true;
                     let (i, p) = compaction.unwrap_or((index, prune));
                     compaction = Some((i.max(index), p.max(prune)));
+                    freed.push(entries);
                 }
                 Job::Barrier(tx) => {
                     durable = true;
@@ -287,7 +304,7 @@ impl<E: WriterQueue> Writer<E> {
             let _ = self.wake.try_send(E::from(event));
         }
         if let Some((index, prune)) = compaction {
-            self.compact(index, prune);
+            self.compact(index, prune, freed);
         }
         let bytes = self.wal.size_bytes();
         self.shared.wal_bytes.store(bytes, Ordering::Relaxed);
@@ -307,13 +324,15 @@ impl<E: WriterQueue> Writer<E> {
     /// older than `prune` on a thread of its own: deleting a 20 MB file takes milliseconds
     /// (more with online discard) that this thread's fsyncs must not wait for. A failed delete
     /// only leaves garbage that replay ignores and the next prune retries, so it is logged.
-    fn compact(&mut self, index: u64, prune: u64) {
+    /// The `freed` entries are dropped there too.
+    fn compact(&mut self, index: u64, prune: u64, freed: Vec<VecDeque<Entry>>) {
         let segments = self.wal.detach_compacted(index);
         let dir = self.wal.dir().to_path_buf();
         let snaps = self.snaps.clone();
         let spawned = std::thread::Builder::new()
             .name("compact".into())
             .spawn(move || {
+                drop(freed);
                 let done = remove_segments(&dir, &segments).and_then(|()| snaps.prune(prune));
                 if let Err(e) = done {
                     tracing::warn!(error = %e, "deleting compacted files failed");

@@ -1,7 +1,7 @@
 //! The node's [`Io`] in the simulator: what the node sends, queues to its log and asks to be
 //! saved is collected here, and the simulator decides when (and whether) it happens.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use coordinate_raft::node::Io;
@@ -79,7 +79,7 @@ impl Io for SimIo {
         self.queue(Job::Marker(marker, discard_log))
     }
 
-    fn compact(&mut self, _index: u64, prune: u64) -> Result<()> {
+    fn compact(&mut self, _index: u64, prune: u64, _freed: VecDeque<Entry>) -> Result<()> {
         self.queue(Job::Compact { prune })
     }
 

@@ -1,7 +1,7 @@
 //! Scenarios a unit test must force: three in-process nodes over an [`Io`] that delivers
 //! every message at once and makes every write durable at once, driven step by step.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -69,7 +69,7 @@ impl Io for Instant0 {
     fn mark_snapshot(&mut self, _marker: SnapshotMarker, _discard_log: bool) -> Result<()> {
         Ok(())
     }
-    fn compact(&mut self, _index: u64, _prune: u64) -> Result<()> {
+    fn compact(&mut self, _index: u64, _prune: u64, _freed: VecDeque<Entry>) -> Result<()> {
         Ok(())
     }
     fn barrier(&mut self) -> Result<()> {

@@ -11,7 +11,7 @@
 //! with [`Io::persisted`] (the driver calls [`Node::advance`](super::Node::advance) after it
 //! changes), a background snapshot save ends with [`Input::SnapshotSaved`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -58,8 +58,9 @@ pub trait Io {
     /// the whole log (a snapshot installed from the leader).
     fn mark_snapshot(&mut self, marker: SnapshotMarker, discard_log: bool) -> Result<()>;
 
-    /// Queues compaction: the log below `index`, snapshot files older than `prune`.
-    fn compact(&mut self, index: u64, prune: u64) -> Result<()>;
+    /// Queues compaction: the log below `index`, snapshot files older than `prune`; `freed`
+    /// are the in-memory entries it covers, to be freed off the raft loop.
+    fn compact(&mut self, index: u64, prune: u64, freed: VecDeque<Entry>) -> Result<()>;
 
     /// Returns once everything queued so far is durable.
     fn barrier(&mut self) -> Result<()>;
@@ -131,8 +132,8 @@ impl<S: StateMachine> Io for Wired<S> {
         self.writer.snapshot(marker, discard_log)
     }
 
-    fn compact(&mut self, index: u64, prune: u64) -> Result<()> {
-        self.writer.compact(index, prune)
+    fn compact(&mut self, index: u64, prune: u64, freed: VecDeque<Entry>) -> Result<()> {
+        self.writer.compact(index, prune, freed)
     }
 
     /// Waits for the log writer thread, letting the runtime move the event loop's other

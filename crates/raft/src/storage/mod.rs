@@ -188,15 +188,16 @@ impl RaftStorage {
     }
 
     /// Records that the snapshot with `meta` is durably written: it becomes the one served to
-    /// peers, and in-memory entries before `compact_to` are dropped (kept entries let slightly
+    /// peers, and in-memory entries before `compact_to` leave the log (kept entries let slightly
     /// lagging peers catch up by log). Returns the marker the caller queues to the WAL, then the
-    /// WAL compaction and the pruning of older snapshot files. Returns `None` if a newer
-    /// snapshot (installed from the leader meanwhile) already took its place.
+    /// WAL compaction and the pruning of older snapshot files, and the entries that left, for
+    /// the caller to free off the raft loop (100,000 entries take 5-7 ms to free). Returns
+    /// `None` if a newer snapshot (installed from the leader meanwhile) already took its place.
     pub fn snapshot_saved(
         &mut self,
         meta: SnapshotMetadata,
         compact_to: u64,
-    ) -> Result<Option<SnapshotMarker>> {
+    ) -> Result<Option<(SnapshotMarker, VecDeque<Entry>)>> {
         if meta.index <= self.snapshot_meta.index {
             return Ok(None);
         }
@@ -205,24 +206,27 @@ impl RaftStorage {
             term: meta.term,
         };
         self.snapshot_meta = meta;
-        self.compact(compact_to.min(marker.index))?;
-        Ok(Some(marker))
+        let dropped = self.compact(compact_to.min(marker.index))?;
+        Ok(Some((marker, dropped)))
     }
 
-    fn compact(&mut self, compact_to: u64) -> Result<()> {
+    /// Drops the entries before `compact_to` from the log and returns them.
+    fn compact(&mut self, compact_to: u64) -> Result<VecDeque<Entry>> {
         if compact_to <= self.first_index {
-            return Ok(());
+            return Ok(VecDeque::new());
         }
         let prev_term = raft::Storage::term(self, compact_to - 1)?;
         let drop = ((compact_to - self.first_index) as usize).min(self.entries.len());
         if drop > 0 {
             self.base = self.ends[drop - 1];
         }
-        self.entries.drain(..drop);
+        // The kept tail is moved (a few thousand entries at most), not the dropped head.
+        let kept = self.entries.split_off(drop);
+        let dropped = std::mem::replace(&mut self.entries, kept);
         self.ends.drain(..drop);
         self.first_index = compact_to;
         self.prev_term = prev_term;
-        Ok(())
+        Ok(dropped)
     }
 
     /// Appends (or overwrites from `entries[0].index` on) entries in memory; the log writer
@@ -507,8 +511,11 @@ mod tests {
             // Nothing changes until the file is saved.
             assert_eq!((s.snapshot_index(), s.first_index()), (1, 2));
             s.snapshot_store().save(&snap).unwrap();
-            let marker = s.snapshot_saved(snap.take_metadata(), 12).unwrap().unwrap();
+            let (marker, freed) = s.snapshot_saved(snap.take_metadata(), 12).unwrap().unwrap();
             assert_eq!(marker, SnapshotMarker { index: 15, term: 2 });
+            // The entries that left the log are handed back, to be freed elsewhere.
+            let freed: Vec<u64> = freed.iter().map(|e| e.index).collect();
+            assert_eq!(freed, (2..12).collect::<Vec<u64>>());
             assert_eq!(s.snapshot_index(), 15);
             // An older one finishing later is ignored.
             let mut old = s
