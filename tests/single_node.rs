@@ -206,6 +206,39 @@ fn snapshots_compact_the_log_and_survive_restart() {
     }
 }
 
+/// `--version` names the release and the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coordinate"))
+        .arg("--version")
+        .output()
+        .expect("run coordinate --version");
+    assert!(out.status.success(), "coordinate --version: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let prefix = concat!("coordinate ", env!("CARGO_PKG_VERSION"), " (commit ");
+    let commit = text
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`coordinate --version` printed {text:?}"));
+    // In a git checkout it is the checkout's commit (tests are built from the tree they test).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) if std::env::var_os("COORDINATE_COMMIT").is_none() => {
+            assert_eq!(commit, head, "`coordinate --version` printed {text:?}")
+        }
+        _ => assert!(
+            !commit.is_empty(),
+            "`coordinate --version` printed {text:?}"
+        ),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad flags: exit non-zero with a clear line on stderr.
 // ---------------------------------------------------------------------------------------------

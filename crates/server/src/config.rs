@@ -20,7 +20,7 @@ use crate::quota::DEFAULT_QUOTA_BYTES;
 #[derive(Debug, Parser)]
 #[command(
     name = "coordinate",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("COORDINATE_COMMIT"), ")"),
     about = "A small, strongly consistent key-value store on Raft"
 )]
 pub struct Args {
