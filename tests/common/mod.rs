@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::ExitStatus;
 
 pub use coordinate_testkit::{
-    field, free_port, peer, raw_put_status, role, show, tail, wait_exit, wait_until, Client,
-    Security, REQUEST_TIMEOUT, WAIT_TIMEOUT,
+    field, free_port, peer, raw_put_status, role, show, tail, wait_exit, wait_until,
+    wait_while_progressing, Client, Security, REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
 /// Runs each named test, a function taking a [`Security`], twice: once in clear (as

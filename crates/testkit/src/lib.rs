@@ -39,4 +39,4 @@ pub use log::tail;
 pub use ports::{free_port, free_ports, PortsExhausted};
 pub use process::{sigterm, NodeProcess, Signal};
 pub use raw_http::raw_put_status;
-pub use wait::{wait_exit, wait_until, WAIT_TIMEOUT};
+pub use wait::{wait_exit, wait_until, wait_while_progressing, WAIT_TIMEOUT};
