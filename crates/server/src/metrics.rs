@@ -26,6 +26,12 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// HTTP request latency by route, in seconds.
     pub request_seconds: HistogramVec,
+    /// gRPC calls by method (`KV/Range`) and gRPC status code name (`OK`, `Unavailable`).
+    pub grpc_requests: IntCounterVec,
+    /// gRPC unary call latency by method, in seconds (streams are counted, not timed).
+    pub grpc_seconds: HistogramVec,
+    /// Alarms raised (NOSPACE), cluster-wide, as this node has applied them.
+    pub alarms: IntGauge,
     /// Current store revision.
     pub revision: IntGauge,
     /// Active watchers.
@@ -66,6 +72,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?,
+        grpc_requests: IntCounterVec::new(
+            Opts::new(
+                "grpc_requests_total",
+                "gRPC calls by method and status code",
+            ),
+            &["method", "code"],
+        )?,
+        grpc_seconds: HistogramVec::new(
+            HistogramOpts::new("grpc_request_duration_seconds", "gRPC unary call latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )?,
+        alarms: IntGauge::new("alarms", "Alarms raised (NOSPACE)")?,
         revision: IntGauge::new("revision", "Current store revision")?,
         watchers: IntGauge::new("watchers", "Active watchers")?,
         watchers_refused: IntCounter::new(
@@ -105,6 +124,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     };
     m.registry.register(Box::new(m.requests.clone()))?;
     m.registry.register(Box::new(m.request_seconds.clone()))?;
+    m.registry.register(Box::new(m.grpc_requests.clone()))?;
+    m.registry.register(Box::new(m.grpc_seconds.clone()))?;
     m.registry.register(Box::new(m.revision.clone()))?;
     m.registry.register(Box::new(m.watchers.clone()))?;
     m.registry.register(Box::new(m.watchers_refused.clone()))?;
@@ -122,6 +143,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &m.store_bytes,
         &m.quota_bytes,
         &m.leases,
+        &m.alarms,
     ] {
         m.registry.register(Box::new(gauge.clone()))?;
     }

@@ -159,6 +159,7 @@ impl Store {
             .set(self.kv.compact_revision() as i64);
         METRICS.store_bytes.set(self.kv.total_bytes() as i64);
         METRICS.leases.set(self.kv.lease_count() as i64);
+        METRICS.alarms.set(self.kv.alarms().count() as i64);
     }
 
     /// Keeps the lessor in step with what a lease command did.

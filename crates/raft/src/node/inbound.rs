@@ -55,6 +55,10 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             self.refused(&m, &refusal);
             return;
         }
+        if m.get_msg_type() == MessageType::MsgHeartbeatResponse {
+            self.telemetry
+                .heartbeat_answered(m.from, std::time::Instant::now());
+        }
         let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(error = %e, "raft rejected a peer message");

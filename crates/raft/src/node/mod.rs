@@ -22,7 +22,8 @@
 //! Requests whose reply can no longer arrive (a proposal lost in a leader change, a read index
 //! never answered) are swept periodically; their callers time out with "outcome unknown".
 //!
-//! Read batching lives in [`reads`], membership changes in [`membership`]. What the node
+//! Read batching lives in [`reads`], membership changes in [`membership`], what is measured
+//! of the peers for `/metrics` in [`telemetry`]. What the node
 //! accepts from peers is decided in [`guard`] (pure rules) and [`inbound`] (the checks that need
 //! the state machine: received snapshots, forwarded proposals) before raft-rs sees a message.
 
@@ -53,6 +54,7 @@ mod inbound;
 mod io;
 mod membership;
 mod reads;
+mod telemetry;
 
 pub use io::{Io, Wired};
 pub use membership::{MemberChange, MemberInfo, LEARNER_CATCH_UP_SLACK};
@@ -305,6 +307,10 @@ pub struct Node<S: StateMachine, I: Io = Wired<S>> {
     refusals: guard::RefusalLog,
     /// The newest forwarded proposal stepped from each peer (a copy is never stepped).
     forwarded_seen: guard::ForwardedSeen,
+    /// When the snapshot being taken began, for its duration metric.
+    snapshot_started: Option<Instant>,
+    /// Heartbeat round trips and peer reachability, for `/metrics`.
+    telemetry: telemetry::PeerTelemetry,
 }
 
 impl<S: StateMachine> Node<S> {
@@ -449,6 +455,8 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             verified_snapshot: None,
             refusals: guard::RefusalLog::default(),
             forwarded_seen: guard::ForwardedSeen::default(),
+            snapshot_started: None,
+            telemetry: telemetry::PeerTelemetry::default(),
         })
     }
 
@@ -551,6 +559,7 @@ impl<S: StateMachine, I: Io> Node<S, I> {
         match input {
             Input::Propose { data, reply } => {
                 if self.leader == 0 && self.raw.raft.leader_id == raft::INVALID_ID {
+                    METRICS.proposals_failed.inc();
                     let _ = reply.send(Err(Declined::NoLeader));
                     return Ok(false);
                 }
@@ -682,6 +691,7 @@ impl<S: StateMachine, I: Io> Node<S, I> {
         m.set_entries(entries.into());
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(error = %e, count = seqs.len(), "proposals dropped");
+            METRICS.proposals_failed.inc_by(seqs.len() as u64);
             let internal = match e {
                 raft::Error::ProposalDropped => None,
                 other => Some(Arc::new(Error::Raft(other))),
@@ -727,12 +737,21 @@ impl<S: StateMachine, I: Io> Node<S, I> {
         }
         if self.ticks.is_multiple_of(10) {
             self.proposals.retain(|_, pending| !pending.is_closed());
+            self.publish_reachable();
         }
     }
 
     fn send(&mut self, msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
+        }
+        if self.role == StateRole::Leader {
+            let now = Instant::now();
+            for m in msgs.iter() {
+                if m.get_msg_type() == MessageType::MsgHeartbeat {
+                    self.telemetry.heartbeat_sent(m.to, now);
+                }
+            }
         }
         for m in self.io.send(msgs) {
             if m.get_msg_type() == MessageType::MsgSnapshot {
@@ -774,11 +793,13 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             // get the next one).
             if matches!(self.snapshot_stage, SnapshotStage::Serializing { .. }) {
                 self.snapshot_stage = SnapshotStage::Idle;
+                self.snapshot_started = None;
                 self.backups_waiting.append(&mut self.backups_taking);
             }
             self.conf_state = snap.get_metadata().get_conf_state().clone();
             self.applied = index;
             self.sync_peers();
+            METRICS.snapshots_installed.inc();
             tracing::info!(index, "installed snapshot from leader");
         }
 
@@ -835,6 +856,10 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             self.io.compact(index + 1, index, VecDeque::new())?;
         }
         self.raw.advance_apply_to(self.applied);
+        METRICS
+            .commit_index
+            .set(self.raw.raft.raft_log.committed as i64);
+        METRICS.term.set(self.raw.raft.term as i64);
         Ok(())
     }
 
@@ -860,6 +885,7 @@ impl<S: StateMachine, I: Io> Node<S, I> {
             }
             self.leader = leader;
             METRICS.leader_changes.inc();
+            METRICS.has_leader.set(i64::from(leader != 0));
             // Read rounds of the old term may never be answered: ask again.
             for b in self.read_batches.values_mut() {
                 if b.index.is_none() {
@@ -870,6 +896,8 @@ impl<S: StateMachine, I: Io> Node<S, I> {
         if role != self.role {
             tracing::debug!(?role, "role changed");
             self.role = role;
+            METRICS.is_leader.set(i64::from(role == StateRole::Leader));
+            self.telemetry.role_changed();
         }
     }
 
@@ -990,6 +1018,7 @@ impl<S: StateMachine, I: Io> Node<S, I> {
                 let compact_to =
                     store.catch_up_start(index, self.cfg.catch_up_entries, self.cfg.catch_up_bytes);
                 self.sm.begin_snapshot();
+                self.snapshot_started = Some(Instant::now());
                 self.backups_taking = std::mem::take(&mut self.backups_waiting);
                 self.snapshot_stage = SnapshotStage::Serializing {
                     snap: Box::new(snap),
@@ -1032,6 +1061,7 @@ impl<S: StateMachine, I: Io> Node<S, I> {
         result: Result<()>,
     ) -> Result<()> {
         self.snapshot_stage = SnapshotStage::Idle;
+        let started = self.snapshot_started.take();
         if let Err(error) = result {
             let backoff = SnapshotBackoff::after_failure(self.snapshot_retry.as_ref(), self.ticks);
             if backoff.failures == 1 {
@@ -1067,8 +1097,26 @@ impl<S: StateMachine, I: Io> Node<S, I> {
         self.io.mark_snapshot(marker, false)?;
         self.io.compact(compact_to, index, freed)?;
         METRICS.snapshots.inc();
+        if let Some(started) = started {
+            METRICS
+                .snapshot_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         tracing::info!(index, compact_to, "snapshot written, log compacted");
         Ok(())
+    }
+
+    /// Publishes which members this node can reach (itself excluded).
+    fn publish_reachable(&mut self) {
+        let me = self.cfg.id;
+        let peers: Vec<(u64, bool)> = self
+            .sm
+            .members()
+            .keys()
+            .filter(|&&id| id != me)
+            .map(|&id| (id, self.io.is_connected(id)))
+            .collect();
+        self.telemetry.publish_reachable(peers);
     }
 
     fn status(&self) -> NodeStatus<S::Status> {

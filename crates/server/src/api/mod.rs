@@ -142,7 +142,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 /// Route names: a small fixed set, so metric labels stay bounded.
-const ROUTES: [&str; 15] = [
+const ROUTES: [&str; 17] = [
     "health",
     "metrics",
     "status",
@@ -152,6 +152,8 @@ const ROUTES: [&str; 15] = [
     "kv_get",
     "kv_put",
     "kv_delete",
+    "lease",
+    "maintenance",
     "v1_other",
     "get",
     "put",
@@ -398,6 +400,9 @@ mod tests {
             (Method::GET, "/v1/kv/k"),
             (Method::PUT, "/v1/kv/k"),
             (Method::DELETE, "/v1/kv/k"),
+            (Method::POST, "/v1/lease/grant"),
+            (Method::POST, "/v1/compact"),
+            (Method::GET, "/v1/alarms"),
             (Method::GET, "/v1/other"),
             (Method::GET, "/k"),
             (Method::PUT, "/k"),

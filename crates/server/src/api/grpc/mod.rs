@@ -13,6 +13,7 @@
 //!   there is no file to defragment).
 //! - `health`: the standard `grpc.health.v1` service.
 //! - `status`: service errors as gRPC statuses.
+//! - `metrics`: every call counted by method and code, unary ones timed.
 //!
 //! Served on the same port as REST (`api::serve` sends a request whose content type is
 //! `application/grpc` here), in clear as HTTP/2 with prior knowledge (h2c, what etcd's
@@ -24,6 +25,7 @@ mod health;
 mod kv;
 mod lease;
 mod maintenance;
+mod metrics;
 mod status;
 mod watch;
 mod watch_wire;
@@ -101,5 +103,8 @@ pub fn router(grpc: Grpc) -> axum::Router {
     routes.add_service(AuthServer::new(grpc.clone()));
     routes.add_service(health::service(&grpc));
     routes.add_service(MaintenanceServer::new(grpc));
-    routes.routes().into_axum_router()
+    routes
+        .routes()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(metrics::record))
 }
